@@ -1,0 +1,313 @@
+"""Reading and validating the YAML config, env overrides, defaults.
+
+One file (`--config`, else `$LANDO_CONFIG`, else `/etc/lando_config.yml`, else built-in
+defaults). lando's keys are kept where they mean the same thing (`work_queue`,
+`cloud_settings`, `vm_settings`, `bespin_api`/`job_api`, `fake_cloud_service`,
+`cwl_base_command`, `cwl_post_process_command`, `log_level`). Unknown keys and wrong types
+are errors naming the file and the key. Environment overrides: `LANDO_<KEY>` for a top-level
+key, `LANDO_<SECTION>__<KEY>` for a key in a section (e.g. `LANDO_WORK_QUEUE__HOST`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lando_ssh.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "/etc/lando_config.yml"
+
+
+def default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "lando-ssh")
+
+
+@dataclass
+class WorkQueueConfig:
+    """RabbitMQ (lando's `work_queue`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 5672
+    username: str = "guest"
+    password: str = "guest"
+    virtual_host: str = "/"
+    listen_queue: str = "lando"
+    status_exchange: str = "job_status"
+    heartbeat: int = 60
+    max_message_bytes: int = 65536
+    # lando's worker credentials: accepted for compatibility, unused (no worker runs on the VM)
+    worker_username: str | None = None
+    worker_password: str | None = None
+
+
+@dataclass
+class CloudSettings:
+    """OpenStack credentials and placement (lando's `cloud_settings`)."""
+
+    auth_url: str | None = None
+    username: str | None = None
+    password: str | None = None
+    user_domain_name: str = "Default"
+    project_name: str | None = None
+    project_domain_name: str = "Default"
+    region_name: str | None = None
+    application_credential_id: str | None = None
+    application_credential_secret: str | None = None
+    cloud: str | None = None  # a named cloud in clouds.yaml
+    network_name: str | None = None
+    security_groups: list[str] = field(default_factory=list)
+    availability_zone: str | None = None
+    allocate_floating_ips: bool = False
+    floating_ip_pool_name: str | None = None
+    ssh_key_name: str | None = None  # lando's shared key name: accepted, unused (keys are per job)
+    verify: bool = True
+
+
+@dataclass
+class LocalCloudConfig:
+    """The local cloud driver: each VM is an sshd on loopback. Fault knobs are for tests."""
+
+    root: str | None = None  # where VM directories live; default <data_dir>/local-cloud
+    path: list[str] = field(default_factory=list)  # extra PATH entries on the "image" (cwltool's bin)
+    boot_delay: float = 0.0  # seconds before the VM answers SSH
+    fail_create: bool = False  # every create fails (as a cloud error)
+    flavors: dict[str, dict[str, int]] = field(default_factory=lambda: {
+        "m1.small": {"vcpus": 1, "ram_mb": 2048, "disk_gb": 20},
+        "m1.medium": {"vcpus": 2, "ram_mb": 4096, "disk_gb": 40},
+        "m1.large": {"vcpus": 4, "ram_mb": 8192, "disk_gb": 80},
+    })
+    images: list[str] = field(default_factory=lambda: ["local"])
+
+
+@dataclass
+class CloudConfig:
+    driver: str = "local"  # local | openstack
+    installation_id: str = "lando-ssh"  # tags every resource we create, so a sweep finds ours
+    local: LocalCloudConfig = field(default_factory=LocalCloudConfig)
+
+
+@dataclass
+class VmConfig:
+    """Defaults for each job's VM; a job's own flavor/image/volume_size win."""
+
+    flavor: str = "m1.small"
+    image: str = "local"
+    volume_size: int = 0  # GB; 0 = no data volume
+    user: str | None = None  # login user on the VM; default: the image's (local: the current user)
+    work_dir: str = "/work"  # mount point of the data volume; jobs live below it
+    boot_timeout: float = 600.0
+    ssh_timeout: float = 300.0
+    host_key_from_console: bool = True  # False: accept the first host key seen (opt-out, insecure)
+
+
+@dataclass
+class LimitsConfig:
+    max_concurrent_jobs: int = 50
+    max_vms: int = 0  # 0 = no limit beyond the cloud's quota
+    max_cores: int = 0
+    max_ram_gb: int = 0
+    max_run_time: float = 0.0  # seconds per job's run step; 0 = none
+    staging_timeout: float = 3600.0
+
+
+@dataclass
+class StoreConfig:
+    url: str | None = None  # sqlite:///path | postgresql://...; default sqlite in data_dir
+
+
+@dataclass
+class BespinApiConfig:
+    url: str | None = None
+    token: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+@dataclass
+class Config:
+    log_level: str = "INFO"
+    data_dir: str = field(default_factory=default_data_dir)
+    output_dir: str | None = None  # base for job outputs; default <data_dir>/outputs
+    store: StoreConfig = field(default_factory=StoreConfig)
+    work_queue: WorkQueueConfig = field(default_factory=WorkQueueConfig)
+    cloud: CloudConfig = field(default_factory=CloudConfig)
+    cloud_settings: CloudSettings = field(default_factory=CloudSettings)
+    bespin_api: BespinApiConfig | None = None
+    vm: VmConfig = field(default_factory=VmConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    cwl_base_command: list[str] | None = None  # default: the cloud's (cwltool; --no-container locally)
+    cwl_post_process_command: list[str] | None = None
+    cwl_pre_process_command: list[str] | None = None
+    keep_vm_on_error: bool = False
+    poll_interval: float = 5.0  # longest wait between checks of a running workflow
+    source: str = "built-in defaults"  # where this config came from (not a key)
+
+    @property
+    def store_url(self) -> str:
+        return self.store.url or "sqlite:///" + os.path.join(self.data_dir, "jobs.sqlite")
+
+    @property
+    def outputs_base(self) -> str:
+        return self.output_dir or os.path.join(self.data_dir, "outputs")
+
+    @property
+    def keys_dir(self) -> str:
+        return os.path.join(self.data_dir, "keys")
+
+    @property
+    def local_cloud_root(self) -> str:
+        return self.cloud.local.root or os.path.join(self.data_dir, "local-cloud")
+
+
+def load_config(path: str | None = None, env: typing.Mapping[str, str] | None = None) -> Config:
+    """Load the config from `path`, `$LANDO_CONFIG`, /etc/lando_config.yml or defaults."""
+    env = os.environ if env is None else env
+    source = path or env.get("LANDO_CONFIG")
+    data: dict[str, Any] = {}
+    if source:
+        data = _read_yaml(source)
+    elif os.path.exists(DEFAULT_CONFIG_PATH):
+        source = DEFAULT_CONFIG_PATH
+        data = _read_yaml(source)
+    where = source or "built-in defaults"
+    data = _apply_lando_aliases(data, where)
+    _apply_env(data, env)
+    config = _build(Config, data, where, "")
+    config.source = where
+    config.data_dir = os.path.expanduser(config.data_dir)
+    if config.cloud.driver not in ("local", "openstack"):
+        raise ConfigError(f"{where}: cloud.driver must be 'local' or 'openstack', not {config.cloud.driver!r}")
+    if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"{where}: log_level must be one of DEBUG, INFO, WARNING, ERROR, not {config.log_level!r}")
+    return config
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of keys, not a {type(data).__name__}")
+    return data
+
+
+def _apply_lando_aliases(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """Map lando's keys onto ours, so an existing lando config file works unchanged."""
+    data = dict(data)
+    if "fake_cloud_service" in data:
+        fake = data.pop("fake_cloud_service")
+        if not isinstance(fake, bool):
+            raise ConfigError(f"{where}: fake_cloud_service must be true or false")
+        cloud = dict(data.get("cloud") or {})
+        cloud.setdefault("driver", "local" if fake else "openstack")
+        data["cloud"] = cloud
+    if "job_api" in data:
+        data.setdefault("bespin_api", data.pop("job_api"))
+    if "vm_settings" in data:
+        vs = data.pop("vm_settings") or {}
+        if not isinstance(vs, dict):
+            raise ConfigError(f"{where}: vm_settings must be a mapping")
+        vm = dict(data.get("vm") or {})
+        cs = dict(data.get("cloud_settings") or {})
+        mapping = {"worker_image_name": (vm, "image"), "default_favor_name": (vm, "flavor"),
+                   "default_flavor_name": (vm, "flavor"), "network_name": (cs, "network_name"),
+                   "floating_ip_pool_name": (cs, "floating_ip_pool_name"),
+                   "allocate_floating_ips": (cs, "allocate_floating_ips"), "ssh_key_name": (cs, "ssh_key_name")}
+        for key, value in vs.items():
+            if key in mapping:
+                target, name = mapping[key]
+                target.setdefault(name, value)
+            elif key in ("cwl_base_command", "cwl_post_process_command", "cwl_pre_process_command"):
+                data.setdefault(key, value)
+            else:
+                raise ConfigError(f"{where}: unknown key vm_settings.{key}")
+        data["vm"], data["cloud_settings"] = vm, cs
+    for key in ("cwl_base_command", "cwl_post_process_command", "cwl_pre_process_command"):
+        if isinstance(data.get(key), str):  # lando allowed a string; we keep argv lists
+            import shlex
+            data[key] = shlex.split(data[key])
+    return data
+
+
+def _apply_env(data: dict[str, Any], env: typing.Mapping[str, str]) -> None:
+    for name, value in env.items():
+        if not name.startswith("LANDO_") or name == "LANDO_CONFIG":
+            continue
+        parts = [p.lower() for p in name[len("LANDO_"):].split("__")]
+        target = data
+        for p in parts[:-1]:
+            target = target.setdefault(p, {})
+            if not isinstance(target, dict):
+                break
+        else:
+            target[parts[-1]] = yaml.safe_load(value) if value else value
+
+
+def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'the config'} must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key {prefix}{key}")
+        kwargs[key] = _coerce(hints[key], value, where, prefix + key)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where, key)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value if value is not None else {}, where, key + ".")  # type: ignore[arg-type]
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: {key} must be a list, not {_kind(value)}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(item, v, where, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {key} must be a mapping, not {_kind(value)}")
+        _, item = typing.get_args(tp)
+        return {str(k): _coerce(item, v, where, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: {key} must be true or false, not {_kind(value)}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: {key} must be a whole number, not {_kind(value)}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: {key} must be a number, not {_kind(value)}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: {key} must be a string, not {_kind(value)}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else f"{type(value).__name__} {value!r}"[:80]

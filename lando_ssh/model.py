@@ -1,0 +1,248 @@
+"""The job record and its lifecycle: lando's state and step codes, allowed transitions.
+
+Pure data and rules; nothing here does I/O.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+
+class JobState(str, enum.Enum):
+    """lando's one-letter job states (bespin-api and its watchers understand these)."""
+
+    NEW = "N"
+    AUTHORIZED = "A"
+    STARTING = "S"
+    RUNNING = "R"
+    FINISHED = "F"
+    ERROR = "E"
+    CANCELING = "c"
+    CANCELED = "C"
+    RESTARTING = "r"
+    DELETED = "D"
+
+
+class JobStep(str, enum.Enum):
+    """lando's one-letter job steps, in the order the pipeline walks them."""
+
+    NONE = ""
+    CREATE_VM = "V"
+    STAGING = "S"
+    RUNNING = "R"
+    ORGANIZE_OUTPUT = "o"
+    STORE_OUTPUT = "O"
+    TERMINATE_VM = "T"
+
+
+#: The pipeline's steps in order (NONE excluded).
+STEPS: tuple[JobStep, ...] = (
+    JobStep.CREATE_VM,
+    JobStep.STAGING,
+    JobStep.RUNNING,
+    JobStep.ORGANIZE_OUTPUT,
+    JobStep.STORE_OUTPUT,
+    JobStep.TERMINATE_VM,
+)
+
+S = JobState
+#: Allowed state changes. A change to the same state (e.g. R -> R with a new step) is always allowed.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    S.NEW: frozenset({S.AUTHORIZED, S.STARTING, S.CANCELED, S.DELETED, S.ERROR}),
+    S.AUTHORIZED: frozenset({S.STARTING, S.CANCELED, S.DELETED, S.ERROR}),
+    S.STARTING: frozenset({S.RUNNING, S.ERROR, S.CANCELING, S.CANCELED}),
+    S.RUNNING: frozenset({S.FINISHED, S.ERROR, S.CANCELING}),
+    S.CANCELING: frozenset({S.CANCELED, S.ERROR}),
+    S.ERROR: frozenset({S.RESTARTING, S.DELETED, S.CANCELED}),
+    S.CANCELED: frozenset({S.RESTARTING, S.DELETED}),
+    S.RESTARTING: frozenset({S.STARTING, S.RUNNING, S.ERROR, S.CANCELING, S.CANCELED}),
+    S.FINISHED: frozenset({S.DELETED}),
+    S.DELETED: frozenset(),
+}
+del S
+
+#: States in which a job is being worked on (the server owns it and must resume it after a crash).
+ACTIVE_STATES = frozenset({JobState.STARTING, JobState.RUNNING, JobState.CANCELING, JobState.RESTARTING})
+#: States a job may be started from.
+STARTABLE_STATES = frozenset({JobState.NEW, JobState.AUTHORIZED})
+#: States a job may be restarted from.
+RESTARTABLE_STATES = frozenset({JobState.ERROR, JobState.CANCELED})
+FINAL_STATES = frozenset({JobState.FINISHED, JobState.ERROR, JobState.CANCELED, JobState.DELETED})
+
+
+class IllegalTransition(ValueError):
+    pass
+
+
+def check_transition(old: JobState, new: JobState) -> None:
+    if old != new and new not in TRANSITIONS[old]:
+        raise IllegalTransition(f"a job cannot go from state {old.value!r} ({old.name.lower()}) "
+                                f"to {new.value!r} ({new.name.lower()})")
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(t: datetime | None) -> str | None:
+    return t.isoformat(timespec="milliseconds") if t else None
+
+
+def parse_time(s: str | None) -> datetime | None:
+    return datetime.fromisoformat(s) if s else None
+
+
+@dataclass
+class VmSpec:
+    """What the job asks of its VM; empty fields take the config's defaults."""
+
+    flavor: str | None = None
+    image: str | None = None
+    volume_size: int | None = None  # GB, data volume mounted at the job's work dir
+
+
+@dataclass
+class VmRecord:
+    """The VM a job runs on, as the cloud driver reported it."""
+
+    name: str
+    id: str | None = None
+    address: str | None = None
+    port: int = 22
+    user: str | None = None
+    host_keys: list[str] = field(default_factory=list)  # "ssh-ed25519 AAAA..." lines, pinned
+    work_dir: str | None = None  # the job's directory on the VM
+    flavor: str | None = None
+    vcpus: int | None = None
+    ram_mb: int | None = None
+    created: datetime | None = None
+    deleted: datetime | None = None
+    volume_id: str | None = None
+
+
+@dataclass
+class HistoryEntry:
+    at: datetime
+    state: JobState
+    step: JobStep
+    note: str = ""
+
+
+@dataclass
+class StepTiming:
+    started: datetime | None = None
+    finished: datetime | None = None
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started and self.finished:
+            return (self.finished - self.started).total_seconds()
+        return None
+
+
+@dataclass
+class Job:
+    """One workflow run: what to run, where it is, and everything that happened to it."""
+
+    id: int
+    name: str
+    workflow: str  # where the workflow came from (path or URL), for the record
+    job_order: dict[str, Any]  # input object, locations absolute (file:// or http(s)://)
+    state: JobState = JobState.NEW
+    step: JobStep = JobStep.NONE
+    reason: str = ""  # one sentence: why the job waits, or why it failed
+    error: str | None = None  # the full error text (step, exit code, stderr tail)
+    created: datetime = field(default_factory=now)
+    updated: datetime = field(default_factory=now)
+    vm_spec: VmSpec = field(default_factory=VmSpec)
+    vm: VmRecord | None = None
+    output_dir: str = ""
+    priority: int = 0
+    user: str = ""  # who submitted it (for usage reports)
+    #: facts the pipeline recorded so a step can resume: remote pid, exit code, bytes staged, ...
+    facts: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, StepTiming] = field(default_factory=dict)  # step code -> timing
+    history: list[HistoryEntry] = field(default_factory=list)
+    output: dict[str, Any] | None = None  # the CWL output object, paths local
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job as plain JSON data (the `status --json` shape plus everything else)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "state": self.state.value,
+            "step": self.step.value,
+            "reason": self.reason,
+            "error": self.error,
+            "created": iso(self.created),
+            "updated": iso(self.updated),
+            "workflow": self.workflow,
+            "job_order": self.job_order,
+            "vm_spec": dataclasses.asdict(self.vm_spec),
+            "vm": _vm_to_dict(self.vm),
+            "output_dir": self.output_dir,
+            "priority": self.priority,
+            "user": self.user,
+            "facts": self.facts,
+            "timings": {k: {"started": iso(t.started), "finished": iso(t.finished), "seconds": t.seconds}
+                        for k, t in self.timings.items()},
+            "history": [{"at": iso(h.at), "state": h.state.value, "step": h.step.value, "note": h.note}
+                        for h in self.history],
+            "output": self.output,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Job:
+        vm = d.get("vm")
+        return cls(
+            id=int(d["id"]),
+            name=d.get("name", ""),
+            workflow=d.get("workflow", ""),
+            job_order=d.get("job_order") or {},
+            state=JobState(d.get("state", "N")),
+            step=JobStep(d.get("step", "")),
+            reason=d.get("reason", ""),
+            error=d.get("error"),
+            created=parse_time(d.get("created")) or now(),
+            updated=parse_time(d.get("updated")) or now(),
+            vm_spec=VmSpec(**(d.get("vm_spec") or {})),
+            vm=_vm_from_dict(vm) if vm else None,
+            output_dir=d.get("output_dir", ""),
+            priority=int(d.get("priority", 0)),
+            user=d.get("user", ""),
+            facts=d.get("facts") or {},
+            timings={k: StepTiming(parse_time(t.get("started")), parse_time(t.get("finished")))
+                     for k, t in (d.get("timings") or {}).items()},
+            history=[HistoryEntry(parse_time(h["at"]) or now(), JobState(h["state"]), JobStep(h["step"]),
+                                  h.get("note", "")) for h in d.get("history") or []],
+            output=d.get("output"),
+        )
+
+    def set_state(self, state: JobState, step: JobStep | None = None, note: str = "") -> bool:
+        """Move to `state` (and `step`, when given); returns False when nothing changed."""
+        new_step = self.step if step is None else step
+        if state == self.state and new_step == self.step:
+            return False
+        check_transition(self.state, state)
+        self.state, self.step = state, new_step
+        self.updated = now()
+        self.history.append(HistoryEntry(self.updated, state, new_step, note))
+        return True
+
+
+def _vm_to_dict(vm: VmRecord | None) -> dict[str, Any] | None:
+    if vm is None:
+        return None
+    d = dataclasses.asdict(vm)
+    d["created"], d["deleted"] = iso(vm.created), iso(vm.deleted)
+    return d
+
+
+def _vm_from_dict(d: dict[str, Any]) -> VmRecord:
+    d = dict(d)
+    d["created"], d["deleted"] = parse_time(d.get("created")), parse_time(d.get("deleted"))
+    known = {f.name for f in dataclasses.fields(VmRecord)}
+    return VmRecord(**{k: v for k, v in d.items() if k in known})

@@ -1,0 +1,51 @@
+"""Job sources behind one interface: `sqlite` (default), `postgres`, `bespin` (REST).
+
+`open_store(url)` picks the backend from the URL's scheme. Every change to a job goes
+through `update(job_id, change)`, which reads the job fresh, applies `change` and writes
+it back atomically, so the pipeline and a concurrent `cancel_job` never overwrite each
+other.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from lando_ssh.model import Job, JobState
+
+
+class JobStore(Protocol):
+    def create(self, job: Job) -> Job:
+        """Store a new job; returns it with its id assigned (`job.id` is ignored)."""
+        ...
+
+    def get(self, job_id: int) -> Job:
+        """The job, or raise `UnknownJob`."""
+        ...
+
+    def update(self, job_id: int, change: Callable[[Job], None]) -> Job:
+        """Read job `job_id`, apply `change` to it, write it back in one transaction; returns it.
+
+        `change` may raise to abort; nothing is written then.
+        """
+        ...
+
+    def list(self, states: Iterable[JobState] | None = None) -> list[Job]:
+        """Jobs in `states` (all when None), oldest first."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+def open_store(url: str) -> JobStore:
+    if url.startswith("sqlite:"):
+        from lando_ssh.store.sqlite import SqliteStore
+
+        return SqliteStore(url)
+    if url.startswith(("postgresql:", "postgres:")):
+        from lando_ssh.store.postgres import PostgresStore  # type: ignore[import-not-found]
+
+        return PostgresStore(url)
+    from lando_ssh.errors import ConfigError
+
+    raise ConfigError(f"store.url {url!r} is not a sqlite:/// or postgresql:// URL")

@@ -1,0 +1,107 @@
+"""The default job store: one SQLite file, the job as JSON beside indexed state columns."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable
+
+from lando_ssh.errors import ConfigError, UnknownJob
+from lando_ssh.model import Job, JobState, now
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    state TEXT NOT NULL,
+    step TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    created TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+"""
+
+
+class SqliteStore:
+    def __init__(self, url: str):
+        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else url[len("sqlite:"):]
+        if not path:
+            raise ConfigError(f"store.url {url!r} names no file")
+        self.path = path
+        directory = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            fresh = not os.path.exists(path)
+            if fresh:  # the store holds job data; only its owner reads it
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        except OSError as e:
+            raise ConfigError(f"cannot create the job store {path}: {e.strerror}") from None
+        self._local = threading.local()
+        with self._conn() as db:
+            db.executescript(SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    def create(self, job: Job) -> Job:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            cur = db.execute("INSERT INTO jobs (state, step, priority, created, data) VALUES (?,?,?,?,?)",
+                             (job.state.value, job.step.value, job.priority, job.created.isoformat(), "{}"))
+            job.id = int(cur.lastrowid or 0)
+            if not job.history:
+                job.history = []
+            db.execute("UPDATE jobs SET data=? WHERE id=?", (json.dumps(job.to_dict()), job.id))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return job
+
+    def get(self, job_id: int) -> Job:
+        row = self._conn().execute("SELECT data FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if row is None:
+            raise UnknownJob(job_id)
+        return Job.from_dict(json.loads(row[0]))
+
+    def update(self, job_id: int, change: Callable[[Job], None]) -> Job:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute("SELECT data FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is None:
+                raise UnknownJob(job_id)
+            job = Job.from_dict(json.loads(row[0]))
+            change(job)
+            job.updated = max(job.updated, now())
+            db.execute("UPDATE jobs SET state=?, step=?, priority=?, data=? WHERE id=?",
+                       (job.state.value, job.step.value, job.priority, json.dumps(job.to_dict()), job_id))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return job
+
+    def list(self, states: Iterable[JobState] | None = None) -> list[Job]:
+        db = self._conn()
+        if states is None:
+            rows = db.execute("SELECT data FROM jobs ORDER BY id").fetchall()
+        else:
+            codes = [s.value for s in states]
+            marks = ",".join("?" * len(codes))
+            rows = db.execute(f"SELECT data FROM jobs WHERE state IN ({marks}) ORDER BY id", codes).fetchall()
+        return [Job.from_dict(json.loads(r[0])) for r in rows]
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
