@@ -78,6 +78,7 @@ class LocalCloudConfig:
     path: list[str] = field(default_factory=list)  # extra PATH entries on the "image" (cwltool's bin)
     boot_delay: float = 0.0  # seconds before the VM answers SSH
     fail_create: bool = False  # every create fails (as a cloud error)
+    max_instances: int = 0  # the "cloud quota" of VMs; 0 = unlimited
     flavors: dict[str, dict[str, int]] = field(default_factory=lambda: {
         "m1.small": {"vcpus": 1, "ram_mb": 2048, "disk_gb": 20},
         "m1.medium": {"vcpus": 2, "ram_mb": 4096, "disk_gb": 40},

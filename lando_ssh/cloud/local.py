@@ -1,0 +1,313 @@
+"""The local cloud: each "VM" is a real OpenSSH sshd on 127.0.0.1 with its own port, host key,
+authorized_keys and directory.
+
+Creating a VM writes its directory and launches a detached `boot.sh` (its own session, so the
+VM outlives the server like a real VM does): it runs the `runcmd` of the cloud-config user
+data the way cloud-init would, starts sshd, prints the host keys to `console.log` the way
+cloud-init does, and marks the VM ACTIVE. Every process of the VM carries the environment
+variable LANDO_LOCAL_VM=<name> (sshd's `SetEnv`); deleting the VM kills every process in
+the sessions of those processes, then removes the directory. The data volume is not
+simulated: the work dir is a plain directory inside the VM's. Fault knobs live in
+`cloud.local` (boot_delay, fail_create).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+
+from lando_ssh.cloud import Flavor, Quota, VmInfo, VmRequest
+from lando_ssh.cloud.cloudinit import console_key_block, parse_user_data
+from lando_ssh.config import Config
+from lando_ssh.errors import CloudError, CloudNotFound, QuotaExceeded
+from lando_ssh.keys import generate_keypair, write_private
+
+MARKER = "LANDO_LOCAL_VM"
+_port_lock = threading.Lock()
+_recent_ports: set[int] = set()
+
+
+def find_sshd() -> str | None:
+    return shutil.which("sshd") or next((p for p in ("/usr/sbin/sshd", "/sbin/sshd") if os.path.exists(p)), None)
+
+
+class LocalCloud:
+    name = "local"
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.settings = config.cloud.local
+        self.root = os.path.abspath(config.local_cloud_root)
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        self.user = config.vm.user or pwd.getpwuid(os.getuid()).pw_name
+
+    # -- facts -----------------------------------------------------------------------------
+    def default_user(self) -> str:
+        return self.user
+
+    def default_cwl_command(self) -> list[str]:
+        return ["cwltool", "--no-container"]  # no Docker on the local "image"
+
+    def vm_work_dir(self, vm_name: str) -> str:
+        return os.path.join(self._dir(vm_name), "work")
+
+    def flavors(self) -> list[Flavor]:
+        return [Flavor(name=n, id=n, vcpus=f.get("vcpus", 1), ram_mb=f.get("ram_mb", 1024), disk_gb=f.get("disk_gb", 0))
+                for n, f in self.settings.flavors.items()]
+
+    def images(self) -> list[str]:
+        return list(self.settings.images)
+
+    def quota(self) -> Quota:
+        vms = self._all()
+        return Quota(max_instances=self.settings.max_instances or None, instances_used=len(vms),
+                     cores_used=sum(v.flavor.vcpus for v in vms if v.flavor),
+                     ram_mb_used=sum(v.flavor.ram_mb for v in vms if v.flavor))
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def create_vm(self, request: VmRequest) -> VmInfo:
+        if self.settings.fail_create:
+            raise CloudError("the local cloud refused to create the VM (cloud.local.fail_create is set)")
+        flavor = self._flavor(request.flavor)
+        if request.image not in self.settings.images:
+            raise CloudNotFound(f"image {request.image!r} does not exist; images: {', '.join(self.settings.images)}")
+        if self.settings.max_instances and len(self._all()) >= self.settings.max_instances:
+            raise QuotaExceeded(f"waiting for quota: instances {len(self._all())} of {self.settings.max_instances}")
+        sshd = find_sshd()
+        if not sshd:
+            raise CloudError("the local cloud needs OpenSSH's sshd: install it with "
+                             "'apt-get install openssh-server'")
+        try:
+            user_data = parse_user_data(request.user_data)
+        except ValueError as e:
+            raise CloudError(f"cannot boot {request.name}: {e}") from None
+        vm_dir = self._dir(request.name)
+        try:
+            os.makedirs(vm_dir, mode=0o700)
+        except FileExistsError:
+            raise CloudError(f"a VM named {request.name} already exists") from None
+        private, public = generate_keypair(f"root@{request.name}")
+        write_private(os.path.join(vm_dir, "host_key"), private)
+        write_private(os.path.join(vm_dir, "host_key.pub"), public + "\n", 0o644)
+        keys = user_data.get("ssh_authorized_keys") or []
+        write_private(os.path.join(vm_dir, "authorized_keys"), "".join(k.strip() + "\n" for k in keys))
+        port = _free_port()
+        self._write(vm_dir, "sshd_config", self._sshd_config(vm_dir, request.name, port))
+        self._write(vm_dir, "runcmd.sh", _runcmd_script(user_data.get("runcmd") or []))
+        self._write(vm_dir, "console.key-block", console_key_block([public]))
+        self._write(vm_dir, "boot.sh", _BOOT_SCRIPT)
+        meta = {"id": request.name, "name": request.name, "port": port, "flavor": flavor.name,
+                "image": request.image, "metadata": request.metadata, "volume_size": request.volume_size,
+                "created": datetime.now(timezone.utc).isoformat()}
+        self._write(vm_dir, "meta.json", json.dumps(meta))
+        self._write(vm_dir, "status", "BUILD\n")
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), MARKER: request.name,
+               "LANG": "C.UTF-8", "HOME": pwd.getpwuid(os.getuid()).pw_dir}
+        if os.geteuid() == 0:
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation dir
+        subprocess.Popen(["/bin/sh", os.path.join(vm_dir, "boot.sh"), vm_dir, sshd, str(self.settings.boot_delay)],
+                         cwd=vm_dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+        return self._info(vm_dir)  # type: ignore[return-value]
+
+    def get_vm(self, vm_id: str) -> VmInfo | None:
+        return self._info(self._dir(vm_id))
+
+    def find_vms(self, metadata: dict[str, str]) -> list[VmInfo]:
+        return [v for v in self._all() if all(v.metadata.get(k) == val for k, val in metadata.items())]
+
+    def console_log(self, vm_id: str) -> str:
+        try:
+            with open(os.path.join(self._dir(vm_id), "console.log"), errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def delete_vm(self, vm_id: str) -> None:
+        vm_dir = self._dir(vm_id)
+        _kill_pidfile(os.path.join(vm_dir, "sshd.pid"))  # sshd scrubs its own environment: no marker
+        kill_marked_processes(vm_id)
+        shutil.rmtree(vm_dir, ignore_errors=True)
+        if os.path.exists(vm_dir):
+            raise CloudError(f"could not remove VM {vm_id}'s directory {vm_dir}")
+
+    def close(self) -> None:
+        pass
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _dir(self, vm_id: str) -> str:
+        if not vm_id or "/" in vm_id or vm_id.startswith("."):
+            raise CloudError(f"{vm_id!r} is not a local VM id")
+        return os.path.join(self.root, vm_id)
+
+    def _all(self) -> list[VmInfo]:
+        try:
+            names = sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return []
+        infos = (self._info(os.path.join(self.root, n)) for n in names)
+        return [i for i in infos if i]
+
+    def _info(self, vm_dir: str) -> VmInfo | None:
+        try:
+            with open(os.path.join(vm_dir, "meta.json")) as f:
+                meta = json.load(f)
+            with open(os.path.join(vm_dir, "status")) as f:
+                status = f.read().strip() or "BUILD"
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        fault = None
+        if status == "ERROR":
+            try:
+                with open(os.path.join(vm_dir, "fault")) as f:
+                    fault = f.read().strip()
+            except FileNotFoundError:
+                fault = "the VM failed to boot"
+        flavor = next((f for f in self.flavors() if f.name == meta.get("flavor")), None)
+        return VmInfo(id=meta["id"], name=meta["name"], status=status, address="127.0.0.1", port=meta["port"],
+                      metadata=meta.get("metadata") or {}, fault=fault, flavor=flavor,
+                      created=datetime.fromisoformat(meta["created"]))
+
+    def _flavor(self, name_or_id: str) -> Flavor:
+        for f in self.flavors():
+            if name_or_id in (f.name, f.id):
+                return f
+        names = ", ".join(f.name for f in self.flavors())
+        raise CloudNotFound(f"flavor {name_or_id!r} does not exist; flavors: {names}")
+
+    def _sshd_config(self, vm_dir: str, name: str, port: int) -> str:
+        path = [*self.settings.path, os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin",
+                "/usr/local/sbin", "/usr/sbin", "/sbin"]
+        q = _sshd_quote
+        return "\n".join([
+            f"Port {port}",
+            "ListenAddress 127.0.0.1",
+            f"HostKey {q(os.path.join(vm_dir, 'host_key'))}",
+            f"PidFile {q(os.path.join(vm_dir, 'sshd.pid'))}",
+            f"AuthorizedKeysFile {q(os.path.join(vm_dir, 'authorized_keys'))}",
+            f"AllowUsers {self.user}",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "PermitRootLogin prohibit-password",
+            "UsePAM no",
+            "StrictModes no",
+            "UseDNS no",
+            "PrintMotd no",
+            "X11Forwarding no",
+            "AllowTcpForwarding no",
+            "Subsystem sftp internal-sftp",
+            # SHLVL=1 keeps bash from sourcing ~/.bashrc for ssh commands (costly for root here)
+            f"SetEnv {q('PATH=' + ':'.join(path))} SHLVL=1 {MARKER}={name}",
+            "MaxStartups 200:30:400",
+            "MaxSessions 100",
+            "ClientAliveInterval 30",
+            "",
+        ])
+
+    @staticmethod
+    def _write(vm_dir: str, name: str, text: str) -> None:
+        with open(os.path.join(vm_dir, name), "w") as f:
+            f.write(text)
+
+
+def _sshd_quote(s: str) -> str:
+    if any(c in s for c in ' \t"'):
+        return '"' + s.replace('"', '\\"') + '"'
+    return s
+
+
+def _runcmd_script(runcmd: list) -> str:
+    """runcmd as cloud-init runs it: argv lists without a shell, strings through sh."""
+    lines = ["#!/bin/sh", "set -e"]
+    for cmd in runcmd:
+        lines.append(" ".join(shlex.quote(str(a)) for a in cmd) if isinstance(cmd, list) else str(cmd))
+    return "\n".join(lines) + "\n"
+
+
+_BOOT_SCRIPT = r"""#!/bin/sh
+# boot.sh VM_DIR SSHD BOOT_DELAY: what cloud-init and init do on a real VM, in brief
+set -u
+vm=$1 sshd=$2 delay=$3
+cd "$vm" || exit 1
+fail() { printf '%s\n' "$1" > fault; echo ERROR > status; exit 1; }
+[ "$delay" = "0.0" ] || sleep "$delay"
+echo "Cloud-init v. lando-ssh local running 'modules:final'" >> console.log
+sh runcmd.sh >> console.log 2>&1 || fail "cloud-init runcmd failed: $(tail -n 5 console.log)"
+"$sshd" -f "$vm/sshd_config" -E "$vm/sshd.log" || fail "sshd did not start: $(tail -n 5 sshd.log)"
+cat console.key-block >> console.log
+echo "Cloud-init v. lando-ssh local finished" >> console.log
+echo ACTIVE > status
+"""
+
+
+def _free_port() -> int:
+    with _port_lock:
+        for _ in range(50):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port not in _recent_ports:
+                _recent_ports.add(port)
+                return port
+    raise CloudError("no free local port for a VM")
+
+
+def _kill_pidfile(path: str) -> None:
+    try:
+        with open(path) as f:
+            pid = int(f.read().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if path.rsplit("/", 1)[0].encode() not in f.read():
+                return  # the pid was reused by something else
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        pass
+
+
+def marked_pids(vm_name: str) -> set[int]:
+    """Processes carrying LANDO_LOCAL_VM=vm_name, and every process in their sessions."""
+    needle = f"{MARKER}={vm_name}\0".encode()
+    marked, sessions = set(), set()
+    stats: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+            sid = int(stat[stat.rindex(b")") + 2:].split()[3])
+            stats[pid] = sid
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if b"\0" + needle in b"\0" + f.read() + b"\0":
+                    marked.add(pid)
+                    sessions.add(sid)
+        except (OSError, ValueError):
+            continue
+    sessions -= {0, 1, os.getsid(0)}
+    return marked | {pid for pid, sid in stats.items() if sid in sessions}
+
+
+def kill_marked_processes(vm_name: str, grace: float = 2.0) -> None:
+    me = os.getpid()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = marked_pids(vm_name) - {me}
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and marked_pids(vm_name) - {me}:
+            time.sleep(0.05)

@@ -1,0 +1,361 @@
+"""One SSH connection to one VM: run, put, get; host keys pinned, never auto-accepted.
+
+Commands are argv lists, quoted with `shlex.quote` here and nowhere else, so job data never
+reaches a remote shell unquoted. The connection is opened once and reused; a dropped
+connection is reopened (with back-off, up to `retry_for` seconds) and an idempotent command
+is run again. Files move as tar streams: over the paramiko connection for small transfers,
+through OpenSSH's `ssh` for large ones (paramiko's SFTP runs at ~0.4x of OpenSSH here).
+"""
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import os
+import select
+import shlex
+import shutil
+import socket
+import subprocess
+import tarfile
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import paramiko
+
+from lando_ssh.errors import HostKeyMismatch, RemoteCommandFailed, StagingFailed, VmUnreachable
+
+log = logging.getLogger(__name__)
+
+BULK_BYTES = 8 * 1024 * 1024  # above this, transfers go through OpenSSH's ssh
+COPY_BUF = 1024 * 1024
+
+
+@dataclass
+class Endpoint:
+    """How to reach a VM: address, port, user, the job's private key and the pinned host keys."""
+
+    address: str
+    port: int
+    user: str
+    key_path: str
+    host_keys: list[str] = field(default_factory=list)  # "ssh-ed25519 AAAA..." lines
+    known_hosts_path: str | None = None  # the same keys as a known_hosts file, for OpenSSH
+
+    @property
+    def label(self) -> str:
+        return f"{self.user}@{self.address}:{self.port}"
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def quote_argv(argv: Sequence[str]) -> str:
+    return " ".join(shlex.quote(str(a)) for a in argv)
+
+
+def openssh_argv(ep: Endpoint, *, tty: bool = False, connect_timeout: float = 10) -> list[str]:
+    """`ssh` options that use the job's key and pinned host key only (the admin's `lando-ssh ssh`)."""
+    if not ep.known_hosts_path:
+        raise VmUnreachable("the VM's host key is not known yet, so a connection cannot be verified")
+    return ["ssh", "-i", ep.key_path, "-p", str(ep.port),
+            "-o", f"UserKnownHostsFile={ep.known_hosts_path}", "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+            "-o", f"ConnectTimeout={int(connect_timeout)}", "-o", "LogLevel=ERROR",
+            "-o", "ServerAliveInterval=30", "-t" if tty else "-T", f"{ep.user}@{ep.address}"]
+
+
+class _ChannelWriter(io.RawIOBase):
+    """A channel's stdin as a file, for tarfile."""
+
+    def __init__(self, channel: paramiko.Channel):
+        self.channel = channel
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        self.channel.sendall(bytes(b))
+        return len(b)
+
+
+class Remote:
+    def __init__(self, endpoint: Endpoint, *, connect_timeout: float = 10.0, retry_for: float = 30.0):
+        self.ep = endpoint
+        self.connect_timeout = connect_timeout
+        self.retry_for = retry_for
+        self._client: paramiko.SSHClient | None = None
+        self._lock = threading.Lock()
+
+    # -- connection ------------------------------------------------------------------------
+    def connect(self) -> paramiko.Transport:
+        with self._lock:
+            if self._client is not None:
+                t = self._client.get_transport()
+                if t is not None and t.is_active():
+                    return t
+                self._client.close()
+                self._client = None
+            self._client = self._open()
+            t = self._client.get_transport()
+            assert t is not None
+            return t
+
+    def _open(self) -> paramiko.SSHClient:
+        if not self.ep.host_keys:
+            raise HostKeyMismatch(f"no host key is pinned for {self.ep.label}; refusing to connect")
+        client = paramiko.SSHClient()
+        hostname = self.ep.address if self.ep.port == 22 else f"[{self.ep.address}]:{self.ep.port}"
+        for line in self.ep.host_keys:
+            kind, data = line.split()[:2]
+            client.get_host_keys().add(hostname, kind, paramiko.PKey.from_type_string(kind, base64.b64decode(data)))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            pkey = paramiko.Ed25519Key.from_private_key_file(self.ep.key_path)
+        except (OSError, paramiko.SSHException) as e:
+            raise VmUnreachable(f"cannot read the job's SSH key {self.ep.key_path}: {e}") from None
+        try:
+            client.connect(self.ep.address, port=self.ep.port, username=self.ep.user, pkey=pkey,
+                           timeout=self.connect_timeout, banner_timeout=self.connect_timeout,
+                           auth_timeout=self.connect_timeout, allow_agent=False, look_for_keys=False)
+        except paramiko.BadHostKeyException as e:
+            client.close()
+            raise HostKeyMismatch(f"{self.ep.label} presented host key {e.key.get_base64()[:16]}..., "
+                                  "not the pinned one; refusing to connect") from None
+        except paramiko.AuthenticationException:
+            client.close()
+            raise VmUnreachable(f"{self.ep.label} refused the job's SSH key") from None
+        except paramiko.SSHException as e:
+            client.close()
+            if "not found in known_hosts" in str(e):
+                raise HostKeyMismatch(f"{self.ep.label} presented a host key of a type we did not pin") from None
+            raise VmUnreachable(f"SSH to {self.ep.label} failed: {e}") from None
+        except (OSError, EOFError) as e:
+            client.close()
+            raise VmUnreachable(f"cannot reach {self.ep.label}: {_os_reason(e)}") from None
+        t = client.get_transport()
+        if t is not None:
+            t.set_keepalive(30)
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def _retrying(self, what: str, fn: Any, retry: bool) -> Any:
+        deadline = time.monotonic() + (self.retry_for if retry else 0)
+        delay = 0.1
+        while True:
+            try:
+                return fn()
+            except HostKeyMismatch:
+                raise
+            except (VmUnreachable, paramiko.SSHException, OSError, EOFError) as e:
+                self.close()
+                if time.monotonic() + delay > deadline:
+                    if isinstance(e, VmUnreachable):
+                        raise
+                    raise VmUnreachable(f"lost the SSH connection to {self.ep.label} during {what}: "
+                                        f"{_os_reason(e)}") from None
+                log.debug("%s: %s; reconnecting in %.1fs", self.ep.label, e, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # -- commands --------------------------------------------------------------------------
+    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None,
+            check: bool = True, retry: bool = True, what: str | None = None) -> Result:
+        """Run argv on the VM; retried after a dropped connection when `retry` (the command is idempotent)."""
+        command = quote_argv(argv)
+        result: Result = self._retrying(what or argv[0], lambda: self._exec(command, stdin, timeout), retry)
+        if check and result.exit_code != 0:
+            raise RemoteCommandFailed(f"{what or argv[0]} failed on {self.ep.label} with exit code "
+                                      f"{result.exit_code}: {result.stderr.strip()[-2000:]}",
+                                      result.exit_code, result.stderr)
+        return result
+
+    def _exec(self, command: str, stdin: bytes | None, timeout: float | None) -> Result:
+        chan = self.connect().open_session(timeout=self.connect_timeout)
+        try:
+            if timeout:
+                chan.settimeout(timeout)
+            chan.exec_command(command)
+            if stdin:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            out, err = _drain(chan)
+            code = chan.recv_exit_status()
+            if code == -1:
+                raise VmUnreachable("the command ended without an exit status (connection lost)")
+            return Result(code, out.decode(errors="replace"), err.decode(errors="replace"))
+        except socket.timeout:
+            raise VmUnreachable(f"a command on {self.ep.label} did not answer within {timeout:.0f}s") from None
+        finally:
+            chan.close()
+
+    # -- files -----------------------------------------------------------------------------
+    def put_files(self, entries: Sequence[tuple[str, str]], remote_dir: str, *, retry: bool = True) -> int:
+        """Send local files/dirs as `(local_path, relative_dest)` into remote_dir; returns bytes sent."""
+        total = sum(_tree_size(p) for p, _ in entries)
+
+        def fill(out: IO[bytes]) -> None:
+            with tarfile.open(fileobj=out, mode="w|", bufsize=COPY_BUF, dereference=True, format=tarfile.PAX_FORMAT) as tar:
+                tar.copybufsize = COPY_BUF  # type: ignore[attr-defined]
+                for local, dest in entries:
+                    tar.add(local, arcname=dest.lstrip("/"), recursive=True)
+
+        self._retrying("staging", lambda: self._push_tar(fill, remote_dir, total), retry)
+        return total
+
+    def put_bytes(self, files: dict[str, bytes], remote_dir: str, mode: int = 0o644) -> None:
+        def fill(out: IO[bytes]) -> None:
+            with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                for name, data in files.items():
+                    info = tarfile.TarInfo(name.lstrip("/"))
+                    info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+                    tar.addfile(info, io.BytesIO(data))
+
+        self._retrying("upload", lambda: self._push_tar(fill, remote_dir, 0), True)
+
+    def get_dir(self, remote_dir: str, local_dir: str, *, total_hint: int = 0, retry: bool = True) -> int:
+        """Copy remote_dir's contents into local_dir; returns bytes received (file contents)."""
+        os.makedirs(local_dir, exist_ok=True)
+        return int(self._retrying("download", lambda: self._pull_tar(remote_dir, local_dir, total_hint), retry))
+
+    def _push_tar(self, fill: Any, remote_dir: str, total: int) -> None:
+        command = quote_argv(["sh", "-c", 'mkdir -p "$1" && exec tar -xf - -C "$1"', "sh", remote_dir])
+        if total >= BULK_BYTES and self._openssh_ok():
+            proc = subprocess.Popen([*openssh_argv(self.ep), command], stdin=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            assert proc.stdin is not None
+            try:
+                fill(proc.stdin)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            if proc.wait() != 0:
+                raise _transfer_error(err, proc.returncode, self.ep.label)
+            return
+        chan = self.connect().open_session(timeout=self.connect_timeout)
+        try:
+            chan.exec_command(command)
+            writer = io.BufferedWriter(_ChannelWriter(chan), buffer_size=256 * 1024)
+            try:
+                fill(writer)
+                writer.flush()
+            except OSError:
+                pass  # the remote tar stopped reading; its stderr says why
+            chan.shutdown_write()
+            _, err = _drain(chan)
+            code = chan.recv_exit_status()
+        finally:
+            chan.close()
+        if code != 0:
+            raise _transfer_error(err.decode(errors="replace"), code, self.ep.label)
+
+    def _pull_tar(self, remote_dir: str, local_dir: str, total_hint: int) -> int:
+        command = quote_argv(["tar", "-cf", "-", "-C", remote_dir, "."])
+        received = 0
+        if total_hint >= BULK_BYTES and self._openssh_ok():
+            proc = subprocess.Popen([*openssh_argv(self.ep), command], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            assert proc.stdout is not None
+            received = _extract(proc.stdout, local_dir)
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            if proc.wait() != 0:
+                raise _transfer_error(err, proc.returncode, self.ep.label)
+            return received
+        chan = self.connect().open_session(timeout=self.connect_timeout)
+        try:
+            chan.exec_command(command)
+            chan.shutdown_write()
+            reader = io.BufferedReader(_ChannelReader(chan), buffer_size=256 * 1024)
+            received = _extract(reader, local_dir)
+            err = b""
+            while True:
+                chunk = chan.recv_stderr(65536)
+                if not chunk:
+                    break
+                err += chunk
+            code = chan.recv_exit_status()
+        finally:
+            chan.close()
+        if code != 0:
+            raise _transfer_error(err.decode(errors="replace"), code, self.ep.label)
+        return received
+
+    def _openssh_ok(self) -> bool:
+        return bool(self.ep.known_hosts_path and os.path.exists(self.ep.known_hosts_path) and shutil.which("ssh"))
+
+
+class _ChannelReader(io.RawIOBase):
+    def __init__(self, channel: paramiko.Channel):
+        self.channel = channel
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        data = self.channel.recv(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+def _extract(stream: IO[bytes], local_dir: str) -> int:
+    received = 0
+    with tarfile.open(fileobj=stream, mode="r|", bufsize=COPY_BUF) as tar:
+        for member in tar:
+            # the "data" filter refuses absolute paths, '..' and links that leave local_dir
+            tar.extract(member, local_dir, filter="data")
+            if member.isfile():
+                received += member.size
+    return received
+
+
+def _drain(chan: paramiko.Channel) -> tuple[bytes, bytes]:
+    """All of a command's stdout and stderr, reading both so neither window fills and stalls the other."""
+    out, err = bytearray(), bytearray()
+    while True:
+        if chan.recv_ready():
+            out += chan.recv(65536)
+        elif chan.recv_stderr_ready():
+            err += chan.recv_stderr(65536)
+        elif chan.exit_status_ready() or chan.closed:
+            return bytes(out), bytes(err)
+        else:
+            # the channel's fileno is signalled on data and on EOF; the timeout covers stderr-only data
+            select.select([chan], [], [], 0.2)
+
+
+def _tree_size(path: str) -> int:
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+    return os.path.getsize(path)
+
+
+def _os_reason(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror.lower()
+    return str(e) or type(e).__name__
+
+
+def _transfer_error(stderr: str, code: int | None, label: str) -> StagingFailed:
+    text = stderr.strip()
+    if "No space left on device" in text:
+        return StagingFailed(f"the VM's disk is full (no space left on device) while copying files to {label}")
+    return StagingFailed(f"copying files to/from {label} failed (exit {code}): {text[-500:]}")
+
+
+def paths_exist(remote: Remote, paths: Iterable[str]) -> dict[str, bool]:
+    argv = ["sh", "-c", 'for p; do if [ -e "$p" ]; then echo 1; else echo 0; fi; done', "sh", *paths]
+    out = remote.run(argv).stdout.split()
+    return {p: flag == "1" for p, flag in zip(paths, out, strict=False)}
