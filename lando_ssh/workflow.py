@@ -1,0 +1,283 @@
+"""Preparing a submission on the server: validate a workflow and its job order with cwltool, pack it.
+
+`prepare()` is what `lando-ssh submit` calls before anything is stored or booted. It runs
+cwltool's own loader and validator in-process (a cwltool subprocess costs ~0.7 s just to start),
+so its messages are cwltool's, cleaned of colour codes and hints about `--debug`.
+
+cwltool is imported inside the functions that need it: importing it takes ~0.3 s and loading
+its schema ~0.5 s more, which `lando-ssh job` and the daemon's other paths must not pay.
+
+Thread safety: `prepare()` may be called from several threads; calls are serialized by a lock,
+because cwltool's schema caches and loggers are process-wide. After the first call (~1 s) a
+call costs tens of milliseconds.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import os
+import re
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from lando_ssh.errors import InputMissing, WorkflowInvalid
+
+#: URL schemes an input may use; anything else is refused at submit.
+LOCAL_SCHEME = "file"
+URL_SCHEMES = ("http", "https")
+
+_lock = threading.Lock()
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# cwltool logs through these; during prepare() their records are captured instead of printed
+_CWL_LOGGERS = ("cwltool", "salad", "cwl_utils")
+
+
+@dataclass
+class PreparedWorkflow:
+    """A workflow and job order that cwltool accepted, ready to be stored and staged."""
+
+    source: str  # the workflow as the user named it (path or URL)
+    packed: dict[str, Any]  # one self-contained document, as `cwltool --pack` prints it
+    job_order: dict[str, Any]  # the input object; every File/Directory `location` absolute (file:// or http(s)://)
+    #: local paths the packed document itself names (File defaults, literals): staged like inputs
+    default_files: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what cwltool warned about while loading
+
+    @property
+    def main(self) -> dict[str, Any]:
+        """The process that runs: `#main` of a packed `$graph`, or the document itself."""
+        return main_process(self.packed)
+
+    @property
+    def main_inputs(self) -> dict[str, dict[str, Any]]:
+        """The main process's input parameters by short name (`text`, not `#main/text`)."""
+        return {shortname(p["id"]): p for p in self.main.get("inputs", [])}
+
+
+def main_process(packed: dict[str, Any]) -> dict[str, Any]:
+    graph = packed.get("$graph")
+    if graph is None:
+        return packed
+    for proc in graph:
+        if proc.get("id") == "#main":
+            return proc
+    raise WorkflowInvalid("the packed workflow has no #main process")
+
+
+def shortname(cwl_id: str) -> str:
+    """`#main/step/input` -> `input`, as cwltool names job order keys."""
+    return cwl_id.rsplit("#", 1)[-1].rsplit("/", 1)[-1]
+
+
+def prepare(workflow: str, job_order_path: str | None, job_order: dict[str, Any] | None = None) -> PreparedWorkflow:
+    """Validate `workflow` and its job order with cwltool and pack the workflow.
+
+    The job order is read from `job_order_path`, or given as `job_order` (then relative paths
+    in it resolve against `job_order_path`'s directory when given, else the current directory).
+    Neither: the workflow must not have required inputs.
+
+    Raises `WorkflowInvalid` (cwltool's message) when the workflow or the job order does not
+    validate, and `InputMissing` when a local File/Directory it names does not exist.
+    """
+    _import_cwltool()  # before our log capture: importing cwltool adds its own stderr handler
+    with _lock, _captured_cwltool_logs() as warnings:
+        uri, process, loading_context = _load_workflow(workflow)
+        packed = _pack(loading_context, uri)
+        loaded = _load_job_order(job_order_path, job_order)
+        _validate_job_order(process, loaded, workflow)
+    order = _plain_job_order(loaded)
+    _check_schemes(order, "input")
+    prepared = PreparedWorkflow(source=workflow, packed=packed, job_order=order,
+                                default_files=_local_files_in(packed), warnings=list(warnings))
+    # planning onto a dummy VM dir checks that every local file and secondary file exists, now
+    from lando_ssh.staging import plan_inputs
+    plan_inputs(prepared, "/nonexistent")
+    return prepared
+
+
+def _import_cwltool() -> None:
+    import cwltool.main  # noqa: F401  (imports the loader, packer, validator, and sets up cwltool's logger)
+
+
+def _load_workflow(workflow: str) -> tuple[str, Any, Any]:
+    from cwltool.context import LoadingContext
+    from cwltool.load_tool import fetch_document, make_tool, resolve_and_validate_document, resolve_tool_uri
+    from cwltool.workflow import default_make_tool
+
+    try:
+        uri, _ = resolve_tool_uri(workflow)
+        loading_context = LoadingContext({"strict": True, "construct_tool_object": default_make_tool})
+        loading_context, document, uri = fetch_document(uri, loading_context)
+        loading_context, uri = resolve_and_validate_document(loading_context, document, uri)
+        process = make_tool(uri, loading_context)
+    except Exception as e:  # cwltool raises ValidationException, WorkflowException, IOError, ruamel errors...
+        raise WorkflowInvalid(f"the workflow {workflow} is not valid CWL:\n{clean_message(e)}") from e
+    return uri, process, loading_context
+
+
+def _pack(loading_context: Any, uri: str) -> dict[str, Any]:
+    from cwltool.pack import pack
+
+    packed = pack(loading_context, uri)
+    graph = packed["$graph"]
+    # like `cwltool --pack`: a single process is printed on its own, not inside a $graph
+    doc = graph[0] if len(graph) == 1 else packed
+    return json.loads(json.dumps(doc, default=str))
+
+
+def _load_job_order(path: str | None, given: dict[str, Any] | None) -> Any:
+    """The job order as cwltool's loader reads it: locations absolute, line numbers kept for messages."""
+    from cwltool.main import jobloaderctx
+    from cwltool.utils import path_to_loc, visit_files_directories
+    from schema_salad.ref_resolver import Loader, file_uri
+    from schema_salad.sourceline import cmap
+
+    loader = Loader(jobloaderctx.copy())
+    try:
+        if given is not None:
+            base_dir = os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
+            order, _ = loader.resolve_all(cmap(copy.deepcopy(given)), file_uri(base_dir) + "/", checklinks=False)
+        elif path is not None:
+            if not os.path.isfile(path):
+                raise InputMissing(f"the job order file {path} does not exist")
+            order, _ = loader.resolve_ref(file_uri(os.path.abspath(path)), checklinks=False)
+        else:
+            order = {}
+    except InputMissing:
+        raise
+    except Exception as e:  # YAML syntax errors, unreadable files
+        raise WorkflowInvalid(f"the job order {path or '(given)'} cannot be read:\n{clean_message(e)}") from e
+    if order is None:
+        order = {}
+    if not isinstance(order, dict):
+        raise WorkflowInvalid(f"the job order {path or '(given)'} must be a mapping of input names to values, "
+                              f"not {type(order).__name__}")
+    for key in ("__id", "id", "cwl:tool", "http://commonwl.org/cwltool#tool"):
+        order.pop(key, None)
+    visit_files_directories(order, path_to_loc)  # `path: x` becomes `location: file:///abs/x`
+    return order
+
+
+def _plain_job_order(loaded: Any) -> dict[str, Any]:
+    """Plain JSON data, as the job record stores it, with local locations properly %-quoted."""
+    order = json.loads(json.dumps(loaded, default=str))
+    for obj in iter_files_dirs(order):
+        if obj.get("location", "").startswith("file://"):
+            obj["location"] = path_to_uri(uri_to_path(obj["location"]))  # cwltool's loader leaves spaces raw
+    return order
+
+
+def _validate_job_order(process: Any, order: Any, workflow: str) -> None:
+    """What cwltool does before it runs a job: fill in defaults, then check the input record schema."""
+    from cwltool.builder import INPUT_OBJ_VOCAB
+    from cwltool.process import _logger_validation_warnings, fill_in_defaults
+    from cwltool.stdfsaccess import StdFsAccess
+    from cwltool.utils import normalizeFilesDirs
+    from schema_salad.validate import validate_ex
+
+    job = copy.deepcopy(order)
+    try:
+        fill_in_defaults(process.tool["inputs"], job, StdFsAccess(""))
+        normalizeFilesDirs(job)
+        validate_ex(process.names.get_name("input_record_schema", None), job, strict=False,
+                    logger=_logger_validation_warnings, vocab=INPUT_OBJ_VOCAB)
+    except Exception as e:  # ValidationException, WorkflowException
+        raise WorkflowInvalid(f"the job order does not match the inputs of {workflow}:\n{clean_message(e)}") from e
+
+
+def _check_schemes(value: Any, where: str) -> None:
+    """Refuse locations staging cannot move: only local paths and http(s) URLs, Directories local only."""
+    for obj in iter_files_dirs(value):
+        location = obj.get("location", "")
+        if not location or location.startswith("_:"):
+            continue
+        scheme = urllib.parse.urlsplit(location).scheme
+        if scheme == LOCAL_SCHEME:
+            continue
+        if scheme not in URL_SCHEMES:
+            raise WorkflowInvalid(f"{where} {location} has an unsupported scheme {scheme!r}: "
+                                  "use a local path or an http(s):// URL")
+        if obj.get("class") == "Directory":
+            raise WorkflowInvalid(f"{where} Directory {location} is a URL; Directory inputs must be local paths")
+
+
+def _local_files_in(packed: dict[str, Any]) -> list[str]:
+    """Local paths named by File/Directory values inside the packed document (defaults, literals)."""
+    _check_schemes(packed, "the workflow's default")
+    paths: list[str] = []
+    for obj in iter_files_dirs(packed):
+        location = obj.get("location", "")
+        if location.startswith("file://"):
+            path = uri_to_path(location)
+            if path not in paths:
+                paths.append(path)
+    return paths
+
+
+def iter_files_dirs(value: Any) -> Iterator[dict[str, Any]]:
+    """Every File and Directory object in `value`, outermost first (secondaryFiles and listing included)."""
+    if isinstance(value, dict):
+        if value.get("class") in ("File", "Directory"):
+            yield value
+        for v in value.values():
+            yield from iter_files_dirs(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from iter_files_dirs(v)
+
+
+def uri_to_path(uri: str) -> str:
+    """`file:///a/b%20c` -> `/a/b c` (a `#` in a file name comes back from the fragment, as cwltool does)."""
+    split = urllib.parse.urlsplit(uri)
+    path = urllib.parse.unquote(split.path)
+    return path + ("#" + urllib.parse.unquote(split.fragment) if split.fragment else "")
+
+
+def path_to_uri(path: str) -> str:
+    """`/a/b c` -> `file:///a/b%20c`, the way cwltool writes locations."""
+    return "file://" + urllib.parse.quote(path)
+
+
+def clean_message(e: BaseException) -> str:
+    """cwltool's message without colour codes, `--debug` hints or trailing blanks; the substance kept."""
+    text = _ANSI.sub("", str(e) or type(e).__name__)
+    text = text.replace(", try again with --debug for more information", "")
+    lines = [line.rstrip() for line in text.splitlines()]
+    return "\n".join(line for line in lines if line).strip()
+
+
+@contextlib.contextmanager
+def _captured_cwltool_logs() -> Iterator[list[str]]:
+    """Keep cwltool's log records out of our logs while it loads (its warnings are returned instead),
+    and its messages unwrapped."""
+    captured: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.WARNING:
+                captured.append(_ANSI.sub("", record.getMessage()))
+
+    handler = Capture()
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100000"  # schema-salad wraps its messages at $COLUMNS; a job record wants them whole
+    saved = []
+    for name in _CWL_LOGGERS:
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.propagate, list(logger.handlers)))
+        logger.handlers = [handler]
+        logger.propagate = False
+    try:
+        yield captured
+    finally:
+        for logger, propagate, handlers in saved:
+            logger.handlers = handlers
+            logger.propagate = propagate
+        if columns is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = columns
