@@ -167,6 +167,8 @@ class Job:
     timings: dict[str, StepTiming] = field(default_factory=dict)  # step code -> timing
     history: list[HistoryEntry] = field(default_factory=list)
     output: dict[str, Any] | None = None  # the CWL output object, paths local
+    #: the workflow packed into one document at submit, so the job runs what was validated
+    workflow_doc: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The job as plain JSON data (the `status --json` shape plus everything else)."""
@@ -192,6 +194,7 @@ class Job:
             "history": [{"at": iso(h.at), "state": h.state.value, "step": h.step.value, "note": h.note}
                         for h in self.history],
             "output": self.output,
+            "workflow_doc": self.workflow_doc,
         }
 
     @classmethod
@@ -219,6 +222,7 @@ class Job:
             history=[HistoryEntry(parse_time(h["at"]) or now(), JobState(h["state"]), JobStep(h["step"]),
                                   h.get("note", "")) for h in d.get("history") or []],
             output=d.get("output"),
+            workflow_doc=d.get("workflow_doc"),
         )
 
     def set_state(self, state: JobState, step: JobStep | None = None, note: str = "") -> bool:

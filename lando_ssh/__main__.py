@@ -1,0 +1,5 @@
+import sys
+
+from lando_ssh.cli import main
+
+sys.exit(main())

@@ -1,0 +1,454 @@
+"""The `lando-ssh` command. A contract: scripts and other tools drive it (see DESIGN.md).
+
+Exit codes: 0 success; 1 the job failed or was canceled; 2 bad usage or bad input; 3
+infrastructure unavailable. Errors go to stderr as one readable sentence.
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from lando_ssh.config import Config, load_config
+from lando_ssh.errors import BadInput, JobConflict, LandoError
+from lando_ssh.model import Job, JobState, JobStep, VmSpec, now
+
+log = logging.getLogger("lando_ssh")
+
+EXIT_OK, EXIT_JOB_FAILED, EXIT_BAD_INPUT, EXIT_INFRA = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse's usage errors exit 2, as ours do
+        self.print_usage(sys.stderr)
+        print(f"lando-ssh: {message}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="lando-ssh", description="Run CWL workflows on per-job VMs, driven over SSH.")
+    p.add_argument("--config", help="YAML config file (default: $LANDO_CONFIG, /etc/lando_config.yml, built-in)")
+    p.add_argument("--log-level", help="override log_level (DEBUG, INFO, WARNING, ERROR)")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("submit", help="validate a workflow and job order, store the job, print its id")
+    _job_options(s)
+    s.add_argument("--start", action="store_true", help="also send start_job to the daemon")
+
+    s = sub.add_parser("job", help="run job N in the foreground, without the broker")
+    s.add_argument("job_id", type=int)
+
+    s = sub.add_parser("cwl-runner", help="submit and run in one go; print the CWL output object like cwltool")
+    s.add_argument("--outdir", help="where the outputs go (default: the current directory)")
+    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--debug", action="store_true")
+    s.add_argument("--name")
+    s.add_argument("--flavor")
+    s.add_argument("--image")
+    s.add_argument("--volume-size", type=int)
+    s.add_argument("workflow")
+    s.add_argument("job_order", nargs="?")
+
+    s = sub.add_parser("status", help="one job or all")
+    s.add_argument("job_id", nargs="?", type=int)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--state", action="append", help="only jobs in this state code (repeatable)")
+
+    s = sub.add_parser("logs", help="cwltool's log and the job's history")
+    s.add_argument("job_id", type=int)
+
+    s = sub.add_parser("ssh", help="a shell (or one command) on job N's VM, with its key and pinned host key")
+    s.add_argument("job_id", type=int)
+    s.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD...: run one command instead of a shell")
+
+    s = sub.add_parser("vms", help="every VM this installation owns")
+    s.add_argument("--json", action="store_true")
+    return p
+
+
+def _job_options(s: argparse.ArgumentParser) -> None:
+    s.add_argument("workflow", help="a CWL workflow or tool (local path)")
+    s.add_argument("job_order", nargs="?", help="the job order (YAML/JSON); optional without required inputs")
+    s.add_argument("--name", help="a name for the job (default: the workflow's file name)")
+    s.add_argument("--flavor", help="VM flavor (default: vm.flavor in the config)")
+    s.add_argument("--image", help="VM image (default: vm.image in the config)")
+    s.add_argument("--volume-size", type=int, help="data volume in GB (default: vm.volume_size)")
+    s.add_argument("--output-dir", help="where the results go (default: <output_dir>/job-N)")
+    s.add_argument("--priority", type=int, default=0, help="higher starts first (default 0)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["cwl-runner"]:
+        argv = ["cwl-runner", *_normalize_cwltool_args(argv[1:])]
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        if args.log_level:
+            config.log_level = args.log_level
+        _setup_logging(config, quiet=getattr(args, "quiet", False))
+        handler = COMMANDS[args.command]
+        return handler(config, args)
+    except LandoError as e:
+        print(f"lando-ssh: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("lando-ssh: interrupted", file=sys.stderr)
+        return 130
+
+
+def _setup_logging(config: Config, quiet: bool = False) -> None:
+    level = logging.WARNING if quiet else getattr(logging, config.log_level.upper())
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("paramiko", "urllib3", "keystoneauth", "openstack", "pika", "cwltool", "salad"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def _normalize_cwltool_args(args: list[str]) -> list[str]:
+    """Accept cwltool's argument forms; flags lando-ssh has no use for are dropped with a note."""
+    known_with_value = {"--outdir", "--name", "--flavor", "--image", "--volume-size"}
+    known_flags = {"--quiet", "--debug"}
+    ignored_with_value = {"--basedir", "--tmpdir-prefix", "--tmp-outdir-prefix", "--cachedir", "--default-container",
+                          "--beta-dependency-resolvers-configuration", "--user-space-docker-cmd", "--timestamps"}
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        key = a.split("=", 1)[0]
+        if key in known_with_value or key in known_flags:
+            out.append(a)
+        elif key in ignored_with_value:
+            if "=" not in a:
+                i += 1
+        elif a.startswith("--") and a != "--":
+            print(f"lando-ssh: note: cwltool option {key} is not used by lando-ssh", file=sys.stderr)
+        else:
+            out.extend(args[i:])
+            break
+        i += 1
+    return out
+
+
+# -- the stores and clouds a command needs -----------------------------------------------------
+def _journal(config: Config, listeners: Sequence[Any] = ()) -> Any:
+    from lando_ssh.journal import Journal
+    from lando_ssh.store import open_store
+
+    return Journal(open_store(config.store_url), listeners)
+
+
+# -- submit ------------------------------------------------------------------------------------
+def submit_job(config: Config, workflow: str, job_order: str | None, *, name: str | None = None,
+               flavor: str | None = None, image: str | None = None, volume_size: int | None = None,
+               output_dir: str | None = None, priority: int = 0) -> Job:
+    """Validate with cwltool, then store the job (state N). Nothing is stored when validation fails."""
+    from lando_ssh.workflow import prepare
+
+    prepared = prepare(workflow, job_order)
+    journal = _journal(config)
+    source = workflow if "://" in workflow else os.path.abspath(workflow)
+    job = Job(id=0, name=name or os.path.splitext(os.path.basename(workflow))[0], workflow=source,
+              job_order=prepared.job_order, workflow_doc=prepared.packed,
+              vm_spec=VmSpec(flavor=flavor, image=image, volume_size=volume_size), priority=priority,
+              user=_user(), output_dir=os.path.abspath(output_dir) if output_dir else "")
+    job.set_state(JobState.NEW, JobStep.NONE)
+    job.history.clear()
+    job = journal.store.create(job)
+
+    def first_entry(j: Job) -> None:
+        j.output_dir = j.output_dir or os.path.join(os.path.abspath(config.outputs_base), f"job-{j.id}")
+        from lando_ssh.model import HistoryEntry
+
+        j.history.append(HistoryEntry(now(), JobState.NEW, JobStep.NONE, "submitted"))
+
+    return journal.update(job.id, first_entry)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def cmd_submit(config: Config, args: argparse.Namespace) -> int:
+    job = submit_job(config, args.workflow, args.job_order, name=args.name, flavor=args.flavor, image=args.image,
+                     volume_size=args.volume_size, output_dir=args.output_dir, priority=args.priority)
+    if args.start:
+        from lando_ssh.broker import Broker
+        from lando_ssh.messages import Command
+
+        Broker(config.work_queue).send(Command.START_JOB, job.id)
+    print(job.id)
+    return EXIT_OK
+
+
+# -- job: one job in the foreground ------------------------------------------------------------
+class _Progress:
+    """Progress on stderr: every state/step change and what the steps report (bytes staged...)."""
+
+    def __init__(self, quiet: bool = False):
+        self.started = time.monotonic()
+        self.quiet = quiet
+
+    def on_change(self, job: Job) -> None:
+        from lando_ssh.pipeline import STEP_NAMES
+
+        what = STEP_NAMES.get(job.step, "")
+        reason = f": {job.reason}" if job.reason else ""
+        self._say(job.id, f"state {job.state.value} ({job.state.name.lower()})"
+                          f"{f', step {job.step.value} ({what})' if job.step.value else ''}{reason}")
+
+    def note(self, job_id: int, text: str) -> None:
+        self._say(job_id, text)
+
+    def _say(self, job_id: int, text: str) -> None:
+        if not self.quiet:
+            print(f"[{time.monotonic() - self.started:7.2f}s] job {job_id}: {text}", file=sys.stderr, flush=True)
+
+
+def run_job_foreground(config: Config, job_id: int, *, quiet: bool = False) -> Job:
+    """Run job `job_id` here and now; Ctrl-C cancels it cleanly (remote processes killed, VM deleted)."""
+    from lando_ssh.cloud import open_cloud
+    from lando_ssh.pipeline import Pipeline
+
+    progress = _Progress(quiet)
+    journal = _journal(config, [progress.on_change])
+    job = journal.get(job_id)
+    if job.state == JobState.FINISHED:
+        progress.note(job_id, "already finished")
+        return job
+    if job.state == JobState.DELETED:
+        raise JobConflict(f"job {job_id} was deleted")
+    cloud = open_cloud(config)
+    pipeline = Pipeline(config, journal, cloud, progress=progress.note)
+    if job.state in (JobState.ERROR, JobState.CANCELED):
+        progress.note(job_id, f"was {job.state.name.lower()}; restarting it")
+        pipeline.restart(job_id)
+    result: dict[str, Job] = {}
+    worker = threading.Thread(target=lambda: result.update(job=pipeline.run(job_id)), name=f"job-{job_id}",
+                              daemon=True)
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        if pipeline.cancel_event.is_set():
+            print("lando-ssh: still canceling: killing the workflow and deleting the VM", file=sys.stderr)
+            return
+        print("lando-ssh: canceling job %d (the VM will be deleted)..." % job_id, file=sys.stderr)
+        pipeline.request_cancel()
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    signal.signal(signal.SIGTERM, on_interrupt)
+    try:
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.2)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        cloud.close()
+    return result.get("job") or journal.get(job_id)
+
+
+def cmd_job(config: Config, args: argparse.Namespace) -> int:
+    job = run_job_foreground(config, args.job_id)
+    return _report_end(job)
+
+
+def _report_end(job: Job, quiet: bool = False) -> int:
+    if job.state == JobState.FINISHED:
+        if not quiet:
+            print(f"lando-ssh: job {job.id} finished; outputs are in {job.output_dir}", file=sys.stderr)
+        return EXIT_OK
+    if job.state == JobState.CANCELED:
+        print(f"lando-ssh: job {job.id} was canceled", file=sys.stderr)
+        return EXIT_JOB_FAILED
+    print(f"lando-ssh: job {job.id} failed: {job.error or job.reason}", file=sys.stderr)
+    return EXIT_JOB_FAILED
+
+
+# -- cwl-runner --------------------------------------------------------------------------------
+def cmd_cwl_runner(config: Config, args: argparse.Namespace) -> int:
+    outdir = os.path.abspath(args.outdir or os.getcwd())
+    job = submit_job(config, args.workflow, args.job_order, name=args.name, flavor=args.flavor, image=args.image,
+                     volume_size=args.volume_size, output_dir=outdir)
+    job = run_job_foreground(config, job.id, quiet=args.quiet)
+    if job.state == JobState.FINISHED:
+        print(json.dumps(job.output or {}, indent=4))
+        return EXIT_OK
+    _report_end(job)
+    code = job.facts.get("exit_code")
+    return code if isinstance(code, int) and code not in (0,) and job.state == JobState.ERROR else EXIT_JOB_FAILED
+
+
+# -- status and logs ---------------------------------------------------------------------------
+def status_object(job: Job) -> dict[str, Any]:
+    d = job.to_dict()
+    vm = job.vm
+    d["vm"] = None if vm is None else {"name": vm.name, "id": vm.id, "address": vm.address, "port": vm.port,
+                                       "user": vm.user, "flavor": vm.flavor,
+                                       "created": d["vm"]["created"], "deleted": d["vm"]["deleted"]}
+    d.pop("workflow_doc", None)
+    d["facts"] = {k: v for k, v in job.facts.items() if k != "vm_output"}
+    return d
+
+
+def cmd_status(config: Config, args: argparse.Namespace) -> int:
+    journal = _journal(config)
+    if args.job_id is not None:
+        job = journal.get(args.job_id)
+        if args.json:
+            print(json.dumps(status_object(job), indent=2))
+        else:
+            print(_describe_job(job))
+        return EXIT_OK
+    states = [JobState(s) for s in args.state] if args.state else None
+    jobs = journal.list(states)
+    if args.json:
+        print(json.dumps([status_object(j) for j in jobs], indent=2))
+        return EXIT_OK
+    print(f"{'ID':>5}  {'NAME':<20} {'STATE':<5} {'STEP':<4} {'UPDATED':<19}  {'VM':<24} REASON")
+    for j in jobs:
+        vm = j.vm.name if j.vm and not j.vm.deleted else "-"
+        print(f"{j.id:>5}  {j.name[:20]:<20} {j.state.value:<5} {j.step.value or '-':<4} "
+              f"{j.updated.strftime('%Y-%m-%d %H:%M:%S'):<19}  {vm[:24]:<24} {j.reason}")
+    return EXIT_OK
+
+
+def _describe_job(job: Job) -> str:
+    from lando_ssh.pipeline import STEP_NAMES
+
+    lines = [f"job {job.id}: {job.name}",
+             f"  state:   {job.state.value} ({job.state.name.lower()})",
+             f"  step:    {job.step.value or '-'} {STEP_NAMES.get(job.step, '')}".rstrip(),
+             f"  workflow: {job.workflow}",
+             f"  output:  {job.output_dir}",
+             f"  created: {job.created.isoformat(timespec='seconds')}  updated: {job.updated.isoformat(timespec='seconds')}"]
+    if job.reason:
+        lines.append(f"  reason:  {job.reason}")
+    if job.vm:
+        where = f"{job.vm.address}:{job.vm.port}" if job.vm.address else "no address yet"
+        gone = f", deleted {job.vm.deleted.isoformat(timespec='seconds')}" if job.vm.deleted else ""
+        lines.append(f"  vm:      {job.vm.name} ({job.vm.id or 'not created'}, {where}, flavor {job.vm.flavor}{gone})")
+        if not job.vm.deleted and job.vm.address:
+            lines.append(f"           log in with: lando-ssh ssh {job.id}")
+    if job.timings:
+        lines.append("  timings:")
+        for code, t in job.timings.items():
+            secs = f"{t.seconds:.2f}s" if t.seconds is not None else "running"
+            lines.append(f"    {code} {STEP_NAMES.get(JobStep(code), ''):<16} {secs}")
+    if job.error:
+        lines.append("  error:")
+        lines.extend("    " + line for line in job.error.splitlines())
+    return "\n".join(lines)
+
+
+def cmd_logs(config: Config, args: argparse.Namespace) -> int:
+    journal = _journal(config)
+    job = journal.get(args.job_id)
+    print(f"job {job.id} history:")
+    for h in job.history:
+        note = f"  {h.note}" if h.note else ""
+        print(f"  {h.at.isoformat(timespec='milliseconds')}  state {h.state.value:<1} step {h.step.value or '-':<1}{note}")
+    if job.error:
+        print("\nerror:\n" + job.error)
+    text = _cwltool_log(config, job)
+    if text:
+        print("\ncwltool log:\n" + text.rstrip())
+    return EXIT_OK
+
+
+def _cwltool_log(config: Config, job: Job) -> str | None:
+    local = os.path.join(job.output_dir, "docs", "logs", "cwltool-output.log")
+    if os.path.exists(local):
+        with open(local, errors="replace") as f:
+            return f.read()
+    if job.vm and job.vm.address and not job.vm.deleted and job.vm.work_dir:
+        from lando_ssh.cloud import open_cloud
+        from lando_ssh.pipeline import JobPaths, Pipeline
+
+        pipeline = Pipeline(config, _journal(config), open_cloud(config))
+        try:
+            path = JobPaths.under(job.vm.work_dir, job.id).run + "/stderr"
+            return pipeline.remote(job).run(["cat", path], check=False, retry=False).stdout
+        except LandoError as e:
+            return f"(cannot read it from the VM: {e})"
+        finally:
+            pipeline.close(job.id)
+    return None
+
+
+# -- the admin's tools -------------------------------------------------------------------------
+def cmd_ssh(config: Config, args: argparse.Namespace) -> int:
+    from lando_ssh.keys import JobKeys
+    from lando_ssh.remote import Endpoint, openssh_argv, quote_argv
+
+    job = _journal(config).get(args.job_id)
+    if not job.vm or not job.vm.address or job.vm.deleted:
+        raise JobConflict(f"job {job.id} has no VM to log in to"
+                          f"{' (it was deleted ' + job.vm.deleted.isoformat(timespec='seconds') + ')' if job.vm and job.vm.deleted else ''}")
+    keys = JobKeys(config.keys_dir, job.id)
+    if not os.path.exists(keys.private_path):
+        raise JobConflict(f"job {job.id}'s SSH key is gone ({keys.private_path})")
+    keys.pin_host(job.vm.address, job.vm.port, job.vm.host_keys)
+    ep = Endpoint(job.vm.address, job.vm.port, job.vm.user or "root", keys.private_path, job.vm.host_keys,
+                  keys.known_hosts_path)
+    cmd = [c for c in args.cmd if c != "--"] if args.cmd else []
+    argv = openssh_argv(ep, tty=not cmd and sys.stdin.isatty())
+    argv = [a for a in argv if a != "BatchMode=yes"] if not cmd else argv
+    if cmd:
+        argv.append(quote_argv(cmd))
+    os.execvp(argv[0], argv)
+    return EXIT_INFRA  # not reached
+
+
+def cmd_vms(config: Config, args: argparse.Namespace) -> int:
+    from lando_ssh.cloud import META_INSTALLATION, META_JOB_ID, open_cloud
+
+    cloud = open_cloud(config)
+    vms = cloud.find_vms({META_INSTALLATION: config.cloud.installation_id})
+    journal = _journal(config)
+    rows = []
+    for vm in vms:
+        job_id = vm.metadata.get(META_JOB_ID)
+        state = "-"
+        if job_id and job_id.isdigit():
+            try:
+                j = journal.get(int(job_id))
+                state = j.state.value + (j.step.value or "")
+            except BadInput:
+                state = "no job"
+        age = (now() - vm.created).total_seconds() if vm.created else None
+        rows.append({"name": vm.name, "id": vm.id, "job": job_id, "job_state": state, "status": vm.status,
+                     "flavor": vm.flavor.name if vm.flavor else None, "address": vm.address, "port": vm.port,
+                     "age_seconds": round(age) if age is not None else None})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"{'NAME':<28} {'JOB':>5} {'JOB STATE':<9} {'STATUS':<7} {'FLAVOR':<10} {'ADDRESS':<21} AGE")
+        for r in rows:
+            print(f"{r['name']:<28} {r['job'] or '-':>5} {r['job_state']:<9} {r['status']:<7} {r['flavor'] or '-':<10} "
+                  f"{r['address']}:{r['port']:<6} {r['age_seconds']}s")
+    return EXIT_OK
+
+
+COMMANDS = {
+    "submit": cmd_submit,
+    "job": cmd_job,
+    "cwl-runner": cmd_cwl_runner,
+    "status": cmd_status,
+    "logs": cmd_logs,
+    "ssh": cmd_ssh,
+    "vms": cmd_vms,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

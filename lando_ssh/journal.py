@@ -1,0 +1,45 @@
+"""Every change to a job goes through the journal: stored first, then told to the listeners
+(the log, the broker's `job_status` exchange, the foreground progress display)."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+from lando_ssh.model import Job, JobState
+from lando_ssh.store import JobStore
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[Job], None]
+
+
+class Journal:
+    def __init__(self, store: JobStore, listeners: Iterable[Listener] = ()):
+        self.store = store
+        self.listeners: list[Listener] = list(listeners)
+
+    def get(self, job_id: int) -> Job:
+        return self.store.get(job_id)
+
+    def list(self, states: Iterable[JobState] | None = None) -> list[Job]:
+        return self.store.list(states)
+
+    def update(self, job_id: int, change: Callable[[Job], None]) -> Job:
+        """Apply `change` atomically; listeners hear of it when the state, step or reason moved."""
+        seen: list[tuple[str, str, str]] = []
+
+        def wrapped(job: Job) -> None:
+            seen.append((job.state.value, job.step.value, job.reason))
+            change(job)
+
+        job = self.store.update(job_id, wrapped)
+        if seen and seen[-1] != (job.state.value, job.step.value, job.reason):
+            self.announce(job)
+        return job
+
+    def announce(self, job: Job) -> None:
+        for listener in self.listeners:
+            try:
+                listener(job)
+            except Exception:  # a listener's failure (e.g. broker down) must not stop the job
+                log.exception("job %s: a listener failed", job.id)

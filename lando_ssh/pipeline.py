@@ -1,0 +1,654 @@
+"""A job's steps: create VM (V), stage (S), run workflow (R), organize output (o), store output (O),
+terminate VM (T).
+
+Each step is a method that reads the job record, does its work idempotently, and records what
+it did (VM id and address, remote pid, exit code, bytes moved) before it returns, so that a
+job can be resumed at any step: after a crash of the server, after `restart_job`, or from a
+foreground `lando-ssh job N`. The pipeline talks to the outside world only through the cloud
+driver and `remote.Remote`; it never imports pika or openstacksdk.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import posixpath
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from lando_ssh import report
+from lando_ssh.cloud import META_INSTALLATION, META_JOB_ID, META_MANAGED_BY, Cloud, VmInfo, VmRequest
+from lando_ssh.cloud.cloudinit import READY_MARKER, UserDataParams, host_keys_from_console, render_user_data
+from lando_ssh.config import Config
+from lando_ssh.errors import (
+    CloudError,
+    HostKeyMismatch,
+    JobCanceled,
+    JobConflict,
+    LandoError,
+    QuotaExceeded,
+    RemoteCommandFailed,
+    StagingFailed,
+    StepTimeout,
+    VmFailed,
+    VmUnreachable,
+    WorkflowFailed,
+)
+from lando_ssh.journal import Journal
+from lando_ssh.keys import JobKeys
+from lando_ssh.model import RESTARTABLE_STATES, STEPS, Job, JobState, JobStep, StepTiming, VmRecord, now
+from lando_ssh.remote import Endpoint, Remote
+
+log = logging.getLogger(__name__)
+
+STEP_NAMES = {
+    JobStep.CREATE_VM: "create VM",
+    JobStep.STAGING: "stage inputs",
+    JobStep.RUNNING: "run workflow",
+    JobStep.ORGANIZE_OUTPUT: "organize output",
+    JobStep.STORE_OUTPUT: "store output",
+    JobStep.TERMINATE_VM: "terminate VM",
+}
+STDERR_TAIL_LINES = 100
+
+
+def remote_scripts_dir() -> Path:
+    """remote_scripts/ beside the package (a checkout), or where the wheel installed it."""
+    here = Path(__file__).resolve().parent.parent / "remote_scripts"
+    if here.is_dir():
+        return here
+    import sys
+
+    return Path(sys.prefix) / "share" / "lando-ssh" / "remote_scripts"
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    """Where a job's files live on its VM."""
+
+    job_dir: str
+
+    @classmethod
+    def under(cls, work_dir: str, job_id: int) -> JobPaths:
+        return cls(posixpath.join(work_dir, f"lando-job-{job_id}"))
+
+    def __getattr__(self, name: str) -> str:
+        if name in ("bin", "scripts", "inputs", "results", "run", "tmp"):
+            return posixpath.join(self.job_dir, name)
+        raise AttributeError(name)
+
+    @property
+    def workflow(self) -> str:
+        return posixpath.join(self.job_dir, "scripts", "workflow.cwl")
+
+    @property
+    def job_order(self) -> str:
+        return posixpath.join(self.job_dir, "scripts", "job-order.json")
+
+
+class Pipeline:
+    def __init__(self, config: Config, journal: Journal, cloud: Cloud, *, cancel: threading.Event | None = None,
+                 progress: Callable[[int, str], None] | None = None):
+        self.config = config
+        self.journal = journal
+        self.cloud = cloud
+        self.cancel_event = cancel or threading.Event()
+        self.progress = progress or (lambda job_id, text: None)
+        self._remotes: dict[int, Remote] = {}
+
+    # -- the walk --------------------------------------------------------------------------
+    def run(self, job_id: int) -> Job:
+        """Walk job `job_id` from where it stands to the end; returns the final record."""
+        job = self.journal.get(job_id)
+        if job.state in (JobState.FINISHED, JobState.DELETED):
+            return job
+        if job.state == JobState.CANCELING:
+            return self._finish_cancel(job_id)
+        if job.state in (JobState.NEW, JobState.AUTHORIZED):
+            job = self.journal.update(job_id, lambda j: j.set_state(JobState.STARTING, JobStep.NONE))
+        steps = {JobStep.CREATE_VM: self.create_vm, JobStep.STAGING: self.stage_inputs,
+                 JobStep.RUNNING: self.run_workflow, JobStep.ORGANIZE_OUTPUT: self.organize_output,
+                 JobStep.STORE_OUTPUT: self.store_output, JobStep.TERMINATE_VM: self.terminate_vm}
+        start = STEPS.index(job.step) if job.step in STEPS else 0
+        step = STEPS[start]
+        try:
+            for step in STEPS[start:]:
+                self._check_cancel(job_id)
+                self._begin(job_id, step)
+                steps[step](job_id)
+                self._end(job_id, step)
+            return self.journal.update(job_id, lambda j: _finish(j))
+        except JobCanceled:
+            return self._finish_cancel(job_id)
+        except LandoError as e:
+            if self._canceled(job_id):
+                return self._finish_cancel(job_id)
+            return self._fail(job_id, step, e)
+        except Exception as e:  # a bug of ours: still record it on the job, with the traceback in the log
+            log.exception("job %s: internal error in step %s", job_id, step.value)
+            return self._fail(job_id, step, LandoError(f"internal error: {type(e).__name__}: {e}"))
+        finally:
+            self.close(job_id)
+
+    def close(self, job_id: int) -> None:
+        remote = self._remotes.pop(job_id, None)
+        if remote:
+            remote.close()
+
+    # -- V: create VM ----------------------------------------------------------------------
+    def create_vm(self, job_id: int) -> None:
+        job = self.journal.get(job_id)
+        info = self._existing_vm(job)
+        if info is None:
+            info = self._request_vm(job)
+        job = self.journal.update(job_id, lambda j: j.set_state(JobState.RUNNING, JobStep.CREATE_VM))
+        info = self._wait_active(job, info)
+        host_keys = self._learn_host_keys(job, info)
+        assert job.vm is not None
+        keys = self.keys(job)
+        keys.pin_host(info.address or "", info.port, host_keys)
+
+        def record(j: Job) -> None:
+            assert j.vm is not None
+            j.vm.address, j.vm.port, j.vm.host_keys = info.address, info.port, host_keys
+            j.vm.flavor = info.flavor.name if info.flavor else j.vm.flavor
+            j.vm.vcpus = info.flavor.vcpus if info.flavor else None
+            j.vm.ram_mb = info.flavor.ram_mb if info.flavor else None
+
+        job = self.journal.update(job_id, record)
+        self._wait_ssh_ready(job)
+
+    def _existing_vm(self, job: Job) -> VmInfo | None:
+        """The VM this job already has (after a crash or a restart), if it is still usable."""
+        candidates: list[VmInfo] = []
+        if job.vm and job.vm.id:
+            info = self.cloud.get_vm(job.vm.id)
+            if info:
+                candidates.append(info)
+        elif job.vm:  # we asked for it but crashed before recording its id: find it by name
+            candidates = [v for v in self.cloud.find_vms(self._metadata(job)) if v.name == job.vm.name]
+        for info in candidates:
+            if info.status != "ERROR":
+                if not (job.vm and job.vm.id):
+                    self.journal.update(job.id, lambda j: _set_vm_id(j, info.id))
+                return info
+            self._delete_vm_quietly(info.id)
+        return None
+
+    def _request_vm(self, job: Job) -> VmInfo:
+        attempt = int(job.facts.get("vm_attempt", 0)) + 1
+        name = f"{self.config.cloud.installation_id}-job-{job.id}-{attempt}"
+        flavor = job.vm_spec.flavor or self.config.vm.flavor
+        image = job.vm_spec.image or self.config.vm.image
+        volume = job.vm_spec.volume_size if job.vm_spec.volume_size is not None else self.config.vm.volume_size
+        user = self.config.vm.user or self.cloud.default_user()
+        work_dir = self.cloud.vm_work_dir(name)
+        public_key = self.keys(job).ensure()
+        user_data = render_user_data(UserDataParams(public_key=public_key, user=user, work_dir=work_dir,
+                                                    volume_device="/dev/vdb" if volume else None))
+
+        def remember(j: Job) -> None:  # recorded before the request, so a crash finds the VM by name
+            j.facts["vm_attempt"] = attempt
+            j.vm = VmRecord(name=name, user=user, work_dir=work_dir, flavor=flavor, created=now())
+
+        self.journal.update(job.id, remember)
+        request = VmRequest(name=name, flavor=flavor, image=image, user_data=user_data, volume_size=volume or 0,
+                            metadata=self._metadata(job))
+        delay = 1.0
+        while True:
+            try:
+                info = self.cloud.create_vm(request)
+                break
+            except QuotaExceeded as e:  # not a failure: wait for the cloud to have room
+                reason = str(e)
+                self.journal.update(job.id, lambda j: setattr(j, "reason", reason))
+                self._sleep(job.id, delay)
+                delay = min(delay * 2, 60.0)
+        self.journal.update(job.id, lambda j: (_set_vm_id(j, info.id), setattr(j, "reason", "")))
+        return info
+
+    def _metadata(self, job: Job) -> dict[str, str]:
+        return {META_MANAGED_BY: "lando-ssh", META_INSTALLATION: self.config.cloud.installation_id,
+                META_JOB_ID: str(job.id)}
+
+    def _wait_active(self, job: Job, info: VmInfo) -> VmInfo:
+        deadline = time.monotonic() + self.config.vm.boot_timeout
+        delay = 0.02
+        while info.status != "ACTIVE":
+            if info.status == "ERROR":
+                raise VmFailed(f"VM {info.name} failed to boot: {info.fault or 'the cloud gave no reason'}")
+            if time.monotonic() > deadline:
+                raise StepTimeout(f"VM {info.name} did not become ACTIVE within the boot timeout "
+                                  f"({self.config.vm.boot_timeout:.0f}s); it was {info.status}")
+            self._sleep(job.id, delay)
+            delay = min(delay * 1.5, 5.0)
+            latest = self.cloud.get_vm(info.id)
+            if latest is None:
+                raise VmFailed(f"VM {info.name} disappeared while booting")
+            info = latest
+        return info
+
+    def _learn_host_keys(self, job: Job, info: VmInfo) -> list[str]:
+        """The host keys cloud-init printed on the console: the only keys we will accept."""
+        deadline = time.monotonic() + self.config.vm.boot_timeout
+        delay = 0.02
+        while True:
+            keys = host_keys_from_console(self.cloud.console_log(info.id))
+            if keys:
+                return keys
+            if time.monotonic() > deadline:
+                if not self.config.vm.host_key_from_console:
+                    return self._first_seen_host_keys(info)
+                raise HostKeyMismatch(f"VM {info.name} printed no SSH host keys on its console within the boot "
+                                      "timeout, so its identity cannot be verified (set "
+                                      "vm.host_key_from_console: false to trust the first key seen)")
+            self._sleep(job.id, delay)
+            delay = min(delay * 1.5, 5.0)
+
+    def _first_seen_host_keys(self, info: VmInfo) -> list[str]:
+        import paramiko
+
+        try:
+            with paramiko.Transport((info.address or "", info.port)) as t:
+                t.start_client(timeout=self.config.vm.ssh_timeout)
+                key = t.get_remote_server_key()
+                log.warning("VM %s: trusting the first host key seen (vm.host_key_from_console is false)", info.name)
+                return [f"{key.get_name()} {key.get_base64()}"]
+        except (OSError, paramiko.SSHException) as e:
+            raise VmUnreachable(f"cannot reach VM {info.name} to read its host key: {e}") from None
+
+    def _wait_ssh_ready(self, job: Job) -> None:
+        """SSH answers and cloud-init has prepared the work dir (its runcmd touches a marker)."""
+        assert job.vm is not None and job.vm.work_dir
+        marker = posixpath.join(job.vm.work_dir, READY_MARKER)
+        deadline = time.monotonic() + self.config.vm.ssh_timeout
+        delay = 0.02
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            self._check_cancel(job.id)
+            try:
+                if self.remote(job).run(["test", "-e", marker], check=False, retry=False).exit_code == 0:
+                    return
+                last = "cloud-init has not finished preparing the work dir"
+            except HostKeyMismatch:
+                raise
+            except VmUnreachable as e:
+                last = str(e)
+            self._sleep(job.id, delay)
+            delay = min(delay * 1.5, 5.0)
+        raise StepTimeout(f"VM {job.vm.name} was not ready for SSH within the SSH timeout "
+                          f"({self.config.vm.ssh_timeout:.0f}s): {last}")
+
+    # -- S: stage inputs -------------------------------------------------------------------
+    def stage_inputs(self, job_id: int) -> None:
+        from lando_ssh import staging
+
+        job = self.journal.get(job_id)
+        paths = self.paths(job)
+        remote = self.remote(job)
+        transfers, vm_order, vm_workflow = staging.plan_inputs(_prepared(job), paths.inputs)
+        local = [t for t in transfers if t.kind != "url"]
+        urls = [t for t in transfers if t.kind == "url"]
+        needed = sum(t.size or 0 for t in transfers)
+        # scripts, workflow and job order in one stream: one round trip
+        scripts = {f"bin/{p.name}": p.read_bytes() for p in sorted(remote_scripts_dir().iterdir()) if p.is_file()}
+        scripts["scripts/workflow.cwl"] = json.dumps(vm_workflow, indent=2).encode()
+        scripts["scripts/job-order.json"] = json.dumps(vm_order, indent=2).encode()
+        remote.put_bytes(scripts, paths.job_dir, mode=0o755)
+        free = int(remote.run(["sh", posixpath.join(paths.bin, "lando-df"), paths.job_dir]).stdout.strip() or 0)
+        if needed > free:
+            raise StagingFailed(f"the VM's disk is too small for the inputs: they need {_size(needed)}, "
+                                f"{_size(free)} is free under {paths.job_dir} (ask for a larger volume_size)")
+        sent = 0
+        started = time.monotonic()
+        if local:
+            entries = [(t.source, posixpath.relpath(t.dest, paths.inputs)) for t in local]
+            sent += self._with_timeout(lambda: remote.put_files(entries, paths.inputs), "staging")
+            self.progress(job_id, f"staged {_size(sent)} from this server")
+        for t in urls:
+            self._check_cancel(job_id)
+            argv = ["sh", posixpath.join(paths.bin, "lando-fetch"), t.source, t.dest]
+            if t.size is not None:
+                argv.append(str(t.size))
+            try:
+                remote.run(argv, what=f"downloading {t.source}")
+            except RemoteCommandFailed as e:
+                raise StagingFailed(e.stderr.strip().splitlines()[-1] if e.stderr.strip() else str(e)) from None
+            sent += t.size or 0
+            self.progress(job_id, f"downloaded {t.source} on the VM")
+        self._check_sizes(remote, paths, paths.inputs, {posixpath.relpath(t.dest, paths.inputs): t.size
+                                                       for t in transfers if t.kind != "directory"}, "input")
+        elapsed = time.monotonic() - started
+        self.journal.update(job_id, lambda j: j.facts.update(bytes_staged=sent, staging_seconds=round(elapsed, 3)))
+
+    def _check_sizes(self, remote: Remote, paths: JobPaths, base: str, expected: dict[str, int | None],
+                     what: str) -> dict[str, int]:
+        out = remote.run(["sh", posixpath.join(paths.bin, "lando-sizes"), base]).stdout
+        actual = {}
+        for entry in out.split("\0"):
+            if entry:
+                size, _, rel = entry.partition(" ")
+                actual[rel] = int(size)
+        for rel, size in expected.items():
+            if rel not in actual:
+                raise StagingFailed(f"{what} file {rel} is missing on the VM after the transfer")
+            if size is not None and actual[rel] != size:
+                raise StagingFailed(f"{what} file {rel} has {actual[rel]} bytes on the VM, expected {size}")
+        return actual
+
+    # -- R: run workflow -------------------------------------------------------------------
+    def run_workflow(self, job_id: int) -> None:
+        job = self.journal.get(job_id)
+        paths = self.paths(job)
+        remote = self.remote(job)
+        if "run_pid" not in job.facts:
+            base = self.config.cwl_base_command or self.cloud.default_cwl_command()
+            argv = [*base, "--outdir", paths.results, "--tmpdir-prefix", paths.tmp + "/",
+                    "--tmp-outdir-prefix", paths.tmp + "/", paths.workflow, paths.job_order]
+            # lando-start is idempotent (a second call reports the first run), so a restart clears the old run
+            clear = [paths.run, paths.results, paths.tmp] if job.facts.get("rerun") else []
+            start = ["sh", "-c", 'n=$1; shift; i=0; while [ "$i" -lt "$n" ]; do rm -rf "$1"; shift; i=$((i+1)); done; '
+                     'exec sh "$@"', "sh", str(len(clear)), *clear, posixpath.join(paths.bin, "lando-start"),
+                     paths.run, *argv]
+            pid = int(remote.run(start, what="starting cwltool").stdout.strip())
+            job = self.journal.update(job_id, lambda j: (j.facts.update(run_pid=pid, run_started=now().isoformat()),
+                                                         j.facts.pop("rerun", None)))
+            self.progress(job_id, f"cwltool started on the VM (pid {pid})")
+        limit = self.config.limits.max_run_time
+        started = datetime.fromisoformat(job.facts["run_started"])
+        while True:
+            if self._canceled(job_id):
+                self._kill_run(job_id)
+                raise JobCanceled("canceled while the workflow ran")
+            wait = self.config.poll_interval
+            if limit:
+                left = limit - (now() - started).total_seconds()
+                if left <= 0:
+                    self._kill_run(job_id)
+                    raise StepTimeout(f"the workflow ran longer than limits.max_run_time ({limit:.0f}s) and was "
+                                      "stopped")
+                wait = min(wait, left)
+            status = remote.run(["sh", posixpath.join(paths.bin, "lando-wait"), paths.run, f"{wait:.1f}"],
+                                timeout=wait + 60, what="waiting for cwltool").stdout.strip()
+            if status.startswith("exited "):
+                code = int(status.split()[1])
+                self.journal.update(job_id, lambda j: j.facts.update(exit_code=code))
+                if code != 0:
+                    tail = self._stderr_tail(remote, paths)
+                    raise WorkflowFailed(f"cwltool exited with code {code}. Last {STDERR_TAIL_LINES} lines of "
+                                         f"its stderr:\n{tail}")
+                return
+            if status == "killed":
+                raise JobCanceled("the workflow was killed")
+            if status in ("lost", "not-started"):
+                tail = self._stderr_tail(remote, paths)
+                raise WorkflowFailed("cwltool stopped without recording an exit code (was the VM restarted or the "
+                                     f"process killed?). Last lines of its stderr:\n{tail}")
+
+    def _stderr_tail(self, remote: Remote, paths: JobPaths) -> str:
+        try:
+            return remote.run(["tail", "-n", str(STDERR_TAIL_LINES), posixpath.join(paths.run, "stderr")],
+                              check=False).stdout.rstrip()
+        except LandoError as e:
+            return f"(could not read it: {e})"
+
+    def _kill_run(self, job_id: int) -> None:
+        job = self.journal.get(job_id)
+        if "run_pid" not in job.facts or not job.vm or not job.vm.host_keys:
+            return
+        paths = self.paths(job)
+        try:
+            self.remote(job).run(["sh", posixpath.join(paths.bin, "lando-kill"), paths.run, "10"], retry=False,
+                                 what="stopping cwltool")
+        except LandoError as e:
+            log.warning("job %s: could not stop cwltool on the VM: %s (the VM is deleted next)", job_id, e)
+
+    # -- o: organize output ----------------------------------------------------------------
+    def organize_output(self, job_id: int) -> None:
+        job = self.journal.get(job_id)
+        paths = self.paths(job)
+        remote = self.remote(job)
+        raw = remote.run(["cat", posixpath.join(paths.run, "stdout")], what="reading the output object").stdout
+        try:
+            output = json.loads(raw) if raw.strip() else {}
+        except json.JSONDecodeError:
+            raise WorkflowFailed("cwltool's output object is not valid JSON: " + raw[:500]) from None
+        post = self.config.cwl_post_process_command
+        if post:
+            remote.run(["sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", paths.results, *post],
+                       what="the post-process command")
+        remote.run(["sh", posixpath.join(paths.bin, "lando-organize"), paths.job_dir], what="organizing output")
+        job = self.journal.update(job_id, lambda j: j.facts.update(vm_output=output))
+        usage = self._read_usage(remote, paths)
+        self.journal.update(job_id, lambda j: j.facts.update(usage=usage))
+        job = self.journal.get(job_id)
+        docs = report.docs_files(job, usage, remote_cwltool_log=self._stderr_tail(remote, paths))
+        remote.put_bytes(docs, posixpath.join(paths.results, "docs"))
+
+    def _read_usage(self, remote: Remote, paths: JobPaths) -> dict[str, Any]:
+        script = 'cd "$1"; for f in started finished maxrss_kb exit_code; do printf "%s=%s\\n" "$f" "$(cat "$f" 2>/dev/null)"; done'
+        out = remote.run(["sh", "-c", script, "sh", paths.run]).stdout
+        usage: dict[str, Any] = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        return report.usage_from(usage)
+
+    # -- O: store output -------------------------------------------------------------------
+    def store_output(self, job_id: int) -> None:
+        from lando_ssh import staging
+
+        job = self.journal.get(job_id)
+        paths = self.paths(job)
+        remote = self.remote(job)
+        local_dir = os.path.abspath(job.output_dir)
+        os.makedirs(local_dir, exist_ok=True)
+        sizes = self._check_sizes(remote, paths, paths.results, {}, "output")
+        total = sum(sizes.values())
+        received = self._with_timeout(lambda: remote.get_dir(paths.results, local_dir, total_hint=total),
+                                      "storing output")
+        for rel, size in sizes.items():
+            local = os.path.join(local_dir, rel)
+            if not os.path.isfile(local) or os.path.getsize(local) != size:
+                raise StagingFailed(f"output file {rel} did not arrive whole in {local_dir} "
+                                    f"(expected {size} bytes)")
+        output = staging.rewrite_outputs(job.facts.get("vm_output") or {}, paths.results, local_dir)
+        with open(os.path.join(local_dir, "docs", "logs", "cwl-output.json"), "w") as f:
+            json.dump(output, f, indent=2)
+        self.journal.update(job_id, lambda j: (setattr(j, "output", output),
+                                               j.facts.update(bytes_stored=received)))
+        self.progress(job_id, f"stored {_size(received)} in {local_dir}")
+
+    # -- T: terminate VM -------------------------------------------------------------------
+    def terminate_vm(self, job_id: int) -> None:
+        job = self.journal.get(job_id)
+        self.close(job_id)
+        if job.vm and job.vm.id:
+            self.cloud.delete_vm(job.vm.id)
+        self.journal.update(job_id, _mark_vm_deleted)
+        self.keys(job).remove()
+
+    # -- restart ---------------------------------------------------------------------------
+    def restart(self, job_id: int) -> Job:
+        """Make an errored or canceled job ready to resume: at its failed step on the same VM when
+        that VM is still there and answers, otherwise from the start on a new VM (the old one deleted)."""
+        job = self.journal.get(job_id)
+        if job.state not in RESTARTABLE_STATES:
+            raise JobConflict(f"job {job_id} is {job.state.name.lower()}; only errored or canceled jobs restart")
+        reuse = False
+        if job.vm and job.vm.id and not job.vm.deleted:
+            info = self.cloud.get_vm(job.vm.id)
+            if info and info.status == "ACTIVE":
+                try:
+                    self.remote(job).run(["true"], retry=False)
+                    reuse = True
+                except LandoError as e:
+                    log.info("job %s: its VM does not answer (%s); restarting on a new VM", job_id, e)
+            if not reuse:
+                self._terminate_quietly(job)
+        self.close(job_id)
+
+        def change(j: Job) -> None:
+            step = j.step if reuse and j.step in STEPS else JobStep.CREATE_VM
+            if not reuse:
+                j.vm = None
+            if STEPS.index(step) <= STEPS.index(JobStep.RUNNING):
+                for fact in ("run_pid", "run_started", "exit_code", "vm_output", "usage"):
+                    j.facts.pop(fact, None)
+                j.facts["rerun"] = reuse  # the old run's files on the VM are cleared before starting again
+            j.error = None
+            j.reason = f"restarting at step {step.value} ({STEP_NAMES[step]})" + (" on the same VM" if reuse else "")
+            j.set_state(JobState.RESTARTING, step)
+
+        return self.journal.update(job_id, change)
+
+    # -- failure and cancel ----------------------------------------------------------------
+    def _fail(self, job_id: int, step: JobStep, error: LandoError) -> Job:
+        name = STEP_NAMES.get(step, "the job")
+        text = str(error)
+        first = text.splitlines()[0] if text else type(error).__name__
+        job = self.journal.get(job_id)
+        keep = self.config.keep_vm_on_error and job.vm and job.vm.id and not job.vm.deleted
+        if not keep:
+            self._terminate_quietly(job)
+        reason = f"step {step.value} ({name}) failed: {first}"
+        if keep:
+            reason += f" (VM kept for debugging: lando-ssh ssh {job_id})"
+
+        def record(j: Job) -> None:
+            j.error = f"step {step.value} ({name}) failed: {text}"
+            j.reason = reason
+            if not keep:
+                _mark_vm_deleted(j)
+            j.set_state(JobState.ERROR, step, note=first[:200])
+
+        log.error("job %s: %s", job_id, reason)
+        return self.journal.update(job_id, record)
+
+    def _finish_cancel(self, job_id: int) -> Job:
+        job = self.journal.get(job_id)
+        if job.state != JobState.CANCELING:
+            job = self.journal.update(job_id, lambda j: j.set_state(JobState.CANCELING))
+        self._kill_run(job_id)
+        self._terminate_quietly(job)
+
+        def record(j: Job) -> None:
+            _mark_vm_deleted(j)
+            j.reason = "canceled"
+            j.set_state(JobState.CANCELED)
+
+        return self.journal.update(job_id, record)
+
+    def _terminate_quietly(self, job: Job) -> None:
+        self.close(job.id)
+        vm_ids: list[str] = []
+        if job.vm and job.vm.id:
+            vm_ids.append(job.vm.id)
+        elif job.vm:  # asked for but id not recorded (crash, or cancel during the create call)
+            vm_ids += [v.id for v in self.cloud.find_vms(self._metadata(job)) if v.name == job.vm.name]
+        for vm_id in vm_ids:
+            self._delete_vm_quietly(vm_id)
+        self.keys(job).remove()
+
+    def _delete_vm_quietly(self, vm_id: str) -> None:
+        try:
+            self.cloud.delete_vm(vm_id)
+        except CloudError as e:
+            log.error("could not delete VM %s: %s (the orphan sweep will retry)", vm_id, e)
+
+    def request_cancel(self) -> None:
+        self.cancel_event.set()
+
+    def _canceled(self, job_id: int) -> bool:
+        if self.cancel_event.is_set():
+            return True
+        return self.journal.get(job_id).state == JobState.CANCELING
+
+    def _check_cancel(self, job_id: int) -> None:
+        if self._canceled(job_id):
+            raise JobCanceled("canceled")
+
+    def _sleep(self, job_id: int, seconds: float) -> None:
+        if self.cancel_event.wait(seconds):
+            raise JobCanceled("canceled")
+        self._check_cancel(job_id)
+
+    def _with_timeout(self, fn: Callable[[], int], what: str) -> int:
+        # transfers are bounded by the connection's own timeouts; the limit is a ceiling on the total
+        started = time.monotonic()
+        result = fn()
+        if time.monotonic() - started > self.config.limits.staging_timeout:
+            raise StepTimeout(f"{what} took longer than limits.staging_timeout "
+                              f"({self.config.limits.staging_timeout:.0f}s)")
+        return result
+
+    # -- step bookkeeping ------------------------------------------------------------------
+    def _begin(self, job_id: int, step: JobStep) -> None:
+        def change(j: Job) -> None:
+            # V runs in S until the cloud accepted the VM (then R); every later step runs in R
+            running = step != JobStep.CREATE_VM or j.state == JobState.RUNNING
+            j.set_state(JobState.RUNNING if running else JobState.STARTING, step)
+            timing = j.timings.setdefault(step.value, StepTiming())
+            timing.started = timing.started or now()
+            timing.finished = None
+            j.reason = ""
+
+        self.journal.update(job_id, change)
+
+    def _end(self, job_id: int, step: JobStep) -> None:
+        self.journal.update(job_id, lambda j: setattr(j.timings.setdefault(step.value, StepTiming()),
+                                                      "finished", now()))
+
+    # -- helpers ---------------------------------------------------------------------------
+    def keys(self, job: Job) -> JobKeys:
+        return JobKeys(self.config.keys_dir, job.id)
+
+    def paths(self, job: Job) -> JobPaths:
+        assert job.vm is not None and job.vm.work_dir
+        return JobPaths.under(job.vm.work_dir, job.id)
+
+    def remote(self, job: Job) -> Remote:
+        remote = self._remotes.get(job.id)
+        if remote is None:
+            if not job.vm or not job.vm.address:
+                raise VmUnreachable(f"job {job.id} has no VM address recorded")
+            keys = self.keys(job)
+            if not os.path.exists(keys.known_hosts_path):
+                keys.pin_host(job.vm.address, job.vm.port, job.vm.host_keys)
+            endpoint = Endpoint(job.vm.address, job.vm.port, job.vm.user or self.cloud.default_user(),
+                                keys.private_path, list(job.vm.host_keys), keys.known_hosts_path)
+            remote = self._remotes[job.id] = Remote(endpoint, connect_timeout=min(30.0, self.config.vm.ssh_timeout))
+        return remote
+
+
+def _prepared(job: Job) -> Any:
+    from lando_ssh.workflow import PreparedWorkflow, _local_files_in
+
+    doc = job.workflow_doc or {}
+    return PreparedWorkflow(source=job.workflow, packed=doc, job_order=job.job_order,
+                            default_files=_local_files_in(doc))
+
+
+def _set_vm_id(job: Job, vm_id: str) -> None:
+    if job.vm is not None:
+        job.vm.id = vm_id
+
+
+def _mark_vm_deleted(job: Job) -> None:
+    if job.vm is not None and job.vm.deleted is None:
+        job.vm.deleted = now()
+
+
+def _finish(job: Job) -> None:
+    job.reason = ""
+    job.set_state(JobState.FINISHED, JobStep.NONE)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

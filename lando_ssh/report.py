@@ -1,0 +1,92 @@
+"""What lando-ssh writes beside a job's results in `docs/`: README.md (what ran, when, on what),
+`logs/job-data.json` (the job record) and `logs/usage.json` (times and peak memory)."""
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import Any
+
+from lando_ssh.model import Job
+
+_CWLTOOL_VERSION = re.compile(r"cwltool (\d[\w.+-]*)")
+
+
+def usage_from(raw: dict[str, str]) -> dict[str, Any]:
+    """The run's usage from what lando-runner recorded on the VM."""
+    started, finished = raw.get("started") or None, raw.get("finished") or None
+    wall = None
+    if started and finished:
+        wall = (_parse(finished) - _parse(started)).total_seconds()
+    rss = raw.get("maxrss_kb", "").strip()
+    code = raw.get("exit_code", "").strip()
+    return {"started": started, "finished": finished, "wall_seconds": wall,
+            "peak_memory_kb": int(rss) if rss.isdigit() else None,
+            "exit_code": int(code) if code.lstrip("-").isdigit() else None}
+
+
+def _parse(s: str) -> datetime:
+    return datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+def cwltool_version(log_text: str) -> str | None:
+    m = _CWLTOOL_VERSION.search(log_text[:2000])
+    return m.group(1) if m else None
+
+
+def docs_files(job: Job, usage: dict[str, Any], remote_cwltool_log: str = "") -> dict[str, bytes]:
+    record = job.to_dict()
+    record.pop("workflow_doc", None)  # the workflow itself is in docs/scripts
+    return {
+        "README.md": readme(job, usage, cwltool_version(remote_cwltool_log)).encode(),
+        "logs/job-data.json": json.dumps(record, indent=2).encode(),
+        "logs/usage.json": json.dumps(usage, indent=2).encode(),
+    }
+
+
+def readme(job: Job, usage: dict[str, Any], cwltool: str | None) -> str:
+    vm = job.vm
+    lines = [
+        f"# {job.name or 'Job ' + str(job.id)}",
+        "",
+        f"These results were produced by lando-ssh job {job.id}, running the CWL workflow "
+        f"`{job.workflow}` with cwltool{' ' + cwltool if cwltool else ''}.",
+        "",
+        "## When and where",
+        "",
+        f"- submitted: {job.created.isoformat(timespec='seconds')}",
+        f"- workflow started: {usage.get('started') or 'unknown'}",
+        f"- workflow finished: {usage.get('finished') or 'unknown'}",
+    ]
+    if usage.get("wall_seconds") is not None:
+        lines.append(f"- wall time: {usage['wall_seconds']:.0f} s")
+    if usage.get("peak_memory_kb"):
+        lines.append(f"- peak memory of the largest process: {usage['peak_memory_kb'] / 1024:.0f} MiB")
+    if vm:
+        lines.append(f"- VM: {vm.name} (flavor {vm.flavor or 'unknown'}"
+                     f"{f', {vm.vcpus} vCPUs' if vm.vcpus else ''}"
+                     f"{f', {vm.ram_mb} MB RAM' if vm.ram_mb else ''})")
+    lines += [
+        "",
+        "## Inputs",
+        "",
+        *[f"- `{name}`: {_describe(value)}" for name, value in sorted(job.job_order.items())],
+        "",
+        "## What is here",
+        "",
+        "- the workflow's outputs, beside this `docs/` directory",
+        "- `docs/scripts/`: the workflow (packed into one document) and the job order as run",
+        "- `docs/logs/cwltool-output.log`: cwltool's log; `cwltool-output.json`: its output object",
+        "- `docs/logs/job-data.json`: the job record; `docs/logs/usage.json`: times and memory",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict) and value.get("class") in ("File", "Directory"):
+        return f"{value['class']} {value.get('location') or value.get('path') or value.get('basename', '')}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_describe(v) for v in value[:10]) + (", ..." if len(value) > 10 else "") + "]"
+    text = json.dumps(value)
+    return text if len(text) < 200 else text[:200] + "..."
