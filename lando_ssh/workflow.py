@@ -157,8 +157,11 @@ def _load_job_order(path: str | None, given: dict[str, Any] | None) -> Any:
     if not isinstance(order, dict):
         raise WorkflowInvalid(f"the job order {path or '(given)'} must be a mapping of input names to values, "
                               f"not {type(order).__name__}")
-    for key in ("__id", "id", "cwl:tool", "http://commonwl.org/cwltool#tool"):
+    for key in ("__id", "cwl:tool", "https://w3id.org/cwl/cwl#tool"):  # what cwltool drops too
         order.pop(key, None)
+    if given is not None:  # the loader sorts keys; keep the user's order (staging numbers inputs in it)
+        for key in [k for k in given if k in order] + [k for k in order if k not in given]:
+            order.move_to_end(key)
     visit_files_directories(order, path_to_loc)  # `path: x` becomes `location: file:///abs/x`
     return order
 
