@@ -93,7 +93,7 @@ def prepare(workflow: str, job_order_path: str | None, job_order: dict[str, Any]
     order = _plain_job_order(loaded)
     _check_schemes(order, "input")
     prepared = PreparedWorkflow(source=workflow, packed=packed, job_order=order,
-                                default_files=_local_files_in(packed), warnings=list(warnings))
+                                default_files=local_files_in(packed), warnings=list(warnings))
     # planning onto a dummy VM dir checks that every local file and secondary file exists, now
     from lando_ssh.staging import plan_inputs
     plan_inputs(prepared, "/nonexistent")
@@ -101,6 +101,7 @@ def prepare(workflow: str, job_order_path: str | None, job_order: dict[str, Any]
 
 
 def _import_cwltool() -> None:
+    logging.getLogger("pydot").setLevel(logging.WARNING)  # cwltool imports pydot, which logs its start at DEBUG
     import cwltool.main  # noqa: F401  (imports the loader, packer, validator, and sets up cwltool's logger)
 
 
@@ -209,7 +210,7 @@ def _check_schemes(value: Any, where: str) -> None:
             raise WorkflowInvalid(f"{where} Directory {location} is a URL; Directory inputs must be local paths")
 
 
-def _local_files_in(packed: dict[str, Any]) -> list[str]:
+def local_files_in(packed: dict[str, Any]) -> list[str]:
     """Local paths named by File/Directory values inside the packed document (defaults, literals)."""
     _check_schemes(packed, "the workflow's default")
     paths: list[str] = []
@@ -220,6 +221,9 @@ def _local_files_in(packed: dict[str, Any]) -> list[str]:
             if path not in paths:
                 paths.append(path)
     return paths
+
+
+_local_files_in = local_files_in  # the name pipeline.py imports today
 
 
 def iter_files_dirs(value: Any) -> Iterator[dict[str, Any]]:
