@@ -81,7 +81,7 @@ class Broker:
     """The work queue and the job_status exchange named by a `WorkQueueConfig`."""
 
     def __init__(self, config: WorkQueueConfig, *, prefetch: int = 20, status_buffer: int = 10000,
-                 reconnect: Backoff | None = None, retry_delay: float = 1.0, connect_timeout: float = 5.0):
+                 reconnect: Backoff | None = None, retry_delay: float = 1.0, connect_timeout: float = 3.0):
         self.config = config
         self.queue = config.listen_queue
         self.dead_letter_exchange = self.dead_letter_queue = f"{config.listen_queue}.dead"
@@ -89,7 +89,7 @@ class Broker:
         self.prefetch = prefetch  # unacked messages in flight; the handler only records, so a few suffice
         self.reconnect = reconnect or Backoff()
         self.retry_delay = retry_delay  # first wait before a failed message goes back on the queue
-        self.connect_timeout = connect_timeout
+        self.connect_timeout = connect_timeout  # also bounds how long `stop` may wait on a connection attempt
         # how often a connection busy elsewhere still answers heartbeats (pika sends one every heartbeat/2)
         self.pump_interval = min(0.5, config.heartbeat / 4) if config.heartbeat > 0 else 0.5
         self._send_lock = threading.Lock()
@@ -226,11 +226,12 @@ class Broker:
             raise
         except BadInput as e:
             reason = e.reason if isinstance(e, BadMessage) else _reason_of(e)
-            self._dead_letter(channel, properties, body, reason, str(e))
+            text = " ".join(str(e).split())  # one line in the log and the header, even for cwltool's output
+            self._dead_letter(channel, properties, body, reason, text)
             channel.basic_ack(tag)
             state.failures = 0
             log.warning("moved %s from queue %s to %s: %s [%s]", message or "a message", self.queue,
-                        self.dead_letter_queue, e, reason)
+                        self.dead_letter_queue, text, reason)
             return
         except Exception as e:
             state.failures += 1
@@ -281,7 +282,7 @@ class Broker:
             credentials=pika.PlainCredentials(c.username, c.password),
             heartbeat=c.heartbeat,
             blocked_connection_timeout=60,  # a broker in a resource alarm blocks publishers; fail instead of hanging
-            connection_attempts=1, socket_timeout=self.connect_timeout, stack_timeout=self.connect_timeout * 2,
+            connection_attempts=1, socket_timeout=self.connect_timeout, stack_timeout=self.connect_timeout * 1.5,
             client_properties={"connection_name": f"lando-ssh {role} {socket.gethostname()}:{os.getpid()}"})
 
     def _connect(self, role: str) -> pika.BlockingConnection:
@@ -290,16 +291,19 @@ class Broker:
         except _BROKER_ERRORS as e:
             raise _CannotConnect(self.url, self._describe(e))
 
-    def _declare_all(self, connection: pika.BlockingConnection) -> None:
+    def _declare_all(self, connection: pika.BlockingConnection, status_only: bool = False) -> None:
         declarations: list[tuple[str, str, Callable[[BlockingChannel, bool], object]]] = [
-            ("queue", self.queue, lambda ch, passive: ch.queue_declare(self.queue, passive=passive, durable=True)),
-            ("exchange", self.dead_letter_exchange, lambda ch, passive: ch.exchange_declare(
-                self.dead_letter_exchange, "fanout", passive=passive, durable=True)),
-            ("queue", self.dead_letter_queue, lambda ch, passive: ch.queue_declare(
-                self.dead_letter_queue, passive=passive, durable=True)),
             ("exchange", self.status_exchange, lambda ch, passive: ch.exchange_declare(
                 self.status_exchange, "fanout", passive=passive, durable=False)),
         ]
+        if not status_only:
+            declarations += [
+                ("queue", self.queue, lambda ch, passive: ch.queue_declare(self.queue, passive=passive, durable=True)),
+                ("exchange", self.dead_letter_exchange, lambda ch, passive: ch.exchange_declare(
+                    self.dead_letter_exchange, "fanout", passive=passive, durable=True)),
+                ("queue", self.dead_letter_queue, lambda ch, passive: ch.queue_declare(
+                    self.dead_letter_queue, passive=passive, durable=True)),
+            ]
         channel = connection.channel()
         for kind, name, declare in declarations:
             try:
@@ -311,7 +315,8 @@ class Broker:
                             kind, name, e.reply_text)
                 channel = connection.channel()
                 declare(channel, True)
-        channel.queue_bind(self.dead_letter_queue, self.dead_letter_exchange)
+        if not status_only:
+            channel.queue_bind(self.dead_letter_queue, self.dead_letter_exchange)
         channel.close()
 
     def _sending_channel(self) -> BlockingChannel:
@@ -425,7 +430,7 @@ class _StatusPublisher:
                         continue
                     if channel is None:
                         connection = self.broker._connect("status")
-                        self.broker._declare_all(connection)
+                        self.broker._declare_all(connection, status_only=True)
                         channel = connection.channel()
                         channel.confirm_delivery()
                         backoff.reset()

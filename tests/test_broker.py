@@ -134,6 +134,25 @@ def test_a_sent_command_reaches_the_handler_and_is_acked(config, admin):
     assert ready_count(channel, f"{config.listen_queue}.dead") == 0
 
 
+#: What lando_client (Python 2) published for start_job 12: a protocol-0 pickled WorkRequest, no content type.
+LANDO_START_JOB_12 = (b"ccopy_reg\n_reconstructor\np0\n(clando_messaging.workqueue\nWorkRequest\np1\n"
+                      b"c__builtin__\nobject\np2\nNtp3\nRp4\n(dp5\nS'command'\np6\nS'start_job'\np7\n"
+                      b"sS'payload'\np8\ng0\n(clando_messaging.messaging\nStartJobPayload\np9\ng2\nNtp10\n"
+                      b"Rp11\n(dp12\nS'job_id'\np13\nI12\nsbsb.")
+
+
+def test_a_start_job_published_the_way_lando_did_is_served(config, admin):
+    broker = make_broker(config)
+    broker.declare()
+    publish_raw(admin(), config.listen_queue, LANDO_START_JOB_12)
+    got: list[Message] = []
+    with consuming(broker, got.append):
+        wait_for(lambda: got, what="lando's message")
+    broker.close()
+    assert got == [Message(Command.START_JOB, 12, None, "lando-pickle")]
+    assert ready_count(admin(), config.listen_queue) == 0
+
+
 def test_a_message_whose_handler_never_returned_is_delivered_again(config, admin):
     broker = make_broker(config)
     broker.send("start_job", 11)
@@ -248,6 +267,20 @@ def test_setting_stop_ends_consume_within_a_second(config):
     assert not thread.is_alive()
     assert time.monotonic() - started < 1.0
     broker.close()
+
+
+def test_setting_stop_ends_consume_promptly_while_rabbitmq_is_unreachable(config, caplog):
+    broker = make_broker(replace(config, port=_free_port()), reconnect=Backoff(5.0, 5.0))
+    stop = threading.Event()
+    thread = threading.Thread(target=broker.consume, args=(lambda m: None, stop), daemon=True)
+    with caplog.at_level(logging.WARNING, logger="lando_ssh.broker"):
+        thread.start()
+        wait_for(lambda: "cannot connect to RabbitMQ" in caplog.text, what="a failed attempt")
+        started = time.monotonic()
+        stop.set()
+        thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 1.0  # not the 5 s back-off
 
 
 def test_a_slow_handler_and_an_idle_wait_keep_the_connection_alive(config, admin, caplog):
