@@ -68,6 +68,10 @@ class CloudSettings:
     floating_ip_pool_name: str | None = None
     ssh_key_name: str | None = None  # lando's shared key name: accepted, unused (keys are per job)
     verify: bool = True
+    api_retries: int = 4  # transient API errors (5xx, 429, connection reset) retried this many times
+    api_retry_delay: float = 2.0  # seconds before the first retry; doubles each time
+    api_poll_interval: float = 2.0  # seconds between checks while waiting for a volume or a deletion
+    resource_timeout: float = 300.0  # longest wait for a volume to be ready or a resource to be gone
 
 
 @dataclass

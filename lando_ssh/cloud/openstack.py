@@ -1,0 +1,738 @@
+"""The OpenStack driver: per-job VMs through openstacksdk (the only module that imports it).
+
+Credentials, in the order every OpenStack tool uses: `cloud_settings.cloud` (a named cloud
+in clouds.yaml), else `cloud_settings.auth_url` with a password or an application
+credential, else the `OS_*` environment (or `OS_CLOUD`). The constructor authenticates, so a
+wrong password or an unreachable auth_url stops the caller at once with a `CloudError`
+naming which.
+
+What `create_vm` makes, in order, each carrying the request's metadata (Nova and Cinder
+metadata; Neutron tags `key=value`), so a sweep can find orphans:
+1. names resolved to ids first (flavor, image, network, security groups, floating IP pool);
+   an unknown name raises `CloudNotFound` listing what exists, before anything is created;
+   the compute (and volume) quota is checked, raising `QuotaExceeded` with a reason such
+   as "waiting for quota: instances 10 of 10";
+2. a data volume `<name>-data` (when `volume_size` > 0), waited for until available;
+3. a port `<name>-port` on the network, with the security groups;
+4. a floating IP on that port (when `allocate_floating_ips`, from `floating_ip_pool_name`);
+5. the server, with the cloud-init user data, the port, and the volume attached at boot as
+   the second disk (`/dev/vdb` on KVM) so cloud-init can format and mount it on first boot.
+   Its metadata also records the ids of the volume, port and floating IP.
+Then the volume, port and floating IP are marked with the server's id (`lando_vm_id`), so
+`delete_vm` can find them even after the server is gone. If any step fails, what was
+made is deleted before the error is raised.
+
+`delete_vm` deletes the server, waits for it to be gone, then the volume (once Nova has
+detached it), the floating IP and the port, and verifies each is gone; what cannot be
+deleted raises `CloudError` naming it (the caller records it and retries later).
+
+Errors: quota refusals (403/413/409 "Quota exceeded", "Maximum number of ... exceeded")
+become `QuotaExceeded`; 5xx, 429 and dropped connections are retried `api_retries` times
+with doubling back-off (a retried create first looks for what the lost answer may have
+made); anything else becomes `CloudError` with the service's own message.
+
+SSH port: a VM's sshd is on port 22 unless the server's metadata carries `lando_ssh_port`
+(the local OpenStack API service used in the tests publishes its sshd ports that way).
+"""
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import keystoneauth1.exceptions as ks_exc
+import openstack
+import openstack.exceptions as os_exc
+import requests
+
+from lando_ssh.cloud import META_INSTALLATION, META_JOB_ID, Flavor, Quota, VmInfo, VmRequest
+from lando_ssh.config import Config
+from lando_ssh.errors import CloudError, CloudNotFound, LandoError, QuotaExceeded, VmFailed
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: server metadata key that announces an sshd port other than 22
+META_SSH_PORT = "lando_ssh_port"
+#: the server id, on the volume, port and floating IP made for it
+META_VM_ID = "lando_vm_id"
+META_VOLUME_ID = "lando_volume_id"
+META_PORT_ID = "lando_port_id"
+META_FLOATING_IP_ID = "lando_floating_ip_id"
+
+_QUOTA_WORDS = re.compile(r"quota|maximum number of .* (exceeded|allowed)|overlimit|over limit", re.I)
+_NOVA_QUOTA = re.compile(r"Quota exceeded for (\w+): Requested (\d+), but already used (\d+) of (\d+)")
+_CINDER_COUNT = re.compile(r"Maximum number of (\w+) allowed \((\d+)\) exceeded")
+_CINDER_SIZE = re.compile(r"allowed (\w+) quota\. Requested (\d+)G, quota is (\d+)G and (\d+)G has been consumed")
+_NEUTRON_QUOTA = re.compile(r"Quota exceeded for resources: \[(.*?)\]")
+_MAX_PORTS = re.compile(r"Maximum number of (\w+) exceeded", re.I)
+
+
+class _Transient(CloudError):
+    """A failure worth retrying (5xx, 429, a dropped connection)."""
+
+
+class OpenStackCloud:
+    """The `Cloud` protocol over openstacksdk. One instance per process; safe to share across threads."""
+
+    name = "openstack"
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.settings = config.cloud_settings
+        self.installation = config.cloud.installation_id
+        self._flavors: list[Flavor] | None = None
+        self._source = "the OS_* environment"
+        self.conn = self._connect()
+
+    # ---- credentials -------------------------------------------------------------------
+    def _connect(self) -> Any:
+        s = self.settings
+        try:
+            if s.cloud:
+                self._source = f"cloud {s.cloud!r} in clouds.yaml"
+                conn = openstack.connect(cloud=s.cloud, region_name=s.region_name)
+            elif s.auth_url:
+                self._source = f"cloud_settings (auth_url {s.auth_url})"
+                auth: dict[str, Any] = {"auth_url": s.auth_url}
+                if s.application_credential_id:
+                    auth.update(auth_type="v3applicationcredential",
+                                application_credential_id=s.application_credential_id,
+                                application_credential_secret=s.application_credential_secret)
+                else:
+                    auth.update(username=s.username, password=s.password, project_name=s.project_name,
+                                user_domain_name=s.user_domain_name, project_domain_name=s.project_domain_name)
+                conn = openstack.connect(**auth, region_name=s.region_name, verify=s.verify,
+                                         load_yaml_config=False, load_envvars=False)
+            else:
+                conn = openstack.connect(region_name=s.region_name)
+        except os_exc.ConfigException as e:
+            raise CloudError(f"no usable OpenStack credentials from {self._source}: {e}; set cloud_settings "
+                             "(auth_url, username, password, project_name), cloud_settings.cloud, or OS_* "
+                             "variables") from None
+        except ks_exc.ClientException as e:
+            raise CloudError(f"the OpenStack credentials from {self._source} are incomplete: {e}") from None
+        self._auth_url = str((conn.config.config.get("auth") or {}).get("auth_url") or "an unnamed auth_url")
+        who = self._who(conn)
+        try:
+            self._retrying("authenticate", conn.session.get_token)
+        except _AuthRefused as e:
+            raise CloudError(f"the cloud at {self._auth_url} refused the credentials of {who} "
+                             f"(from {self._source}): {e}") from None
+        except _Unreachable as e:
+            raise CloudError(f"cannot reach the OpenStack auth_url {self._auth_url} "
+                             f"(from {self._source}): {e}") from None
+        except CloudError as e:
+            raise CloudError(f"cannot authenticate {who} at {self._auth_url} (from {self._source}): {e}") from None
+        return conn
+
+    @staticmethod
+    def _who(conn: Any) -> str:
+        auth = conn.config.config.get("auth") or {}
+        if auth.get("application_credential_id"):
+            return f"application credential {auth['application_credential_id']}"
+        return f"user {auth.get('username')!r} in project {auth.get('project_name') or auth.get('project_id')!r}"
+
+    # ---- facts -------------------------------------------------------------------------
+    def default_user(self) -> str:
+        return self.config.vm.user or "ubuntu"
+
+    def default_cwl_command(self) -> list[str]:
+        return ["cwltool"]
+
+    def vm_work_dir(self, vm_name: str) -> str:
+        return self.config.vm.work_dir
+
+    def flavors(self) -> list[Flavor]:
+        found = self._retrying("list flavors", lambda: list(self.conn.compute.flavors(details=True)))
+        self._flavors = [Flavor(name=f.name, id=f.id, vcpus=f.vcpus or 0, ram_mb=f.ram or 0, disk_gb=f.disk or 0)
+                         for f in found]
+        return list(self._flavors)
+
+    def images(self) -> list[str]:
+        return [i.name for i in self._images()]
+
+    def _images(self) -> list[Any]:
+        return self._retrying("list images", lambda: [i for i in self.conn.image.images() if i.status == "active"])
+
+    def quota(self) -> Quota:
+        lim = self._retrying("read compute limits", self.conn.compute.get_limits).absolute
+
+        def cap(v: Any) -> int | None:
+            return None if v is None or v < 0 else int(v)
+
+        return Quota(max_instances=cap(lim.instances), max_cores=cap(lim.total_cores), max_ram_mb=cap(lim.total_ram),
+                     instances_used=lim.instances_used or 0, cores_used=lim.total_cores_used or 0,
+                     ram_mb_used=lim.total_ram_used or 0)
+
+    # ---- VMs ---------------------------------------------------------------------------
+    def create_vm(self, request: VmRequest) -> VmInfo:
+        flavor = self._resolve_flavor(request.flavor)
+        image_id = self._resolve_image(request.image)
+        network_id = self._resolve_network()
+        group_ids = self._resolve_security_groups()
+        pool_id = self._resolve_floating_pool() if self.settings.allocate_floating_ips else None
+        existing = self._server_named(request)
+        if existing is not None:
+            return self._vm_info(existing)  # a resumed job, or a create whose answer was lost
+        self._check_quota(flavor, request.volume_size)
+
+        made: list[tuple[str, str]] = []  # (kind, id) to delete if a later step fails
+        metadata = dict(request.metadata)
+        tags = _tags(request.metadata)
+        try:
+            volume_id = None
+            if request.volume_size > 0:
+                volume_id = self._create_volume(request)
+                made.append(("volume", volume_id))
+                metadata[META_VOLUME_ID] = volume_id
+            port_id = self._create_port(request, network_id, group_ids, tags)
+            made.append(("port", port_id))
+            metadata[META_PORT_ID] = port_id
+            if pool_id:
+                fip_id = self._create_floating_ip(request, pool_id, port_id, tags)
+                made.append(("floating_ip", fip_id))
+                metadata[META_FLOATING_IP_ID] = fip_id
+            server_id = self._create_server(request, flavor, image_id, port_id, volume_id, metadata)
+            made.append(("server", server_id))
+            self._mark_with_server(server_id, made, tags)
+            server = self._get_server(server_id)
+        except BaseException:
+            self._undo(made)
+            raise
+        if server is None:
+            raise VmFailed(f"the cloud lost server {request.name} ({server_id}) right after creating it")
+        info = self._vm_info(server)
+        if info.status == "ERROR":
+            self._undo(made)
+            raise VmFailed(f"the cloud could not boot {request.name}: {info.fault or 'no reason given'}")
+        return info
+
+    def get_vm(self, vm_id: str) -> VmInfo | None:
+        server = self._get_server(vm_id)
+        return self._vm_info(server) if server is not None else None
+
+    def wait_until_active(self, vm_id: str, timeout: float | None = None) -> VmInfo:
+        """Poll until ACTIVE; VmFailed with Nova's fault on ERROR, on disappearance or at the boot timeout."""
+        timeout = self.config.vm.boot_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        interval = min(self.settings.api_poll_interval, 1.0)
+        while True:
+            info = self.get_vm(vm_id)
+            if info is None:
+                raise VmFailed(f"server {vm_id} disappeared while booting")
+            if info.status == "ACTIVE":
+                return info
+            if info.status == "ERROR":
+                raise VmFailed(f"server {info.name} went to ERROR: {info.fault or 'no reason given'}")
+            if time.monotonic() >= deadline:
+                raise VmFailed(f"server {info.name} was still {info.status} after {timeout:.0f} s")
+            time.sleep(interval)
+            interval = min(interval * 1.5, self.settings.api_poll_interval)
+
+    def find_vms(self, metadata: dict[str, str]) -> list[VmInfo]:
+        servers = self._retrying("list servers", lambda: list(self.conn.compute.servers(details=True)))
+        return [self._vm_info(s) for s in servers
+                if all((s.metadata or {}).get(k) == v for k, v in metadata.items())]
+
+    def console_log(self, vm_id: str) -> str:
+        try:
+            out = self._retrying(f"read the console of server {vm_id}",
+                                 lambda: self.conn.compute.get_server_console_output(vm_id))
+        except _NotFound:
+            raise CloudNotFound(f"there is no server {vm_id}") from None
+        except _Conflict:
+            return ""  # Nova has no console for a server that is not running yet
+        return str((out or {}).get("output") or "")
+
+    def delete_vm(self, vm_id: str) -> None:
+        server = self._get_server(vm_id)
+        volumes: set[str] = set()
+        ports: set[str] = set()
+        fips: set[str] = set()
+        if server is not None:
+            meta = server.metadata or {}
+            volumes |= {v["id"] for v in server.attached_volumes or [] if v.get("id")}
+            volumes |= {meta[META_VOLUME_ID]} if META_VOLUME_ID in meta else set()
+            ports |= {meta[META_PORT_ID]} if META_PORT_ID in meta else set()
+            fips |= {meta[META_FLOATING_IP_ID]} if META_FLOATING_IP_ID in meta else set()
+            if not (meta.get(META_INSTALLATION) == self.installation or META_JOB_ID in meta):
+                volumes.clear()  # not ours: delete only the server we were told to delete
+        tag = f"{META_VM_ID}={vm_id}"
+        ports |= {p.id for p in self._retrying("list ports", lambda: list(self.conn.network.ports(tags=tag)))}
+        fips |= {f.id for f in self._retrying("list floating IPs", lambda: list(self.conn.network.ips(tags=tag)))}
+        if server is None:  # a second attempt: the volume is found by its mark, not the server's record
+            listed = self._retrying("list volumes", lambda: list(self.conn.block_storage.volumes(details=True)))
+            volumes |= {v.id for v in listed if (v.metadata or {}).get(META_VM_ID) == vm_id}
+
+        left: list[str] = []
+        if server is not None:
+            self._delete("server", vm_id, lambda: self.conn.compute.delete_server(vm_id),
+                         lambda: self._get_server(vm_id), left)
+            if left:
+                raise CloudError(f"could not delete {', '.join(left)}; the volume, floating IP and port are kept "
+                                 "until it is gone")
+        for volume_id in sorted(volumes):
+            self._delete_volume(volume_id, left)
+        for fip_id in sorted(fips):
+            self._delete("floating IP", fip_id, lambda i=fip_id: self.conn.network.delete_ip(i),
+                         lambda i=fip_id: self.conn.network.get_ip(i), left)
+        for port_id in sorted(ports):
+            self._delete("port", port_id, lambda i=port_id: self.conn.network.delete_port(i),
+                         lambda i=port_id: self.conn.network.get_port(i), left)
+        if left:
+            raise CloudError(f"could not delete {', '.join(left)} of server {vm_id}")
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except Exception:  # closing must not fail a shutdown
+            log.debug("closing the OpenStack connection failed", exc_info=True)
+
+    # ---- name resolution ---------------------------------------------------------------
+    def _resolve_flavor(self, name_or_id: str) -> Flavor:
+        flavors = self.flavors()
+        for f in flavors:
+            if name_or_id in (f.id, f.name):
+                return f
+        raise CloudNotFound(f"flavor {name_or_id!r} does not exist; flavors: "
+                            f"{', '.join(f.name for f in flavors) or 'none'}")
+
+    def _resolve_image(self, name_or_id: str) -> str:
+        images = self._images()
+        by_id = [i for i in images if i.id == name_or_id]
+        by_name = [i for i in images if i.name == name_or_id]
+        if by_id:
+            return str(by_id[0].id)
+        if len(by_name) > 1:
+            raise CloudError(f"image name {name_or_id!r} is ambiguous ({len(by_name)} images); give its id: "
+                             f"{', '.join(i.id for i in by_name)}")
+        if by_name:
+            return str(by_name[0].id)
+        raise CloudNotFound(f"image {name_or_id!r} does not exist; images: "
+                            f"{', '.join(sorted(i.name for i in images)) or 'none'}")
+
+    def _networks(self) -> list[Any]:
+        return self._retrying("list networks", lambda: list(self.conn.network.networks()))
+
+    def _resolve_network(self) -> str:
+        networks = self._networks()
+        wanted = self.settings.network_name
+        internal = [n for n in networks if not n.is_router_external]
+        if wanted:
+            for n in networks:
+                if wanted in (n.id, n.name):
+                    return str(n.id)
+            raise CloudNotFound(f"network {wanted!r} does not exist; networks: "
+                                f"{', '.join(sorted(n.name for n in internal)) or 'none'}")
+        if len(internal) == 1:
+            return str(internal[0].id)
+        raise CloudNotFound("set cloud_settings.network_name to one of the networks: "
+                            f"{', '.join(sorted(n.name for n in internal)) or 'none'}")
+
+    def _resolve_security_groups(self) -> list[str]:
+        if not self.settings.security_groups:
+            return []
+        groups = self._retrying("list security groups", lambda: list(self.conn.network.security_groups()))
+        ids = []
+        for wanted in self.settings.security_groups:
+            match = [g for g in groups if wanted in (g.id, g.name)]
+            if not match:
+                raise CloudNotFound(f"security group {wanted!r} does not exist; security groups: "
+                                    f"{', '.join(sorted({g.name for g in groups})) or 'none'}")
+            ids.append(str(match[0].id))
+        return ids
+
+    def _resolve_floating_pool(self) -> str:
+        external = [n for n in self._networks() if n.is_router_external]
+        wanted = self.settings.floating_ip_pool_name
+        if wanted:
+            for n in external:
+                if wanted in (n.id, n.name):
+                    return str(n.id)
+            raise CloudNotFound(f"floating IP pool {wanted!r} does not exist; external networks: "
+                                f"{', '.join(sorted(n.name for n in external)) or 'none'}")
+        if len(external) == 1:
+            return str(external[0].id)
+        raise CloudNotFound("set cloud_settings.floating_ip_pool_name to one of the external networks: "
+                            f"{', '.join(sorted(n.name for n in external)) or 'none'}")
+
+    def _check_quota(self, flavor: Flavor, volume_size: int) -> None:
+        q = self.quota()
+        for what, used, want, limit in (("instances", q.instances_used, 1, q.max_instances),
+                                        ("cores", q.cores_used, flavor.vcpus, q.max_cores),
+                                        ("ram", q.ram_mb_used, flavor.ram_mb, q.max_ram_mb)):
+            if limit is not None and used + want > limit:
+                unit = " MB" if what == "ram" else ""
+                raise QuotaExceeded(f"waiting for quota: {what} {used}{unit} of {limit}{unit} in use")
+        if volume_size > 0:
+            lim = self._retrying("read volume limits", self.conn.block_storage.get_limits).absolute
+            vols, max_vols = lim.total_volumes_used or 0, lim.max_total_volumes
+            gbs, max_gbs = lim.total_gigabytes_used or 0, lim.max_total_volume_gigabytes
+            if max_vols is not None and max_vols >= 0 and vols + 1 > max_vols:
+                raise QuotaExceeded(f"waiting for quota: volumes {vols} of {max_vols} in use")
+            if max_gbs is not None and max_gbs >= 0 and gbs + volume_size > max_gbs:
+                raise QuotaExceeded(f"waiting for quota: volume gigabytes {gbs} of {max_gbs} in use "
+                                    f"({volume_size} more needed)")
+
+    # ---- creating ----------------------------------------------------------------------
+    def _create_volume(self, request: VmRequest) -> str:
+        name = f"{request.name}-data"
+
+        def find() -> Any:
+            return next((v for v in self.conn.block_storage.volumes(details=True, name=name)
+                         if (v.metadata or {}).get(META_JOB_ID) == request.metadata.get(META_JOB_ID)
+                         and v.status != "in-use"), None)
+
+        volume = self._create_once(f"create volume {name}", lambda: self.conn.block_storage.create_volume(
+            size=request.volume_size, name=name, metadata=dict(request.metadata),
+            availability_zone=self.settings.availability_zone,
+            description=f"lando-ssh data volume of {request.name}"), find)
+        volume_id = str(volume.id)
+        deadline = time.monotonic() + self.settings.resource_timeout
+        while True:
+            current = self._retrying(f"read volume {name}", lambda: self.conn.block_storage.get_volume(volume_id))
+            if current.status == "available":
+                return volume_id
+            if current.status in ("error", "error_restoring", "error_extending"):
+                raise VmFailed(f"volume {name} for {request.name} went to {current.status}")
+            if time.monotonic() >= deadline:
+                raise VmFailed(f"volume {name} was still {current.status} after {self.settings.resource_timeout:.0f} s")
+            time.sleep(self.settings.api_poll_interval)
+
+    def _create_port(self, request: VmRequest, network_id: str, group_ids: list[str], tags: list[str]) -> str:
+        name = f"{request.name}-port"
+        attrs: dict[str, Any] = {"network_id": network_id, "name": name,
+                                 "description": f"lando-ssh port of {request.name}"}
+        if group_ids:
+            attrs["security_group_ids"] = group_ids
+
+        def find() -> Any:
+            return next(iter(self.conn.network.ports(name=name, network_id=network_id)), None)
+
+        port = self._create_once(f"create port {name}", lambda: self.conn.network.create_port(**attrs), find)
+        self._retrying(f"tag port {name}", lambda: self.conn.network.set_tags(port, tags))
+        return str(port.id)
+
+    def _create_floating_ip(self, request: VmRequest, pool_id: str, port_id: str, tags: list[str]) -> str:
+        def find() -> Any:
+            return next(iter(self.conn.network.ips(port_id=port_id)), None)
+
+        fip = self._create_once(f"create a floating IP for {request.name}", lambda: self.conn.network.create_ip(
+            floating_network_id=pool_id, port_id=port_id, description=f"lando-ssh floating IP of {request.name}"),
+            find)
+        self._retrying("tag floating IP", lambda: self.conn.network.set_tags(fip, tags))
+        return str(fip.id)
+
+    def _create_server(self, request: VmRequest, flavor: Flavor, image_id: str, port_id: str,
+                       volume_id: str | None, metadata: dict[str, str]) -> str:
+        attrs: dict[str, Any] = {
+            "name": request.name, "flavor_id": flavor.id, "image_id": image_id, "metadata": metadata,
+            "networks": [{"port": port_id}],
+            "user_data": base64.b64encode(request.user_data.encode()).decode(),
+        }
+        if self.settings.availability_zone:
+            attrs["availability_zone"] = self.settings.availability_zone
+        if volume_id:
+            # the image as the root disk, the volume as the second disk, both present at first boot
+            attrs["block_device_mapping_v2"] = [
+                {"boot_index": 0, "source_type": "image", "destination_type": "local", "uuid": image_id,
+                 "delete_on_termination": True},
+                {"boot_index": -1, "source_type": "volume", "destination_type": "volume", "uuid": volume_id,
+                 "delete_on_termination": False},
+            ]
+
+        def find() -> Any:
+            return self._server_named(request)
+
+        server = self._create_once(f"create server {request.name}", lambda: self.conn.compute.create_server(**attrs),
+                                   find)
+        return str(server.id)
+
+    def _mark_with_server(self, server_id: str, made: list[tuple[str, str]], tags: list[str]) -> None:
+        """Put the server's id on its volume, port and floating IP, so delete_vm finds them later."""
+        mark = f"{META_VM_ID}={server_id}"
+        for kind, rid in made:
+            if kind == "volume":
+                self._retrying("mark the volume", lambda i=rid: self.conn.block_storage.set_volume_metadata(
+                    i, **{META_VM_ID: server_id}))
+            elif kind == "port":
+                self._retrying("mark the port", lambda i=rid: self.conn.network.set_tags(
+                    self.conn.network.get_port(i), [*tags, mark]))
+            elif kind == "floating_ip":
+                self._retrying("mark the floating IP", lambda i=rid: self.conn.network.set_tags(
+                    self.conn.network.get_ip(i), [*tags, mark]))
+
+    def _server_named(self, request: VmRequest) -> Any:
+        """Our live server of this name (same job and installation), if any."""
+        pattern = "^" + re.escape(request.name) + "$"
+        servers = self._retrying("list servers", lambda: list(self.conn.compute.servers(details=True, name=pattern)))
+        for s in servers:
+            meta = s.metadata or {}
+            if (s.name == request.name and s.task_state != "deleting"
+                    and all(meta.get(k) == v for k, v in request.metadata.items())):
+                return s
+        return None
+
+    def _create_once(self, what: str, create: Callable[[], T], find: Callable[[], T | None]) -> T:
+        """Create, retrying transient failures; before each retry look for what a lost answer may have made."""
+        delay = self.settings.api_retry_delay
+        for attempt in range(self.settings.api_retries + 1):
+            try:
+                return self._translated(what, create)
+            except _Transient as e:
+                if attempt == self.settings.api_retries:
+                    raise CloudError(f"{what} failed {attempt + 1} times; last: {e}") from None
+                log.warning("%s failed (%s); retrying in %.1f s", what, e, delay)
+                time.sleep(delay)
+                delay *= 2
+                try:
+                    found = self._retrying(f"look for the result of {what}", find)
+                except CloudError:
+                    found = None
+                if found is not None:
+                    return found
+        raise AssertionError("unreachable")
+
+    def _undo(self, made: list[tuple[str, str]]) -> None:
+        """Delete, newest first, what a failed create_vm made; leftovers are logged for the sweep."""
+        left: list[str] = []
+        for kind, rid in reversed(made):
+            try:
+                if kind == "server":
+                    self._delete("server", rid, lambda i=rid: self.conn.compute.delete_server(i),
+                                 lambda i=rid: self._get_server(i), left)
+                elif kind == "volume":
+                    self._delete_volume(rid, left)
+                elif kind == "floating_ip":
+                    self._delete("floating IP", rid, lambda i=rid: self.conn.network.delete_ip(i),
+                                 lambda i=rid: self.conn.network.get_ip(i), left)
+                elif kind == "port":
+                    self._delete("port", rid, lambda i=rid: self.conn.network.delete_port(i),
+                                 lambda i=rid: self.conn.network.get_port(i), left)
+            except LandoError as e:
+                left.append(f"{kind} {rid} ({e})")
+        if left:
+            log.error("after a failed create, could not delete %s; the sweep will find them by their metadata",
+                      ", ".join(left))
+
+    # ---- deleting ----------------------------------------------------------------------
+    def _delete(self, kind: str, rid: str, delete: Callable[[], Any], get: Callable[[], Any],
+                left: list[str]) -> None:
+        """Delete one resource and wait until it is gone; on failure, name it in `left`."""
+        try:
+            self._retrying(f"delete {kind} {rid}", delete)
+        except _NotFound:
+            return
+        except CloudError as e:
+            left.append(f"{kind} {rid} ({e})")
+            return
+        deadline = time.monotonic() + self.settings.resource_timeout
+        interval = min(0.2, self.settings.api_poll_interval)
+        while True:
+            try:
+                if self._retrying(f"check {kind} {rid}", get) is None:
+                    return
+            except _NotFound:
+                return
+            except CloudError as e:
+                left.append(f"{kind} {rid} ({e})")
+                return
+            if time.monotonic() >= deadline:
+                left.append(f"{kind} {rid} (still there after {self.settings.resource_timeout:.0f} s)")
+                return
+            time.sleep(interval)
+            interval = min(interval * 2, self.settings.api_poll_interval)
+
+    def _delete_volume(self, volume_id: str, left: list[str]) -> None:
+        deadline = time.monotonic() + self.settings.resource_timeout
+        interval = min(0.2, self.settings.api_poll_interval)
+        while True:  # Nova detaches the volume after the server is gone; Cinder refuses to delete it before
+            try:
+                volume = self._retrying(f"read volume {volume_id}",
+                                        lambda: self.conn.block_storage.get_volume(volume_id))
+            except _NotFound:
+                return
+            except CloudError as e:
+                left.append(f"volume {volume_id} ({e})")
+                return
+            if volume.status not in ("in-use", "detaching", "attaching", "reserved", "creating"):
+                break
+            if time.monotonic() >= deadline:
+                left.append(f"volume {volume_id} (still {volume.status} after {self.settings.resource_timeout:.0f} s)")
+                return
+            time.sleep(interval)
+            interval = min(interval * 2, self.settings.api_poll_interval)
+        if volume.status == "deleting":
+            delete: Callable[[], Any] = lambda: None  # noqa: E731 - already on its way
+        else:
+            delete = lambda: self.conn.block_storage.delete_volume(volume_id)  # noqa: E731
+        self._delete("volume", volume_id, delete, lambda: self.conn.block_storage.get_volume(volume_id), left)
+
+    # ---- reading -----------------------------------------------------------------------
+    def _get_server(self, vm_id: str) -> Any:
+        try:
+            return self._retrying(f"read server {vm_id}", lambda: self.conn.compute.get_server(vm_id))
+        except _NotFound:
+            return None
+
+    def _vm_info(self, server: Any) -> VmInfo:
+        meta = {str(k): str(v) for k, v in (server.metadata or {}).items()}
+        status = str(server.status or "BUILD")
+        if server.task_state == "deleting":
+            status = "DELETED"
+        fault = None
+        if status == "ERROR":
+            fault = (server.fault or {}).get("message") or "Nova gave no fault message"
+        created = None
+        if server.created_at:
+            try:
+                created = datetime.fromisoformat(str(server.created_at).replace("Z", "+00:00"))
+            except ValueError:
+                created = None
+        try:
+            port = int(meta.get(META_SSH_PORT, 22))
+        except ValueError:
+            port = 22
+        return VmInfo(id=str(server.id), name=str(server.name), status=status, address=self._address(server),
+                      port=port, metadata=meta, fault=fault, flavor=self._server_flavor(server), created=created,
+                      volume_ids=[v["id"] for v in server.attached_volumes or [] if v.get("id")])
+
+    def _address(self, server: Any) -> str | None:
+        """The floating IP if there is one, else the fixed IPv4 (on the configured network first)."""
+        entries: list[tuple[str, dict[str, Any]]] = [
+            (net, a) for net, addrs in (server.addresses or {}).items() for a in addrs]
+        wanted = self.settings.network_name
+
+        def rank(item: tuple[str, dict[str, Any]]) -> tuple[int, int, int]:
+            net, a = item
+            return (0 if a.get("OS-EXT-IPS:type") == "floating" else 1, 0 if net == wanted else 1,
+                    0 if a.get("version") == 4 else 1)
+
+        entries.sort(key=rank)
+        return str(entries[0][1]["addr"]) if entries else None
+
+    def _server_flavor(self, server: Any) -> Flavor | None:
+        f = server.flavor
+        if f is None:
+            return None
+        name = getattr(f, "original_name", None) or getattr(f, "name", None)
+        if name and getattr(f, "vcpus", None) is not None:  # microversion >= 2.47 embeds the flavor
+            known = next((k for k in self._flavors or [] if k.name == name), None)
+            return Flavor(name=name, id=known.id if known else name, vcpus=f.vcpus or 0, ram_mb=f.ram or 0,
+                          disk_gb=f.disk or 0)
+        flavor_id = getattr(f, "id", None)
+        flavors = self._flavors if self._flavors is not None else self.flavors()
+        return next((k for k in flavors if k.id == flavor_id), None)
+
+    # ---- errors and retries ------------------------------------------------------------
+    def _retrying(self, what: str, call: Callable[[], T]) -> T:
+        """`call`, with transient failures retried `api_retries` times and errors translated."""
+        delay = self.settings.api_retry_delay
+        for attempt in range(self.settings.api_retries + 1):
+            try:
+                return self._translated(what, call)
+            except _Transient as e:
+                if attempt == self.settings.api_retries:
+                    cls = _Unreachable if isinstance(e, _Unreachable) else CloudError
+                    raise cls(f"{what} failed {attempt + 1} times; last: {e}") from None
+                log.warning("%s failed (%s); retrying in %.1f s", what, e, delay)
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def _translated(self, what: str, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except os_exc.HttpException as e:
+            raise _translate_http(what, e.status_code, _details(e)) from None
+        except ks_exc.http.HttpError as e:
+            raise _translate_http(what, e.http_status, str(e.message or e)) from None
+        except (ks_exc.ConnectFailure, ks_exc.ConnectionError, ks_exc.RetriableConnectionFailure,
+                requests.ConnectionError) as e:
+            raise _Unreachable(f"{what}: cannot reach the cloud: {_connection_reason(e)}") from None
+        except ks_exc.DiscoveryFailure as e:
+            if isinstance(e.__context__, ks_exc.ConnectFailure) or "Unable to establish connection" in str(e):
+                raise _Unreachable(f"{what}: cannot reach the cloud: {_connection_reason(e)}") from None
+            raise CloudError(f"{what}: the cloud's service catalog or version discovery failed: {_short(e)}") from None
+        except ks_exc.EndpointNotFound as e:
+            raise CloudError(f"{what}: the cloud has no such service endpoint: {_short(e)}") from None
+        except ks_exc.ClientException as e:
+            raise CloudError(f"{what}: {_short(e)}") from None
+        except os_exc.SDKException as e:
+            raise CloudError(f"{what}: {_short(e)}") from None
+
+
+class _Unreachable(_Transient):
+    pass
+
+
+class _AuthRefused(CloudError):
+    pass
+
+
+class _NotFound(CloudError):
+    pass
+
+
+class _Conflict(CloudError):
+    pass
+
+
+def _translate_http(what: str, status: int | None, details: str) -> CloudError:
+    if status in (403, 409, 413) and _QUOTA_WORDS.search(details):
+        return QuotaExceeded(quota_reason(details))
+    if status == 401:
+        return _AuthRefused(f"{what}: {details or 'unauthorized'}")
+    if status == 404:
+        return _NotFound(f"{what}: {details or 'not found'}")
+    if status == 409:
+        return _Conflict(f"{what}: {details}")
+    if status is None or status >= 500 or status == 429:
+        return _Transient(f"{what}: HTTP {status}: {details}")
+    return CloudError(f"{what}: {details} (HTTP {status})")
+
+
+def quota_reason(message: str) -> str:
+    """A reason a job can show while it waits, from a Nova/Cinder/Neutron quota message."""
+    m = _NOVA_QUOTA.search(message)
+    if m:
+        return f"waiting for quota: {m.group(1)} {m.group(3)} of {m.group(4)}"
+    m = _CINDER_COUNT.search(message)
+    if m:
+        return f"waiting for quota: {m.group(1)} {m.group(2)} of {m.group(2)}"
+    m = _CINDER_SIZE.search(message)
+    if m:
+        return f"waiting for quota: volume {m.group(1)} {m.group(4)} of {m.group(3)} ({m.group(2)} more needed)"
+    m = _NEUTRON_QUOTA.search(message)
+    if m:
+        names = ", ".join(n.strip(" '\"") for n in m.group(1).split(","))
+        return f"waiting for quota: {names} (none left)"
+    m = _MAX_PORTS.search(message)
+    if m:
+        return f"waiting for quota: {m.group(1).lower()} (none left)"
+    return f"waiting for quota: {message.strip().splitlines()[0] if message.strip() else 'the cloud is full'}"
+
+
+def _details(e: os_exc.HttpException) -> str:
+    return str(e.details or e.message or e).strip()
+
+
+def _short(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _connection_reason(e: BaseException) -> str:
+    """The OS's words ("Connection refused") out of a long requests/urllib3 message."""
+    m = re.search(r"\[Errno -?\d+\] ([^\"')]+)", str(e))
+    return m.group(1).strip() if m else _short(e)
+
+
+def _tags(metadata: dict[str, str]) -> list[str]:
+    """Neutron tags for our metadata (`key=value`; Neutron allows 60 characters per tag)."""
+    return [f"{k}={v}"[:60] for k, v in sorted(metadata.items())]
