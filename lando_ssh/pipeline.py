@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import posixpath
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -55,6 +56,7 @@ STEP_NAMES = {
     JobStep.TERMINATE_VM: "terminate VM",
 }
 STDERR_TAIL_LINES = 100
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # cwltool colours its log
 
 
 def remote_scripts_dir() -> Path:
@@ -392,8 +394,9 @@ class Pipeline:
 
     def _stderr_tail(self, remote: Remote, paths: JobPaths) -> str:
         try:
-            return remote.run(["tail", "-n", str(STDERR_TAIL_LINES), posixpath.join(paths.run, "stderr")],
+            text = remote.run(["tail", "-n", str(STDERR_TAIL_LINES), posixpath.join(paths.run, "stderr")],
                               check=False).stdout.rstrip()
+            return _ANSI.sub("", text)
         except LandoError as e:
             return f"(could not read it: {e})"
 
