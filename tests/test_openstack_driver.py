@@ -20,12 +20,13 @@ import yaml
 
 from lando_ssh.cloud import META_INSTALLATION, META_JOB_ID, META_MANAGED_BY, VmRequest
 from lando_ssh.cloud.cloudinit import UserDataParams, host_keys_from_console, render_user_data
+from lando_ssh.cloud.local import marked_pids
 from lando_ssh.cloud.openstack import META_VM_ID, OpenStackCloud, quota_reason
 from lando_ssh.config import Config
 from lando_ssh.errors import CloudError, CloudNotFound, QuotaExceeded, VmFailed
 from lando_ssh.keys import generate_keypair
 from tests.openstack_api import SSH_PORT_METADATA, OpenStackApiService
-from tests.openstack_api.helpers import config_for
+from tests.openstack_api.helpers import config_for, running_service
 
 pytest_plugins = ["tests.openstack_api.fixtures"]  # openstack_api, openstack_config, local_openstack_api
 # openstacksdk warns about its own internals; nothing the driver can change
@@ -496,4 +497,17 @@ def test_server_backed_by_local_vm_accepts_the_jobs_key_and_shows_its_host_key(l
     cloud.delete_vm(vm.id)
     assert local_openstack_api.inventory() == EMPTY
     assert not list((tmp_path / "vms" / "local-cloud").iterdir())  # the sshd VM is gone too
+    assert marked_pids(vm.id) == set()  # and so are its processes
     cloud.close()
+
+
+def test_stopped_service_leaves_no_threads_and_frees_its_port(tmp_path):
+    before = set(threading.enumerate())
+    service = running_service()
+    cloud = OpenStackCloud(config_for(service, tmp_path))
+    cloud.delete_vm(cloud.create_vm(job_request()).id)  # keep-alive connections are open now
+    service.stop()
+    cloud.close()
+    assert set(threading.enumerate()) - before == set()
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", service.port)) != 0

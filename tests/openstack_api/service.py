@@ -31,6 +31,7 @@ from .backends import MemoryBackend, ServerBackend, new_host_key
 
 MAX_COMPUTE_MICROVERSION = "2.96"
 MAX_VOLUME_MICROVERSION = "3.70"
+DROP = -1  # a Reply status meaning: close the connection without answering
 
 
 def _default_flavors() -> list[dict[str, Any]]:
@@ -75,8 +76,8 @@ class Settings:
     create_failure_rate: float = 0.0  # fraction of creates (server, volume, port, floating IP) answered 500
     delete_failure_rate: float = 0.0  # fraction of deletes answered 500 without deleting
     lost_answer_rate: float = 0.0  # fraction of creates that create, then answer 502 anyway
-    flaky_rate: float = 0.0  # fraction of any API request answered 503
-    reset_rate: float = 0.0  # fraction of any API request whose connection is dropped unanswered
+    flaky_rate: float = 0.0  # fraction of API requests (not version documents) answered 503
+    reset_rate: float = 0.0  # fraction of API requests (not version documents) dropped unanswered
     wrong_host_key: bool = False  # console logs show a host key the machine does not have
     seed: int | None = None
 
@@ -388,6 +389,8 @@ class Api:
             return Reply(401, _unauthorized().body)
         if needs_token:
             s = self.cloud.settings
+            if self.cloud.roll(s.reset_rate):
+                return Reply(DROP)
             if self.cloud.roll(s.flaky_rate):
                 return Reply(503, "<html><body><h1>503 Service Unavailable</h1>"
                                   "No server is available to handle this request.</body></html>")
@@ -1126,10 +1129,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(Reply(400, {"badRequest": {"code": 400, "message": "Malformed request body"}}))
             return
         api = self.server.api
-        if not self.path.startswith("/_fake") and api.cloud.roll(api.cloud.settings.reset_rate):
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)  # the peer sees a reset / remote disconnect
-            return
         split = urlsplit(self.path)
         host = self.headers.get("Host") or f"127.0.0.1:{self.server.server_address[1]}"
         req = Request(self.command, split.path.rstrip("/") or "/", parse_qs(split.query, keep_blank_values=True),
@@ -1138,6 +1137,10 @@ class _Handler(BaseHTTPRequestHandler):
             reply = api.handle(req)
         except Exception as e:  # a bug in the fake: answer 500 like a service would, and say so
             reply = Reply(500, {"computeFault": {"code": 500, "message": f"fake service error: {e!r}"}})
+        if reply.status == DROP:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)  # the client sees the connection dropped unanswered
+            return
         self._send(reply)
 
     def _send(self, reply: Reply) -> None:
