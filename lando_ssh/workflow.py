@@ -124,7 +124,7 @@ def _load_workflow(workflow: str) -> tuple[str, Any, Any]:
 def _pack(loading_context: Any, uri: str) -> dict[str, Any]:
     from cwltool.pack import pack
 
-    packed = pack(loading_context, uri)
+    packed: Any = pack(loading_context, uri)
     graph = packed["$graph"]
     # like `cwltool --pack`: a single process is printed on its own, not inside a $graph
     doc = graph[0] if len(graph) == 1 else packed
@@ -139,6 +139,7 @@ def _load_job_order(path: str | None, given: dict[str, Any] | None) -> Any:
     from schema_salad.sourceline import cmap
 
     loader = Loader(jobloaderctx.copy())
+    order: Any
     try:
         if given is not None:
             base_dir = os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
@@ -148,13 +149,14 @@ def _load_job_order(path: str | None, given: dict[str, Any] | None) -> Any:
                 raise InputMissing(f"the job order file {path} does not exist")
             order, _ = loader.resolve_ref(file_uri(os.path.abspath(path)), checklinks=False)
         else:
-            order = {}
+            order = cmap({})
     except InputMissing:
         raise
+    except StopIteration as e:  # schema-salad's way of saying the file is empty
+        raise WorkflowInvalid(f"the job order {path} is empty; it should be a mapping of input names to values, "
+                              "or '{}' if the workflow takes no inputs") from e
     except Exception as e:  # YAML syntax errors, unreadable files
         raise WorkflowInvalid(f"the job order {path or '(given)'} cannot be read:\n{clean_message(e)}") from e
-    if order is None:
-        order = {}
     if not isinstance(order, dict):
         raise WorkflowInvalid(f"the job order {path or '(given)'} must be a mapping of input names to values, "
                               f"not {type(order).__name__}")
@@ -162,7 +164,7 @@ def _load_job_order(path: str | None, given: dict[str, Any] | None) -> Any:
         order.pop(key, None)
     if given is not None:  # the loader sorts keys; keep the user's order (staging numbers inputs in it)
         for key in [k for k in given if k in order] + [k for k in order if k not in given]:
-            order.move_to_end(key)
+            order[key] = order.pop(key)
     visit_files_directories(order, path_to_loc)  # `path: x` becomes `location: file:///abs/x`
     return order
 

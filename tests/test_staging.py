@@ -262,7 +262,7 @@ def test_a_default_file_is_staged_and_the_packed_workflow_points_at_it_on_the_vm
 
 
 def test_rewrite_outputs_moves_every_location_and_path_and_keeps_everything_else():
-    vm_output = {
+    vm_output: dict[str, Any] = {
         "none": None, "n": 3,
         "files": [[{"class": "File", "location": "file:///vm/out/a%20b.txt", "path": "/vm/out/a b.txt",
                     "basename": "a b.txt", "nameroot": "a b", "nameext": ".txt", "size": 1, "checksum": "sha1$x",
