@@ -17,6 +17,8 @@ import paramiko
 import pytest
 import requests
 import yaml
+from openstack_api import SSH_PORT_METADATA, OpenStackApiService
+from openstack_api.helpers import config_for, running_service
 
 from lando_ssh.cloud import META_INSTALLATION, META_JOB_ID, META_MANAGED_BY, VmRequest
 from lando_ssh.cloud.cloudinit import UserDataParams, host_keys_from_console, render_user_data
@@ -25,10 +27,8 @@ from lando_ssh.cloud.openstack import META_VM_ID, OpenStackCloud, quota_reason
 from lando_ssh.config import Config
 from lando_ssh.errors import CloudError, CloudNotFound, QuotaExceeded, VmFailed
 from lando_ssh.keys import generate_keypair
-from tests.openstack_api import SSH_PORT_METADATA, OpenStackApiService
-from tests.openstack_api.helpers import config_for, running_service
 
-pytest_plugins = ["tests.openstack_api.fixtures"]  # openstack_api, openstack_config, local_openstack_api
+pytest_plugins = ["openstack_api.fixtures"]  # openstack_api, openstack_config, local_openstack_api
 # openstacksdk warns about its own internals; nothing the driver can change
 pytestmark = pytest.mark.filterwarnings("ignore::openstack.warnings.OpenStackDeprecationWarning",
                                         "ignore::openstack.warnings._RemovedInSDKWarning")

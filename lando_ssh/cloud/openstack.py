@@ -49,7 +49,7 @@ import openstack
 import openstack.exceptions as os_exc
 import requests
 
-from lando_ssh.cloud import META_INSTALLATION, META_JOB_ID, Flavor, Quota, VmInfo, VmRequest
+from lando_ssh.cloud import META_JOB_ID, Flavor, Quota, VmInfo, VmRequest
 from lando_ssh.config import Config
 from lando_ssh.errors import CloudError, CloudNotFound, LandoError, QuotaExceeded, VmFailed
 
@@ -255,14 +255,11 @@ class OpenStackCloud:
         volumes: set[str] = set()
         ports: set[str] = set()
         fips: set[str] = set()
-        if server is not None:
+        if server is not None:  # only what we made for it: a volume someone else attached survives
             meta = server.metadata or {}
-            volumes |= {v["id"] for v in server.attached_volumes or [] if v.get("id")}
             volumes |= {meta[META_VOLUME_ID]} if META_VOLUME_ID in meta else set()
             ports |= {meta[META_PORT_ID]} if META_PORT_ID in meta else set()
             fips |= {meta[META_FLOATING_IP_ID]} if META_FLOATING_IP_ID in meta else set()
-            if not (meta.get(META_INSTALLATION) == self.installation or META_JOB_ID in meta):
-                volumes.clear()  # not ours: delete only the server we were told to delete
         tag = f"{META_VM_ID}={vm_id}"
         ports |= {p.id for p in self._retrying("list ports", lambda: list(self.conn.network.ports(tags=tag)))}
         fips |= {f.id for f in self._retrying("list floating IPs", lambda: list(self.conn.network.ips(tags=tag)))}

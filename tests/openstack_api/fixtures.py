@@ -1,6 +1,6 @@
 """pytest fixtures for the local OpenStack API service. Use them from a test module:
 
-    pytest_plugins = ["tests.openstack_api.fixtures"]
+    pytest_plugins = ["openstack_api.fixtures"]  # tests/ is on sys.path under pytest
 
 `openstack_api` is a running service with fast timings and a memory backend (no sshd);
 change `openstack_api.settings` in a test to turn on faults. `openstack_config` is a lando
