@@ -17,6 +17,7 @@ import paramiko
 import pytest
 import requests
 import yaml
+from conftest import WORKFLOWS
 from openstack_api import SSH_PORT_METADATA, OpenStackApiService
 from openstack_api.helpers import config_for, running_service
 
@@ -511,3 +512,29 @@ def test_stopped_service_leaves_no_threads_and_frees_its_port(tmp_path):
     assert set(threading.enumerate()) - before == set()
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", service.port)) != 0
+
+
+# ---- a whole job through the driver (CLI, pipeline, sshd VMs behind the API) -------------------
+
+def test_whole_job_runs_through_the_openstack_driver_and_leaves_nothing(lando, local_openstack_api, tmp_path):
+    lando.write_config(
+        cloud={"driver": "openstack"},
+        cloud_settings={"auth_url": local_openstack_api.auth_url, "username": "lando", "password": "secret",
+                        "project_name": "lando", "network_name": "private", "allocate_floating_ips": True,
+                        "api_retry_delay": 0.05, "api_poll_interval": 0.1},
+        vm={"image": "debian-12", "flavor": "m1.small", "volume_size": 1,
+            "user": pwd.getpwuid(os.getuid()).pw_name, "work_dir": str(tmp_path / "vm-disks" / "{vm_name}")},
+        cwl_base_command=["cwltool", "--no-container"])
+    job_id = lando.submit(WORKFLOWS / "upper_count.cwl", WORKFLOWS / "upper_count.yml")
+
+    proc = lando.cli("job", str(job_id), timeout=120)
+
+    assert proc.returncode == 0, proc.stderr
+    job = lando.status(job_id)
+    assert (job["state"], job["step"]) == ("F", "")
+    out = Path(job["output_dir"])
+    assert (out / "upper.txt").read_bytes() == b"HELLO WORLD\nSECOND LINE\nMORE TEXT\n"
+    assert (out / "count.txt").read_bytes() == b"3\n"
+    assert job["vm"]["deleted"]
+    assert local_openstack_api.inventory() == EMPTY
+    assert not list((tmp_path / "vms" / "local-cloud").iterdir())

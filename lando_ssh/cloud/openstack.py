@@ -146,7 +146,8 @@ class OpenStackCloud:
         return ["cwltool"]
 
     def vm_work_dir(self, vm_name: str) -> str:
-        return self.config.vm.work_dir
+        # "{vm_name}" lets VMs that share a filesystem (the local test service) keep apart
+        return self.config.vm.work_dir.replace("{vm_name}", vm_name)
 
     def flavors(self) -> list[Flavor]:
         found = self._retrying("list flavors", lambda: list(self.conn.compute.flavors(details=True)))

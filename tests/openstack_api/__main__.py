@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8774, help="0 picks a free port (printed on start)")
     parser.add_argument("--local-vms", action="store_true", help="back each server by a local-cloud VM (real sshd)")
+    parser.add_argument("--config", default=None, help="a lando-ssh config for the local VMs (cloud.local.*)")
     parser.add_argument("--data-dir", default=None, help="where local-cloud VMs live (with --local-vms)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="a setting, e.g. max_instances=2 or server_error_rate=0.5")
@@ -43,9 +44,9 @@ def main(argv: list[str] | None = None) -> int:
             setattr(settings, key, value)  # a bare string
     backend: ServerBackend = MemoryBackend()
     if args.local_vms:
-        from lando_ssh.config import Config
+        from lando_ssh.config import Config, load_config
 
-        config = Config()
+        config = load_config(args.config, env={}) if args.config else Config()
         if args.data_dir:
             config.data_dir = args.data_dir
         backend = LocalBackend(config)
