@@ -516,15 +516,20 @@ def test_stopped_service_leaves_no_threads_and_frees_its_port(tmp_path):
 
 # ---- a whole job through the driver (CLI, pipeline, sshd VMs behind the API) -------------------
 
-def test_whole_job_runs_through_the_openstack_driver_and_leaves_nothing(lando, local_openstack_api, tmp_path):
+def use_openstack(lando, service: OpenStackApiService, tmp_path: Path, **vm: object) -> None:
+    """Point the lando installation at `service`, its VMs' work dirs apart under tmp_path."""
     lando.write_config(
         cloud={"driver": "openstack"},
-        cloud_settings={"auth_url": local_openstack_api.auth_url, "username": "lando", "password": "secret",
+        cloud_settings={"auth_url": service.auth_url, "username": "lando", "password": "secret",
                         "project_name": "lando", "network_name": "private", "allocate_floating_ips": True,
                         "api_retry_delay": 0.05, "api_poll_interval": 0.1},
-        vm={"image": "debian-12", "flavor": "m1.small", "volume_size": 1,
-            "user": pwd.getpwuid(os.getuid()).pw_name, "work_dir": str(tmp_path / "vm-disks" / "{vm_name}")},
+        vm={"image": "debian-12", "flavor": "m1.small", "volume_size": 1, "boot_timeout": 20,
+            "user": pwd.getpwuid(os.getuid()).pw_name, "work_dir": str(tmp_path / "vm-disks" / "{vm_name}"), **vm},
         cwl_base_command=["cwltool", "--no-container"])
+
+
+def test_whole_job_runs_through_the_openstack_driver_and_leaves_nothing(lando, local_openstack_api, tmp_path):
+    use_openstack(lando, local_openstack_api, tmp_path)
     job_id = lando.submit(WORKFLOWS / "upper_count.cwl", WORKFLOWS / "upper_count.yml")
 
     proc = lando.cli("job", str(job_id), timeout=120)
@@ -538,3 +543,65 @@ def test_whole_job_runs_through_the_openstack_driver_and_leaves_nothing(lando, l
     assert job["vm"]["deleted"]
     assert local_openstack_api.inventory() == EMPTY
     assert not list((tmp_path / "vms" / "local-cloud").iterdir())
+
+
+def test_job_waits_in_s_for_quota_then_runs(lando, local_openstack_api, tmp_path):
+    use_openstack(lando, local_openstack_api, tmp_path)
+    local_openstack_api.settings.max_instances = 0
+    job_id = lando.submit(WORKFLOWS / "no_inputs.cwl")
+    proc = lando.popen("job", str(job_id))
+    try:
+        job = lando.wait_for(job_id, lambda j: "quota" in (j.get("reason") or ""), timeout=30)
+        assert job["state"] == "S"
+        assert job["reason"] == "waiting for quota: instances 0 of 0 in use"
+        assert local_openstack_api.inventory() == EMPTY
+        local_openstack_api.settings.max_instances = 10
+        assert proc.wait(timeout=90) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert lando.status(job_id)["state"] == "F"
+    assert local_openstack_api.inventory() == EMPTY
+
+
+def test_server_that_goes_to_error_fails_the_job_with_novas_fault(lando, openstack_api, tmp_path):
+    use_openstack(lando, openstack_api, tmp_path)
+    openstack_api.settings.server_error_rate = 1.0
+    openstack_api.settings.boot_delay = 0.3
+    job_id = lando.submit(WORKFLOWS / "no_inputs.cwl")
+
+    proc = lando.cli("job", str(job_id), timeout=60)
+
+    assert proc.returncode == 1
+    job = lando.status(job_id)
+    assert job["state"] == "E"
+    assert "No valid host was found" in job["error"]
+    assert openstack_api.inventory() == EMPTY
+
+
+def test_wrong_host_key_on_the_console_refuses_the_connection(lando, local_openstack_api, tmp_path):
+    use_openstack(lando, local_openstack_api, tmp_path)
+    local_openstack_api.settings.wrong_host_key = True
+    job_id = lando.submit(WORKFLOWS / "no_inputs.cwl")
+
+    proc = lando.cli("job", str(job_id), timeout=60)
+
+    assert proc.returncode != 0
+    job = lando.status(job_id)
+    assert job["state"] == "E"
+    assert "not the pinned one; refusing to connect" in job["error"]
+    assert local_openstack_api.inventory() == EMPTY
+
+
+def test_unknown_image_fails_the_job_at_once_listing_images(lando, openstack_api, tmp_path):
+    use_openstack(lando, openstack_api, tmp_path, image="centos-7")
+    job_id = lando.submit(WORKFLOWS / "no_inputs.cwl")
+
+    proc = lando.cli("job", str(job_id), timeout=60)
+
+    assert proc.returncode != 0
+    job = lando.status(job_id)
+    assert job["state"] == "E"
+    assert "image 'centos-7' does not exist; images: debian-12, ubuntu-22.04" in job["error"]
+    assert openstack_api.inventory() == EMPTY
