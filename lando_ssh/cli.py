@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("job_id", type=int)
     s.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD...: run one command instead of a shell")
 
+    s = sub.add_parser("run", help="the daemon: serve start_job/cancel_job/restart_job from RabbitMQ until SIGTERM")
+
+    s = sub.add_parser("send", help="publish one command to the daemon's queue")
+    s.add_argument("command", choices=["start_job", "cancel_job", "restart_job"])
+    s.add_argument("job_id", type=int)
+
     s = sub.add_parser("vms", help="every VM this installation owns")
     s.add_argument("--json", action="store_true")
     return p
@@ -186,7 +192,8 @@ def cmd_submit(config: Config, args: argparse.Namespace) -> int:
         from lando_ssh.broker import Broker
         from lando_ssh.messages import Command
 
-        Broker(config.work_queue).send(Command.START_JOB, job.id)
+        with Broker(config.work_queue) as broker:
+            broker.send(Command.START_JOB, job.id)
     print(job.id)
     return EXIT_OK
 
@@ -242,7 +249,7 @@ def run_job_foreground(config: Config, job_id: int, *, quiet: bool = False) -> J
         if pipeline.cancel_event.is_set():
             print("lando-ssh: still canceling: killing the workflow and deleting the VM", file=sys.stderr)
             return
-        print("lando-ssh: canceling job %d (the VM will be deleted)..." % job_id, file=sys.stderr)
+        print(f"lando-ssh: canceling job {job_id} (the VM will be deleted)...", file=sys.stderr)
         pipeline.request_cancel()
 
     signal.signal(signal.SIGINT, on_interrupt)
@@ -330,7 +337,8 @@ def _describe_job(job: Job) -> str:
              f"  step:    {job.step.value or '-'} {STEP_NAMES.get(job.step, '')}".rstrip(),
              f"  workflow: {job.workflow}",
              f"  output:  {job.output_dir}",
-             f"  created: {job.created.isoformat(timespec='seconds')}  updated: {job.updated.isoformat(timespec='seconds')}"]
+             f"  created: {job.created.isoformat(timespec='seconds')}",
+             f"  updated: {job.updated.isoformat(timespec='seconds')}"]
     if job.reason:
         lines.append(f"  reason:  {job.reason}")
     if job.vm:
@@ -356,7 +364,8 @@ def cmd_logs(config: Config, args: argparse.Namespace) -> int:
     print(f"job {job.id} history:")
     for h in job.history:
         note = f"  {h.note}" if h.note else ""
-        print(f"  {h.at.isoformat(timespec='milliseconds')}  state {h.state.value:<1} step {h.step.value or '-':<1}{note}")
+        at = h.at.isoformat(timespec="milliseconds")
+        print(f"  {at}  state {h.state.value:<1} step {h.step.value or '-':<1}{note}")
     if job.error:
         print("\nerror:\n" + job.error)
     text = _cwltool_log(config, job)
@@ -392,8 +401,8 @@ def cmd_ssh(config: Config, args: argparse.Namespace) -> int:
 
     job = _journal(config).get(args.job_id)
     if not job.vm or not job.vm.address or job.vm.deleted:
-        raise JobConflict(f"job {job.id} has no VM to log in to"
-                          f"{' (it was deleted ' + job.vm.deleted.isoformat(timespec='seconds') + ')' if job.vm and job.vm.deleted else ''}")
+        gone = f" (it was deleted {job.vm.deleted.isoformat(timespec='seconds')})" if job.vm and job.vm.deleted else ""
+        raise JobConflict(f"job {job.id} has no VM to log in to{gone}")
     keys = JobKeys(config.keys_dir, job.id)
     if not os.path.exists(keys.private_path):
         raise JobConflict(f"job {job.id}'s SSH key is gone ({keys.private_path})")
@@ -405,7 +414,7 @@ def cmd_ssh(config: Config, args: argparse.Namespace) -> int:
     argv = [a for a in argv if a != "BatchMode=yes"] if not cmd else argv
     if cmd:
         argv.append(quote_argv(cmd))
-    os.execvp(argv[0], argv)
+    os.execvp(argv[0], argv)  # noqa: S606 (argv, no shell: the admin's own ssh session)
     return EXIT_INFRA  # not reached
 
 
@@ -439,7 +448,25 @@ def cmd_vms(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    from lando_ssh.server import Server
+
+    Server(config).serve()
+    return EXIT_OK
+
+
+def cmd_send(config: Config, args: argparse.Namespace) -> int:
+    from lando_ssh.broker import Broker
+    from lando_ssh.messages import Command
+
+    with Broker(config.work_queue) as broker:
+        broker.send(Command(args.command), args.job_id)
+    return EXIT_OK
+
+
 COMMANDS = {
+    "run": cmd_run,
+    "send": cmd_send,
     "submit": cmd_submit,
     "job": cmd_job,
     "cwl-runner": cmd_cwl_runner,

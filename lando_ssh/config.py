@@ -36,7 +36,7 @@ class WorkQueueConfig:
     host: str = "127.0.0.1"
     port: int = 5672
     username: str = "guest"
-    password: str = "guest"
+    password: str = "guest"  # noqa: S105 (RabbitMQ's own default)
     virtual_host: str = "/"
     listen_queue: str = "lando"
     status_exchange: str = "job_status"

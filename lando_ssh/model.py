@@ -7,11 +7,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     """lando's one-letter job states (bespin-api and its watchers understand these)."""
 
     NEW = "N"
@@ -26,7 +26,7 @@ class JobState(str, enum.Enum):
     DELETED = "D"
 
 
-class JobStep(str, enum.Enum):
+class JobStep(enum.StrEnum):
     """lando's one-letter job steps, in the order the pipeline walks them."""
 
     NONE = ""
@@ -56,7 +56,7 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     S.STARTING: frozenset({S.RUNNING, S.ERROR, S.CANCELING, S.CANCELED}),
     S.RUNNING: frozenset({S.FINISHED, S.ERROR, S.CANCELING}),
     S.CANCELING: frozenset({S.CANCELED, S.ERROR}),
-    S.ERROR: frozenset({S.RESTARTING, S.DELETED, S.CANCELED}),
+    S.ERROR: frozenset({S.RESTARTING, S.DELETED, S.CANCELING, S.CANCELED}),
     S.CANCELED: frozenset({S.RESTARTING, S.DELETED}),
     S.RESTARTING: frozenset({S.STARTING, S.RUNNING, S.ERROR, S.CANCELING, S.CANCELED}),
     S.FINISHED: frozenset({S.DELETED}),
@@ -84,7 +84,7 @@ def check_transition(old: JobState, new: JobState) -> None:
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def iso(t: datetime | None) -> str | None:

@@ -93,13 +93,18 @@ class JobPaths:
         return posixpath.join(self.job_dir, "scripts", "job-order.json")
 
 
+class ServerStopping(Exception):
+    """The server is shutting down: leave the job where it is (its VM keeps running); it resumes later."""
+
+
 class Pipeline:
     def __init__(self, config: Config, journal: Journal, cloud: Cloud, *, cancel: threading.Event | None = None,
-                 progress: Callable[[int, str], None] | None = None):
+                 stopping: threading.Event | None = None, progress: Callable[[int, str], None] | None = None):
         self.config = config
         self.journal = journal
         self.cloud = cloud
         self.cancel_event = cancel or threading.Event()
+        self.stopping = stopping or threading.Event()
         self.progress = progress or (lambda job_id, text: None)
         self._remotes: dict[int, Remote] = {}
 
@@ -127,6 +132,10 @@ class Pipeline:
             return self.journal.update(job_id, lambda j: _finish(j))
         except JobCanceled:
             return self._finish_cancel(job_id)
+        except ServerStopping:
+            log.info("job %s: left at step %s while the server stops; it resumes when the server starts", job_id,
+                     step.value)
+            return self.journal.get(job_id)
         except LandoError as e:
             if self._canceled(job_id):
                 return self._finish_cancel(job_id)
@@ -177,7 +186,7 @@ class Pipeline:
         for info in candidates:
             if info.status != "ERROR":
                 if not (job.vm and job.vm.id):
-                    self.journal.update(job.id, lambda j: _set_vm_id(j, info.id))
+                    self.journal.update(job.id, lambda j, vm_id=info.id: _set_vm_id(j, vm_id))
                 return info
             self._delete_vm_quietly(info.id)
         return None
@@ -208,7 +217,7 @@ class Pipeline:
                 break
             except QuotaExceeded as e:  # not a failure: wait for the cloud to have room
                 reason = str(e)
-                self.journal.update(job.id, lambda j: setattr(j, "reason", reason))
+                self.journal.update(job.id, lambda j, why=reason: setattr(j, "reason", why))
                 self._sleep(job.id, delay)
                 delay = min(delay * 2, 60.0)
         self.journal.update(job.id, lambda j: (_set_vm_id(j, info.id), setattr(j, "reason", "")))
@@ -307,6 +316,7 @@ class Pipeline:
             raise StagingFailed(f"the VM's disk is too small for the inputs: they need {_size(needed)}, "
                                 f"{_size(free)} is free under {paths.job_dir} (ask for a larger volume_size)")
         sent = 0
+        optional_missing: set[str] = set()
         started = time.monotonic()
         if local:
             entries = [(t.source, posixpath.relpath(t.dest, paths.inputs)) for t in local]
@@ -320,11 +330,16 @@ class Pipeline:
             try:
                 remote.run(argv, what=f"downloading {t.source}")
             except RemoteCommandFailed as e:
+                if not t.required:  # a secondary file implied by an optional pattern may be absent
+                    optional_missing.add(posixpath.relpath(t.dest, paths.inputs))
+                    continue
                 raise StagingFailed(e.stderr.strip().splitlines()[-1] if e.stderr.strip() else str(e)) from None
             sent += t.size or 0
             self.progress(job_id, f"downloaded {t.source} on the VM")
-        self._check_sizes(remote, paths, paths.inputs, {posixpath.relpath(t.dest, paths.inputs): t.size
-                                                       for t in transfers if t.kind != "directory"}, "input")
+        expected = {posixpath.relpath(t.dest, paths.inputs): t.size for t in transfers if t.kind != "directory"}
+        for rel in optional_missing:
+            expected.pop(rel, None)
+        self._check_sizes(remote, paths, paths.inputs, expected, "input")
         elapsed = time.monotonic() - started
         self.journal.update(job_id, lambda j: j.facts.update(bytes_staged=sent, staging_seconds=round(elapsed, 3)))
 
@@ -367,6 +382,8 @@ class Pipeline:
             if self._canceled(job_id):
                 self._kill_run(job_id)
                 raise JobCanceled("canceled while the workflow ran")
+            if self.stopping.is_set():
+                raise ServerStopping()
             wait = self.config.poll_interval
             if limit:
                 left = limit - (now() - started).total_seconds()
@@ -379,7 +396,7 @@ class Pipeline:
                                 timeout=wait + 60, what="waiting for cwltool").stdout.strip()
             if status.startswith("exited "):
                 code = int(status.split()[1])
-                self.journal.update(job_id, lambda j: j.facts.update(exit_code=code))
+                self.journal.update(job_id, lambda j, c=code: j.facts.update(exit_code=c))
                 if code != 0:
                     tail = self._stderr_tail(remote, paths)
                     raise WorkflowFailed(f"cwltool exited with code {code}. Last {STDERR_TAIL_LINES} lines of "
@@ -434,7 +451,8 @@ class Pipeline:
         remote.put_bytes(docs, posixpath.join(paths.results, "docs"))
 
     def _read_usage(self, remote: Remote, paths: JobPaths) -> dict[str, Any]:
-        script = 'cd "$1"; for f in started finished maxrss_kb exit_code; do printf "%s=%s\\n" "$f" "$(cat "$f" 2>/dev/null)"; done'
+        script = ('cd "$1"; for f in started finished maxrss_kb exit_code; do '
+                  'printf "%s=%s\\n" "$f" "$(cat "$f" 2>/dev/null)"; done')
         out = remote.run(["sh", "-c", script, "sh", paths.run]).stdout
         usage: dict[str, Any] = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
         return report.usage_from(usage)
@@ -478,7 +496,8 @@ class Pipeline:
         """Make an errored or canceled job ready to resume: at its failed step on the same VM when
         that VM is still there and answers, otherwise from the start on a new VM (the old one deleted)."""
         job = self.journal.get(job_id)
-        if job.state not in RESTARTABLE_STATES:
+        requested = job.state == JobState.RESTARTING and job.facts.get("restart_pending")
+        if job.state not in RESTARTABLE_STATES and not requested:
             raise JobConflict(f"job {job_id} is {job.state.name.lower()}; only errored or canceled jobs restart")
         reuse = False
         if job.vm and job.vm.id and not job.vm.deleted:
@@ -501,6 +520,7 @@ class Pipeline:
                 for fact in ("run_pid", "run_started", "exit_code", "vm_output", "usage"):
                     j.facts.pop(fact, None)
                 j.facts["rerun"] = reuse  # the old run's files on the VM are cleared before starting again
+            j.facts.pop("restart_pending", None)
             j.error = None
             j.reason = f"restarting at step {step.value} ({STEP_NAMES[step]})" + (" on the same VM" if reuse else "")
             j.set_state(JobState.RESTARTING, step)
@@ -572,10 +592,16 @@ class Pipeline:
     def _check_cancel(self, job_id: int) -> None:
         if self._canceled(job_id):
             raise JobCanceled("canceled")
+        if self.stopping.is_set():
+            raise ServerStopping()
 
     def _sleep(self, job_id: int, seconds: float) -> None:
-        if self.cancel_event.wait(seconds):
-            raise JobCanceled("canceled")
+        deadline = time.monotonic() + seconds
+        while not self.cancel_event.is_set() and not self.stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.cancel_event.wait(min(left, 0.2))
         self._check_cancel(job_id)
 
     def _with_timeout(self, fn: Callable[[], int], what: str) -> int:
@@ -627,11 +653,11 @@ class Pipeline:
 
 
 def _prepared(job: Job) -> Any:
-    from lando_ssh.workflow import PreparedWorkflow, _local_files_in
+    from lando_ssh.workflow import PreparedWorkflow, local_files_in
 
     doc = job.workflow_doc or {}
     return PreparedWorkflow(source=job.workflow, packed=doc, job_order=job.job_order,
-                            default_files=_local_files_in(doc))
+                            default_files=local_files_in(doc))
 
 
 def _set_vm_id(job: Job, vm_id: str) -> None:

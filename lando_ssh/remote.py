@@ -15,7 +15,6 @@ import os
 import select
 import shlex
 import shutil
-import socket
 import subprocess
 import tarfile
 import threading
@@ -196,7 +195,7 @@ class Remote:
             if code == -1:
                 raise VmUnreachable("the command ended without an exit status (connection lost)")
             return Result(code, out.decode(errors="replace"), err.decode(errors="replace"))
-        except socket.timeout:
+        except TimeoutError:
             raise VmUnreachable(f"a command on {self.ep.label} did not answer within {timeout:.0f}s") from None
         finally:
             chan.close()
@@ -207,7 +206,8 @@ class Remote:
         total = sum(_tree_size(p) for p, _ in entries)
 
         def fill(out: IO[bytes]) -> None:
-            with tarfile.open(fileobj=out, mode="w|", bufsize=COPY_BUF, dereference=True, format=tarfile.PAX_FORMAT) as tar:
+            with tarfile.open(fileobj=out, mode="w|", bufsize=COPY_BUF, dereference=True,
+                              format=tarfile.PAX_FORMAT) as tar:
                 tar.copybufsize = COPY_BUF  # type: ignore[attr-defined]
                 for local, dest in entries:
                     tar.add(local, arcname=dest.lstrip("/"), recursive=True)

@@ -84,7 +84,8 @@ class Lando:
             if predicate(job):
                 return job
             if time.monotonic() > deadline:
-                raise AssertionError(f"job {job_id} did not get there in {timeout}s; it is {job['state']}/{job['step']}")
+                where = f"{job['state']}/{job['step']}"
+                raise AssertionError(f"job {job_id} did not get there in {timeout}s; it is {where}")
             time.sleep(0.2)
 
     def vm_dirs(self) -> list[Path]:

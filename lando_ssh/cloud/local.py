@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from lando_ssh.cloud import Flavor, Quota, VmInfo, VmRequest
 from lando_ssh.cloud.cloudinit import console_key_block, parse_user_data
@@ -107,9 +107,11 @@ class LocalCloud:
         self._write(vm_dir, "boot.sh", _BOOT_SCRIPT)
         meta = {"id": request.name, "name": request.name, "port": port, "flavor": flavor.name,
                 "image": request.image, "metadata": request.metadata, "volume_size": request.volume_size,
-                "created": datetime.now(timezone.utc).isoformat()}
+                "created": datetime.now(UTC).isoformat()}
         self._write(vm_dir, "meta.json", json.dumps(meta))
         self._write(vm_dir, "status", "BUILD\n")
+        with open(os.path.join(self.root, "created.log"), "a") as f:  # an audit trail: every VM ever created
+            f.write(f"{meta['created']} {request.name} {json.dumps(request.metadata, sort_keys=True)}\n")
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), MARKER: request.name,
                "LANG": "C.UTF-8", "HOME": pwd.getpwuid(os.getuid()).pw_dir}
         if os.geteuid() == 0:
@@ -151,7 +153,7 @@ class LocalCloud:
 
     def _all(self) -> list[VmInfo]:
         try:
-            names = sorted(os.listdir(self.root))
+            names = sorted(n for n in os.listdir(self.root) if os.path.isdir(os.path.join(self.root, n)))
         except FileNotFoundError:
             return []
         infos = (self._info(os.path.join(self.root, n)) for n in names)

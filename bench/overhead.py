@@ -1,0 +1,54 @@
+"""lando-ssh's overhead over bare cwltool, measured in one run on the same 2-step workflow.
+
+    .venv/bin/python bench/overhead.py [--runs 5]
+
+Times `cwltool --no-container` and `lando-ssh job` (local cloud: boot a VM, stage, run the same
+cwltool over SSH, pull the outputs, delete the VM), each as a whole command, RUNS times each,
+and prints both medians, the overhead in seconds and the ratio. Goal: overhead <= 0.3 s.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+WORKFLOW = REPO / "tests" / "workflows" / "upper_count.cwl"
+JOB_ORDER = REPO / "tests" / "workflows" / "upper_count.yml"
+BIN = Path(sys.executable).parent
+
+
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("LANDO_")}, "LANDO_DATA_DIR": tmp}
+        lando = [str(BIN / "lando-ssh")]
+        bare, ours = [], []
+        for i in range(args.runs):  # interleaved, so drift in the machine's load hits both alike
+            out = os.path.join(tmp, f"bare-{i}")
+            bare.append(timed([str(BIN / "cwltool"), "--quiet", "--no-container", "--outdir", out,
+                               str(WORKFLOW), str(JOB_ORDER)], env))
+            job_id = subprocess.run([*lando, "submit", str(WORKFLOW), str(JOB_ORDER)], check=True, env=env,
+                                    capture_output=True, text=True).stdout.strip()
+            ours.append(timed([*lando, "job", job_id], env))
+    b, o = statistics.median(bare), statistics.median(ours)
+    print(f"bare cwltool --no-container: median {b:.3f}s over {args.runs} runs ({', '.join(f'{t:.2f}' for t in bare)})")
+    print(f"lando-ssh job (local cloud): median {o:.3f}s over {args.runs} runs ({', '.join(f'{t:.2f}' for t in ours)})")
+    print(f"overhead: {o - b:+.3f}s  ratio: {o / b:.2f}x  (goal: overhead <= 0.3s)")
+
+
+if __name__ == "__main__":
+    main()
