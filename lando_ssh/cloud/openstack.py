@@ -37,6 +37,7 @@ SSH port: a VM's sshd is on port 22 unless the server's metadata carries `lando_
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import re
 import time
@@ -85,7 +86,6 @@ class OpenStackCloud:
     def __init__(self, config: Config):
         self.config = config
         self.settings = config.cloud_settings
-        self.installation = config.cloud.installation_id
         self._flavors: list[Flavor] | None = None
         self._source = "the OS_* environment"
         self.conn = self._connect()
@@ -270,19 +270,13 @@ class OpenStackCloud:
 
         left: list[str] = []
         if server is not None:
-            self._delete("server", vm_id, lambda: self.conn.compute.delete_server(vm_id),
-                         lambda: self._get_server(vm_id), left)
+            self._delete_one("server", vm_id, left)
             if left:
                 raise CloudError(f"could not delete {', '.join(left)}; the volume, floating IP and port are kept "
                                  "until it is gone")
-        for volume_id in sorted(volumes):
-            self._delete_volume(volume_id, left)
-        for fip_id in sorted(fips):
-            self._delete("floating IP", fip_id, lambda i=fip_id: self.conn.network.delete_ip(i),
-                         lambda i=fip_id: self.conn.network.get_ip(i), left)
-        for port_id in sorted(ports):
-            self._delete("port", port_id, lambda i=port_id: self.conn.network.delete_port(i),
-                         lambda i=port_id: self.conn.network.get_port(i), left)
+        for kind, ids in (("volume", volumes), ("floating_ip", fips), ("port", ports)):
+            for rid in sorted(ids):
+                self._delete_one(kind, rid, left)
         if left:
             raise CloudError(f"could not delete {', '.join(left)} of server {vm_id}")
 
@@ -455,16 +449,15 @@ class OpenStackCloud:
     def _mark_with_server(self, server_id: str, made: list[tuple[str, str]], tags: list[str]) -> None:
         """Put the server's id on its volume, port and floating IP, so delete_vm finds them later."""
         mark = f"{META_VM_ID}={server_id}"
+        net = self.conn.network
         for kind, rid in made:
             if kind == "volume":
-                self._retrying("mark the volume", lambda i=rid: self.conn.block_storage.set_volume_metadata(
-                    i, **{META_VM_ID: server_id}))
-            elif kind == "port":
-                self._retrying("mark the port", lambda i=rid: self.conn.network.set_tags(
-                    self.conn.network.get_port(i), [*tags, mark]))
-            elif kind == "floating_ip":
-                self._retrying("mark the floating IP", lambda i=rid: self.conn.network.set_tags(
-                    self.conn.network.get_ip(i), [*tags, mark]))
+                self._retrying("mark the volume", functools.partial(
+                    self.conn.block_storage.set_volume_metadata, rid, **{META_VM_ID: server_id}))
+            elif kind in ("port", "floating_ip"):
+                get = net.get_port if kind == "port" else net.get_ip
+                resource = self._retrying(f"read {kind} {rid}", functools.partial(get, rid))
+                self._retrying(f"mark {kind} {rid}", functools.partial(net.set_tags, resource, [*tags, mark]))
 
     def _server_named(self, request: VmRequest) -> Any:
         """Our live server of this name (same job and installation), if any."""
@@ -502,17 +495,7 @@ class OpenStackCloud:
         left: list[str] = []
         for kind, rid in reversed(made):
             try:
-                if kind == "server":
-                    self._delete("server", rid, lambda i=rid: self.conn.compute.delete_server(i),
-                                 lambda i=rid: self._get_server(i), left)
-                elif kind == "volume":
-                    self._delete_volume(rid, left)
-                elif kind == "floating_ip":
-                    self._delete("floating IP", rid, lambda i=rid: self.conn.network.delete_ip(i),
-                                 lambda i=rid: self.conn.network.get_ip(i), left)
-                elif kind == "port":
-                    self._delete("port", rid, lambda i=rid: self.conn.network.delete_port(i),
-                                 lambda i=rid: self.conn.network.get_port(i), left)
+                self._delete_one(kind, rid, left)
             except LandoError as e:
                 left.append(f"{kind} {rid} ({e})")
         if left:
@@ -520,6 +503,18 @@ class OpenStackCloud:
                       ", ".join(left))
 
     # ---- deleting ----------------------------------------------------------------------
+    def _delete_one(self, kind: str, rid: str, left: list[str]) -> None:
+        """Delete one resource we made (server, volume, floating_ip, port) and wait until it is gone."""
+        if kind == "volume":
+            self._delete_volume(rid, left)
+            return
+        net = self.conn.network
+        delete, get = {"server": (self.conn.compute.delete_server, self._get_server),
+                       "floating_ip": (net.delete_ip, net.get_ip),
+                       "port": (net.delete_port, net.get_port)}[kind]
+        label = "floating IP" if kind == "floating_ip" else kind
+        self._delete(label, rid, functools.partial(delete, rid), functools.partial(get, rid), left)
+
     def _delete(self, kind: str, rid: str, delete: Callable[[], Any], get: Callable[[], Any],
                 left: list[str]) -> None:
         """Delete one resource and wait until it is gone; on failure, name it in `left`."""

@@ -268,7 +268,7 @@ def _unauthorized() -> ApiError:
                                     "message": "The request you have made requires authentication."}})
 
 
-Route = tuple[str, re.Pattern[str], Callable[..., Any]]
+Route = tuple[str, str, Callable[..., Any]]
 
 
 class Request:
@@ -646,7 +646,7 @@ class Api:
         for bdm in bdms:
             if bdm.get("source_type") != "volume":
                 continue  # the image's own root disk, or a blank/ephemeral disk: nothing to track
-            vid = bdm.get("uuid")
+            vid = str(bdm.get("uuid"))
             v = c.volumes.get(vid)
             if v is None:
                 raise nova_error(400, f"Block Device Mapping is Invalid: failed to get volume {vid}.")
@@ -1214,7 +1214,7 @@ class OpenStackApiService:
 
     @property
     def url(self) -> str:
-        return f"http://{self._httpd.server_address[0]}:{self.port}"
+        return f"http://{self._httpd.server_address[0]!s}:{self.port}"
 
     @property
     def auth_url(self) -> str:
