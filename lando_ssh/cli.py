@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="the daemon: serve start_job/cancel_job/restart_job from RabbitMQ until SIGTERM")
 
     s = sub.add_parser("send", help="publish one command to the daemon's queue")
-    s.add_argument("command", choices=["start_job", "cancel_job", "restart_job"])
+    s.add_argument("message", metavar="command", choices=["start_job", "cancel_job", "restart_job"])
     s.add_argument("job_id", type=int)
 
     s = sub.add_parser("vms", help="every VM this installation owns")
@@ -460,7 +460,7 @@ def cmd_send(config: Config, args: argparse.Namespace) -> int:
     from lando_ssh.messages import Command
 
     with Broker(config.work_queue) as broker:
-        broker.send(Command(args.command), args.job_id)
+        broker.send(Command(args.message), args.job_id)
     return EXIT_OK
 
 

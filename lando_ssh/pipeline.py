@@ -582,7 +582,10 @@ class Pipeline:
             log.error("could not delete VM %s: %s (the orphan sweep will retry)", vm_id, e)
 
     def request_cancel(self) -> None:
+        """Cancel from another thread: calls to the VM in flight are interrupted, then the job is canceled."""
         self.cancel_event.set()
+        for remote in list(self._remotes.values()):
+            remote.close()
 
     def _canceled(self, job_id: int) -> bool:
         if self.cancel_event.is_set():
@@ -648,7 +651,8 @@ class Pipeline:
                 keys.pin_host(job.vm.address, job.vm.port, job.vm.host_keys)
             endpoint = Endpoint(job.vm.address, job.vm.port, job.vm.user or self.cloud.default_user(),
                                 keys.private_path, list(job.vm.host_keys), keys.known_hosts_path)
-            remote = self._remotes[job.id] = Remote(endpoint, connect_timeout=min(30.0, self.config.vm.ssh_timeout))
+            remote = self._remotes[job.id] = Remote(endpoint, connect_timeout=min(30.0, self.config.vm.ssh_timeout),
+                                                    abort=self.cancel_event)
         return remote
 
 

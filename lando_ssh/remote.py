@@ -86,10 +86,12 @@ class _ChannelWriter(io.RawIOBase):
 
 
 class Remote:
-    def __init__(self, endpoint: Endpoint, *, connect_timeout: float = 10.0, retry_for: float = 30.0):
+    def __init__(self, endpoint: Endpoint, *, connect_timeout: float = 10.0, retry_for: float = 30.0,
+                 abort: threading.Event | None = None):
         self.ep = endpoint
         self.connect_timeout = connect_timeout
         self.retry_for = retry_for
+        self.abort = abort or threading.Event()  # set (and close()): calls in flight fail, none reconnect
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
 
@@ -160,6 +162,8 @@ class Remote:
                 raise
             except (VmUnreachable, paramiko.SSHException, OSError, EOFError) as e:
                 self.close()
+                if self.abort.is_set():
+                    raise VmUnreachable(f"{what} on {self.ep.label} was interrupted") from None
                 if time.monotonic() + delay > deadline:
                     if isinstance(e, VmUnreachable):
                         raise

@@ -56,6 +56,7 @@ class Server:
         self._threads: dict[int, threading.Thread] = {}
         self._waiting: list[_Waiting] = []
         self._queued: set[int] = set()
+        self._told: dict[int, str] = {}  # the waiting reason each queued job was last given
 
     # -- lifecycle -------------------------------------------------------------------------
     def serve(self) -> None:
@@ -171,6 +172,7 @@ class Server:
             while self._waiting and len(self._running) + len(to_start) < limit:
                 item = heapq.heappop(self._waiting)
                 self._queued.discard(item.job_id)
+                self._told.pop(item.job_id, None)
                 to_start.append(item.job_id)
             waiting = [w.job_id for w in self._waiting]
             busy = len(self._running) + len(to_start)
@@ -178,8 +180,10 @@ class Server:
             self._launch(job_id)
         reason = f"waiting: {busy} of {limit} job slots busy"
         for job_id in waiting:
-            self.journal.update(job_id, lambda j: setattr(j, "reason", reason)
-                                if j.state in (JobState.STARTING, JobState.RESTARTING) else None)
+            if self._told.get(job_id) != reason:  # write a reason only when it changed
+                self._told[job_id] = reason
+                self.journal.update(job_id, lambda j: setattr(j, "reason", reason)
+                                    if j.state in (JobState.STARTING, JobState.RESTARTING) else None)
 
     def _launch(self, job_id: int) -> None:
         pipeline = Pipeline(self.config, self.journal, self.cloud, stopping=self.stopping)
