@@ -405,6 +405,37 @@ def test_delete_vm_does_not_touch_other_jobs(cloud, openstack_api):
     cloud.delete_vm(other.id)
 
 
+def test_orphans_of_a_create_that_stopped_midway_are_swept_once_old_enough(cloud, openstack_api):
+    request = job_request(7, volume_size=1)
+    cloud._create_volume(request)  # as if the process died before creating the port and server
+    mine = {META_INSTALLATION: "lando-ssh"}
+    assert cloud.delete_orphans(mine) == []  # young: perhaps a create still in progress
+    other = cloud.create_vm(job_request(8, volume_size=1))
+    deleted = cloud.delete_orphans(mine, min_age=0)
+    assert len(deleted) == 1 and deleted[0].startswith("volume ")
+    inventory = openstack_api.inventory()
+    assert inventory["servers"] == [other.id] and len(inventory["volumes"]) == 1  # a live VM's volume stays
+    cloud.delete_vm(other.id)
+
+
+def test_resources_of_a_server_deleted_behind_our_back_are_swept(openstack_api, tmp_path):
+    cloud = OpenStackCloud(config_for(openstack_api, tmp_path, allocate_floating_ips=True))
+    vm = cloud.create_vm(job_request(volume_size=1))
+    kept = cloud.create_vm(job_request(2, volume_size=1, metadata={META_INSTALLATION: "another", META_JOB_ID: "2"}))
+    conn = sdk(openstack_api)
+    conn.compute.delete_server(vm.id)
+    conn.compute.wait_for_delete(conn.compute.get_server(vm.id), interval=0.05, wait=5)
+    conn.close()
+    deleted = cloud.delete_orphans({META_INSTALLATION: "lando-ssh"})
+    assert sorted(d.split()[0] for d in deleted) == ["floating", "port", "volume"]
+    assert all(d.endswith(f"(of server {vm.id})") for d in deleted)
+    inventory = openstack_api.inventory()
+    assert inventory["servers"] == [kept.id] and len(inventory["volumes"]) == 1  # another installation's
+    cloud.delete_vm(kept.id)
+    assert openstack_api.inventory() == EMPTY
+    cloud.close()
+
+
 # ---- reading -------------------------------------------------------------------------------
 
 def test_find_vms_matches_all_given_metadata(cloud):

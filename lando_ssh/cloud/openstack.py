@@ -42,7 +42,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import keystoneauth1.exceptions as ks_exc
@@ -279,6 +279,52 @@ class OpenStackCloud:
                 self._delete_one(kind, rid, left)
         if left:
             raise CloudError(f"could not delete {', '.join(left)} of server {vm_id}")
+
+    def delete_orphans(self, metadata: dict[str, str], min_age: float = 600.0) -> list[str]:
+        """Delete volumes, floating IPs and ports carrying `metadata` that no server owns any more.
+
+        Owned means marked with a server that still exists. Unmarked ones (a create_vm that
+        stopped before its server existed) count as orphans once older than `min_age` seconds,
+        so a create in progress elsewhere is left alone. Returns what was deleted, as text.
+        """
+        tags = ",".join(_tags(metadata))
+        net = self.conn.network
+        found: list[tuple[str, Any, dict[str, str]]] = []
+        volumes = self._retrying("list volumes", lambda: list(self.conn.block_storage.volumes(details=True)))
+        for v in volumes:
+            meta = v.metadata or {}
+            if all(meta.get(k) == val for k, val in metadata.items()):
+                found.append(("volume", v, meta))
+
+        def listing(lister: Callable[..., Any]) -> list[Any]:
+            return list(lister(tags=tags))
+
+        for kind, lister in (("floating_ip", net.ips), ("port", net.ports)):
+            listed = self._retrying(f"list {kind}s", functools.partial(listing, lister))
+            for r in listed:
+                found.append((kind, r, dict(t.split("=", 1) for t in r.tags or [] if "=" in t)))
+        deleted: list[str] = []
+        left: list[str] = []
+        servers: dict[str, bool] = {}
+        now = datetime.now(UTC)
+        for kind, r, meta in found:
+            owner = meta.get(META_VM_ID)
+            if owner:
+                if owner not in servers:
+                    servers[owner] = self._get_server(owner) is not None
+                if servers[owner]:
+                    continue
+            elif _age(r.created_at, now) < min_age:
+                continue
+            if kind == "volume" and r.status == "in-use":
+                continue  # attached to something: not ours to judge
+            before = len(left)
+            self._delete_one(kind, str(r.id), left)
+            if len(left) == before:
+                deleted.append(f"{kind.replace('_', ' ')} {r.id}" + (f" (of server {owner})" if owner else ""))
+        if left:
+            raise CloudError(f"could not delete orphaned {', '.join(left)}")
+        return deleted
 
     def close(self) -> None:
         try:
@@ -718,6 +764,17 @@ def _details(e: os_exc.HttpException) -> str:
 
 def _short(e: BaseException) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _age(created_at: Any, now: datetime) -> float:
+    """Seconds since an OpenStack `created_at` timestamp (unknown or unreadable: very old)."""
+    try:
+        created = datetime.fromisoformat(str(created_at).replace("Z", "+00:00"))
+    except ValueError:
+        return float("inf")
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)  # Cinder omits the zone; it is UTC
+    return (now - created).total_seconds()
 
 
 def _connection_reason(e: BaseException) -> str:
