@@ -25,6 +25,9 @@ made is deleted before the error is raised.
 `delete_vm` deletes the server, waits for it to be gone, then the volume (once Nova has
 detached it), the floating IP and the port, and verifies each is gone; what cannot be
 deleted raises `CloudError` naming it (the caller records it and retries later).
+Beyond the `Cloud` protocol: `wait_until_active(vm_id)` (VmFailed with Nova's fault on
+ERROR) and `delete_orphans(metadata)`, which deletes volumes, floating IPs and ports
+carrying our metadata that no live server owns (for the sweep).
 
 Errors: quota refusals (403/413/409 "Quota exceeded", "Maximum number of ... exceeded")
 become `QuotaExceeded`; 5xx, 429 and dropped connections are retried `api_retries` times
@@ -33,6 +36,10 @@ made); anything else becomes `CloudError` with the service's own message.
 
 SSH port: a VM's sshd is on port 22 unless the server's metadata carries `lando_ssh_port`
 (the local OpenStack API service used in the tests publishes its sshd ports that way).
+Address: the floating IP when there is one, else the fixed IPv4 on `network_name`.
+Login user: `vm.user`, else "ubuntu". Work dir: `vm.work_dir`, where "{vm_name}" is
+replaced by the VM's name (for VMs sharing one filesystem, as the test service's do).
+A `create_vm` for a name that already has our live server returns that server.
 """
 from __future__ import annotations
 
@@ -724,6 +731,8 @@ class _Conflict(CloudError):
 
 
 def _translate_http(what: str, status: int | None, details: str) -> CloudError:
+    if status == 413 and "rate-limited" in details:  # Nova's old rate limiting: wait, like a 429
+        return _Transient(f"{what}: HTTP 413: {details}")
     if status in (403, 409, 413) and _QUOTA_WORDS.search(details):
         return QuotaExceeded(quota_reason(details))
     if status == 401:
