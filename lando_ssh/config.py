@@ -83,6 +83,7 @@ class LocalCloudConfig:
     boot_delay: float = 0.0  # seconds before the VM answers SSH
     fail_create: bool = False  # every create fails (as a cloud error)
     max_instances: int = 0  # the "cloud quota" of VMs; 0 = unlimited
+    disk_mb: int = 0  # as root: the VM's work dir is a tmpfs of this size (a disk that can fill up); 0 = host disk
     flavors: dict[str, dict[str, int]] = field(default_factory=lambda: {
         "m1.small": {"vcpus": 1, "ram_mb": 2048, "disk_gb": 20},
         "m1.medium": {"vcpus": 2, "ram_mb": 4096, "disk_gb": 40},
@@ -120,6 +121,23 @@ class LimitsConfig:
     max_ram_gb: int = 0
     max_run_time: float = 0.0  # seconds per job's run step; 0 = none
     staging_timeout: float = 3600.0
+    reserve_after: float = 600.0  # seconds a job waits before later, smaller jobs may not take what it needs
+
+
+@dataclass
+class FlavorsConfig:
+    allow: str | None = None  # regex: flavors the scheduler may pick for jobs that name none (None: all)
+
+
+@dataclass
+class SweepConfig:
+    interval: float = 300.0  # seconds between the daemon's orphan sweeps (0: never)
+    grace: float = 600.0  # seconds a resource of ours without a live job is left alone
+
+
+@dataclass
+class MetricsConfig:
+    listen: str | None = None  # "HOST:PORT" for Prometheus /metrics, e.g. 127.0.0.1:9464 (None: off)
 
 
 @dataclass
@@ -147,6 +165,9 @@ class Config:
     bespin_api: BespinApiConfig | None = None
     vm: VmConfig = field(default_factory=VmConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    flavors: FlavorsConfig = field(default_factory=FlavorsConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     cwl_base_command: list[str] | None = None  # default: the cloud's (cwltool; --no-container locally)
     cwl_post_process_command: list[str] | None = None
     cwl_pre_process_command: list[str] | None = None
@@ -191,6 +212,12 @@ def load_config(path: str | None = None, env: typing.Mapping[str, str] | None = 
         raise ConfigError(f"{where}: cloud.driver must be 'local' or 'openstack', not {config.cloud.driver!r}")
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"{where}: log_level must be one of DEBUG, INFO, WARNING, ERROR, not {config.log_level!r}")
+    if config.flavors.allow is not None:
+        import re
+        try:
+            re.compile(config.flavors.allow)
+        except re.error as e:
+            raise ConfigError(f"{where}: flavors.allow is not a valid regular expression: {e}") from None
     return config
 
 

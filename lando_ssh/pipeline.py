@@ -399,8 +399,10 @@ class Pipeline:
                 self.journal.update(job_id, lambda j, c=code: j.facts.update(exit_code=c))
                 if code != 0:
                     tail = self._stderr_tail(remote, paths)
-                    raise WorkflowFailed(f"cwltool exited with code {code}. Last {STDERR_TAIL_LINES} lines of "
-                                         f"its stderr:\n{tail}")
+                    full = "the VM's disk filled up (No space left on device; ask for a larger volume_size). " \
+                        if "No space left on device" in tail else ""
+                    raise WorkflowFailed(f"{full}cwltool exited with code {code}. Last {STDERR_TAIL_LINES} lines "
+                                         f"of its stderr:\n{tail}")
                 return
             if status == "killed":
                 raise JobCanceled("the workflow was killed")
@@ -465,11 +467,14 @@ class Pipeline:
         paths = self.paths(job)
         remote = self.remote(job)
         local_dir = os.path.abspath(job.output_dir)
-        os.makedirs(local_dir, exist_ok=True)
         sizes = self._check_sizes(remote, paths, paths.results, {}, "output")
         total = sum(sizes.values())
-        received = self._with_timeout(lambda: remote.get_dir(paths.results, local_dir, total_hint=total),
-                                      "storing output")
+        try:
+            os.makedirs(local_dir, exist_ok=True)
+            received = self._with_timeout(lambda: remote.get_dir(paths.results, local_dir, total_hint=total),
+                                          "storing output")
+        except OSError as e:  # this server's side: the output dir is not writable, or its disk is full
+            raise StagingFailed(f"cannot write the outputs ({_size(total)}) to {local_dir}: {e.strerror}") from None
         for rel, size in sizes.items():
             local = os.path.join(local_dir, rel)
             if not os.path.isfile(local) or os.path.getsize(local) != size:

@@ -109,6 +109,8 @@ class LocalCloud:
                 "image": request.image, "metadata": request.metadata, "volume_size": request.volume_size,
                 "created": datetime.now(UTC).isoformat()}
         self._write(vm_dir, "meta.json", json.dumps(meta))
+        if self.settings.disk_mb:
+            _mount_disk(os.path.join(vm_dir, "work"), self.settings.disk_mb)
         self._write(vm_dir, "status", "BUILD\n")
         with open(os.path.join(self.root, "created.log"), "a") as f:  # an audit trail: every VM ever created
             f.write(f"{meta['created']} {request.name} {json.dumps(request.metadata, sort_keys=True)}\n")
@@ -138,6 +140,7 @@ class LocalCloud:
         vm_dir = self._dir(vm_id)
         _kill_pidfile(os.path.join(vm_dir, "sshd.pid"))  # sshd scrubs its own environment: no marker
         kill_marked_processes(vm_id)
+        _unmount_below(vm_dir)
         shutil.rmtree(vm_dir, ignore_errors=True)
         if os.path.exists(vm_dir):
             raise CloudError(f"could not remove VM {vm_id}'s directory {vm_dir}")
@@ -249,6 +252,27 @@ cat console.key-block >> console.log
 echo "Cloud-init v. lando-ssh local finished" >> console.log
 echo ACTIVE > status
 """
+
+
+def _mount_disk(path: str, size_mb: int) -> None:
+    """A size-limited filesystem for the VM's work dir, so a full disk is a real ENOSPC."""
+    if os.geteuid() != 0:
+        raise CloudError("cloud.local.disk_mb needs root (it mounts a tmpfs of that size as the VM's disk)")
+    os.makedirs(path, exist_ok=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0755", "tmpfs", path],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise CloudError(f"cannot make the VM's {size_mb} MB disk: {proc.stderr.strip()}")
+
+
+def _unmount_below(vm_dir: str) -> None:
+    try:
+        with open("/proc/mounts") as f:
+            points = [line.split()[1].encode().decode("unicode_escape") for line in f]
+    except OSError:
+        return
+    for point in sorted((p for p in points if p.startswith(vm_dir + "/")), reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
 
 
 def _free_port() -> int:

@@ -1,0 +1,151 @@
+"""Bad input and broken infrastructure: each gives a specific, actionable message on the job and
+in the log, the VM is removed, and nothing else is disturbed."""
+from __future__ import annotations
+
+import base64
+import os
+import threading
+from pathlib import Path
+
+import paramiko
+import pytest
+import yaml
+from conftest import WORKFLOWS, Lando
+
+from lando_ssh.cloud import VmRequest
+from lando_ssh.cloud.cloudinit import UserDataParams, host_keys_from_console, render_user_data
+from lando_ssh.cloud.local import LocalCloud
+from lando_ssh.errors import HostKeyMismatch
+from lando_ssh.keys import JobKeys, generate_keypair
+from lando_ssh.remote import Endpoint, Remote
+
+
+def run_failing(lando: Lando, job_id: int) -> dict:
+    proc = lando.cli("job", str(job_id))
+    assert proc.returncode == 1, proc.stderr
+    job = lando.status(job_id)
+    assert job["state"] == "E"
+    assert job["reason"] in proc.stderr
+    assert lando.vm_dirs() == []
+    return job
+
+
+def text_job(lando: Lando, tmp_path: Path, text: str | Path, *extra: str) -> int:
+    order = tmp_path / "job.yml"
+    order.write_text(yaml.safe_dump({"text": {"class": "File", "location": str(text)},
+                                     "more": {"class": "File", "location": str(WORKFLOWS / "data" / "more.txt")}}))
+    return lando.submit(WORKFLOWS / "upper_count.cwl", order, *extra)
+
+
+def test_a_flavor_that_does_not_exist_fails_at_once_listing_the_flavors(lando: Lando):
+    job = run_failing(lando, lando.submit(WORKFLOWS / "no_inputs.cwl", None, "--flavor", "m9.huge"))
+    assert job["step"] == "V"
+    assert "flavor 'm9.huge' does not exist; flavors: m1.small, m1.medium, m1.large" in job["reason"]
+
+
+def test_a_cloud_that_refuses_to_create_vms_fails_the_job_with_its_reason(lando: Lando):
+    lando.write_config(cloud={"local": {"fail_create": True}})
+    job = run_failing(lando, lando.submit(WORKFLOWS / "no_inputs.cwl"))
+    assert job["step"] == "V" and "refused to create the VM" in job["reason"]
+
+
+def test_a_vm_slower_than_the_boot_timeout_is_removed_and_the_timeout_named(lando: Lando):
+    lando.write_config(vm={"boot_timeout": 1}, cloud={"local": {"boot_delay": 5.0}})
+    job = run_failing(lando, lando.submit(WORKFLOWS / "no_inputs.cwl"))
+    assert job["step"] == "V" and "boot timeout (1s)" in job["reason"]
+
+
+def test_a_workflow_past_max_run_time_is_stopped_and_the_limit_named(lando: Lando):
+    lando.write_config(limits={"max_run_time": 2})
+    job = run_failing(lando, lando.submit(WORKFLOWS / "sleep.cwl"))
+    assert job["step"] == "R" and "limits.max_run_time (2s)" in job["reason"]
+
+
+def test_an_input_deleted_after_submit_fails_staging_naming_the_file(lando: Lando, tmp_path: Path):
+    text = tmp_path / "text.txt"
+    text.write_text("soon gone\n")
+    job_id = text_job(lando, tmp_path, text)
+    text.unlink()
+    job = run_failing(lando, job_id)
+    assert job["step"] == "S" and str(text) in job["reason"]
+
+
+def test_an_input_url_that_answers_404_fails_staging_with_the_http_error(lando: Lando, tmp_path: Path, http_files):
+    base_url, _ = http_files
+    job = run_failing(lando, text_job(lando, tmp_path, f"{base_url}/missing.txt"))
+    assert job["step"] == "S"
+    assert f"cannot download {base_url}/missing.txt" in job["reason"] and "404" in job["reason"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a VM disk of limited size needs root (tmpfs mount)")
+def test_inputs_larger_than_the_vm_disk_fail_before_the_transfer(lando: Lando, tmp_path: Path):
+    lando.write_config(cloud={"local": {"disk_mb": 2}})
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"x\n" * (3 * 1024 * 1024))
+    job = run_failing(lando, text_job(lando, tmp_path, big))
+    assert job["step"] == "S" and "the VM's disk is too small for the inputs: they need 6.0 MiB" in job["reason"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a VM disk of limited size needs root (tmpfs mount)")
+def test_a_workflow_that_fills_the_vm_disk_says_so(lando: Lando, tmp_path: Path):
+    lando.write_config(cloud={"local": {"disk_mb": 8}})
+    order = tmp_path / "big.yml"
+    order.write_text(yaml.safe_dump({"megabytes": 20}))
+    job = run_failing(lando, lando.submit(WORKFLOWS / "big_output.cwl", order))
+    assert job["step"] == "R" and "the VM's disk filled up" in job["reason"]
+    assert "No space left on device" in job["error"]
+
+
+def test_a_vm_presenting_another_host_key_is_refused(lando: Lando):
+    cloud = LocalCloud(lando.config())
+    keys = JobKeys(str(lando.data_dir / "keys"), 1)
+    name = "lando-test-hostkey"
+    user_data = render_user_data(UserDataParams(keys.ensure(), cloud.default_user(), cloud.vm_work_dir(name)))
+    info = cloud.create_vm(VmRequest(name, "m1.small", "local", user_data))
+    try:
+        while (info := cloud.get_vm(name)).status != "ACTIVE":
+            threading.Event().wait(0.05)
+        real = host_keys_from_console(cloud.console_log(name))
+        _, impostor = generate_keypair()
+        good = Remote(Endpoint("127.0.0.1", info.port, cloud.default_user(), keys.private_path, real))
+        assert good.run(["printf", "%s", "$(id) `x`; \"q\" 'q'\n"]).stdout == "$(id) `x`; \"q\" 'q'\n"
+        good.close()
+        bad = Remote(Endpoint("127.0.0.1", info.port, cloud.default_user(), keys.private_path, [impostor]))
+        with pytest.raises(HostKeyMismatch, match="not the pinned one"):
+            bad.run(["true"], retry=False)
+        with pytest.raises(HostKeyMismatch, match="no host key is pinned"):
+            Remote(Endpoint("127.0.0.1", info.port, "root", keys.private_path, [])).run(["true"], retry=False)
+    finally:
+        cloud.delete_vm(name)
+
+
+def test_a_dropped_connection_is_reopened_and_the_command_runs(lando: Lando):
+    cloud = LocalCloud(lando.config())
+    keys = JobKeys(str(lando.data_dir / "keys"), 2)
+    name = "lando-test-reconnect"
+    user_data = render_user_data(UserDataParams(keys.ensure(), cloud.default_user(), cloud.vm_work_dir(name)))
+    info = cloud.create_vm(VmRequest(name, "m1.small", "local", user_data))
+    try:
+        while (info := cloud.get_vm(name)).status != "ACTIVE":
+            threading.Event().wait(0.05)
+        remote = Remote(Endpoint("127.0.0.1", info.port, cloud.default_user(), keys.private_path,
+                                 host_keys_from_console(cloud.console_log(name))))
+        assert remote.run(["echo", "one"]).stdout == "one\n"
+        transport = remote.connect()
+        transport.sock.close()  # the network drops under the open connection
+        assert remote.run(["echo", "two"]).stdout == "two\n"
+        assert remote.connect() is not transport
+        remote.close()
+    finally:
+        cloud.delete_vm(name)
+
+
+def test_keys_are_private_and_the_host_key_lines_are_well_formed(lando: Lando):
+    keys = JobKeys(str(lando.data_dir / "keys"), 3)
+    public = keys.ensure()
+    assert oct(os.stat(keys.private_path).st_mode & 0o777) == "0o600"
+    assert oct(os.stat(keys.private_path).st_mode & 0o777) == "0o600"
+    assert oct(os.stat(os.path.dirname(keys.private_path)).st_mode & 0o777) == "0o700"
+    kind, data = public.split()[:2]
+    assert kind == "ssh-ed25519"
+    paramiko.PKey.from_type_string(kind, base64.b64decode(data))
