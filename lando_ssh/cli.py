@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("message", metavar="command", choices=["start_job", "cancel_job", "restart_job"])
     s.add_argument("job_id", type=int)
 
+    sub.add_parser("cloud-check", help="boot the smallest allowed flavor, run uname and cwltool on it, delete it")
+
     s = sub.add_parser("vms", help="every VM this installation owns")
     s.add_argument("--json", action="store_true")
     return p
@@ -464,7 +466,20 @@ def cmd_send(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_cloud_check(config: Config, args: argparse.Namespace) -> int:
+    from lando_ssh.cloudcheck import Phase, cloud_check
+
+    def report(p: Phase) -> None:
+        mark = "ok  " if p.ok else "FAIL"
+        print(f"{mark} {p.seconds:7.2f}s  {p.name}{': ' + p.detail if p.detail else ''}", flush=True)
+
+    phases = cloud_check(config, report)
+    print(f"cloud-check passed in {sum(p.seconds for p in phases):.1f}s")
+    return EXIT_OK
+
+
 COMMANDS = {
+    "cloud-check": cmd_cloud_check,
     "run": cmd_run,
     "send": cmd_send,
     "submit": cmd_submit,
