@@ -10,17 +10,28 @@ its schema ~0.5 s more, which `lando-ssh job` and the daemon's other paths must 
 Thread safety: `prepare()` may be called from several threads; calls are serialized by a lock,
 because cwltool's schema caches and loggers are process-wide. After the first call (~1 s) a
 call costs tens of milliseconds.
+
+Where a workflow may come from (`WorkflowSource`): a local path; an `http(s)://` URL to a CWL
+document or a packed CWL JSON, with an optional `#main`-style fragment; a zip archive URL and the
+path of the workflow inside it (bespin-api's "zipped" workflows); a git repository, a ref and the
+path inside it. URLs and repositories are fetched here, on the server, before anything boots, and
+what was fetched is recorded (`PreparedWorkflow.source_record`: resolved URL, git commit, sha256).
 """
 from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import logging
 import os
 import re
+import shutil
+import subprocess
+import tempfile
 import threading
 import urllib.parse
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +58,8 @@ class PreparedWorkflow:
     #: local paths the packed document itself names (File defaults, literals): staged like inputs
     default_files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # what cwltool warned about while loading
+    #: what was fetched and validated: kind, url/resolved_url or repository/ref/commit, path, sha256
+    source_record: dict[str, Any] = field(default_factory=dict)
 
     @property
     def main(self) -> dict[str, Any]:
@@ -74,8 +87,10 @@ def shortname(cwl_id: str) -> str:
     return cwl_id.rsplit("#", 1)[-1].rsplit("/", 1)[-1]
 
 
-def prepare(workflow: str, job_order_path: str | None, job_order: dict[str, Any] | None = None) -> PreparedWorkflow:
-    """Validate `workflow` and its job order with cwltool and pack the workflow.
+def prepare(workflow: str | WorkflowSource, job_order_path: str | None,
+            job_order: dict[str, Any] | None = None) -> PreparedWorkflow:
+    """Fetch `workflow` (a path or URL, or a `WorkflowSource`), validate it and its job order with
+    cwltool, and pack the workflow.
 
     The job order is read from `job_order_path`, or given as `job_order` (then relative paths
     in it resolve against `job_order_path`'s directory when given, else the current directory).
@@ -84,28 +99,218 @@ def prepare(workflow: str, job_order_path: str | None, job_order: dict[str, Any]
     Raises `WorkflowInvalid` (cwltool's message) when the workflow or the job order does not
     validate, and `InputMissing` when a local File/Directory it names does not exist.
     """
+    source = workflow if isinstance(workflow, WorkflowSource) else WorkflowSource(workflow)
+    shown = source.describe()
     _import_cwltool()  # before our log capture: importing cwltool adds its own stderr handler
-    with _lock, _captured_cwltool_logs() as warnings:
-        uri, process, loading_context = _load_workflow(workflow)
-        packed = _pack(loading_context, uri)
-        loaded = _load_job_order(job_order_path, job_order)
-        _validate_job_order(process, loaded, workflow)
+    with fetched(source) as (cwl_ref, record, scratch):
+        with _lock, _captured_cwltool_logs() as warnings:
+            uri, process, loading_context = _load_workflow(cwl_ref, shown)
+            packed = _pack(loading_context, uri)
+            loaded = _load_job_order(job_order_path, job_order)
+            _validate_job_order(process, loaded, shown)
+        default_files = local_files_in(packed)
+        if scratch and any(p.startswith(scratch + os.sep) for p in default_files):
+            raise WorkflowInvalid(f"the workflow {shown} names a File inside its archive or repository as a default; "
+                                  "only the workflow is kept, so give that file in the job order instead")
     order = _plain_job_order(loaded)
     _check_schemes(order, "input")
-    prepared = PreparedWorkflow(source=workflow, packed=packed, job_order=order,
-                                default_files=local_files_in(packed), warnings=list(warnings))
+    prepared = PreparedWorkflow(source=shown, packed=packed, job_order=order, default_files=default_files,
+                                warnings=list(warnings), source_record=record)
     # planning onto a dummy VM dir checks that every local file and secondary file exists, now
     from lando_ssh.staging import plan_inputs
     plan_inputs(prepared, "/nonexistent")
     return prepared
 
 
+# -- where the workflow comes from -------------------------------------------------------------
+
+#: The largest workflow document or archive fetched from a URL.
+MAX_WORKFLOW_BYTES = 100 * 1024 * 1024
+FETCH_TIMEOUT = 60.0  # seconds for a URL to answer (and between bytes)
+GIT_TIMEOUT = 300.0  # seconds for a clone
+
+
+class WorkflowUnavailable(WorkflowInvalid):
+    """The workflow's URL or repository could not be fetched (named, with the reason)."""
+
+
+@dataclass(frozen=True)
+class WorkflowSource:
+    """Where a workflow comes from.
+
+    kind `path`: a local file. `url`: an http(s) URL to a CWL document or a packed CWL JSON (a
+    `#main`-style fragment names the process inside it). `zip`: an http(s) URL to a zip archive and
+    `path`, the workflow inside it. `git`: a repository (URL or local path), `ref` (branch, tag or
+    commit; default: its HEAD) and `path`, the workflow inside it. `auto` is `url` for an http(s)
+    location with no `path`, `zip` for one with a `path`, and `path` otherwise.
+    """
+
+    location: str
+    kind: str = "auto"
+    path: str | None = None  # inside the archive or repository; may end in a #fragment
+    ref: str | None = None  # git only
+
+    def resolved_kind(self) -> str:
+        if self.kind != "auto":
+            return self.kind
+        if self.location.startswith(("http://", "https://")):
+            return "zip" if self.path else "url"
+        return "path"
+
+    def describe(self) -> str:
+        kind = self.resolved_kind()
+        if kind == "git":
+            return f"{self.location} at {self.ref or 'HEAD'}, {self.path}"
+        if kind == "zip":
+            return f"{self.path} in {self.location}"
+        return self.location
+
+
+@contextlib.contextmanager
+def fetched(source: WorkflowSource) -> Iterator[tuple[str, dict[str, Any], str | None]]:
+    """(what cwltool should load, the record of what was fetched, the scratch dir or None) for `source`;
+    any download or checkout is removed on exit."""
+    kind = source.resolved_kind()
+    if kind == "path":
+        if source.path or source.ref:
+            raise WorkflowInvalid("a local workflow takes no --path or --ref (those are for --git or a zip URL)")
+        path, _, fragment = source.location.partition("#")
+        record = {"kind": "path", "path": os.path.abspath(path)}
+        if os.path.isfile(path):
+            record["sha256"] = _sha256_file(path)
+        yield source.location, record, None
+        return
+    if kind not in ("url", "zip", "git"):
+        raise WorkflowInvalid(f"unknown workflow source kind {kind!r} (path, url, zip or git)")
+    if kind in ("zip", "git") and not source.path:
+        raise WorkflowInvalid(f"a {kind} workflow needs the path of the workflow inside it (--path)")
+    scratch = tempfile.mkdtemp(prefix="lando-ssh-workflow-")
+    try:
+        if kind == "url":
+            yield _fetch_url(source.location, scratch)
+        elif kind == "zip":
+            yield _fetch_zip(source.location, source.path or "", scratch)
+        else:
+            yield _fetch_git(source.location, source.ref, source.path or "", scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _fetch_url(url: str, scratch: str) -> tuple[str, dict[str, Any], str | None]:
+    """cwltool loads the URL itself (so relative `run:` references resolve against it); we fetch it
+    once more to record where it resolved to and its checksum."""
+    base, _, fragment = url.partition("#")
+    resolved, digest, _ = _download(base, os.path.join(scratch, "workflow"))
+    record = {"kind": "url", "url": url, "resolved_url": resolved + (f"#{fragment}" if fragment else ""),
+              "sha256": digest}
+    return record["resolved_url"], record, scratch
+
+
+def _fetch_zip(url: str, inner: str, scratch: str) -> tuple[str, dict[str, Any], str | None]:
+    archive = os.path.join(scratch, "workflow.zip")
+    resolved, digest, _ = _download(url, archive)
+    root = os.path.join(scratch, "unpacked")
+    try:
+        with zipfile.ZipFile(archive) as z:
+            for member in z.infolist():
+                target = os.path.realpath(os.path.join(root, member.filename))
+                if not target.startswith(os.path.realpath(root) + os.sep) and target != os.path.realpath(root):
+                    raise WorkflowInvalid(f"the workflow archive {url} holds a path outside itself: {member.filename}")
+            z.extractall(root)
+    except zipfile.BadZipFile as e:
+        raise WorkflowInvalid(f"the workflow archive {url} is not a zip file: {e}") from None
+    path, fragment = _inside(root, inner, f"the archive {url}")
+    record = {"kind": "zip", "url": url, "resolved_url": resolved, "path": inner, "sha256": digest,
+              "workflow_sha256": _sha256_file(path)}
+    return path + fragment, record, scratch
+
+
+def _fetch_git(repository: str, ref: str | None, inner: str, scratch: str) -> tuple[str, dict[str, Any], str | None]:
+    if repository.startswith("-") or (ref or "").startswith("-"):
+        raise WorkflowInvalid("a git repository or ref may not start with '-'")
+    checkout = os.path.join(scratch, "checkout")
+    _git(["clone", "--quiet", "--no-checkout", "--", repository, checkout], f"cloning {repository}")
+    commit = None
+    for candidate in ([ref, f"origin/{ref}"] if ref else ["HEAD"]):
+        found = subprocess.run(["git", "-C", checkout, "rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}"],
+                               capture_output=True, text=True, timeout=GIT_TIMEOUT, env=_git_env())
+        if found.returncode == 0:
+            commit = found.stdout.strip()
+            break
+    if commit is None:
+        raise WorkflowUnavailable(f"the git repository {repository} has no branch, tag or commit {ref!r}")
+    _git(["-C", checkout, "checkout", "--quiet", "--detach", commit], f"checking out {commit} of {repository}")
+    path, fragment = _inside(checkout, inner, f"the repository {repository} at {ref or 'HEAD'}")
+    record = {"kind": "git", "repository": repository, "ref": ref or "HEAD", "commit": commit, "path": inner,
+              "sha256": _sha256_file(path)}
+    return path + fragment, record, scratch
+
+
+def _git(args: list[str], what: str) -> None:
+    try:
+        proc = subprocess.run(["git", "-c", "protocol.ext.allow=never", *args], capture_output=True, text=True,
+                              timeout=GIT_TIMEOUT, env=_git_env())
+    except FileNotFoundError:
+        raise WorkflowUnavailable("git is not installed on this server; it is needed for git workflows") from None
+    except subprocess.TimeoutExpired:
+        raise WorkflowUnavailable(f"{what} took longer than {GIT_TIMEOUT:.0f} s") from None
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        raise WorkflowUnavailable(f"{what} failed: {lines[-1] if lines else f'git exited {proc.returncode}'}")
+
+
+def _git_env() -> dict[str, str]:
+    return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "LC_ALL": "C"}
+
+
+def _inside(root: str, inner: str, where: str) -> tuple[str, str]:
+    """The local path of `inner` (`dir/wf.cwl#main`) under `root`, refusing paths that leave it; and the fragment."""
+    rel, _, fragment = inner.partition("#")
+    rel = rel.lstrip("/")
+    path = os.path.realpath(os.path.join(root, rel))
+    if not path.startswith(os.path.realpath(root) + os.sep):
+        raise WorkflowInvalid(f"the workflow path {inner!r} leaves {where}")
+    if not os.path.isfile(path):
+        raise WorkflowInvalid(f"{where} has no file {rel}")
+    return path, f"#{fragment}" if fragment else ""
+
+
+def _download(url: str, dest: str) -> tuple[str, str, int]:
+    """Download `url` to `dest`: (the URL after redirects, sha256 hex, bytes)."""
+    import requests
+
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with requests.get(url, stream=True, timeout=FETCH_TIMEOUT) as resp:
+            if resp.status_code != 200:
+                raise WorkflowUnavailable(f"the workflow URL {url} answered HTTP {resp.status_code} {resp.reason}")
+            with open(dest, "wb") as f:
+                for chunk in resp.iter_content(1 << 16):
+                    size += len(chunk)
+                    if size > MAX_WORKFLOW_BYTES:
+                        raise WorkflowUnavailable(f"the workflow at {url} is larger than "
+                                                  f"{MAX_WORKFLOW_BYTES // (1024 * 1024)} MiB")
+                    digest.update(chunk)
+                    f.write(chunk)
+            return resp.url, digest.hexdigest(), size
+    except requests.RequestException as e:
+        raise WorkflowUnavailable(f"cannot fetch the workflow {url}: {type(e).__name__}: {e}") from None
+
+
+def _sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 16), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
 def _import_cwltool() -> None:
     logging.getLogger("pydot").setLevel(logging.WARNING)  # cwltool imports pydot, which logs its start at DEBUG
     import cwltool.main  # noqa: F401  (imports the loader, packer, validator, and sets up cwltool's logger)
 
 
-def _load_workflow(workflow: str) -> tuple[str, Any, Any]:
+def _load_workflow(workflow: str, shown: str) -> tuple[str, Any, Any]:
     from cwltool.context import LoadingContext
     from cwltool.load_tool import fetch_document, make_tool, resolve_and_validate_document, resolve_tool_uri
     from cwltool.workflow import default_make_tool
@@ -117,7 +322,7 @@ def _load_workflow(workflow: str) -> tuple[str, Any, Any]:
         loading_context, uri = resolve_and_validate_document(loading_context, document, uri)
         process = make_tool(uri, loading_context)
     except Exception as e:  # cwltool raises ValidationException, WorkflowException, IOError, ruamel errors...
-        raise WorkflowInvalid(f"the workflow {workflow} is not valid CWL:\n{clean_message(e)}") from e
+        raise WorkflowInvalid(f"the workflow {shown} is not valid CWL:\n{clean_message(e)}") from e
     return uri, process, loading_context
 
 
