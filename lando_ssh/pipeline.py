@@ -188,7 +188,7 @@ class Pipeline:
                 if not (job.vm and job.vm.id):
                     self.journal.update(job.id, lambda j, vm_id=info.id: _set_vm_id(j, vm_id))
                 return info
-            self._delete_vm_quietly(info.id)
+            self._delete_vm_quietly(job.id, info.id)
         return None
 
     def _request_vm(self, job: Job) -> VmInfo:
@@ -364,7 +364,8 @@ class Pipeline:
         paths = self.paths(job)
         remote = self.remote(job)
         if "run_pid" not in job.facts:
-            base = self.config.cwl_base_command or self.cloud.default_cwl_command()
+            # a job source may give the job its own command (bespin-api's job_runtime_openstack)
+            base = job.facts.get("cwl_base_command") or self.config.cwl_base_command or self.cloud.default_cwl_command()
             argv = [*base, "--outdir", paths.results, "--tmpdir-prefix", paths.tmp + "/",
                     "--tmp-outdir-prefix", paths.tmp + "/", paths.workflow, paths.job_order]
             # lando-start is idempotent (a second call reports the first run), so a restart clears the old run
@@ -440,7 +441,7 @@ class Pipeline:
             output = json.loads(raw) if raw.strip() else {}
         except json.JSONDecodeError:
             raise WorkflowFailed("cwltool's output object is not valid JSON: " + raw[:500]) from None
-        post = self.config.cwl_post_process_command
+        post = job.facts.get("cwl_post_process_command") or self.config.cwl_post_process_command
         if post:
             remote.run(["sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", paths.results, *post],
                        what="the post-process command")
@@ -489,12 +490,9 @@ class Pipeline:
 
     # -- T: terminate VM -------------------------------------------------------------------
     def terminate_vm(self, job_id: int) -> None:
-        job = self.journal.get(job_id)
-        self.close(job_id)
-        if job.vm and job.vm.id:
-            self.cloud.delete_vm(job.vm.id)
-        self.journal.update(job_id, _mark_vm_deleted)
-        self.keys(job).remove()
+        # a failed delete does not fail a job whose outputs are safe: it is recorded, and the sweep retries it
+        if self._terminate_quietly(self.journal.get(job_id)):
+            self.journal.update(job_id, _mark_vm_deleted)
 
     # -- restart ---------------------------------------------------------------------------
     def restart(self, job_id: int) -> Job:
@@ -539,8 +537,7 @@ class Pipeline:
         first = text.splitlines()[0] if text else type(error).__name__
         job = self.journal.get(job_id)
         keep = self.config.keep_vm_on_error and job.vm and job.vm.id and not job.vm.deleted
-        if not keep:
-            self._terminate_quietly(job)
+        deleted = False if keep else self._terminate_quietly(job)
         reason = f"step {step.value} ({name}) failed: {first}"
         if keep:
             reason += f" (VM kept for debugging: lando-ssh ssh {job_id})"
@@ -548,7 +545,7 @@ class Pipeline:
         def record(j: Job) -> None:
             j.error = f"step {step.value} ({name}) failed: {text}"
             j.reason = reason
-            if not keep:
+            if deleted:
                 _mark_vm_deleted(j)
             j.set_state(JobState.ERROR, step, note=first[:200])
 
@@ -560,31 +557,38 @@ class Pipeline:
         if job.state != JobState.CANCELING:
             job = self.journal.update(job_id, lambda j: j.set_state(JobState.CANCELING))
         self._kill_run(job_id)
-        self._terminate_quietly(job)
+        deleted = self._terminate_quietly(job)
 
         def record(j: Job) -> None:
-            _mark_vm_deleted(j)
+            if deleted:
+                _mark_vm_deleted(j)
             j.reason = "canceled"
             j.set_state(JobState.CANCELED)
 
         return self.journal.update(job_id, record)
 
-    def _terminate_quietly(self, job: Job) -> None:
+    def _terminate_quietly(self, job: Job) -> bool:
         self.close(job.id)
         vm_ids: list[str] = []
         if job.vm and job.vm.id:
             vm_ids.append(job.vm.id)
         elif job.vm:  # asked for but id not recorded (crash, or cancel during the create call)
             vm_ids += [v.id for v in self.cloud.find_vms(self._metadata(job)) if v.name == job.vm.name]
-        for vm_id in vm_ids:
-            self._delete_vm_quietly(vm_id)
+        deleted = [self._delete_vm_quietly(job.id, vm_id) for vm_id in vm_ids]
         self.keys(job).remove()
+        return all(deleted)
 
-    def _delete_vm_quietly(self, vm_id: str) -> None:
+    def _delete_vm_quietly(self, job_id: int, vm_id: str) -> bool:
+        """Delete a VM; a failure is logged and recorded on the job (`vm_delete_error`) for the sweep."""
         try:
             self.cloud.delete_vm(vm_id)
         except CloudError as e:
-            log.error("could not delete VM %s: %s (the orphan sweep will retry)", vm_id, e)
+            message = f"could not delete VM {vm_id}: {e} (the orphan sweep retries it)"
+            log.error("job %s: %s", job_id, message)
+            self.journal.update(job_id, lambda j: j.facts.update(vm_delete_error=message))
+            return False
+        self.journal.update(job_id, lambda j: j.facts.pop("vm_delete_error", None))
+        return True
 
     def request_cancel(self) -> None:
         """Cancel from another thread: calls to the VM in flight are interrupted, then the job is canceled."""

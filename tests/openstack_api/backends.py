@@ -126,6 +126,7 @@ class LocalBackend:
         self._lock = threading.Lock()
         self._vms: dict[str, str] = {}  # server id -> LocalCloud vm id
         self._not_before: dict[str, float] = {}  # server id -> earliest ACTIVE (the service's boot delay)
+        self._booting: set[str] = set()  # servers whose VM is being made: BUILD, not gone
 
     def boot(self, server_id: str, name: str, flavor: dict[str, Any], image: str, user_data: str | None,
              boot_delay: float) -> None:
@@ -135,10 +136,16 @@ class LocalBackend:
         # the server id names the VM: server names need not be unique, local VM names must
         request = VmRequest(name=server_id, flavor=local_flavor, image=self._cloud.images()[0],
                             user_data=user_data or "", metadata={"openstack_server_id": server_id})
-        vm = self._cloud.create_vm(request)
-        with self._lock:
-            self._vms[server_id] = vm.id
-            self._not_before[server_id] = time.monotonic() + boot_delay
+        with self._lock:  # a listing that reads this server while its VM is made must see BUILD
+            self._booting.add(server_id)
+        try:
+            vm = self._cloud.create_vm(request)
+            with self._lock:
+                self._vms[server_id] = vm.id
+                self._not_before[server_id] = time.monotonic() + boot_delay
+        finally:
+            with self._lock:
+                self._booting.discard(server_id)
 
     def _local_flavor(self, flavor: dict[str, Any]) -> str:
         # the local cloud has its own flavor names; any one will do, the smallest fitting is kindest
@@ -150,6 +157,8 @@ class LocalBackend:
         with self._lock:
             vm_id = self._vms.get(server_id)
             not_before = self._not_before.get(server_id, 0.0)
+            if vm_id is None and server_id in self._booting:
+                return BackendState("BUILD", None)
         if vm_id is None:
             return BackendState("ERROR", "the machine behind this server is gone")
         vm = self._cloud.get_vm(vm_id)
