@@ -79,6 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("vms", help="every VM this installation owns")
     s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("sweep", help="delete resources tagged as ours that no live job owns")
+    s.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    s.add_argument("--grace", type=float, metavar="SECONDS", help="spare younger resources (default: sweep.grace)")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("usage", help="VM-hours and core-hours per user, project or workflow, and job counts")
+    s.add_argument("--since", help="a date (2025-01-31[T08:00]) or an age (30d, 12h); default: the start")
+    s.add_argument("--until", help="a date or an age; default: now")
+    s.add_argument("--by", choices=["user", "project", "workflow"], default="user")
+    s.add_argument("--csv", action="store_true")
+    s.add_argument("--json", action="store_true")
     return p
 
 
@@ -478,6 +490,18 @@ def cmd_cloud_check(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_sweep(config: Config, args: argparse.Namespace) -> int:
+    from lando_ssh.sweep import sweep_command
+
+    return sweep_command(config, args.dry_run, args.grace, args.json)
+
+
+def cmd_usage(config: Config, args: argparse.Namespace) -> int:
+    from lando_ssh.usage import usage_command
+
+    return usage_command(config, args.since, args.until, args.by, "csv" if args.csv else "json" if args.json else "")
+
+
 COMMANDS = {
     "cloud-check": cmd_cloud_check,
     "run": cmd_run,
@@ -489,6 +513,8 @@ COMMANDS = {
     "logs": cmd_logs,
     "ssh": cmd_ssh,
     "vms": cmd_vms,
+    "sweep": cmd_sweep,
+    "usage": cmd_usage,
 }
 
 
