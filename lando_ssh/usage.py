@@ -1,7 +1,7 @@
 """What the jobs cost: VM-hours and core-hours per user, project or workflow, from the job records.
 
-Pure: the CLI (`lando-ssh usage [--since --until] [--by user|project|workflow] [--csv|--json]`)
-reads the jobs and prints what `usage()` computes.
+`usage()` and its helpers are pure; `usage_command` (`lando-ssh usage [--since --until]
+[--by user|project|workflow] [--csv|--json]`) reads the jobs and prints what `usage()` computes.
 
 A job's VM counts from `vm.created` (when it was asked for) to `vm.deleted`, or to now while it
 still runs, clipped to the window; core-hours are those hours times the VM's vCPUs (as
