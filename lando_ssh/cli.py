@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--flavor")
     s.add_argument("--image")
     s.add_argument("--volume-size", type=int)
-    s.add_argument("workflow")
+    _source_options(s)
+    s.add_argument("workflow", nargs="?")
     s.add_argument("job_order", nargs="?")
 
     s = sub.add_parser("status", help="one job or all")
@@ -94,9 +95,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _source_options(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--git", metavar="REPO", help="take the workflow from this git repository (URL or path); "
+                                                  "then the only positional argument is the job order")
+    s.add_argument("--ref", help="with --git: the branch, tag or commit (default: the repository's HEAD)")
+    s.add_argument("--path", help="with --git or a zip archive URL: the workflow's path inside it (e.g. dir/wf.cwl)")
+
+
+def _workflow_source(args: argparse.Namespace) -> tuple[Any, str | None]:
+    """(the workflow: a path, URL or WorkflowSource; the job order path) from the command's arguments."""
+    from lando_ssh.workflow import WorkflowSource
+
+    if args.git:
+        if args.job_order is not None:
+            raise BadInput("with --git the workflow comes from the repository: give only the job order")
+        if not args.path:
+            raise BadInput("--git needs --path, the workflow's path inside the repository")
+        return WorkflowSource(args.git, "git", path=args.path, ref=args.ref), args.workflow
+    if not args.workflow:
+        raise BadInput("name a workflow (a path or URL), or --git REPO --path PATH")
+    if args.ref:
+        raise BadInput("--ref is only for --git")
+    if args.path:
+        return WorkflowSource(args.workflow, path=args.path), args.job_order
+    return args.workflow, args.job_order
+
+
 def _job_options(s: argparse.ArgumentParser) -> None:
-    s.add_argument("workflow", help="a CWL workflow or tool (local path)")
+    s.add_argument("workflow", nargs="?", help="a CWL workflow or tool: a local path, or an http(s) URL to a CWL "
+                                               "document or packed JSON (#main), or a zip archive URL with --path")
     s.add_argument("job_order", nargs="?", help="the job order (YAML/JSON); optional without required inputs")
+    _source_options(s)
     s.add_argument("--name", help="a name for the job (default: the workflow's file name)")
     s.add_argument("--flavor", help="VM flavor (default: vm.flavor in the config)")
     s.add_argument("--image", help="VM image (default: vm.image in the config)")
@@ -134,7 +163,7 @@ def _setup_logging(config: Config, quiet: bool = False) -> None:
 
 def _normalize_cwltool_args(args: list[str]) -> list[str]:
     """Accept cwltool's argument forms; flags lando-ssh has no use for are dropped with a note."""
-    known_with_value = {"--outdir", "--name", "--flavor", "--image", "--volume-size"}
+    known_with_value = {"--outdir", "--name", "--flavor", "--image", "--volume-size", "--git", "--ref", "--path"}
     known_flags = {"--quiet", "--debug"}
     ignored_with_value = {"--basedir", "--tmpdir-prefix", "--tmp-outdir-prefix", "--cachedir", "--default-container",
                           "--beta-dependency-resolvers-configuration", "--user-space-docker-cmd", "--timestamps"}
@@ -160,22 +189,30 @@ def _normalize_cwltool_args(args: list[str]) -> list[str]:
 # -- the stores and clouds a command needs -----------------------------------------------------
 def _journal(config: Config, listeners: Sequence[Any] = ()) -> Any:
     from lando_ssh.journal import Journal
-    from lando_ssh.store import open_store
+    from lando_ssh.store import open_job_source
 
-    return Journal(open_store(config.store_url), listeners)
+    return Journal(open_job_source(config), listeners)
 
 
 # -- submit ------------------------------------------------------------------------------------
-def submit_job(config: Config, workflow: str, job_order: str | None, *, name: str | None = None,
+def submit_job(config: Config, workflow: Any, job_order: str | None, *, name: str | None = None,
                flavor: str | None = None, image: str | None = None, volume_size: int | None = None,
                output_dir: str | None = None, priority: int = 0) -> Job:
-    """Validate with cwltool, then store the job (state N). Nothing is stored when validation fails."""
+    """Validate with cwltool, then store the job (state N). Nothing is stored when validation fails.
+
+    `workflow` is a path, a URL, or a `workflow.WorkflowSource` (zip archive, git repository)."""
     from lando_ssh.workflow import prepare
 
     prepared = prepare(workflow, job_order)
     journal = _journal(config)
-    source = workflow if "://" in workflow else os.path.abspath(workflow)
-    job = Job(id=0, name=name or os.path.splitext(os.path.basename(workflow))[0], workflow=source,
+    if isinstance(workflow, str):
+        source = workflow if "://" in workflow else os.path.abspath(workflow)
+        default_name = os.path.splitext(os.path.basename(workflow.split("#", 1)[0]))[0]
+    else:
+        source = prepared.source
+        default_name = os.path.splitext(os.path.basename((workflow.path or "").split("#", 1)[0]))[0]
+    job = Job(id=0, name=name or default_name, workflow=source,
+              facts={"workflow_source": prepared.source_record},
               job_order=prepared.job_order, workflow_doc=prepared.packed,
               vm_spec=VmSpec(flavor=flavor, image=image, volume_size=volume_size), priority=priority,
               user=_user(), output_dir=os.path.abspath(output_dir) if output_dir else "")
@@ -200,7 +237,8 @@ def _user() -> str:
 
 
 def cmd_submit(config: Config, args: argparse.Namespace) -> int:
-    job = submit_job(config, args.workflow, args.job_order, name=args.name, flavor=args.flavor, image=args.image,
+    workflow, job_order = _workflow_source(args)
+    job = submit_job(config, workflow, job_order, name=args.name, flavor=args.flavor, image=args.image,
                      volume_size=args.volume_size, output_dir=args.output_dir, priority=args.priority)
     if args.start:
         from lando_ssh.broker import Broker
@@ -298,7 +336,8 @@ def _report_end(job: Job, quiet: bool = False) -> int:
 # -- cwl-runner --------------------------------------------------------------------------------
 def cmd_cwl_runner(config: Config, args: argparse.Namespace) -> int:
     outdir = os.path.abspath(args.outdir or os.getcwd())
-    job = submit_job(config, args.workflow, args.job_order, name=args.name, flavor=args.flavor, image=args.image,
+    workflow, job_order = _workflow_source(args)
+    job = submit_job(config, workflow, job_order, name=args.name, flavor=args.flavor, image=args.image,
                      volume_size=args.volume_size, output_dir=outdir)
     job = run_job_foreground(config, job.id, quiet=args.quiet)
     if job.state == JobState.FINISHED:

@@ -51,6 +51,7 @@ def readme(job: Job, usage: dict[str, Any], cwltool: str | None) -> str:
         "",
         f"These results were produced by lando-ssh job {job.id}, running the CWL workflow "
         f"`{job.workflow}` with cwltool{' ' + cwltool if cwltool else ''}.",
+        *_workflow_source_lines(job.facts.get("workflow_source")),
         "",
         "## When and where",
         "",
@@ -90,3 +91,22 @@ def _describe(value: Any) -> str:
         return "[" + ", ".join(_describe(v) for v in value[:10]) + (", ..." if len(value) > 10 else "") + "]"
     text = json.dumps(value)
     return text if len(text) < 200 else text[:200] + "..."
+
+
+def _workflow_source_lines(record: Any) -> list[str]:
+    """What exactly ran: the URL it resolved to, the git commit, the checksums (workflow.source_record)."""
+    if not isinstance(record, dict) or not record:
+        return []
+    kind = record.get("kind")
+    if kind == "git":
+        where = f"git repository `{record.get('repository')}`, ref `{record.get('ref')}` at commit " \
+                f"`{record.get('commit')}`, file `{record.get('path')}`"
+    elif kind == "zip":
+        where = f"file `{record.get('path')}` in the zip archive `{record.get('resolved_url') or record.get('url')}` " \
+                f"(archive sha256 `{record.get('sha256')}`)"
+    elif kind == "url":
+        where = f"`{record.get('resolved_url') or record.get('url')}`"
+    else:
+        where = f"`{record.get('path')}`"
+    digest = record.get("workflow_sha256") or (record.get("sha256") if kind != "zip" else None)
+    return ["", f"Workflow source: {where}" + (f", sha256 `{digest}`." if digest else ".")]

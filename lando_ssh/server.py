@@ -27,7 +27,7 @@ from lando_ssh.journal import Journal
 from lando_ssh.messages import Command, Message
 from lando_ssh.model import ACTIVE_STATES, RESTARTABLE_STATES, STARTABLE_STATES, Job, JobState, JobStep
 from lando_ssh.pipeline import STEP_NAMES, Pipeline
-from lando_ssh.store import open_store
+from lando_ssh.store import open_job_source
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class Server:
             from lando_ssh.broker import Broker
 
             self.broker = Broker(config.work_queue)
-        self.journal = Journal(open_store(config.store_url), [self._log_change, self._publish_change])
+        self.journal = Journal(open_job_source(config, serving=True), [self._log_change, self._publish_change])
         self.cloud = cloud or open_cloud(config)
         self._lock = threading.Lock()
         self._running: dict[int, Pipeline] = {}
@@ -90,6 +90,7 @@ class Server:
         if hasattr(self.broker, "close"):
             self.broker.close()
         self.cloud.close()
+        self.journal.store.close()  # a remote job source (bespin-api) gets what is still queued for it
         log.info("stopped")
 
     def recover(self) -> None:
@@ -113,8 +114,15 @@ class Server:
 
     def _start(self, job: Job) -> None:
         if job.state in STARTABLE_STATES:
-            job = self.journal.update(job.id, lambda j: j.set_state(JobState.STARTING, JobStep.NONE,
-                                                                    note="start_job received"))
+            wait = self._wait_reason(extra=1)  # recorded with the state: one write per start_job
+
+            def change(j: Job) -> None:
+                j.set_state(JobState.STARTING, JobStep.NONE, note="start_job received")
+                j.reason = wait or ""
+
+            job = self.journal.update(job.id, change)
+            if wait:
+                self._told[job.id] = wait
             self._enqueue(job)
             self._schedule()
         elif job.state in ACTIVE_STATES:
@@ -161,6 +169,14 @@ class Server:
             key = (-10**9 if front else -job.priority, job.created.timestamp())
             heapq.heappush(self._waiting, _Waiting(key, job.id))
             self._queued.add(job.id)
+
+    def _wait_reason(self, extra: int = 0) -> str | None:
+        """Why a job that arrives now must wait, or None when a slot is free for it."""
+        limit = self.config.limits.max_concurrent_jobs
+        with self._lock:
+            if len(self._running) + len(self._waiting) + extra <= limit:
+                return None
+            return f"waiting: {len(self._running)} of {limit} job slots busy"
 
     def _schedule(self) -> None:
         """Start waiting jobs while slots are free; tell the others why they wait."""

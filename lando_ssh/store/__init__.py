@@ -8,7 +8,7 @@ other.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from lando_ssh.model import Job, JobState
 
@@ -49,3 +49,14 @@ def open_store(url: str) -> JobStore:
     from lando_ssh.errors import ConfigError
 
     raise ConfigError(f"store.url {url!r} is not a sqlite:/// or postgresql:// URL")
+
+
+def open_job_source(config: Any, *, serving: bool = False) -> JobStore:
+    """The job source the config names: bespin-api when `bespin_api.url` is set (the local store then keeps
+    what bespin-api has no field for), else the local store. `serving`: the daemon's own (it sends bespin-api
+    the changes it missed while down)."""
+    if config.bespin_api is not None and config.bespin_api.url:
+        from lando_ssh.store.bespin import BespinStore
+
+        return BespinStore(config, resync=serving)
+    return open_store(config.store_url)

@@ -1,0 +1,535 @@
+"""bespin-api as the job source: the jobs a facility's bespin-api holds, run by lando-ssh.
+
+bespin-api (Duke-GCB/bespin-api, a Django REST service) keeps the job table its users see; lando
+read and updated it over REST (lando/server/jobapi.py), and this store does exactly what lando did,
+with lando's state and step codes:
+
+- `GET  admin/jobs/{id}/` loads a job (bespin_api_v2 `AdminJobSerializer`);
+- `PUT  admin/jobs/{id}/` with `state`, `step` ('' for none), `vm_instance_name`, `vm_volume_name`
+  on every change of one of them;
+- `POST admin/job-errors/` with `{job, job_step, content}` on every error (lando sent the failed
+  step's message with the last 100 lines of cwltool's stderr; so do we);
+- `GET  admin/job-file-stage-groups/{id}` for the inputs to stage (`url_files`: `url`,
+  `destination_path`, `size`);
+- `GET  admin/jobs/?vm_instance_name=NAME` and `GET admin/workflow-methods-documents/{id}` where
+  asked for.
+
+Authentication is bespin's DRF token (`Authorization: Token <token>`), or HTTP basic auth with
+`username`/`password` when a site has no token. The token is never logged.
+
+Everything bespin-api has no field for (the packed workflow, keys facts, the VM's address and
+pinned host key, the remote pid, history, timings, the output object) lives in the local store
+(`store.url`), in a record with bespin's job id, so that recovery after a crash works exactly as
+with the local store. The local record is lando-ssh's own view of the job once it exists: the
+states bespin-api sets before it sends a command (S before start_job, c before cancel_job, r
+before restart_job) are requests, which the server acts on when the command arrives.
+
+State changes and errors are sent to bespin-api in order by one sender thread, retried with
+back-off while bespin-api is down or slow (the job goes on meanwhile and bespin's record catches
+up); what was last accepted is kept on the local record (`facts["bespin_pushed"]`), so a server
+killed before bespin-api heard of a change sends it when it starts again.
+"""
+from __future__ import annotations
+
+import atexit
+import collections
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from lando_ssh.config import BespinApiConfig, Config
+from lando_ssh.errors import BadInput, ConfigError, InfrastructureError, LandoError, UnknownJob, WorkflowInvalid
+from lando_ssh.model import HistoryEntry, Job, JobState, JobStep, VmSpec, now
+from lando_ssh.store import JobStore
+
+log = logging.getLogger(__name__)
+
+#: lando capped a job error's content at the failed step's message and the last 100 lines of stderr
+#: (lando/worker/cwlworkflow.py JOB_STDERR_OUTPUT_MAX_LINES); our error text is built the same way,
+#: and is cut here too so a runaway message cannot be refused by bespin-api.
+ERROR_CONTENT_MAX_LINES = 120
+ERROR_CONTENT_MAX_CHARS = 64 * 1024
+
+#: bespin's states that are requests lando has not acted on yet, as a job lando-ssh never ran
+#: starts in the local store: start_job/cancel_job find it startable; restart_job restartable.
+_FIRST_STATE = {"S": JobState.AUTHORIZED, "c": JobState.AUTHORIZED, "r": JobState.ERROR, "R": JobState.ERROR}
+
+
+class BespinAuthRefused(InfrastructureError):
+    """bespin-api refused our token or credentials (401/403)."""
+
+
+class BespinUnavailable(InfrastructureError):
+    """bespin-api did not answer, or answered 5xx, for longer than we retry."""
+
+
+class BespinRejected(BadInput):
+    """bespin-api answered a 4xx other than auth: the job is gone, or it refused the data."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+class BespinApi:
+    """The bespin-api admin endpoints lando used, with retries and readable errors."""
+
+    def __init__(self, settings: BespinApiConfig, *, timeout: float = 30.0, retry_for: float = 30.0,
+                 max_delay: float = 10.0):
+        if not settings.url:
+            raise ConfigError("bespin_api.url is not set")
+        if not settings.token and not (settings.username and settings.password):
+            raise ConfigError("bespin_api needs a token (or a username and password)")
+        import requests
+
+        self.base = settings.url.rstrip("/")
+        self.timeout = timeout
+        self.retry_for = retry_for  # how long a call made for a caller keeps retrying
+        self.max_delay = max_delay
+        self.session = requests.Session()
+        self.session.headers["Content-type"] = "application/json"
+        if settings.token:
+            self.session.headers["Authorization"] = f"Token {settings.token}"
+        else:
+            self.session.auth = (settings.username or "", settings.password or "")
+
+    # -- the endpoints (lando/server/jobapi.py BespinApi) ------------------------------------------
+    def get_job(self, job_id: int) -> dict[str, Any]:
+        return self.call("GET", f"jobs/{job_id}/", job_id=job_id)
+
+    def put_job(self, job_id: int, data: dict[str, Any], retry_for: float | None = None) -> dict[str, Any]:
+        return self.call("PUT", f"jobs/{job_id}/", data, job_id=job_id, retry_for=retry_for)
+
+    def post_error(self, job_id: int, job_step: str, content: str, retry_for: float | None = None) -> dict[str, Any]:
+        return self.call("POST", "job-errors/", {"job": job_id, "job_step": job_step, "content": content},
+                         job_id=job_id, retry_for=retry_for)
+
+    def get_file_stage_group(self, stage_group: int) -> dict[str, Any]:
+        return self.call("GET", f"job-file-stage-groups/{stage_group}")
+
+    def get_jobs_for_vm_instance_name(self, vm_instance_name: str) -> list[dict[str, Any]]:
+        import urllib.parse
+
+        return self.call("GET", f"jobs/?vm_instance_name={urllib.parse.quote(vm_instance_name)}")
+
+    def get_workflow_methods_document(self, document_id: int) -> dict[str, Any]:
+        return self.call("GET", f"workflow-methods-documents/{document_id}")
+
+    # -- one call, retried -------------------------------------------------------------------------
+    def call(self, method: str, path: str, data: Any = None, *, job_id: int | None = None,
+             retry_for: float | None = None) -> Any:
+        """One request to `<url>/admin/<path>`; timeouts, connection errors, 429 and 5xx are retried with
+        back-off for `retry_for` seconds (None: this client's default; a negative value: forever)."""
+        import requests
+
+        url = f"{self.base}/admin/{path}"
+        what = f"{method} admin/{path}"
+        limit = self.retry_for if retry_for is None else retry_for
+        deadline = None if limit < 0 else time.monotonic() + limit
+        delay = 0.5
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                resp = self.session.request(method, url, json=data, timeout=self.timeout)
+                problem = None
+                if resp.status_code < 400:
+                    return resp.json() if resp.content else {}
+                if resp.status_code in (401, 403):
+                    raise BespinAuthRefused(
+                        f"bespin-api at {self.base} refused our credentials for {what} (HTTP {resp.status_code}: "
+                        f"{_detail(resp)}); check bespin_api.token in the config")
+                if resp.status_code == 404 and job_id is not None:
+                    raise BespinRejected(f"bespin-api at {self.base} has no job {job_id} ({what} answered 404)", 404)
+                if resp.status_code < 500 and resp.status_code != 429:
+                    raise BespinRejected(f"bespin-api at {self.base} refused {what} (HTTP {resp.status_code}: "
+                                         f"{_detail(resp)})", resp.status_code)
+                problem = f"HTTP {resp.status_code}"
+            except requests.RequestException as e:
+                problem = type(e).__name__
+            except ValueError:  # a 2xx whose body is not JSON
+                problem = "an answer that is not JSON"
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise BespinUnavailable(f"bespin-api at {self.base} did not serve {what} ({problem}; "
+                                        f"{attempt} attempts in {limit:.0f} s)")
+            if attempt in (1, 5) or attempt % 20 == 0:
+                log.warning("bespin-api at %s: %s failed (%s); retrying", self.base, what, problem)
+            time.sleep(delay)
+            delay = min(delay * 2, self.max_delay)
+
+
+def _detail(resp: Any) -> str:
+    try:
+        body = resp.json()
+        text = body.get("detail") if isinstance(body, dict) and "detail" in body else json.dumps(body)
+    except ValueError:
+        text = resp.text
+    text = " ".join(str(text).split())
+    return text[:300] or resp.reason or "no detail"
+
+
+# -- a bespin job as a lando-ssh job ----------------------------------------------------------------
+
+def workflow_source_of(data: dict[str, Any]) -> Any:
+    """The `workflow.WorkflowSource` of a bespin job: its workflow_version's url, type and workflow_path."""
+    from lando_ssh.workflow import WorkflowSource
+
+    version = data.get("workflow_version") or {}
+    url = version.get("url")
+    if not url:
+        raise WorkflowInvalid(f"bespin-api's job {data.get('id')} has no workflow_version url")
+    kind = version.get("type") or "packed"
+    path = version.get("workflow_path") or version.get("object_name") or ""
+    if kind == "packed":  # the path names the process in the packed document: "#main"
+        return WorkflowSource(url + (path if path.startswith("#") else f"#{path}" if path else ""), "url")
+    if kind == "zipped":
+        return WorkflowSource(url, "zip", path=path)
+    if kind == "direct":
+        return WorkflowSource(url, "url")
+    raise WorkflowInvalid(f"bespin-api's job {data.get('id')} has a workflow of type {kind!r}; "
+                          "lando-ssh runs packed, zipped and direct workflows")
+
+
+def job_order_of(data: dict[str, Any], stage_group: dict[str, Any] | None) -> dict[str, Any]:
+    """The job order with each File that names a staged URL file's `destination_path` pointing at its URL
+    (lando downloaded url_files to destination_path beside the job order; we download them on the VM)."""
+    raw = data.get("job_order") or "{}"
+    try:
+        order = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError as e:
+        raise WorkflowInvalid(f"bespin-api's job {data.get('id')} has a job_order that is not JSON: {e}") from None
+    if not isinstance(order, dict):
+        raise WorkflowInvalid(f"bespin-api's job {data.get('id')} has a job_order that is not a JSON object")
+    stage_group = stage_group or {}
+    if stage_group.get("dds_files"):
+        raise WorkflowInvalid(f"bespin-api's job {data.get('id')} stages {len(stage_group['dds_files'])} DukeDS "
+                              "file(s); lando-ssh stages url_files only")
+    by_dest = {os.path.normpath(f["destination_path"]): f for f in stage_group.get("url_files") or []}
+
+    def visit(value: Any) -> Any:
+        if isinstance(value, list):
+            return [visit(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if value.get("class") in ("File", "Directory"):
+            named = value.get("path") or value.get("location") or ""
+            staged = by_dest.get(os.path.normpath(named)) if named and "://" not in named else None
+            if staged is not None:
+                moved = {k: v for k, v in value.items() if k not in ("path", "location")}
+                moved["location"] = staged["url"]
+                moved.setdefault("basename", os.path.basename(staged["destination_path"]))
+                if staged.get("size"):  # bespin's default 0 means "not known"
+                    moved["size"] = int(staged["size"])
+                if "secondaryFiles" in value:
+                    moved["secondaryFiles"] = visit(value["secondaryFiles"])
+                return moved
+        return {k: visit(v) for k, v in value.items()}
+
+    return visit(order)
+
+
+def facts_of(data: dict[str, Any]) -> dict[str, Any]:
+    """What the pipeline and the admin need of bespin's job record, kept on the local record."""
+    settings = data.get("job_settings") or {}
+    runtime = settings.get("job_runtime_openstack") or {}
+    cloud = runtime.get("cloud_settings") or {}
+    flavor = data.get("job_flavor") or data.get("vm_flavor") or {}
+    facts: dict[str, Any] = {"bespin": {
+        "job_id": data.get("id"),
+        "state": data.get("state"), "step": data.get("step"),
+        "vm_instance_name": data.get("vm_instance_name") or "", "vm_volume_name": data.get("vm_volume_name") or "",
+        "job_flavor": {k: flavor.get(k) for k in ("name", "cpus", "memory")},
+        "volume_size": data.get("volume_size"), "vm_volume_mounts": data.get("vm_volume_mounts"),
+        "cleanup_vm": data.get("cleanup_vm", True), "stage_group": data.get("stage_group"),
+        "share_group": data.get("share_group"), "fund_code": data.get("fund_code"),
+        "workflow_version": {k: (data.get("workflow_version") or {}).get(k)
+                             for k in ("id", "name", "version", "url", "type", "workflow_path", "methods_document")},
+        "image_name": runtime.get("image_name"),
+        "cloud_settings": {"vm_project": (cloud.get("vm_project") or {}).get("name"),
+                           **{k: cloud.get(k) for k in ("ssh_key_name", "network_name", "allocate_floating_ips",
+                                                        "floating_ip_pool_name")}},
+    }}
+    for key in ("cwl_base_command", "cwl_post_process_command"):
+        command = runtime.get(key)
+        if isinstance(command, str) and command.strip():  # a JSON-encoded list, as the model stores it
+            try:
+                command = json.loads(command)
+            except ValueError:
+                command = command.split()
+        if isinstance(command, list) and command:
+            facts[key] = [str(c) for c in command]
+    return facts
+
+
+def cap_error(text: str) -> str:
+    lines = text.splitlines()
+    if len(lines) > ERROR_CONTENT_MAX_LINES:
+        lines = lines[:1] + ["..."] + lines[-(ERROR_CONTENT_MAX_LINES - 2):]
+    capped = "\n".join(lines)
+    return capped if len(capped) <= ERROR_CONTENT_MAX_CHARS else capped[:200] + "\n...\n" + \
+        capped[-(ERROR_CONTENT_MAX_CHARS - 210):]
+
+
+# -- the store --------------------------------------------------------------------------------------
+
+class BespinStore:
+    """`JobStore` over bespin-api, with the local store keeping what bespin-api has no field for."""
+
+    def __init__(self, config: Config, local: JobStore | None = None, *, api: BespinApi | None = None,
+                 resync: bool = False):
+        from lando_ssh.store import open_store
+
+        if config.bespin_api is None:
+            raise ConfigError("bespin_api is not configured")
+        self.config = config
+        self.api = api or BespinApi(config.bespin_api)
+        self.local = local if local is not None else open_store(config.store_url)
+        self._load_lock = threading.Lock()
+        self._outbox: collections.deque[tuple[int, str, dict[str, Any]]] = collections.deque()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._closed = False
+        self._sender: threading.Thread | None = None
+        if resync:
+            self.resync()
+
+    # -- JobStore ---------------------------------------------------------------------------------
+    def create(self, job: Job) -> Job:
+        raise BadInput("jobs come from bespin-api here (bespin_api.url is set): create the job in bespin-api, "
+                       "or use a config without bespin_api to run local jobs")
+
+    def get(self, job_id: int) -> Job:
+        try:
+            job = self.local.get(job_id)
+        except UnknownJob:
+            return self._load(job_id)
+        if "bespin" not in job.facts:
+            raise ConfigError(f"the local store {self.config.store_url} already holds a job {job_id} that did not "
+                              "come from bespin-api; give bespin jobs a store of their own (store.url)")
+        if job.workflow_doc is None:  # its workflow did not validate when it was loaded: try again
+            return self._load(job_id, job)
+        return job
+
+    def update(self, job_id: int, change: Callable[[Job], None]) -> Job:
+        seen: dict[str, Any] = {}
+
+        def wrapped(j: Job) -> None:
+            seen.update(fields=self._fields(j), error=j.error)
+            change(j)
+
+        try:
+            job = self.local.update(job_id, wrapped)
+        except UnknownJob:
+            self.get(job_id)
+            job = self.local.update(job_id, wrapped)
+        self._announce(job, seen["fields"], seen["error"])
+        return job
+
+    def list(self, states: Iterable[JobState] | None = None) -> list[Job]:
+        """The bespin jobs this installation has loaded (bespin-api's other jobs are not ours to list)."""
+        return [j for j in self.local.list(states) if "bespin" in j.facts]
+
+    def close(self, flush_timeout: float = 10.0) -> None:
+        self.flush(flush_timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self.local.close()
+
+    # -- sending ------------------------------------------------------------------------------------
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until bespin-api has taken every queued change; False when `timeout` ran out first."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._outbox or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._sender is None:
+                    return False
+                self._cond.wait(min(left, 0.2))
+        return True
+
+    def resync(self) -> None:
+        """Send bespin-api what it missed while this server was down (changes made after its last PUT)."""
+        for job in self.list():
+            pushed = job.facts.get("bespin_pushed")
+            if pushed is not None and pushed != self._fields(job):  # never pushed: bespin's record stands
+                self._enqueue(job.id, "put", self._fields(job))
+            if job.state == JobState.ERROR and job.error and job.facts.get("bespin_error_posted") != _digest(job.error):
+                self._enqueue(job.id, "error", {"job_step": job.step.value or JobStep.CREATE_VM.value,
+                                                "content": job.error})
+
+    def _announce(self, job: Job, before: dict[str, str], error_before: str | None) -> None:
+        fields = self._fields(job)
+        if fields != before:
+            self._enqueue(job.id, "put", fields)
+        if job.error and job.error != error_before:
+            # JobError.job_step is one of bespin's step codes (never blank): a failure before any step is 'V'
+            self._enqueue(job.id, "error", {"job_step": job.step.value or JobStep.CREATE_VM.value,
+                                            "content": job.error})
+
+    def _fields(self, job: Job) -> dict[str, str]:
+        """What bespin-api's job has fields for: the state, the step, the VM's and its volume's names."""
+        bespin = job.facts.get("bespin") or {}
+        pushed = job.facts.get("bespin_pushed") or {}
+        if job.vm is not None:
+            volume = job.vm_spec.volume_size if job.vm_spec.volume_size is not None else self.config.vm.volume_size
+            vm_name, volume_name = job.vm.name, f"{job.vm.name}-data" if volume else ""
+        else:  # between VMs (a restart): bespin keeps the name of the last one, as it did with lando
+            vm_name = pushed.get("vm_instance_name", bespin.get("vm_instance_name", ""))
+            volume_name = pushed.get("vm_volume_name", bespin.get("vm_volume_name", ""))
+        return {"state": job.state.value, "step": job.step.value, "vm_instance_name": vm_name,
+                "vm_volume_name": volume_name}
+
+    def _enqueue(self, job_id: int, kind: str, payload: dict[str, Any]) -> None:
+        with self._cond:
+            self._outbox.append((job_id, kind, payload))
+            if self._sender is None:
+                self._sender = threading.Thread(target=self._send_loop, name="bespin-sender", daemon=True)
+                self._sender.start()
+                atexit.register(self.flush, 30.0)
+            self._cond.notify_all()
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._outbox and not self._closed:
+                    self._cond.wait()
+                if not self._outbox:
+                    return
+                job_id, kind, payload = self._outbox[0]
+                self._busy = True
+            try:
+                self._send(job_id, kind, payload)
+            finally:
+                with self._cond:
+                    self._outbox.popleft()
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _send(self, job_id: int, kind: str, payload: dict[str, Any]) -> None:
+        """One change to bespin-api, retried until it is taken (or refused for good)."""
+        delay = 5.0
+        while True:
+            try:
+                if kind == "put":
+                    self.api.put_job(job_id, payload, retry_for=60.0)
+                    self.local.update(job_id, lambda j: j.facts.update(bespin_pushed=dict(payload)))
+                else:
+                    content = cap_error(payload["content"])
+                    self.api.post_error(job_id, payload["job_step"], content, retry_for=60.0)
+                    self.local.update(job_id, lambda j: j.facts.update(bespin_error_posted=_digest(payload["content"])))
+                return
+            except BespinRejected as e:
+                log.error("job %s: %s; bespin-api does not have this %s", job_id, e,
+                          "state change" if kind == "put" else "job error")
+                return
+            except (BespinUnavailable, BespinAuthRefused) as e:
+                with self._cond:
+                    if self._closed:
+                        log.error("job %s: %s; the change is sent when the server starts again", job_id, e)
+                        return
+                log.error("job %s: %s; still trying", job_id, e)
+                time.sleep(delay)
+                delay = min(delay * 2, 60.0)
+            except LandoError as e:  # the local store refused the bookkeeping: bespin has the change anyway
+                log.error("job %s: bespin-api took the change but it could not be noted locally: %s", job_id, e)
+                return
+
+    # -- loading a job --------------------------------------------------------------------------------
+    def _load(self, job_id: int, existing: Job | None = None) -> Job:
+        """Read job `job_id` from bespin-api, fetch and validate its workflow, keep it in the local store."""
+        from lando_ssh.workflow import prepare
+
+        with self._load_lock:  # one load per job at a time (a start_job and a status at once)
+            if existing is None:
+                try:
+                    return self.get_local(job_id)
+                except UnknownJob:
+                    pass
+            try:
+                data = self.api.get_job(job_id)
+            except BespinRejected as e:
+                if e.status == 404:
+                    raise UnknownJob(job_id) from e
+                raise
+            facts = facts_of(data)
+            error: LandoError | None = None
+            prepared = None
+            try:
+                stage_group = self.api.get_file_stage_group(data["stage_group"]) if data.get("stage_group") else None
+                prepared = prepare(workflow_source_of(data), None, job_order_of(data, stage_group))
+            except (BadInput, WorkflowInvalid) as e:
+                error = e
+            if existing is None:
+                job = self._insert(self._new_job(data, facts, prepared, error))
+            else:
+                job = self.local.update(job_id, lambda j: self._refresh(j, facts, prepared, error))
+            if error is not None:
+                self._announce(job, self._fields(job) | {"state": ""}, None)
+                raise error
+            return job
+
+    def get_local(self, job_id: int) -> Job:
+        job = self.local.get(job_id)
+        if "bespin" not in job.facts:
+            raise ConfigError(f"the local store {self.config.store_url} already holds a job {job_id} that did not "
+                              "come from bespin-api; give bespin jobs a store of their own (store.url)")
+        return job
+
+    def _new_job(self, data: dict[str, Any], facts: dict[str, Any], prepared: Any, error: LandoError | None) -> Job:
+        job_id = int(data["id"])
+        code = data.get("state") or "N"
+        state = _FIRST_STATE.get(code) or JobState(code)
+        step = JobStep(data.get("step") or "")
+        flavor = (data.get("job_flavor") or data.get("vm_flavor") or {}).get("name")
+        image = facts["bespin"].get("image_name")
+        job = Job(id=job_id, name=data.get("name") or f"bespin job {job_id}", workflow="", job_order={},
+                  state=state, step=step, vm_spec=VmSpec(flavor=flavor or None, image=image or None,
+                                                          volume_size=data.get("volume_size")),
+                  user=((data.get("user") or {}).get("username") or ""),
+                  output_dir=os.path.join(os.path.abspath(self.config.outputs_base), f"job-{job_id}"), facts=facts)
+        job.history.append(HistoryEntry(now(), state, step, f"loaded from bespin-api (state {code})"))
+        if code in ("R", "r") and state == JobState.ERROR:
+            job.reason = "bespin-api had it running elsewhere (under lando?); restart_job runs it here from the start"
+        self._refresh(job, facts, prepared, error)
+        return job
+
+    @staticmethod
+    def _refresh(job: Job, facts: dict[str, Any], prepared: Any, error: LandoError | None) -> None:
+        job.facts.update(facts)
+        if prepared is not None:
+            job.workflow = prepared.source
+            job.workflow_doc = prepared.packed
+            job.job_order = prepared.job_order
+            job.facts["workflow_source"] = prepared.source_record
+        if error is not None:
+            first = str(error).splitlines()[0]
+            job.error = f"the workflow was not run: {error}"
+            job.reason = f"the workflow was not run: {first}"
+            job.set_state(JobState.ERROR, note=first[:200])
+
+    def _insert(self, job: Job) -> Job:
+        """Store `job` under bespin's id (the local store's own ids are not used for bespin jobs)."""
+        from lando_ssh.store.sqlite import SqliteStore
+
+        if not isinstance(self.local, SqliteStore):
+            raise ConfigError("bespin-api as the job source needs a sqlite:/// store.url for what bespin-api "
+                              "has no field for")
+        db = self.local._conn()
+        try:
+            db.execute("INSERT INTO jobs (id, state, step, priority, created, data) VALUES (?,?,?,?,?,?)",
+                       (job.id, job.state.value, job.step.value, job.priority, job.created.isoformat(),
+                        json.dumps(job.to_dict())))
+        except sqlite3.IntegrityError:  # loaded meanwhile by another process
+            pass
+        return self.get_local(job.id)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
