@@ -163,6 +163,8 @@ class Decision:
     waiting: dict[int, str] = field(default_factory=dict)  # job id -> why it waits (one sentence)
     failed: dict[int, str] = field(default_factory=dict)  # job id -> why it can never start as asked
     reserving: list[int] = field(default_factory=list)  # jobs holding capacity (waited past reserve_after)
+    #: job id -> the limit it waits for, as a short label (limits.max_cores, quota.cores, ...): for metrics
+    blocked_by: dict[int, str] = field(default_factory=dict)
 
 
 # -- the decision --------------------------------------------------------------------------------
@@ -237,6 +239,7 @@ def schedule(waiting: Sequence[WaitingJob], active: Sequence[ActiveVm], *, runni
             decision.start.append(Placement(w.id, flavor))
             continue
         decision.waiting[w.id] = blocked.reason(needs[blocked.key], held)
+        decision.blocked_by[w.id] = blocked.source if blocked.source != "quota" else f"quota.{blocked.key}"
         waited = now - (w.since if w.since is not None else w.created)
         if waited >= reserve_after:
             decision.reserving.append(w.id)

@@ -150,6 +150,7 @@ def test_vms_being_created_count_against_the_quota_the_cloud_has_not_updated():
     active = [ActiveVm(4, 8192, counted_by_cloud=True), ActiveVm(4, 8192, counted_by_cloud=False)]
     d = decide([job(1, cores=4)], active, quota=quota)
     assert d.waiting == {1: "waiting for cloud quota: 8 of 10 cores in use, job needs 4"}
+    assert d.blocked_by == {1: "quota.cores"}
     d = decide([job(1, cores=2)], active, quota=quota)
     assert [p.flavor for p in d.start] == [MEDIUM]
 
@@ -174,6 +175,7 @@ def test_the_tighter_of_config_and_quota_wins():
 def test_max_vms_and_job_slots():
     d = decide([job(1), job(2)], [ActiveVm(1, 2048)], limits=Limits(max_vms=2, max_jobs=10))
     assert d.waiting == {2: "waiting: 2 of 2 VMs in use (limits.max_vms)"}
+    assert d.blocked_by == {2: "limits.max_vms"}
     d = decide([job(1), job(2)], [ActiveVm(1, 2048)], running=3, limits=Limits(max_jobs=4))
     assert d.waiting == {2: "waiting: 4 of 4 job slots busy (limits.max_concurrent_jobs)"}
 
