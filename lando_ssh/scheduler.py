@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lando_ssh.cloud import Flavor, Quota
-from lando_ssh.config import LimitsConfig
+from lando_ssh.config import Config, LimitsConfig
 from lando_ssh.model import Job, JobState
 
 #: CWL's defaults when a workflow states nothing (v1.2: 1 core, 256 MiB RAM)
@@ -248,6 +248,13 @@ def schedule(waiting: Sequence[WaitingJob], active: Sequence[ActiveVm], *, runni
                 if d.reserved_by is None:
                     d.reserved_by = w.id
     return decision
+
+
+def decide(config: Config, waiting: Sequence[WaitingJob], active: Sequence[ActiveVm], *, running_jobs: int,
+           quota: Quota | None, flavors: Sequence[Flavor], now: float) -> Decision:
+    """`schedule()` with the limits, allow-list and reserve_after of `config`."""
+    return schedule(waiting, active, running_jobs=running_jobs, limits=Limits.from_config(config.limits), quota=quota,
+                    flavors=flavors, allow=config.flavors.allow, now=now, reserve_after=config.limits.reserve_after)
 
 
 def _dimensions(active: Sequence[ActiveVm], running_jobs: int, limits: Limits, quota: Quota | None) -> list[_Dim]:

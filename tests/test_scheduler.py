@@ -22,6 +22,9 @@ from lando_ssh.scheduler import (
     waiting_job,
     workflow_needs,
 )
+from lando_ssh.scheduler import (
+    decide as decide_with_config,
+)
 
 SMALL = Flavor("m1.small", "1", vcpus=1, ram_mb=2048, disk_gb=20)
 MEDIUM = Flavor("m1.medium", "2", vcpus=2, ram_mb=4096, disk_gb=40)
@@ -267,3 +270,23 @@ def test_waiting_job_and_active_vms_from_job_records():
     assert active_vms([created, booted, gone, placed], FLAVORS, {11: SMALL}) == [
         ActiveVm(4, 8192, counted_by_cloud=False), ActiveVm(2, 4096, counted_by_cloud=True),
         ActiveVm(1, 2048, counted_by_cloud=False)]
+
+
+def test_the_fleet_keys_load_from_the_config_file_and_a_bad_regex_is_refused(tmp_path: Path):
+    from lando_ssh.config import load_config
+    from lando_ssh.errors import ConfigError
+
+    path = tmp_path / "lando.yml"
+    path.write_text("flavors: {allow: '^m1[.]'}\nlimits: {max_cores: 40, reserve_after: 120}\n"
+                    "sweep: {grace: 60}\nmetrics: {listen: '127.0.0.1:9464'}\n")
+    config = load_config(str(path), env={})
+    assert (config.flavors.allow, config.limits.reserve_after, config.sweep.grace, config.metrics.listen) == \
+        ("^m1[.]", 120.0, 60.0, "127.0.0.1:9464")
+    assert Limits.from_config(config.limits).max_cores == 40
+    d = decide_with_config(config, [job(1, cores=2, waited=200), job(2)], [ActiveVm(4, 8192)] * 9 + [ActiveVm(3, 1)],
+                           running_jobs=10, quota=None, flavors=FLAVORS, now=T0)
+    assert d.waiting[1].startswith("waiting: 39 of 40 cores in use, job needs 2") and d.reserving == [1]
+    assert d.start == [] and d.waiting[2].endswith("the rest is held for job 1, which has waited longer")
+    path.write_text("flavors: {allow: 'm1.(small'}\n")
+    with pytest.raises(ConfigError, match="flavors.allow is not a valid regular expression"):
+        load_config(str(path), env={})
