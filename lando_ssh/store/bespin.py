@@ -77,6 +77,12 @@ class BespinRejected(BadInput):
         self.status = status
 
 
+class UnknownBespinJob(UnknownJob):
+    def __init__(self, job_id: int, base: str):
+        super().__init__(job_id)
+        self.args = (f"bespin-api at {base} has no job {job_id} (GET admin/jobs/{job_id}/ answered 404)",)
+
+
 class BespinApi:
     """The bespin-api admin endpoints lando used, with retries and readable errors."""
 
@@ -456,7 +462,7 @@ class BespinStore:
                 data = self.api.get_job(job_id)
             except BespinRejected as e:
                 if e.status == 404:
-                    raise UnknownJob(job_id) from e
+                    raise UnknownBespinJob(job_id, self.api.base) from None
                 raise
             facts = facts_of(data)
             error: LandoError | None = None

@@ -57,6 +57,7 @@ class BespinApiService:
         self.requests: list[str] = []  # "METHOD path" of every request
         self.published: list[tuple[str, int]] = []
         self.down = False
+        self.refusing = False
         self._ids = itertools.count(1)
         self._error_ids = itertools.count(1)
         self._host, self._port = host, port
@@ -90,11 +91,14 @@ class BespinApiService:
             self._thread.join(5)
 
     def refuse_connections(self) -> None:
-        """Stop listening (bespin-api stopped); `accept_connections()` listens again on the same port."""
+        """Stop listening and drop kept-alive connections (bespin-api stopped); `accept_connections()`
+        listens again on the same port."""
         self._port = self.port
+        self.refusing = True
         self.stop()
 
     def accept_connections(self) -> None:
+        self.refusing = False
         self.start()
 
     # -- data -----------------------------------------------------------------------------------------
@@ -315,6 +319,9 @@ class _Handler(BaseHTTPRequestHandler):
         path, query = split.path, urllib.parse.parse_qs(split.query)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        if s.refusing:  # a connection kept alive from before the stop: it dies unanswered
+            self.close_connection = True
+            return
         with s.lock:
             s.requests.append(f"{method} {path}")
         if s.down:

@@ -1,0 +1,269 @@
+"""bespin-api as the job source: jobs created in a local bespin-api (tests/bespin_api) and started,
+canceled and restarted the way bespin-api does it (state set, lando-messaging's pickled WorkRequest
+on the queue), run by `lando-ssh run` through the real RabbitMQ, real sshd VMs and cwltool."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bespin_api import BespinApiService
+from conftest import WORKFLOWS, Lando
+from test_daemon import Daemon, rabbit, vms_created_for
+
+from lando_ssh.config import load_config
+from lando_ssh.store.bespin import BespinStore
+from lando_ssh.workflow import prepare
+
+TOKEN = "bespin-secret-token-1234"
+
+
+@pytest.fixture
+def broker_names() -> Iterator[dict[str, str]]:
+    """Queue and exchange names of this test alone, deleted afterwards (RabbitMQ down: the test fails)."""
+    names = {"listen_queue": f"lando-bespin-test-{uuid.uuid4().hex[:8]}"}
+    names["status_exchange"] = names["listen_queue"] + "-status"
+    yield names
+    connection = rabbit()
+    channel = connection.channel()
+    for queue in (names["listen_queue"], names["listen_queue"] + ".dead"):
+        channel.queue_delete(queue)
+    for exchange in (names["listen_queue"] + ".dead", names["status_exchange"]):
+        channel.exchange_delete(exchange)
+    connection.close()
+
+
+@pytest.fixture
+def bespin(broker_names: dict[str, str]) -> Iterator[BespinApiService]:
+    service = BespinApiService(TOKEN, queue=broker_names["listen_queue"]).start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def bespin_daemon(lando: Lando, broker_names: dict[str, str], bespin: BespinApiService) -> Iterator[Daemon]:
+    lando.settings["work_queue"] = {**broker_names, "heartbeat": 10}
+    lando.settings["bespin_api"] = {"url": bespin.url, "token": TOKEN}
+    lando.write_config()
+    d = Daemon(lando)
+    yield d
+    if d.alive():
+        d.stop()
+
+
+def serve_packed(served: Path, workflow: str, name: str) -> str:
+    """Write `workflow` packed (as bespin-api's workflow versions hold it) into the served dir; its sha256."""
+    sample = {"flaky.cwl": {"flag": "/nonexistent"}, "upper_count.cwl": None}[workflow]
+    order = str(WORKFLOWS / "upper_count.yml") if sample is None else None
+    packed = prepare(str(WORKFLOWS / workflow), order, sample).packed
+    data = json.dumps(packed, indent=2).encode()
+    (served / name).write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def wait_bespin(bespin: BespinApiService, job_id: int, predicate: Any, daemon: Daemon, timeout: float = 90) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = bespin.job(job_id)
+        if predicate(job):
+            return job
+        if time.monotonic() > deadline or not daemon.alive():
+            raise AssertionError(f"bespin job {job_id} is {job['state']}/{job['step']}; PUTs "
+                                 f"{bespin.puts_of(job_id)}\n{daemon.text()[-3000:]}")
+        time.sleep(0.1)
+
+
+def local_job(lando: Lando, job_id: int) -> Any:
+    store = BespinStore(lando.config())
+    try:
+        return store.local.get(job_id)
+    finally:
+        store.local.close()
+
+
+def state_steps(bespin: BespinApiService, job_id: int) -> list[tuple[str, str]]:
+    return [(p["state"], p["step"]) for p in bespin.puts_of(job_id)]
+
+
+# -- the tests ---------------------------------------------------------------------------------
+
+def test_a_bespin_job_with_url_inputs_runs_to_F_and_bespin_saw_every_state_and_step_lando_made(
+        lando: Lando, bespin: BespinApiService, bespin_daemon: Daemon, http_files: tuple[str, Path]):
+    base, served = http_files
+    digest = serve_packed(served, "upper_count.cwl", "upper_count.packed.cwl")
+    (served / "hello.txt").write_text("hello\nworld\n")
+    (served / "more.txt").write_text("more\n")
+    job_id = bespin.add_job(
+        f"{base}/upper_count.packed.cwl",
+        {"text": {"class": "File", "path": "inputs/hello.txt"}, "more": {"class": "File", "path": "inputs/more.txt"}},
+        url_files=[{"url": f"{base}/hello.txt", "destination_path": "inputs/hello.txt", "size": 12},
+                   {"url": f"{base}/more.txt", "destination_path": "inputs/more.txt", "size": 5}],
+        cwl_base_command=["cwltool", "--no-container"], name="bespin word count")
+    bespin_daemon.start()
+
+    bespin.start_job(job_id)  # state S, then the pickled WorkRequest on the queue, as bespin-api does
+    job = wait_bespin(bespin, job_id, lambda j: j["state"] in ("F", "E"), bespin_daemon)
+
+    assert job["state"] == "F", bespin.errors_of(job_id)
+    seen = state_steps(bespin, job_id)
+    assert [step for state, step in seen if state == "R"] == ["V", "S", "R", "o", "O", "T"], seen
+    assert seen[-1] == ("F", "") and ("S", "V") in seen
+    local = local_job(lando, job_id)
+    assert local.vm is not None and local.vm.name.endswith(f"-job-{job_id}-1")
+    assert job["vm_instance_name"] == local.vm.name
+    assert {p["vm_instance_name"] for p in bespin.puts_of(job_id) if p["step"] in "SRoOT" and p["state"] == "R"} \
+        == {local.vm.name}
+    assert bespin.errors_of(job_id) == []
+    assert bespin.activity_of(job_id)[-1] == ("F", "")
+    assert (Path(local.output_dir) / "upper.txt").read_text() == "HELLO\nWORLD\nMORE\n"
+    assert local.facts["workflow_source"]["sha256"] == digest
+    assert local.facts["workflow_source"]["resolved_url"] == f"{base}/upper_count.packed.cwl#main"
+    readme = (Path(local.output_dir) / "docs" / "README.md").read_text()
+    assert digest in readme and "bespin word count" in readme
+    assert TOKEN not in bespin_daemon.text()
+    assert lando.vm_dirs() == []
+
+
+def test_a_failing_workflow_posts_a_job_error_with_the_stderr_tail_and_a_restart_from_bespin_resumes_at_its_step(
+        lando: Lando, bespin: BespinApiService, bespin_daemon: Daemon, http_files: tuple[str, Path],
+        tmp_path: Path):
+    lando.settings["keep_vm_on_error"] = True
+    lando.write_config()
+    base, served = http_files
+    serve_packed(served, "flaky.cwl", "flaky.packed.cwl")
+    flag = tmp_path / "flag"
+    job_id = bespin.add_job(f"{base}/flaky.packed.cwl", {"flag": str(flag)},
+                            cwl_base_command=["cwltool", "--no-container"])
+    bespin_daemon.start()
+
+    bespin.start_job(job_id)
+    job = wait_bespin(bespin, job_id, lambda j: j["state"] in ("F", "E"), bespin_daemon)
+
+    assert (job["state"], job["step"]) == ("E", "R")
+    (error,) = bespin.errors_of(job_id)
+    assert error["job_step"] == "R"
+    assert "cwltool exited with code" in error["content"] and f"flag {flag} is missing" in error["content"]
+    first_vm = local_job(lando, job_id).vm.id
+
+    flag.write_text("now it works")
+    bespin.restart_job(job_id)  # state r, then restart_job
+    job = wait_bespin(bespin, job_id, lambda j: j["state"] == "F" or (j["state"] == "E" and len(
+        bespin.errors_of(job_id)) > 1), bespin_daemon)
+
+    assert job["state"] == "F", bespin.errors_of(job_id)
+    seen = state_steps(bespin, job_id)
+    after_restart = seen[seen.index(("r", "R")):]
+    assert after_restart == [("r", "R"), ("R", "R"), ("R", "o"), ("R", "O"), ("R", "T"), ("F", "")], seen
+    assert vms_created_for(lando, job_id) == [first_vm]
+    assert (Path(local_job(lando, job_id).output_dir) / "ok.txt").read_text() == "ok\n"
+    assert lando.vm_dirs() == []
+
+
+def test_bespin_api_down_mid_job_the_job_finishes_and_bespin_catches_up_in_order(
+        lando: Lando, bespin: BespinApiService, bespin_daemon: Daemon, http_files: tuple[str, Path],
+        tmp_path: Path):
+    base, served = http_files
+    serve_packed(served, "flaky.cwl", "flaky.packed.cwl")
+    flag = tmp_path / "flag"
+    flag.write_text("present")
+    job_id = bespin.add_job(f"{base}/flaky.packed.cwl", {"flag": str(flag)},
+                            cwl_base_command=["sh", "-c", 'sleep 3; exec cwltool --no-container "$@"', "cwltool"])
+    bespin_daemon.start()
+    bespin.start_job(job_id)
+    wait_bespin(bespin, job_id, lambda j: (j["state"], j["step"]) == ("R", "R"), bespin_daemon)
+
+    bespin.refuse_connections()  # bespin-api stops while the workflow runs
+    deadline = time.monotonic() + 60
+    while local_job(lando, job_id).state.value != "F":
+        assert time.monotonic() < deadline and bespin_daemon.alive(), bespin_daemon.text()[-2000:]
+        time.sleep(0.2)
+    assert bespin.job(job_id)["state"] == "R"  # it has not heard yet
+    time.sleep(2)
+    bespin.accept_connections()
+    job = wait_bespin(bespin, job_id, lambda j: j["state"] == "F", bespin_daemon, timeout=60)
+
+    assert job["step"] == ""
+    seen = state_steps(bespin, job_id)
+    assert [step for state, step in seen if state == "R"] == ["V", "S", "R", "o", "O", "T"], seen
+    assert "did not serve PUT admin/jobs" in bespin_daemon.text() or "retrying" in bespin_daemon.text()
+
+
+def test_a_job_bespin_does_not_know_is_dead_lettered_with_a_clear_reason(
+        lando: Lando, bespin: BespinApiService, bespin_daemon: Daemon, broker_names: dict[str, str]):
+    bespin_daemon.start()
+    deadline = time.monotonic() + 30
+    while "consuming commands" not in bespin_daemon.text():  # its queues are declared
+        assert time.monotonic() < deadline, bespin_daemon.text()[-2000:]
+        time.sleep(0.1)
+    bespin.publish("start_job", 4242)
+
+    deadline = time.monotonic() + 30
+    connection = rabbit()
+    try:
+        channel = connection.channel()
+        while True:
+            method, properties, _ = channel.basic_get(broker_names["listen_queue"] + ".dead", auto_ack=True)
+            if method is not None:
+                break
+            assert time.monotonic() < deadline, bespin_daemon.text()[-2000:]
+            time.sleep(0.2)
+    finally:
+        connection.close()
+    assert "has no job 4242" in str(properties.headers)
+    assert f"bespin-api at {bespin.url} has no job 4242" in bespin_daemon.text()
+
+
+def test_a_bad_token_is_reported_clearly_never_logged_and_the_command_waits_for_a_fixed_config(
+        lando: Lando, bespin: BespinApiService, bespin_daemon: Daemon, http_files: tuple[str, Path],
+        tmp_path: Path):
+    base, served = http_files
+    serve_packed(served, "flaky.cwl", "flaky.packed.cwl")
+    flag = tmp_path / "flag"
+    flag.write_text("present")
+    job_id = bespin.add_job(f"{base}/flaky.packed.cwl", {"flag": str(flag)},
+                            cwl_base_command=["cwltool", "--no-container"])
+    lando.settings["bespin_api"]["token"] = "wrong-token-5678"
+    lando.write_config()
+    bespin_daemon.start()
+    bespin.start_job(job_id)
+
+    deadline = time.monotonic() + 30
+    while "refused our credentials" not in bespin_daemon.text():
+        assert time.monotonic() < deadline, bespin_daemon.text()[-2000:]
+        time.sleep(0.2)
+    assert "check bespin_api.token" in bespin_daemon.text()
+    assert "wrong-token-5678" not in bespin_daemon.text()
+    bespin_daemon.stop()
+
+    lando.settings["bespin_api"]["token"] = TOKEN  # the admin fixes the config; the command was kept
+    lando.write_config()
+    bespin_daemon.start()
+    job = wait_bespin(bespin, job_id, lambda j: j["state"] in ("F", "E"), bespin_daemon)
+    assert job["state"] == "F", bespin.errors_of(job_id)
+
+
+def test_an_invalid_workflow_is_refused_before_any_vm_with_a_job_error_in_bespin(
+        lando: Lando, bespin: BespinApiService, http_files: tuple[str, Path]):
+    base, served = http_files
+    (served / "invalid.cwl").write_text((WORKFLOWS / "invalid.cwl").read_text())
+    job_id = bespin.add_job(f"{base}/invalid.cwl", {}, workflow_type="packed", workflow_path="#main")
+    lando.settings["bespin_api"] = {"url": bespin.url, "token": TOKEN}
+    lando.write_config()
+    store = BespinStore(load_config(str(lando.config_path), env={}))
+    try:
+        with pytest.raises(Exception, match="is not valid CWL"):
+            store.get(job_id)
+        assert store.flush(10)
+    finally:
+        store.close()
+
+    job = bespin.job(job_id)
+    assert job["state"] == "E"
+    (error,) = bespin.errors_of(job_id)
+    assert error["job_step"] == "V" and "is not valid CWL" in error["content"]
+    assert lando.vm_dirs() == []
