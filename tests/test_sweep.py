@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 from conftest import TEST_INSTALLATION, WORKFLOWS, Lando
 
@@ -19,8 +20,14 @@ def tagged(job_id: int | str) -> dict[str, str]:
 
 
 def make_vm(cloud: LocalCloud, name: str, metadata: dict[str, str]) -> str:
-    return cloud.create_vm(VmRequest(name=name, flavor="m1.small", image="local", user_data=USER_DATA,
-                                     metadata=metadata)).id
+    """A booted VM, as orphans are (the local cloud can miss the sshd of a VM deleted while it boots)."""
+    vm_id = cloud.create_vm(VmRequest(name=name, flavor="m1.small", image="local", user_data=USER_DATA,
+                                      metadata=metadata)).id
+    deadline = time.monotonic() + 30
+    while (info := cloud.get_vm(vm_id)) is not None and info.status == "BUILD" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert info is not None and info.status == "ACTIVE", info
+    return vm_id
 
 
 def leave_orphans(lando: Lando) -> tuple[LocalCloud, dict[str, str]]:
