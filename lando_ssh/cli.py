@@ -102,6 +102,27 @@ def _source_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--path", help="with --git or a zip archive URL: the workflow's path inside it (e.g. dir/wf.cwl)")
 
 
+def _source_options_first(args: list[str]) -> list[str]:
+    """--git/--ref/--path moved before the positionals: argparse cannot give `WF --path P JOB` its two
+    optional positionals once an option splits them."""
+    moved: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        key = args[i].split("=", 1)[0]
+        if args[i] == "--":
+            rest.extend(args[i:])
+            break
+        if key in ("--git", "--ref", "--path"):
+            take = 1 if "=" in args[i] else 2
+            moved.extend(args[i:i + take])
+            i += take
+            continue
+        rest.append(args[i])
+        i += 1
+    return moved + rest
+
+
 def _workflow_source(args: argparse.Namespace) -> tuple[Any, str | None]:
     """(the workflow: a path, URL or WorkflowSource; the job order path) from the command's arguments."""
     from lando_ssh.workflow import WorkflowSource
@@ -138,6 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["cwl-runner"]:
         argv = ["cwl-runner", *_normalize_cwltool_args(argv[1:])]
+    at = next((i for i, a in enumerate(argv) if a in ("submit", "cwl-runner") and (i == 0 or argv[i - 1] not in
+                                                                                ("--config", "--log-level"))), None)
+    if at is not None:
+        argv = [*argv[:at + 1], *_source_options_first(argv[at + 1:])]
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config)
