@@ -37,11 +37,15 @@ def cwltool_version(log_text: str) -> str | None:
 def docs_files(job: Job, usage: dict[str, Any], remote_cwltool_log: str = "") -> dict[str, bytes]:
     record = job.to_dict()
     record.pop("workflow_doc", None)  # the workflow itself is in docs/scripts
-    return {
+    files = {
         "README.md": readme(job, usage, cwltool_version(remote_cwltool_log)).encode(),
         "logs/job-data.json": json.dumps(record, indent=2).encode(),
         "logs/usage.json": json.dumps(usage, indent=2).encode(),
     }
+    methods = job.facts.get("methods_document")  # bespin-api's workflow methods document (markdown), as lando wrote it
+    if isinstance(methods, str) and methods.strip():
+        files["Methods.md"] = methods.encode()
+    return files
 
 
 def readme(job: Job, usage: dict[str, Any], cwltool: str | None) -> str:

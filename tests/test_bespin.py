@@ -103,7 +103,8 @@ def test_a_bespin_job_with_url_inputs_runs_to_F_and_bespin_saw_every_state_and_s
         {"text": {"class": "File", "path": "inputs/hello.txt"}, "more": {"class": "File", "path": "inputs/more.txt"}},
         url_files=[{"url": f"{base}/hello.txt", "destination_path": "inputs/hello.txt", "size": 12},
                    {"url": f"{base}/more.txt", "destination_path": "inputs/more.txt", "size": 5}],
-        cwl_base_command=["cwltool", "--no-container"], name="bespin word count")
+        cwl_base_command=["cwltool", "--no-container"], name="bespin word count",
+        methods_document="# Methods\n\nUppercase, then count.\n")
     bespin_daemon.start()
 
     bespin.start_job(job_id)  # state S, then the pickled WorkRequest on the queue, as bespin-api does
@@ -125,6 +126,7 @@ def test_a_bespin_job_with_url_inputs_runs_to_F_and_bespin_saw_every_state_and_s
     assert local.facts["workflow_source"]["resolved_url"] == f"{base}/upper_count.packed.cwl#main"
     readme = (Path(local.output_dir) / "docs" / "README.md").read_text()
     assert digest in readme and "bespin word count" in readme
+    assert (Path(local.output_dir) / "docs" / "Methods.md").read_text() == "# Methods\n\nUppercase, then count.\n"
     assert TOKEN not in bespin_daemon.text()
     assert lando.vm_dirs() == []
 

@@ -465,6 +465,12 @@ class BespinStore:
                     raise UnknownBespinJob(job_id, self.api.base) from None
                 raise
             facts = facts_of(data)
+            document = (data.get("workflow_version") or {}).get("methods_document")
+            if document:  # lando put it beside the results (docs/Methods); we do too
+                try:
+                    facts["methods_document"] = self.api.get_workflow_methods_document(int(document)).get("content")
+                except BespinRejected as e:
+                    log.warning("job %s: no methods document: %s", job_id, e)
             error: LandoError | None = None
             prepared = None
             try:
