@@ -269,3 +269,27 @@ def test_an_invalid_workflow_is_refused_before_any_vm_with_a_job_error_in_bespin
     (error,) = bespin.errors_of(job_id)
     assert error["job_step"] == "V" and "is not valid CWL" in error["content"]
     assert lando.vm_dirs() == []
+
+
+def test_a_cancel_from_bespin_during_the_run_kills_the_workflow_and_ends_C_in_bespin(
+        lando: Lando, bespin: BespinApiService, bespin_daemon: Daemon, http_files: tuple[str, Path]):
+    base, served = http_files
+    packed = prepare(str(WORKFLOWS / "sleep.cwl"), None, {}).packed
+    (served / "sleep.packed.cwl").write_text(json.dumps(packed))
+    job_id = bespin.add_job(f"{base}/sleep.packed.cwl", {"seconds": 120},
+                            cwl_base_command=["cwltool", "--no-container"])
+    bespin_daemon.start()
+    bespin.start_job(job_id)
+    wait_bespin(bespin, job_id, lambda j: (j["state"], j["step"]) == ("R", "R"), bespin_daemon)
+    deadline = time.monotonic() + 30
+    while "run_pid" not in local_job(lando, job_id).facts:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+    bespin.cancel_job(job_id)  # state c, then cancel_job
+    job = wait_bespin(bespin, job_id, lambda j: j["state"] in ("C", "E", "F"), bespin_daemon, timeout=60)
+
+    assert job["state"] == "C"
+    assert state_steps(bespin, job_id)[-2:] == [("c", "R"), ("C", "R")]
+    assert bespin.errors_of(job_id) == []
+    assert lando.vm_dirs() == []
