@@ -8,7 +8,6 @@ how long each phase took.
 from __future__ import annotations
 
 import dataclasses
-import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,7 +27,9 @@ class Phase:
 
 
 def smallest_allowed_flavor(flavors: list[Any], allow: str | None) -> Any:
-    allowed = [f for f in flavors if not allow or re.fullmatch(allow, f.name)]
+    from lando_ssh.scheduler import flavor_allowed
+
+    allowed = [f for f in flavors if flavor_allowed(f.name, allow)]
     if not allowed:
         names = ", ".join(f.name for f in flavors)
         raise CloudNotFound(f"no flavor matches flavors.allow {allow!r}; flavors: {names}")

@@ -83,6 +83,7 @@ class LocalCloudConfig:
     boot_delay: float = 0.0  # seconds before the VM answers SSH
     fail_create: bool = False  # every create fails (as a cloud error)
     max_instances: int = 0  # the "cloud quota" of VMs; 0 = unlimited
+    stuck_boots: int = 0  # the first N VMs of this cloud never finish booting (boot retries)
     disk_mb: int = 0  # as root: the VM's work dir is a tmpfs of this size (a disk that can fill up); 0 = host disk
     flavors: dict[str, dict[str, int]] = field(default_factory=lambda: {
         "m1.small": {"vcpus": 1, "ram_mb": 2048, "disk_gb": 20},
@@ -103,7 +104,7 @@ class CloudConfig:
 class VmConfig:
     """Defaults for each job's VM; a job's own flavor/image/volume_size win."""
 
-    flavor: str = "m1.small"
+    flavor: str | None = None  # None: the cheapest allowed flavor that fits the workflow's ResourceRequirement
     image: str = "local"
     volume_size: int = 0  # GB; 0 = no data volume
     user: str | None = None  # login user on the VM; default: the image's (local: the current user)
@@ -111,6 +112,7 @@ class VmConfig:
     boot_timeout: float = 600.0
     ssh_timeout: float = 300.0
     host_key_from_console: bool = True  # False: accept the first host key seen (opt-out, insecure)
+    boot_retries: int = 2  # a VM stuck in boot past boot_timeout is deleted and the job tried on a new one
 
 
 @dataclass
@@ -127,6 +129,12 @@ class LimitsConfig:
 @dataclass
 class FlavorsConfig:
     allow: str | None = None  # regex: flavors the scheduler may pick for jobs that name none (None: all)
+
+
+@dataclass
+class HealthConfig:
+    interval: float = 60.0  # seconds between checks of a running job's VM over SSH when it does not answer
+    grace: float = 300.0  # seconds a running job's VM may stay unreachable before the job errors
 
 
 @dataclass
@@ -167,6 +175,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     flavors: FlavorsConfig = field(default_factory=FlavorsConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     cwl_base_command: list[str] | None = None  # default: the cloud's (cwltool; --no-container locally)
     cwl_post_process_command: list[str] | None = None

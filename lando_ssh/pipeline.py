@@ -28,6 +28,7 @@ from lando_ssh.cloud.cloudinit import READY_MARKER, UserDataParams, host_keys_fr
 from lando_ssh.config import Config
 from lando_ssh.errors import (
     CloudError,
+    CloudNotFound,
     HostKeyMismatch,
     JobCanceled,
     JobConflict,
@@ -42,7 +43,7 @@ from lando_ssh.errors import (
 )
 from lando_ssh.journal import Journal
 from lando_ssh.keys import JobKeys
-from lando_ssh.model import RESTARTABLE_STATES, STEPS, Job, JobState, JobStep, StepTiming, VmRecord, now
+from lando_ssh.model import RESTARTABLE_STATES, STEPS, HistoryEntry, Job, JobState, JobStep, StepTiming, VmRecord, now
 from lando_ssh.remote import Endpoint, Remote
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,28 @@ class Pipeline:
         if info is None:
             info = self._request_vm(job)
         job = self.journal.update(job_id, lambda j: j.set_state(JobState.RUNNING, JobStep.CREATE_VM))
-        info = self._wait_active(job, info)
+        while True:
+            try:
+                info = self._wait_active(job, info)
+                break
+            except StepTimeout as e:  # stuck in boot: a new VM, a bounded number of times
+                retries = int(job.facts.get("boot_retries", 0))
+                if retries >= self.config.vm.boot_retries:
+                    raise
+                why = f"{e}; trying a new VM (retry {retries + 1} of {self.config.vm.boot_retries})"
+                log.warning("job %s: %s", job_id, why)
+                self._delete_vm_quietly(job_id, info.id)
+
+                def forget(j: Job, n: int = retries + 1, note: str = why) -> None:
+                    j.facts["boot_retries"] = n
+                    if j.vm is not None:
+                        j.vm.deleted = now()
+                    j.history.append(HistoryEntry(now(), j.state, j.step, note[:200]))
+                    j.vm = None
+
+                job = self.journal.update(job_id, forget)
+                info = self._request_vm(job)
+                job = self.journal.get(job_id)
         host_keys = self._learn_host_keys(job, info)
         assert job.vm is not None
         keys = self.keys(job)
@@ -194,7 +216,7 @@ class Pipeline:
     def _request_vm(self, job: Job) -> VmInfo:
         attempt = int(job.facts.get("vm_attempt", 0)) + 1
         name = f"{self.config.cloud.installation_id}-job-{job.id}-{attempt}"
-        flavor = job.vm_spec.flavor or self.config.vm.flavor
+        flavor = self._flavor_for(job)
         image = job.vm_spec.image or self.config.vm.image
         volume = job.vm_spec.volume_size if job.vm_spec.volume_size is not None else self.config.vm.volume_size
         user = self.config.vm.user or self.cloud.default_user()
@@ -222,6 +244,18 @@ class Pipeline:
                 delay = min(delay * 2, 60.0)
         self.journal.update(job.id, lambda j: (_set_vm_id(j, info.id), setattr(j, "reason", "")))
         return info
+
+    def _flavor_for(self, job: Job) -> str:
+        """The job's flavor, else the scheduler's choice, else vm.flavor, else the cheapest allowed that fits."""
+        from lando_ssh.scheduler import NoFlavorFits, choose_flavor, workflow_needs
+
+        named = job.vm_spec.flavor or job.facts.get("flavor") or self.config.vm.flavor
+        volume = job.vm_spec.volume_size if job.vm_spec.volume_size is not None else self.config.vm.volume_size
+        try:
+            return choose_flavor(workflow_needs(job.workflow_doc), self.cloud.flavors(), self.config.flavors.allow,
+                                 named=named, volume_gb=volume or 0).name
+        except NoFlavorFits as e:
+            raise CloudNotFound(str(e)) from None
 
     def _metadata(self, job: Job) -> dict[str, str]:
         return {META_MANAGED_BY: "lando-ssh", META_INSTALLATION: self.config.cloud.installation_id,
@@ -393,8 +427,16 @@ class Pipeline:
                     raise StepTimeout(f"the workflow ran longer than limits.max_run_time ({limit:.0f}s) and was "
                                       "stopped")
                 wait = min(wait, left)
-            status = remote.run(["sh", posixpath.join(paths.bin, "lando-wait"), paths.run, f"{wait:.1f}"],
-                                timeout=wait + 60, what="waiting for cwltool").stdout.strip()
+            try:
+                status = remote.run(["sh", posixpath.join(paths.bin, "lando-wait"), paths.run, f"{wait:.1f}"],
+                                    timeout=wait + 60, retry=False, what="waiting for cwltool").stdout.strip()
+            except HostKeyMismatch:
+                raise
+            except VmUnreachable as e:
+                self._unreachable(job_id, e)
+                continue
+            if "unreachable_since" in job.facts:
+                job = self.journal.update(job_id, lambda j: j.facts.pop("unreachable_since", None))
             if status.startswith("exited "):
                 code = int(status.split()[1])
                 self.journal.update(job_id, lambda j, c=code: j.facts.update(exit_code=c))
@@ -411,6 +453,22 @@ class Pipeline:
                 tail = self._stderr_tail(remote, paths)
                 raise WorkflowFailed("cwltool stopped without recording an exit code (was the VM restarted or the "
                                      f"process killed?). Last lines of its stderr:\n{tail}")
+
+    def _unreachable(self, job_id: int, error: Exception) -> None:
+        """The VM did not answer a check: wait health.interval and try again, until health.grace is spent."""
+        job = self.journal.get(job_id)
+        since = job.facts.get("unreachable_since")
+        if since is None:
+            since = now().isoformat(timespec="seconds")
+            self.journal.update(job_id, lambda j: j.facts.update(unreachable_since=since))
+            log.warning("job %s: its VM stopped answering: %s", job_id, error)
+        gone_for = (now() - datetime.fromisoformat(since)).total_seconds()
+        grace = self.config.health.grace
+        if gone_for > grace:
+            name = job.vm.name if job.vm else "?"
+            raise VmUnreachable(f"VM {name} unreachable since {since} ({gone_for:.0f}s, longer than health.grace "
+                                f"{grace:.0f}s): {error}")
+        self._sleep(job_id, min(self.config.health.interval, max(grace - gone_for, 0.1)))
 
     def _stderr_tail(self, remote: Remote, paths: JobPaths) -> str:
         try:

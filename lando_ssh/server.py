@@ -12,32 +12,30 @@ The loop:
 """
 from __future__ import annotations
 
-import heapq
 import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-from lando_ssh.cloud import Cloud, open_cloud
+from lando_ssh.cloud import META_INSTALLATION, Cloud, Flavor, Quota, open_cloud
 from lando_ssh.config import Config
-from lando_ssh.errors import JobConflict, LandoError
+from lando_ssh.errors import CloudError, JobConflict, LandoError
 from lando_ssh.journal import Journal
 from lando_ssh.messages import Command, Message
+from lando_ssh.metrics import METRICS, start_metrics_server
 from lando_ssh.model import ACTIVE_STATES, RESTARTABLE_STATES, STARTABLE_STATES, Job, JobState, JobStep
 from lando_ssh.pipeline import STEP_NAMES, Pipeline
+from lando_ssh.scheduler import ActiveVm, Limits, WaitingJob, active_vm, schedule, waiting_job
 from lando_ssh.store import open_job_source
+from lando_ssh.sweep import sweep
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE = 8.0  # seconds the pipelines get to reach a safe point at shutdown
-
-
-@dataclass(order=True)
-class _Waiting:
-    sort_key: tuple[int, float]
-    job_id: int = field(compare=False)
+QUOTA_TTL = 15.0  # seconds the cloud's quota figures are reused
+FLAVORS_TTL = 300.0
+FRONT = 10**9  # priority of a cancel waiting for a slot
 
 
 class Server:
@@ -49,14 +47,20 @@ class Server:
             from lando_ssh.broker import Broker
 
             self.broker = Broker(config.work_queue)
-        self.journal = Journal(open_job_source(config, serving=True), [self._log_change, self._publish_change])
+        self.journal = Journal(open_job_source(config, serving=True),
+                               [self._log_change, self._publish_change, self._track_vm, METRICS.observe_job])
         self.cloud = cloud or open_cloud(config)
         self._lock = threading.Lock()
         self._running: dict[int, Pipeline] = {}
         self._threads: dict[int, threading.Thread] = {}
-        self._waiting: list[_Waiting] = []
-        self._queued: set[int] = set()
+        self._waiting: dict[int, WaitingJob] = {}
+        self._held: dict[int, ActiveVm] = {}  # VMs our started or resumed jobs hold or are being given
         self._told: dict[int, str] = {}  # the waiting reason each queued job was last given
+        self._schedule_lock = threading.Lock()  # one decision at a time
+        self._flavor_list: list[Flavor] = []
+        self._flavors_at = 0.0
+        self._quota_cache: Quota | None = None
+        self._quota_at = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
     def serve(self) -> None:
@@ -65,13 +69,20 @@ class Server:
             signal.signal(signal.SIGTERM, lambda *_: self.stop())
             signal.signal(signal.SIGINT, lambda *_: self.stop())
         self.broker.declare()
+        metrics_server = start_metrics_server(self.config.metrics.listen) if self.config.metrics.listen else None
+        METRICS.observe_jobs(self.journal.list())
         self.recover()
+        sweeper = threading.Thread(target=self._sweep_forever, name="sweep", daemon=True)
+        sweeper.start()
         log.info("serving %s (store %s, cloud %s, up to %d jobs at once)", self.config.work_queue.listen_queue,
                  _safe_url(self.config.store_url), self.cloud.name, self.config.limits.max_concurrent_jobs)
         try:
             self.broker.consume(self.handle, self.stopping)
         finally:
             self._shutdown()
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
 
     def stop(self) -> None:
         if not self.stopping.is_set():
@@ -163,15 +174,22 @@ class Server:
 
     # -- slots -----------------------------------------------------------------------------
     def _enqueue(self, job: Job, front: bool = False) -> None:
+        """Add a job to the waiting set; its workflow's needs are parsed once, here."""
         with self._lock:
-            if job.id in self._queued or job.id in self._running:
+            if job.id in self._waiting or job.id in self._running:
                 return
-            key = (-10**9 if front else -job.priority, job.created.timestamp())
-            heapq.heappush(self._waiting, _Waiting(key, job.id))
-            self._queued.add(job.id)
+        waiting = waiting_job(job, self.config.vm.volume_size)
+        waiting.flavor = waiting.flavor or self.config.vm.flavor
+        if front:  # a cancel must get a slot before any start: it frees a VM
+            waiting.priority = FRONT
+        held = active_vm(job, self._flavors()) if waiting.has_vm else None
+        with self._lock:
+            self._waiting[job.id] = waiting
+            if held is not None:
+                self._held[job.id] = held
 
     def _wait_reason(self, extra: int = 0) -> str | None:
-        """Why a job that arrives now must wait, or None when a slot is free for it."""
+        """Why a job that arrives now must wait for a job slot, or None when one may be free."""
         limit = self.config.limits.max_concurrent_jobs
         with self._lock:
             if len(self._running) + len(self._waiting) + extra <= limit:
@@ -179,27 +197,91 @@ class Server:
             return f"waiting: {len(self._running)} of {limit} job slots busy"
 
     def _schedule(self) -> None:
-        """Start waiting jobs while slots are free; tell the others why they wait."""
+        """Ask the scheduler which waiting jobs start now; start them, fail the impossible ones,
+        and tell the others why they wait."""
         if self.stopping.is_set():
             return
-        limit = self.config.limits.max_concurrent_jobs
-        to_start: list[int] = []
+        with self._schedule_lock:
+            with self._lock:
+                waiting = list(self._waiting.values())
+                active = list(self._held.values())
+                running = len(self._running)
+            if not waiting:
+                return
+            quota = self._quota()
+            decision = schedule(waiting, active, running_jobs=running, limits=Limits.from_config(self.config.limits),
+                                quota=quota, flavors=self._flavors(), allow=self.config.flavors.allow,
+                                now=time.time(), reserve_after=self.config.limits.reserve_after)
+            METRICS.observe_waiting(decision)
+            METRICS.observe_active(active)
+            if quota is not None:
+                METRICS.observe_quota(quota)
+            for placement in decision.start:
+                self._unqueue(placement.job_id)
+                if placement.flavor is not None:
+                    flavor = placement.flavor
+                    with self._lock:
+                        self._held[placement.job_id] = ActiveVm(flavor.vcpus, flavor.ram_mb, counted_by_cloud=False)
+                    self.journal.update(placement.job_id, lambda j, name=flavor.name: j.facts.update(flavor=name))
+                self._launch(placement.job_id)
+            for job_id, why in decision.failed.items():
+                self._unqueue(job_id)
+                self._refuse(job_id, why)
+            for job_id, why in decision.waiting.items():
+                if self._told.get(job_id) != why:  # write a reason only when it changed
+                    self._told[job_id] = why
+                    self.journal.update(job_id, lambda j, w=why: setattr(j, "reason", w)
+                                        if j.state in (JobState.STARTING, JobState.RESTARTING) else None)
+
+    def _sweep_forever(self) -> None:
+        """Delete what no live job owns (after a crash, a failed delete, a job deleted in the job API)."""
+        interval = self.config.sweep.interval
+        if interval <= 0:
+            return
+        while not self.stopping.wait(interval):
+            try:
+                METRICS.observe_sweep(sweep(self.config, self.cloud, self.journal))
+                METRICS.observe_vms(self.cloud.find_vms({META_INSTALLATION: self.config.cloud.installation_id}))
+            except LandoError as e:
+                log.error("sweep: %s", e)
+            except Exception:
+                log.exception("sweep: internal error")
+
+    def _unqueue(self, job_id: int) -> None:
         with self._lock:
-            while self._waiting and len(self._running) + len(to_start) < limit:
-                item = heapq.heappop(self._waiting)
-                self._queued.discard(item.job_id)
-                self._told.pop(item.job_id, None)
-                to_start.append(item.job_id)
-            waiting = [w.job_id for w in self._waiting]
-            busy = len(self._running) + len(to_start)
-        for job_id in to_start:
-            self._launch(job_id)
-        reason = f"waiting: {busy} of {limit} job slots busy"
-        for job_id in waiting:
-            if self._told.get(job_id) != reason:  # write a reason only when it changed
-                self._told[job_id] = reason
-                self.journal.update(job_id, lambda j: setattr(j, "reason", reason)
-                                    if j.state in (JobState.STARTING, JobState.RESTARTING) else None)
+            self._waiting.pop(job_id, None)
+            self._told.pop(job_id, None)
+
+    def _refuse(self, job_id: int, why: str) -> None:
+        """A job that can never start as asked (no allowed flavor fits it, or it exceeds a limit outright)."""
+        def change(j: Job) -> None:
+            j.reason = f"step V (create VM) failed: {why}"
+            j.error = j.reason
+            j.set_state(JobState.ERROR, JobStep.CREATE_VM, note=why[:200])
+
+        log.error("job %s: cannot start: %s", job_id, why)
+        self.journal.update(job_id, change)
+
+    def _flavors(self) -> list[Flavor]:
+        if time.monotonic() - self._flavors_at > FLAVORS_TTL or not self._flavor_list:
+            try:
+                self._flavor_list = self.cloud.flavors()
+                self._flavors_at = time.monotonic()
+            except CloudError as e:
+                log.warning("cannot list the cloud's flavors: %s", e)
+        return self._flavor_list
+
+    def _quota(self) -> Quota | None:
+        """The cloud's live quota, asked at most every QUOTA_TTL seconds (a stale figure errs safely:
+        the pipeline waits in S and retries when the cloud says it is full)."""
+        if time.monotonic() - self._quota_at > QUOTA_TTL:
+            try:
+                self._quota_cache = self.cloud.quota()
+            except CloudError as e:
+                log.warning("cannot read the cloud's quota: %s", e)
+                self._quota_cache = None
+            self._quota_at = time.monotonic()
+        return self._quota_cache
 
     def _launch(self, job_id: int) -> None:
         pipeline = Pipeline(self.config, self.journal, self.cloud, stopping=self.stopping)
@@ -224,6 +306,8 @@ class Server:
             with self._lock:
                 self._running.pop(job_id, None)
                 self._threads.pop(job_id, None)
+                self._held.pop(job_id, None)
+            self._quota_at = 0.0  # a VM was freed: read the quota again
             self._schedule()
 
     # -- listeners -------------------------------------------------------------------------
@@ -231,6 +315,17 @@ class Server:
         step = f" step {job.step.value} ({STEP_NAMES[job.step]})" if job.step.value else ""
         reason = f": {job.reason}" if job.reason else ""
         log.info("job %s: state %s%s%s", job.id, job.state.value, step, reason)
+
+    def _track_vm(self, job: Job) -> None:
+        """Keep the scheduler's count of held VMs true as jobs get and lose theirs."""
+        with self._lock:
+            if job.id not in self._running and job.id not in self._waiting:
+                return
+            held = active_vm(job, self._flavor_list)
+            if held is not None:
+                self._held[job.id] = held
+            elif job.vm is not None and job.vm.deleted is not None:
+                self._held.pop(job.id, None)
 
     def _publish_change(self, job: Job) -> None:
         self.broker.publish_status(job.id, job.state.value, job.step.value)

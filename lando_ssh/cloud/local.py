@@ -118,7 +118,10 @@ class LocalCloud:
                "LANG": "C.UTF-8", "HOME": pwd.getpwuid(os.getuid()).pw_dir}
         if os.geteuid() == 0:
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation dir
-        subprocess.Popen(["/bin/sh", os.path.join(vm_dir, "boot.sh"), vm_dir, sshd, str(self.settings.boot_delay)],
+        delay = self.settings.boot_delay
+        if self.settings.stuck_boots and _created_count(self.root) <= self.settings.stuck_boots:
+            delay = 10**6  # fault knob: this VM never finishes booting
+        subprocess.Popen(["/bin/sh", os.path.join(vm_dir, "boot.sh"), vm_dir, sshd, str(float(delay))],
                          cwd=vm_dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
         return self._info(vm_dir)  # type: ignore[return-value]
@@ -138,8 +141,8 @@ class LocalCloud:
 
     def delete_vm(self, vm_id: str) -> None:
         vm_dir = self._dir(vm_id)
-        _kill_pidfile(os.path.join(vm_dir, "sshd.pid"))  # sshd scrubs its own environment: no marker
-        kill_marked_processes(vm_id)
+        kill_marked_processes(vm_id)  # boot.sh first, so it starts no sshd after this
+        _kill_sshd(vm_dir)  # sshd scrubs its environment (no marker); its command line names its config
         _unmount_below(vm_dir)
         shutil.rmtree(vm_dir, ignore_errors=True)
         if os.path.exists(vm_dir):
@@ -254,6 +257,14 @@ echo ACTIVE > status
 """
 
 
+def _created_count(root: str) -> int:
+    try:
+        with open(os.path.join(root, "created.log")) as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
+
+
 def _mount_disk(path: str, size_mb: int) -> None:
     """A size-limited filesystem for the VM's work dir, so a full disk is a real ENOSPC."""
     if os.geteuid() != 0:
@@ -287,16 +298,27 @@ def _free_port() -> int:
     raise CloudError("no free local port for a VM")
 
 
-def _kill_pidfile(path: str) -> None:
-    try:
-        with open(path) as f:
-            pid = int(f.read().strip())
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if path.rsplit("/", 1)[0].encode() not in f.read():
-                return  # the pid was reused by something else
-        os.kill(pid, signal.SIGTERM)
-    except (OSError, ValueError):
-        pass
+def _kill_sshd(vm_dir: str) -> None:
+    """Every sshd of this VM (listener and sessions), found by the config path on its command line."""
+    needle = os.path.join(vm_dir, "sshd_config").encode()
+    for _ in range(50):
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/cmdline", "rb") as f:
+                        if needle in f.read():
+                            pids.append(int(entry))
+                except OSError:
+                    continue
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL if _ else signal.SIGTERM)
+            except OSError:
+                pass
+        time.sleep(0.05)
 
 
 def marked_pids(vm_name: str) -> set[int]:
