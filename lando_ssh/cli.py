@@ -19,7 +19,7 @@ from typing import Any
 
 from lando_ssh.config import Config, load_config
 from lando_ssh.errors import BadInput, JobConflict, LandoError
-from lando_ssh.model import Job, JobState, JobStep, VmSpec, now
+from lando_ssh.model import ACTIVE_STATES, Job, JobState, JobStep, VmSpec, now
 
 log = logging.getLogger("lando_ssh")
 
@@ -505,24 +505,27 @@ def cmd_vms(config: Config, args: argparse.Namespace) -> int:
     rows = []
     for vm in vms:
         job_id = vm.metadata.get(META_JOB_ID)
-        state = "-"
+        state, activity = "-", "idle"
         if job_id and job_id.isdigit():
             try:
                 j = journal.get(int(job_id))
                 state = j.state.value + (j.step.value or "")
+                busy = j.state in ACTIVE_STATES and j.vm is not None and j.vm.id == vm.id
+                activity = "busy" if busy else "idle"
             except BadInput:
                 state = "no job"
         age = (now() - vm.created).total_seconds() if vm.created else None
-        rows.append({"name": vm.name, "id": vm.id, "job": job_id, "job_state": state, "status": vm.status,
+        rows.append({"name": vm.name, "id": vm.id, "job": job_id, "job_state": state, "activity": activity,
+                     "status": vm.status,
                      "flavor": vm.flavor.name if vm.flavor else None, "address": vm.address, "port": vm.port,
                      "age_seconds": round(age) if age is not None else None})
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        print(f"{'NAME':<28} {'JOB':>5} {'JOB STATE':<9} {'STATUS':<7} {'FLAVOR':<10} {'ADDRESS':<21} AGE")
+        print(f"{'NAME':<28} {'JOB':>5} {'JOB STATE':<9} {'USE':<4} {'STATUS':<7} {'FLAVOR':<10} {'ADDRESS':<21} AGE")
         for r in rows:
-            print(f"{r['name']:<28} {r['job'] or '-':>5} {r['job_state']:<9} {r['status']:<7} {r['flavor'] or '-':<10} "
-                  f"{r['address']}:{r['port']:<6} {r['age_seconds']}s")
+            print(f"{r['name']:<28} {r['job'] or '-':>5} {r['job_state']:<9} {r['activity']:<4} {r['status']:<7} "
+                  f"{r['flavor'] or '-':<10} {r['address']}:{r['port']:<6} {r['age_seconds']}s")
     return EXIT_OK
 
 

@@ -159,6 +159,7 @@ class Job:
     updated: datetime = field(default_factory=now)
     vm_spec: VmSpec = field(default_factory=VmSpec)
     vm: VmRecord | None = None
+    past_vms: list[VmRecord] = field(default_factory=list)  # VMs it held before (boot retries, restarts)
     output_dir: str = ""
     priority: int = 0
     user: str = ""  # who submitted it (for usage reports)
@@ -185,6 +186,7 @@ class Job:
             "job_order": self.job_order,
             "vm_spec": dataclasses.asdict(self.vm_spec),
             "vm": _vm_to_dict(self.vm),
+            "past_vms": [_vm_to_dict(v) for v in self.past_vms],
             "output_dir": self.output_dir,
             "priority": self.priority,
             "user": self.user,
@@ -213,6 +215,7 @@ class Job:
             updated=parse_time(d.get("updated")) or now(),
             vm_spec=VmSpec(**(d.get("vm_spec") or {})),
             vm=_vm_from_dict(vm) if vm else None,
+            past_vms=[_vm_from_dict(v) for v in d.get("past_vms") or []],
             output_dir=d.get("output_dir", ""),
             priority=int(d.get("priority", 0)),
             user=d.get("user", ""),
@@ -224,6 +227,13 @@ class Job:
             output=d.get("output"),
             workflow_doc=d.get("workflow_doc"),
         )
+
+    def retire_vm(self) -> None:
+        """Forget the current VM (deleted, or to be replaced), keeping its record for usage reports."""
+        if self.vm is not None:
+            self.vm.deleted = self.vm.deleted or now()
+            self.past_vms.append(self.vm)
+            self.vm = None
 
     def set_state(self, state: JobState, step: JobStep | None = None, note: str = "") -> bool:
         """Move to `state` (and `step`, when given); returns False when nothing changed."""

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lando_ssh import report
-from lando_ssh.cloud import META_INSTALLATION, META_JOB_ID, META_MANAGED_BY, Cloud, VmInfo, VmRequest
+from lando_ssh.cloud import META_INSTALLATION, META_JOB_ID, META_MANAGED_BY, Cloud, Flavor, VmInfo, VmRequest
 from lando_ssh.cloud.cloudinit import READY_MARKER, UserDataParams, host_keys_from_console, render_user_data
 from lando_ssh.config import Config
 from lando_ssh.errors import (
@@ -173,10 +173,8 @@ class Pipeline:
 
                 def forget(j: Job, n: int = retries + 1, note: str = why) -> None:
                     j.facts["boot_retries"] = n
-                    if j.vm is not None:
-                        j.vm.deleted = now()
                     j.history.append(HistoryEntry(now(), j.state, j.step, note[:200]))
-                    j.vm = None
+                    j.retire_vm()
 
                 job = self.journal.update(job_id, forget)
                 info = self._request_vm(job)
@@ -216,7 +214,8 @@ class Pipeline:
     def _request_vm(self, job: Job) -> VmInfo:
         attempt = int(job.facts.get("vm_attempt", 0)) + 1
         name = f"{self.config.cloud.installation_id}-job-{job.id}-{attempt}"
-        flavor = self._flavor_for(job)
+        chosen = self._flavor_for(job)
+        flavor = chosen.name
         image = job.vm_spec.image or self.config.vm.image
         volume = job.vm_spec.volume_size if job.vm_spec.volume_size is not None else self.config.vm.volume_size
         user = self.config.vm.user or self.cloud.default_user()
@@ -227,7 +226,8 @@ class Pipeline:
 
         def remember(j: Job) -> None:  # recorded before the request, so a crash finds the VM by name
             j.facts["vm_attempt"] = attempt
-            j.vm = VmRecord(name=name, user=user, work_dir=work_dir, flavor=flavor, created=now())
+            j.vm = VmRecord(name=name, user=user, work_dir=work_dir, flavor=flavor, vcpus=chosen.vcpus,
+                            ram_mb=chosen.ram_mb, created=now())
 
         self.journal.update(job.id, remember)
         request = VmRequest(name=name, flavor=flavor, image=image, user_data=user_data, volume_size=volume or 0,
@@ -245,7 +245,7 @@ class Pipeline:
         self.journal.update(job.id, lambda j: (_set_vm_id(j, info.id), setattr(j, "reason", "")))
         return info
 
-    def _flavor_for(self, job: Job) -> str:
+    def _flavor_for(self, job: Job) -> Flavor:
         """The job's flavor, else the scheduler's choice, else vm.flavor, else the cheapest allowed that fits."""
         from lando_ssh.scheduler import NoFlavorFits, choose_flavor, workflow_needs
 
@@ -253,7 +253,7 @@ class Pipeline:
         volume = job.vm_spec.volume_size if job.vm_spec.volume_size is not None else self.config.vm.volume_size
         try:
             return choose_flavor(workflow_needs(job.workflow_doc), self.cloud.flavors(), self.config.flavors.allow,
-                                 named=named, volume_gb=volume or 0).name
+                                 named=named, volume_gb=volume or 0)
         except NoFlavorFits as e:
             raise CloudNotFound(str(e)) from None
 
@@ -576,7 +576,7 @@ class Pipeline:
         def change(j: Job) -> None:
             step = j.step if reuse and j.step in STEPS else JobStep.CREATE_VM
             if not reuse:
-                j.vm = None
+                j.retire_vm()
             if STEPS.index(step) <= STEPS.index(JobStep.RUNNING):
                 for fact in ("run_pid", "run_started", "exit_code", "vm_output", "usage"):
                     j.facts.pop(fact, None)

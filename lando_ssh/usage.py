@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 from lando_ssh.config import Config
 from lando_ssh.errors import BadInput
-from lando_ssh.model import FINAL_STATES, Job, JobState, now
+from lando_ssh.model import FINAL_STATES, Job, JobState, VmRecord, now
 
 GROUPINGS = ("user", "project", "workflow")
 #: the states the report has a column for, in order
@@ -64,9 +64,22 @@ def group_of(job: Job, by: str) -> str:
 
 def vm_hours(job: Job, since: datetime | None = None, until: datetime | None = None,
              at: datetime | None = None) -> float:
-    """Hours the job's VM existed within [since, until] (till `at`, default now, while it lives)."""
-    vm = job.vm
-    if vm is None or vm.created is None:
+    """Hours the job's VMs (its current one and those it held before) existed within [since, until]."""
+    return sum(_hours(vm, since, until, at) for vm in _vms(job))
+
+
+def core_hours(job: Job, since: datetime | None = None, until: datetime | None = None,
+               at: datetime | None = None) -> float:
+    return sum(_hours(vm, since, until, at) * (vm.vcpus or 0) for vm in _vms(job))
+
+
+def _vms(job: Job) -> list[VmRecord]:
+    return [*job.past_vms, *([job.vm] if job.vm else [])]
+
+
+def _hours(vm: VmRecord, since: datetime | None, until: datetime | None, at: datetime | None) -> float:
+    """Hours `vm` existed within [since, until] (till `at`, default now, while it lives)."""
+    if vm.created is None:
         return 0.0
     start = max(vm.created, since) if since else vm.created
     end = vm.deleted or at or now()
@@ -98,7 +111,7 @@ def usage(jobs: Iterable[Job], by: str = "user", since: datetime | None = None, 
         if (until and job.created > until) or (since and life_end < since):
             continue
         hours = vm_hours(job, since, until, at)
-        vcpus = job.vm.vcpus or 0 if job.vm else 0
+        cores = core_hours(job, since, until, at)
         name = group_of(job, by)
         row = rows.get(name)
         if row is None:
@@ -107,7 +120,7 @@ def usage(jobs: Iterable[Job], by: str = "user", since: datetime | None = None, 
             r.jobs += 1
             r.states[job.state.value] += 1
             r.vm_hours += hours
-            r.core_hours += hours * vcpus
+            r.core_hours += cores
     return [rows[k] for k in sorted(rows)] + [total]
 
 

@@ -2,6 +2,7 @@
 health checks, boot retries, metrics."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -34,16 +35,21 @@ def test_six_jobs_under_max_vms_two_never_exceed_two_vms_and_all_finish(lando: L
         for job_id in ids:
             send(lando, "start_job", job_id)
         cloud = LocalCloud(lando.config())
-        most, reasons = 0, set()
+        most, reasons, listed = 0, set(), []
         deadline = time.monotonic() + 240
         while not all(finished(store_job(lando, i)) for i in ids):
             assert time.monotonic() < deadline and daemon.alive(), daemon.text()[-2000:]
             most = max(most, len(cloud.find_vms({})))
+            if most == 2 and not listed:
+                listed = json.loads(lando.cli("vms", "--json", check=True).stdout)
             reasons |= {store_job(lando, i).reason for i in ids} - {""}
             time.sleep(0.05)
     finally:
         daemon.stop()
     assert most == 2
+    assert listed and all(r["job"] and r["status"] in ("BUILD", "ACTIVE") and r["activity"] in ("busy", "idle")
+                          for r in listed)
+    assert any(r["activity"] == "busy" for r in listed)
     assert [store_job(lando, i).state.value for i in ids] == ["F"] * 6
     assert "waiting: 2 of 2 VMs in use (limits.max_vms)" in reasons, reasons
 
@@ -130,6 +136,7 @@ def test_a_vm_stuck_in_boot_is_replaced_and_the_job_finishes(lando: Lando):
     assert len(names) == 2 and names[0].endswith("-1") and names[1].endswith("-2")
     job = lando.status(job_id)
     assert any("trying a new VM (retry 1 of 2)" in h["note"] for h in job["history"])
+    assert [v["name"] for v in job["past_vms"]] == [names[0]]  # still counted by `usage`
     assert lando.vm_dirs() == []
 
 
