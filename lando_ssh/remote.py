@@ -9,6 +9,9 @@ through OpenSSH's `ssh` for large ones (paramiko's SFTP runs at ~0.4x of OpenSSH
 from __future__ import annotations
 
 import base64
+import errno
+import fcntl
+import functools
 import io
 import logging
 import os
@@ -80,6 +83,25 @@ def openssh_argv(ep: Endpoint, *, tty: bool = False, connect_timeout: float = 10
             "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
             "-o", f"ConnectTimeout={int(connect_timeout)}", "-o", "LogLevel=ERROR",
             "-o", "ServerAliveInterval=30", "-t" if tty else "-T", f"{ep.user}@{ep.address}"]
+
+
+def _bulk_ssh_argv(ep: Endpoint) -> list[str]:
+    """`ssh` for bulk transfers: AES-GCM first where the CPU has AES instructions (220 MiB/s here
+    against 160 for OpenSSH's default chacha20-poly1305); the server still picks from the list."""
+    argv = openssh_argv(ep)
+    if not _cpu_has_aes():
+        return argv
+    ciphers = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes256-ctr"
+    return [*argv[:-1], "-o", f"Ciphers={ciphers}", argv[-1]]
+
+
+@functools.cache
+def _cpu_has_aes() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " aes" in line for line in f)
+    except OSError:
+        return False
 
 
 class _PromptAckSocket(socket.socket):
@@ -263,7 +285,8 @@ class Remote:
                 for local, dest in entries:
                     tar.add(local, arcname=dest.lstrip("/"), recursive=True)
 
-        self._retrying("staging", lambda: self._push_tar(fill, remote_dir, total), retry)
+        self._retrying("staging", lambda: self._push_tar(fill, remote_dir, total,
+                                                         stream=lambda fd: _send_tar(fd, entries)), retry)
         return total
 
     def put_bytes(self, files: dict[str, bytes], remote_dir: str, mode: int = 0o644) -> None:
@@ -281,14 +304,18 @@ class Remote:
         os.makedirs(local_dir, exist_ok=True)
         return int(self._retrying("download", lambda: self._pull_tar(remote_dir, local_dir, total_hint), retry))
 
-    def _push_tar(self, fill: Any, remote_dir: str, total: int) -> None:
+    def _push_tar(self, fill: Any, remote_dir: str, total: int, stream: Any = None) -> None:
         command = quote_argv(["sh", "-c", 'mkdir -p "$1" && exec tar -xf - -C "$1"', "sh", remote_dir])
         if total >= BULK_BYTES and self._openssh_ok():
-            proc = subprocess.Popen([*openssh_argv(self.ep), command], stdin=subprocess.PIPE,
+            proc = subprocess.Popen([*_bulk_ssh_argv(self.ep), command], stdin=subprocess.PIPE,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             assert proc.stdin is not None
             try:
-                fill(proc.stdin)
+                if stream is not None:
+                    _grow_pipe(proc.stdin.fileno())
+                    stream(proc.stdin.fileno())
+                else:
+                    fill(proc.stdin)
                 proc.stdin.close()
             except BrokenPipeError:
                 pass
@@ -317,7 +344,7 @@ class Remote:
         command = quote_argv(["tar", "-cf", "-", "-C", remote_dir, "."])
         received = 0
         if total_hint >= BULK_BYTES and self._openssh_ok():
-            proc = subprocess.Popen([*openssh_argv(self.ep), command], stdout=subprocess.PIPE,
+            proc = subprocess.Popen([*_bulk_ssh_argv(self.ep), command], stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
             assert proc.stdout is not None
             received = _extract(proc.stdout, local_dir)
@@ -359,6 +386,73 @@ class _ChannelReader(io.RawIOBase):
         data = self.channel.recv(len(b))
         b[: len(data)] = data
         return len(data)
+
+
+def _send_tar(fd: int, entries: Sequence[tuple[str, str]]) -> None:
+    """What `tarfile` writes for `entries` (PAX, symlinks followed), onto the pipe `fd`, with the
+    file contents moved by `os.sendfile` from the page cache into the pipe: Python's tarfile
+    copies every byte three times on the way, which held the bulk path well below scp."""
+    tar = tarfile.TarFile(fileobj=io.BytesIO(), mode="w", dereference=True, format=tarfile.PAX_FORMAT)
+    written = 0
+
+    def write(data: bytes) -> None:
+        nonlocal written
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+            written += n
+
+    def add(path: str, arcname: str) -> None:
+        nonlocal written
+        info = tar.gettarinfo(path, arcname)
+        if info is None:  # a socket: tarfile skips it too
+            return
+        write(info.tobuf(tarfile.PAX_FORMAT, tar.encoding, tar.errors))
+        if info.isreg() and info.size:
+            with open(path, "rb") as f:
+                offset = 0
+                while offset < info.size:
+                    try:
+                        n = os.sendfile(fd, f.fileno(), offset, min(info.size - offset, 1 << 30))
+                    except OSError as e:
+                        if e.errno not in (errno.EINVAL, errno.ENOSYS) or offset:
+                            raise
+                        n = _copy_plain(f, fd, info.size)  # no sendfile into a pipe here
+                    if n == 0:
+                        raise StagingFailed(f"{path} shrank while it was being sent")
+                    offset += n
+                    written += n
+            write(tarfile.NUL * (-info.size % tarfile.BLOCKSIZE))
+        elif info.isdir():
+            for name in sorted(os.listdir(path)):
+                add(os.path.join(path, name), f"{arcname}/{name}")
+
+    for local, dest in entries:
+        add(local, dest.lstrip("/"))
+    write(tarfile.NUL * (2 * tarfile.BLOCKSIZE))
+    write(tarfile.NUL * (-written % tarfile.RECORDSIZE))
+
+
+def _grow_pipe(fd: int) -> None:
+    # a 1 MiB pipe instead of 64 KiB: fewer wake-ups of us and of ssh per MiB sent
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, COPY_BUF)  # type: ignore[attr-defined]
+    except (OSError, AttributeError):
+        pass
+
+
+def _copy_plain(f: IO[bytes], fd: int, size: int) -> int:
+    copied = 0
+    while copied < size:
+        chunk = f.read(min(COPY_BUF, size - copied))
+        if not chunk:
+            break
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view):]
+        copied += len(chunk)
+    return copied
 
 
 def _extract(stream: IO[bytes], local_dir: str) -> int:
