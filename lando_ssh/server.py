@@ -136,11 +136,9 @@ class Server:
                 self._told[job.id] = wait
             self._enqueue(job)
             self._schedule()
-        elif job.state in ACTIVE_STATES:
-            log.info("job %s: start_job again while it is %s; nothing to do", job.id, job.state.name.lower())
         else:
-            raise JobConflict(f"job {job.id} is {job.state.name.lower()} ({job.state.value}); start_job only starts "
-                              "new or authorized jobs (use restart_job for errored or canceled ones)")
+            _ignore_or_refuse(job, "start_job", "starts new or authorized jobs (use restart_job for errored or "
+                                                "canceled ones)")
 
     def _cancel(self, job: Job) -> None:
         if job.state in (JobState.CANCELED, JobState.CANCELING, JobState.FINISHED, JobState.DELETED):
@@ -166,11 +164,8 @@ class Server:
                                                           j.facts.update(restart_pending=True)))
             self._enqueue(job)
             self._schedule()
-        elif job.state in ACTIVE_STATES:
-            log.info("job %s: restart_job while it is %s; nothing to do", job.id, job.state.name.lower())
         else:
-            raise JobConflict(f"job {job.id} is {job.state.name.lower()} ({job.state.value}); restart_job only "
-                              "restarts errored or canceled jobs")
+            _ignore_or_refuse(job, "restart_job", "restarts errored or canceled jobs")
 
     # -- slots -----------------------------------------------------------------------------
     def _enqueue(self, job: Job, front: bool = False) -> None:
@@ -334,6 +329,14 @@ class Server:
     def running_jobs(self) -> list[int]:
         with self._lock:
             return sorted(self._running)
+
+
+def _ignore_or_refuse(job: Job, command: str, only: str) -> None:
+    """A command for a job already being worked on is a harmless repeat; for any other state it is refused."""
+    if job.state in ACTIVE_STATES:
+        log.info("job %s: %s while it is %s; nothing to do", job.id, command, job.state.name.lower())
+        return
+    raise JobConflict(f"job {job.id} is {job.state.name.lower()} ({job.state.value}); {command} only {only}")
 
 
 def _ending(job: Job) -> str:

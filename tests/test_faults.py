@@ -3,8 +3,10 @@ in the log, the VM is removed, and nothing else is disturbed."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import paramiko
@@ -12,7 +14,7 @@ import pytest
 import yaml
 from conftest import WORKFLOWS, Lando
 
-from lando_ssh.cloud import VmRequest
+from lando_ssh.cloud import VmInfo, VmRequest
 from lando_ssh.cloud.cloudinit import UserDataParams, host_keys_from_console, render_user_data
 from lando_ssh.cloud.local import LocalCloud
 from lando_ssh.errors import HostKeyMismatch
@@ -96,48 +98,43 @@ def test_a_workflow_that_fills_the_vm_disk_says_so(lando: Lando, tmp_path: Path)
     assert "No space left on device" in job["error"]
 
 
-def test_a_vm_presenting_another_host_key_is_refused(lando: Lando):
+@contextlib.contextmanager
+def booted_vm(lando: Lando, name: str, job_id: int) -> Iterator[tuple[VmInfo, JobKeys, list[str], str]]:
+    """A local VM holding job `job_id`'s key: (its info, the job's keys, its console host keys, the login user)."""
     cloud = LocalCloud(lando.config())
-    keys = JobKeys(str(lando.data_dir / "keys"), 1)
-    name = "lando-test-hostkey"
+    keys = JobKeys(str(lando.data_dir / "keys"), job_id)
     user_data = render_user_data(UserDataParams(keys.ensure(), cloud.default_user(), cloud.vm_work_dir(name)))
-    info = cloud.create_vm(VmRequest(name, "m1.small", "local", user_data))
+    cloud.create_vm(VmRequest(name, "m1.small", "local", user_data))
     try:
-        while (info := cloud.get_vm(name)).status != "ACTIVE":
+        while (info := cloud.get_vm(name)).status != "ACTIVE":  # type: ignore[union-attr]
             threading.Event().wait(0.05)
-        real = host_keys_from_console(cloud.console_log(name))
-        _, impostor = generate_keypair()
-        good = Remote(Endpoint("127.0.0.1", info.port, cloud.default_user(), keys.private_path, real))
-        assert good.run(["printf", "%s", "$(id) `x`; \"q\" 'q'\n"]).stdout == "$(id) `x`; \"q\" 'q'\n"
-        good.close()
-        bad = Remote(Endpoint("127.0.0.1", info.port, cloud.default_user(), keys.private_path, [impostor]))
-        with pytest.raises(HostKeyMismatch, match="not the pinned one"):
-            bad.run(["true"], retry=False)
-        with pytest.raises(HostKeyMismatch, match="no host key is pinned"):
-            Remote(Endpoint("127.0.0.1", info.port, "root", keys.private_path, [])).run(["true"], retry=False)
+        yield info, keys, host_keys_from_console(cloud.console_log(name)), cloud.default_user()
     finally:
         cloud.delete_vm(name)
 
 
+def test_a_vm_presenting_another_host_key_is_refused(lando: Lando):
+    with booted_vm(lando, "lando-test-hostkey", 1) as (info, keys, real, user):
+        _, impostor = generate_keypair()
+        good = Remote(Endpoint("127.0.0.1", info.port, user, keys.private_path, real))
+        assert good.run(["printf", "%s", "$(id) `x`; \"q\" 'q'\n"]).stdout == "$(id) `x`; \"q\" 'q'\n"
+        good.close()
+        bad = Remote(Endpoint("127.0.0.1", info.port, user, keys.private_path, [impostor]))
+        with pytest.raises(HostKeyMismatch, match="not the pinned one"):
+            bad.run(["true"], retry=False)
+        with pytest.raises(HostKeyMismatch, match="no host key is pinned"):
+            Remote(Endpoint("127.0.0.1", info.port, "root", keys.private_path, [])).run(["true"], retry=False)
+
+
 def test_a_dropped_connection_is_reopened_and_the_command_runs(lando: Lando):
-    cloud = LocalCloud(lando.config())
-    keys = JobKeys(str(lando.data_dir / "keys"), 2)
-    name = "lando-test-reconnect"
-    user_data = render_user_data(UserDataParams(keys.ensure(), cloud.default_user(), cloud.vm_work_dir(name)))
-    info = cloud.create_vm(VmRequest(name, "m1.small", "local", user_data))
-    try:
-        while (info := cloud.get_vm(name)).status != "ACTIVE":
-            threading.Event().wait(0.05)
-        remote = Remote(Endpoint("127.0.0.1", info.port, cloud.default_user(), keys.private_path,
-                                 host_keys_from_console(cloud.console_log(name))))
+    with booted_vm(lando, "lando-test-reconnect", 2) as (info, keys, host_keys, user):
+        remote = Remote(Endpoint("127.0.0.1", info.port, user, keys.private_path, host_keys))
         assert remote.run(["echo", "one"]).stdout == "one\n"
         transport = remote.connect()
         transport.sock.close()  # the network drops under the open connection
         assert remote.run(["echo", "two"]).stdout == "two\n"
         assert remote.connect() is not transport
         remote.close()
-    finally:
-        cloud.delete_vm(name)
 
 
 def test_keys_are_private_and_the_host_key_lines_are_well_formed(lando: Lando):
