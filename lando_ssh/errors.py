@@ -51,6 +51,10 @@ class BrokerUnavailable(InfrastructureError):
     pass
 
 
+class StoreUnavailable(InfrastructureError):
+    """The job store's database cannot be reached or refused us (names the store, never its password)."""
+
+
 class CloudError(InfrastructureError):
     """The cloud refused or failed an operation."""
 

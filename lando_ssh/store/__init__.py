@@ -14,6 +14,17 @@ from lando_ssh.model import Job, JobState
 
 
 class JobStore(Protocol):
+    """A job source. Stores that support several servers (postgres; sqlite trivially, for one server)
+    also offer leases, optional in this protocol (check with `hasattr(store, "claim")`):
+
+    - `claim(job_id, owner, ttl) -> bool`: take or renew the job's lease for `ttl` seconds if it is free,
+      expired or already `owner`'s; False when another server holds it.
+    - `renew(owner, ttl) -> int`: extend every lease `owner` holds; returns how many.
+    - `release(job_id, owner)`: give up `owner`'s lease on the job.
+    - `owned_or_orphaned(states, owner) -> list[Job]`: jobs in `states` whose lease is `owner`'s, expired or
+      absent (candidates to resume: claim each first).
+    """
+
     def create(self, job: Job) -> Job:
         """Store a new job; returns it with its id assigned (`job.id` is ignored)."""
         ...
@@ -43,7 +54,7 @@ def open_store(url: str) -> JobStore:
 
         return SqliteStore(url)
     if url.startswith(("postgresql:", "postgres:")):
-        from lando_ssh.store.postgres import PostgresStore  # type: ignore[import-not-found]
+        from lando_ssh.store.postgres import PostgresStore
 
         return PostgresStore(url)
     from lando_ssh.errors import ConfigError

@@ -1,6 +1,7 @@
 """The default job store: one SQLite file, the job as JSON beside indexed state columns."""
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import sqlite3
@@ -100,6 +101,21 @@ class SqliteStore:
             query = f"SELECT data FROM jobs WHERE state IN ({marks}) ORDER BY id"  # noqa: S608 (only '?' marks)
             rows = db.execute(query, codes).fetchall()
         return [Job.from_dict(json.loads(r[0])) for r in rows]
+
+    # -- leases: one server owns a SQLite store, so every job is always its to claim --------
+    def claim(self, job_id: int, owner: str, ttl: float) -> bool:
+        if self._conn().execute("SELECT 1 FROM jobs WHERE id=?", (job_id,)).fetchone() is None:
+            raise UnknownJob(job_id)
+        return True
+
+    def renew(self, owner: str, ttl: float) -> int:
+        return 0  # no leases are kept
+
+    def release(self, job_id: int, owner: str) -> None:
+        pass
+
+    def owned_or_orphaned(self, states: Iterable[JobState], owner: str) -> builtins.list[Job]:
+        return self.list(states)
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
