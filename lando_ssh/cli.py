@@ -6,6 +6,7 @@ infrastructure unavailable. Errors go to stderr as one readable sentence.
 from __future__ import annotations
 
 import argparse
+import gc
 import getpass
 import json
 import logging
@@ -156,6 +157,7 @@ def _job_options(s: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["cwl-runner"]:
         argv = ["cwl-runner", *_normalize_cwltool_args(argv[1:])]
@@ -177,6 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lando-ssh: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if from_command_line:  # the process ends next: spare its final garbage collection (~30-150 ms)
+            gc.freeze()
 
 
 def _setup_logging(config: Config, quiet: bool = False) -> None:

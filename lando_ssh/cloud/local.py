@@ -318,7 +318,19 @@ def _kill_sshd(vm_dir: str) -> None:
                 os.kill(pid, signal.SIGKILL if _ else signal.SIGTERM)
             except OSError:
                 pass
-        time.sleep(0.05)
+        # up to 50 ms for them to go, looked at every few ms: sshd exits within ~1 ms of TERM
+        deadline, pause = time.monotonic() + 0.05, 0.001
+        while time.monotonic() < deadline and any(_cmdline_has(pid, needle) for pid in pids):
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
+
+
+def _cmdline_has(pid: int, needle: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return needle in f.read()
+    except OSError:
+        return False
 
 
 def marked_pids(vm_name: str) -> set[int]:
@@ -357,5 +369,7 @@ def kill_marked_processes(vm_name: str, grace: float = 2.0) -> None:
             except (ProcessLookupError, PermissionError):
                 pass
         deadline = time.monotonic() + grace
+        pause = 0.002  # processes usually go within milliseconds of the signal
         while time.monotonic() < deadline and marked_pids(vm_name) - {me}:
-            time.sleep(0.05)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
