@@ -14,6 +14,7 @@ import logging
 import os
 import posixpath
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -494,21 +495,24 @@ class Pipeline:
         job = self.journal.get(job_id)
         paths = self.paths(job)
         remote = self.remote(job)
-        raw = remote.run(["cat", posixpath.join(paths.run, "stdout")], what="reading the output object").stdout
-        try:
-            output = json.loads(raw) if raw.strip() else {}
-        except json.JSONDecodeError:
-            raise WorkflowFailed("cwltool's output object is not valid JSON: " + raw[:500]) from None
         post = job.facts.get("cwl_post_process_command") or self.config.cwl_post_process_command
-        if post:
+        if post:  # a broken output object stops the job before the post-process command runs
+            _output_object(remote.run(["cat", posixpath.join(paths.run, "stdout")],
+                                      what="reading the output object").stdout)
             remote.run(["sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", paths.results, *post],
                        what="the post-process command")
-        remote.run(["sh", posixpath.join(paths.bin, "lando-organize"), paths.job_dir], what="organizing output")
+        # organize, then read back the output object, the run's facts and cwltool's stderr tail: one round trip
+        token = secrets.token_hex(16)
+        organize = ["sh", "-c", _ORGANIZE_AND_REPORT, "sh", posixpath.join(paths.bin, "lando-organize"),
+                    paths.job_dir, token, str(STDERR_TAIL_LINES)]
+        parts = _report_parts(remote.run(organize, what="organizing output").stdout, token)
+        output = _output_object(parts.get("stdout", ""))
         job = self.journal.update(job_id, lambda j: j.facts.update(vm_output=output))
-        usage = self._read_usage(remote, paths)
+        usage = report.usage_from({f: parts.get(f, "").strip()
+                                   for f in ("started", "finished", "maxrss_kb", "exit_code")})
         self.journal.update(job_id, lambda j: j.facts.update(usage=usage))
         job = self.journal.get(job_id)
-        docs = report.docs_files(job, usage, remote_cwltool_log=self._stderr_tail(remote, paths))
+        docs = report.docs_files(job, usage, remote_cwltool_log=_ANSI.sub("", parts.get("stderr-tail", "").rstrip()))
         remote.put_bytes(docs, posixpath.join(paths.results, "docs"))
 
     def _read_usage(self, remote: Remote, paths: JobPaths) -> dict[str, Any]:
@@ -721,6 +725,28 @@ class Pipeline:
             remote = self._remotes[job.id] = Remote(endpoint, connect_timeout=min(30.0, self.config.vm.ssh_timeout),
                                                     abort=self.cancel_event)
         return remote
+
+
+# sh -c: lando-organize JOBDIR, then each of the run's files after a line "TOKEN NAME"
+_ORGANIZE_AND_REPORT = (
+    'sh "$1" "$2" || exit; for f in stdout started finished maxrss_kb exit_code; do '
+    'printf "\\n%s %s\\n" "$3" "$f"; cat "$2/run/$f" 2>/dev/null; done; '
+    'printf "\\n%s stderr-tail\\n" "$3"; tail -n "$4" "$2/run/stderr" 2>/dev/null; exit 0')
+
+
+def _report_parts(text: str, token: str) -> dict[str, str]:
+    parts = {}
+    for chunk in text.split(f"\n{token} ")[1:]:
+        name, _, body = chunk.partition("\n")
+        parts[name] = body
+    return parts
+
+
+def _output_object(raw: str) -> Any:
+    try:
+        return json.loads(raw) if raw.strip() else {}
+    except json.JSONDecodeError:
+        raise WorkflowFailed("cwltool's output object is not valid JSON: " + raw[:500]) from None
 
 
 def inline_single_use_processes(packed: Any) -> Any:
