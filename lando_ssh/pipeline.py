@@ -45,7 +45,7 @@ from lando_ssh.errors import (
 from lando_ssh.journal import Journal
 from lando_ssh.keys import JobKeys
 from lando_ssh.model import RESTARTABLE_STATES, STEPS, HistoryEntry, Job, JobState, JobStep, StepTiming, VmRecord, now
-from lando_ssh.remote import Endpoint, Remote
+from lando_ssh.remote import Endpoint, Remote, preload
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,7 @@ class Pipeline:
 
     # -- V: create VM ----------------------------------------------------------------------
     def create_vm(self, job_id: int) -> None:
+        preload()  # the SSH library loads while the VM boots
         job = self.journal.get(job_id)
         info = self._existing_vm(job)
         if info is None:

@@ -26,20 +26,39 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from types import ModuleType
+from typing import IO, TYPE_CHECKING, Any
 
 from lando_ssh.errors import HostKeyMismatch, RemoteCommandFailed, StagingFailed, VmUnreachable
 
-# paramiko imports invoke only to run ssh_config `Match exec`, which we never read; importing it
-# costs ~40 ms at start and ~30 ms at exit of every lando-ssh command, so it is hidden meanwhile
-_hide_invoke = "invoke" not in sys.modules
-if _hide_invoke:
-    sys.modules["invoke"] = None  # type: ignore[assignment]
-try:
+if TYPE_CHECKING:
     import paramiko
-finally:
-    if _hide_invoke:
-        del sys.modules["invoke"]
+
+_import_lock = threading.Lock()
+
+
+def _paramiko() -> ModuleType:
+    """paramiko, imported on first use (~60 ms of imports): `preload` starts that early, in the background."""
+    with _import_lock:
+        if "paramiko" in sys.modules:
+            return sys.modules["paramiko"]
+        # paramiko imports invoke only to run ssh_config `Match exec`, which we never read; importing it
+        # costs ~40 ms at start and ~30 ms at exit of every lando-ssh command, so it is hidden meanwhile
+        hide_invoke = "invoke" not in sys.modules
+        if hide_invoke:
+            sys.modules["invoke"] = None  # type: ignore[assignment]
+        try:
+            import paramiko
+        finally:
+            if hide_invoke:
+                del sys.modules["invoke"]
+        return paramiko
+
+
+def preload() -> None:
+    """Import paramiko in a background thread, so that it is there when a VM that is booting answers."""
+    if "paramiko" not in sys.modules:
+        threading.Thread(target=_paramiko, name="import-paramiko", daemon=True).start()
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +199,7 @@ class Remote:
     def _open(self) -> paramiko.SSHClient:
         if not self.ep.host_keys:
             raise HostKeyMismatch(f"no host key is pinned for {self.ep.label}; refusing to connect")
+        paramiko = _paramiko()
         client = paramiko.SSHClient()
         hostname = self.ep.address if self.ep.port == 22 else f"[{self.ep.address}]:{self.ep.port}"
         for line in self.ep.host_keys:
@@ -222,6 +242,7 @@ class Remote:
                 self._client = None
 
     def _retrying(self, what: str, fn: Any, retry: bool) -> Any:
+        ssh_error = _paramiko().SSHException
         deadline = time.monotonic() + (self.retry_for if retry else 0)
         delay = 0.1
         while True:
@@ -229,7 +250,7 @@ class Remote:
                 return fn()
             except HostKeyMismatch:
                 raise
-            except (VmUnreachable, paramiko.SSHException, OSError, EOFError) as e:
+            except (VmUnreachable, ssh_error, OSError, EOFError) as e:
                 self.close()
                 if self.abort.is_set():
                     raise VmUnreachable(f"{what} on {self.ep.label} was interrupted") from None
@@ -333,12 +354,12 @@ class Remote:
             except OSError:
                 pass  # the remote tar stopped reading; its stderr says why
             chan.shutdown_write()
-            _, err = _drain(chan)
+            _, stderr = _drain(chan)
             code = chan.recv_exit_status()
         finally:
             chan.close()
         if code != 0:
-            raise _transfer_error(err.decode(errors="replace"), code, self.ep.label)
+            raise _transfer_error(stderr.decode(errors="replace"), code, self.ep.label)
 
     def _pull_tar(self, remote_dir: str, local_dir: str, total_hint: int) -> int:
         command = quote_argv(["tar", "-cf", "-", "-C", remote_dir, "."])
@@ -358,17 +379,17 @@ class Remote:
             chan.shutdown_write()
             reader = io.BufferedReader(_ChannelReader(chan), buffer_size=256 * 1024)
             received = _extract(reader, local_dir)
-            err = b""
+            stderr = b""
             while True:
                 chunk = chan.recv_stderr(65536)
                 if not chunk:
                     break
-                err += chunk
+                stderr += chunk
             code = chan.recv_exit_status()
         finally:
             chan.close()
         if code != 0:
-            raise _transfer_error(err.decode(errors="replace"), code, self.ep.label)
+            raise _transfer_error(stderr.decode(errors="replace"), code, self.ep.label)
         return received
 
     def _openssh_ok(self) -> bool:
