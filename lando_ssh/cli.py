@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -317,6 +318,13 @@ def run_job_foreground(config: Config, job_id: int, *, quiet: bool = False) -> J
         return job
     if job.state == JobState.DELETED:
         raise JobConflict(f"job {job_id} was deleted")
+    store = journal.store
+    shared = bool(getattr(store, "shared", False))
+    owner = f"cli:{socket.gethostname()}:{os.getpid()}"
+    ttl = config.store.lease_ttl
+    if shared and not store.claim(job_id, owner, ttl):  # a daemon sharing this store runs it
+        raise JobConflict(f"job {job_id} is being run by a lando-ssh server sharing this job store; "
+                          f"see `lando-ssh status {job_id}`")
     cloud = open_cloud(config)
     pipeline = Pipeline(config, journal, cloud, progress=progress.note)
     if job.state in (JobState.ERROR, JobState.CANCELED):
@@ -336,13 +344,19 @@ def run_job_foreground(config: Config, job_id: int, *, quiet: bool = False) -> J
 
     signal.signal(signal.SIGINT, on_interrupt)
     signal.signal(signal.SIGTERM, on_interrupt)
+    renewed = time.monotonic()
     try:
         worker.start()
         while worker.is_alive():
             worker.join(0.2)
+            if shared and time.monotonic() - renewed > ttl / 3:  # keep our claim while it runs
+                store.renew(owner, ttl)
+                renewed = time.monotonic()
     finally:
         signal.signal(signal.SIGINT, previous)
         cloud.close()
+        if shared:
+            store.release(job_id, owner)
     return result.get("job") or journal.get(job_id)
 
 

@@ -151,6 +151,7 @@ class MetricsConfig:
 @dataclass
 class StoreConfig:
     url: str | None = None  # sqlite:///path | postgresql://...; default sqlite in data_dir
+    lease_ttl: float = 60.0  # shared (PostgreSQL) store: seconds a server's claim on a job lasts unrenewed
 
 
 @dataclass

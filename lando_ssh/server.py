@@ -13,9 +13,12 @@ The loop:
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 import time
+import uuid
 from typing import Any
 
 from lando_ssh.cloud import META_INSTALLATION, Cloud, Flavor, Quota, open_cloud
@@ -49,6 +52,10 @@ class Server:
             self.broker = Broker(config.work_queue)
         self.journal = Journal(open_job_source(config, serving=True),
                                [self._log_change, self._publish_change, self._track_vm, METRICS.observe_job])
+        self.store: Any = self.journal.store
+        self.shared = bool(getattr(self.store, "shared", False))
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"  # this server, for leases
+        self._stops: dict[int, threading.Event] = {}  # per running job: set to stop it at a safe point
         self.cloud = cloud or open_cloud(config)
         self._lock = threading.Lock()
         self._running: dict[int, Pipeline] = {}
@@ -72,8 +79,9 @@ class Server:
         metrics_server = start_metrics_server(self.config.metrics.listen) if self.config.metrics.listen else None
         METRICS.observe_jobs(self.journal.list())
         self.recover()
-        sweeper = threading.Thread(target=self._sweep_forever, name="sweep", daemon=True)
-        sweeper.start()
+        threading.Thread(target=self._sweep_forever, name="sweep", daemon=True).start()
+        if self.shared:
+            threading.Thread(target=self._leases_forever, name="leases", daemon=True).start()
         log.info("serving %s (store %s, cloud %s, up to %d jobs at once)", self.config.work_queue.listen_queue,
                  _safe_url(self.config.store_url), self.cloud.name, self.config.limits.max_concurrent_jobs)
         try:
@@ -91,6 +99,9 @@ class Server:
 
     def _shutdown(self) -> None:
         self.stopping.set()
+        with self._lock:
+            for stop in self._stops.values():
+                stop.set()
         deadline = time.monotonic() + STOP_GRACE
         for thread in list(self._threads.values()):
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -105,12 +116,51 @@ class Server:
         log.info("stopped")
 
     def recover(self) -> None:
-        """Resume every job this server was working on when it stopped."""
-        jobs = self.journal.list(ACTIVE_STATES)
+        """Resume every job this server was working on when it stopped; with a shared store, also
+        adopt the jobs of servers whose leases ran out."""
+        if self.shared:
+            jobs = self.store.owned_or_orphaned(ACTIVE_STATES, self.owner)
+        else:
+            jobs = self.journal.list(ACTIVE_STATES)
         for job in jobs:
+            with self._lock:
+                if job.id in self._running or job.id in self._waiting:
+                    continue
+            if not self._claim(job.id):
+                continue
             log.info("job %s: resuming (state %s, step %s)", job.id, job.state.value, job.step.value or "-")
             self._enqueue(job)
         self._schedule()
+
+    # -- leases (a shared store: several servers) ------------------------------------------
+    def _claim(self, job_id: int) -> bool:
+        return not self.shared or self.store.claim(job_id, self.owner, self.config.store.lease_ttl)
+
+    def _release(self, job_id: int) -> None:
+        if self.shared:
+            self.store.release(job_id, self.owner)
+
+    def _leases_forever(self) -> None:
+        """Renew our leases, let go of jobs whose lease another server took, adopt orphaned jobs."""
+        ttl = self.config.store.lease_ttl
+        while not self.stopping.wait(ttl / 3):
+            try:
+                self.store.renew(self.owner, ttl)
+                with self._lock:
+                    ours = list(self._running) + list(self._waiting)
+                for job_id in ours:
+                    if not self.store.claim(job_id, self.owner, ttl):
+                        log.warning("job %s: another server took it over (our lease ran out); letting go", job_id)
+                        self._unqueue(job_id)
+                        with self._lock:
+                            stop = self._stops.get(job_id)
+                        if stop is not None:
+                            stop.set()  # stop at the next safe point, without canceling: the job goes on there
+                self.recover()
+            except LandoError as e:
+                log.error("leases: %s", e)
+            except Exception:
+                log.exception("leases: internal error")
 
     # -- commands --------------------------------------------------------------------------
     def handle(self, message: Message) -> None:
@@ -125,6 +175,9 @@ class Server:
 
     def _start(self, job: Job) -> None:
         if job.state in STARTABLE_STATES:
+            if not self._claim(job.id):
+                log.info("job %s: start_job, but another server holds it; nothing to do", job.id)
+                return
             wait = self._wait_reason(extra=1)  # recorded with the state: one write per start_job
 
             def change(j: Job) -> None:
@@ -154,12 +207,16 @@ class Server:
             pipeline = self._running.get(job.id)
         if pipeline is not None:
             pipeline.request_cancel()
-        else:  # waiting for a slot, or an errored job's kept VM: a pipeline finishes the cancel (deletes the VM)
+        elif self._claim(job.id):  # waiting, or an errored job's kept VM: a pipeline finishes the cancel
             self._enqueue(self.journal.get(job.id), front=True)
             self._schedule()
+        # else another server runs it: its pipeline sees state c at its next check
 
     def _restart(self, job: Job) -> None:
         if job.state in RESTARTABLE_STATES:
+            if not self._claim(job.id):
+                log.info("job %s: restart_job, but another server holds it; nothing to do", job.id)
+                return
             job = self.journal.update(job.id, lambda j: (j.set_state(JobState.RESTARTING, note="restart_job received"),
                                                           j.facts.update(restart_pending=True)))
             self._enqueue(job)
@@ -279,11 +336,15 @@ class Server:
         return self._quota_cache
 
     def _launch(self, job_id: int) -> None:
-        pipeline = Pipeline(self.config, self.journal, self.cloud, stopping=self.stopping)
+        stop = threading.Event()
+        if self.stopping.is_set():
+            stop.set()
+        pipeline = Pipeline(self.config, self.journal, self.cloud, stopping=stop)
         thread = threading.Thread(target=self._run_job, args=(job_id, pipeline), name=f"job-{job_id}", daemon=True)
         with self._lock:
             self._running[job_id] = pipeline
             self._threads[job_id] = thread
+            self._stops[job_id] = stop
         thread.start()
 
     def _run_job(self, job_id: int, pipeline: Pipeline) -> None:
@@ -302,6 +363,8 @@ class Server:
                 self._running.pop(job_id, None)
                 self._threads.pop(job_id, None)
                 self._held.pop(job_id, None)
+                self._stops.pop(job_id, None)
+            self._release(job_id)
             self._quota_at = 0.0  # a VM was freed: read the quota again
             self._schedule()
 

@@ -68,6 +68,7 @@ class _Stale(Exception):
 
 
 class PostgresStore:
+    shared = True  # several servers may use it at once: jobs are claimed with leases
     def __init__(self, url: str, *, pool_size: int = POOL_SIZE):
         if psycopg is None:
             raise ConfigError(f"store.url {safe_url(url)} needs the PostgreSQL driver: "

@@ -25,6 +25,7 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 
 
 class SqliteStore:
+    shared = False  # one server (and foreground `lando-ssh job` runs) per file
     def __init__(self, url: str):
         path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else url[len("sqlite:"):]
         if not path:
