@@ -14,7 +14,6 @@ import logging
 import os
 import posixpath
 import re
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -232,8 +231,11 @@ class Pipeline:
                             ram_mb=chosen.ram_mb, created=now())
 
         self.journal.update(job.id, remember)
+        placement = (job.facts.get("bespin") or {}).get("cloud_settings") or {}  # the job source's own placement
         request = VmRequest(name=name, flavor=flavor, image=image, user_data=user_data, volume_size=volume or 0,
-                            metadata=self._metadata(job))
+                            metadata=self._metadata(job), network=placement.get("network_name"),
+                            allocate_floating_ip=placement.get("allocate_floating_ips"),
+                            floating_ip_pool=placement.get("floating_ip_pool_name"))
         delay = 1.0
         while True:
             try:
@@ -342,12 +344,12 @@ class Pipeline:
         local = [t for t in transfers if t.kind != "url"]
         urls = [t for t in transfers if t.kind == "url"]
         needed = sum(t.size or 0 for t in transfers)
-        # scripts, workflow and job order in one stream: one round trip
+        # scripts, workflow and job order in one stream, then the free disk: one round trip
         scripts = {f"bin/{p.name}": p.read_bytes() for p in sorted(remote_scripts_dir().iterdir()) if p.is_file()}
         scripts["scripts/workflow.cwl"] = json.dumps(inline_single_use_processes(vm_workflow), indent=2).encode()
         scripts["scripts/job-order.json"] = json.dumps(vm_order, indent=2).encode()
-        remote.put_bytes(scripts, paths.job_dir, mode=0o755)
-        free = int(remote.run(["sh", posixpath.join(paths.bin, "lando-df"), paths.job_dir]).stdout.strip() or 0)
+        free = int(remote.put_bytes(scripts, paths.job_dir, mode=0o755,
+                                    then=["sh", posixpath.join(paths.bin, "lando-df"), paths.job_dir]).strip() or 0)
         if needed > free:
             raise StagingFailed(f"the VM's disk is too small for the inputs: they need {_size(needed)}, "
                                 f"{_size(free)} is free under {paths.job_dir} (ask for a larger volume_size)")
@@ -503,7 +505,7 @@ class Pipeline:
             remote.run(["sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", paths.results, *post],
                        what="the post-process command")
         # organize, then read back the output object, the run's facts and cwltool's stderr tail: one round trip
-        token = secrets.token_hex(16)
+        token = os.urandom(16).hex()
         organize = ["sh", "-c", _ORGANIZE_AND_REPORT, "sh", posixpath.join(paths.bin, "lando-organize"),
                     paths.job_dir, token, str(STDERR_TAIL_LINES)]
         parts = _report_parts(remote.run(organize, what="organizing output").stdout, token)
@@ -553,9 +555,24 @@ class Pipeline:
 
     # -- T: terminate VM -------------------------------------------------------------------
     def terminate_vm(self, job_id: int) -> None:
+        job = self.journal.get(job_id)
+        if self._keep_vm(job, failed=False):
+            self.close(job_id)
+            note = f"VM kept (the job asks cleanup_vm: false): lando-ssh ssh {job_id}"
+            self.journal.update(job_id, lambda j: j.facts.update(vm_kept=True, vm_kept_note=note))
+            return
         # a failed delete does not fail a job whose outputs are safe: it is recorded, and the sweep retries it
-        if self._terminate_quietly(self.journal.get(job_id)):
+        if self._terminate_quietly(job):
             self.journal.update(job_id, _mark_vm_deleted)
+
+    def _keep_vm(self, job: Job, failed: bool) -> bool:
+        """Whether a job's VM outlives it: the job source asks (bespin's cleanup_vm: false), or
+        keep_vm_on_error for a failed job."""
+        if not (job.vm and job.vm.id and not job.vm.deleted):
+            return False
+        if (job.facts.get("bespin") or {}).get("cleanup_vm") is False:
+            return True
+        return failed and self.config.keep_vm_on_error
 
     # -- restart ---------------------------------------------------------------------------
     def restart(self, job_id: int) -> Job:
@@ -599,7 +616,7 @@ class Pipeline:
         text = str(error)
         first = text.splitlines()[0] if text else type(error).__name__
         job = self.journal.get(job_id)
-        keep = self.config.keep_vm_on_error and job.vm and job.vm.id and not job.vm.deleted
+        keep = self._keep_vm(job, failed=True)
         deleted = False if keep else self._terminate_quietly(job)
         reason = f"step {step.value} ({name}) failed: {first}"
         if keep:
@@ -608,6 +625,7 @@ class Pipeline:
         def record(j: Job) -> None:
             j.error = f"step {step.value} ({name}) failed: {text}"
             j.reason = reason
+            j.facts["vm_kept"] = bool(keep)
             if deleted:
                 _mark_vm_deleted(j)
             j.set_state(JobState.ERROR, step, note=first[:200])

@@ -310,7 +310,11 @@ class Remote:
                                                          stream=lambda fd: _send_tar(fd, entries)), retry)
         return total
 
-    def put_bytes(self, files: dict[str, bytes], remote_dir: str, mode: int = 0o644) -> None:
+    def put_bytes(self, files: dict[str, bytes], remote_dir: str, mode: int = 0o644, *,
+                  then: Sequence[str] = ()) -> str:
+        """Write small files into remote_dir; `then` is a command run after them in the same round trip
+        (its stdout is returned)."""
+
         def fill(out: IO[bytes]) -> None:
             with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 for name, data in files.items():
@@ -318,16 +322,18 @@ class Remote:
                     info.size, info.mode, info.mtime = len(data), mode, int(time.time())
                     tar.addfile(info, io.BytesIO(data))
 
-        self._retrying("upload", lambda: self._push_tar(fill, remote_dir, 0), True)
+        return str(self._retrying("upload", lambda: self._push_tar(fill, remote_dir, 0, then=then), True))
 
     def get_dir(self, remote_dir: str, local_dir: str, *, total_hint: int = 0, retry: bool = True) -> int:
         """Copy remote_dir's contents into local_dir; returns bytes received (file contents)."""
         os.makedirs(local_dir, exist_ok=True)
         return int(self._retrying("download", lambda: self._pull_tar(remote_dir, local_dir, total_hint), retry))
 
-    def _push_tar(self, fill: Any, remote_dir: str, total: int, stream: Any = None) -> None:
-        command = quote_argv(["sh", "-c", 'mkdir -p "$1" && exec tar -xf - -C "$1"', "sh", remote_dir])
-        if total >= BULK_BYTES and self._openssh_ok():
+    def _push_tar(self, fill: Any, remote_dir: str, total: int, stream: Any = None, then: Sequence[str] = ()) -> str:
+        script = 'mkdir -p "$1" && tar -xf - -C "$1" && shift && exec "$@"' if then else \
+            'mkdir -p "$1" && exec tar -xf - -C "$1"'
+        command = quote_argv(["sh", "-c", script, "sh", remote_dir, *then])
+        if total >= BULK_BYTES and not then and self._openssh_ok():
             proc = subprocess.Popen([*_bulk_ssh_argv(self.ep), command], stdin=subprocess.PIPE,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             assert proc.stdin is not None
@@ -343,7 +349,7 @@ class Remote:
             err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
             if proc.wait() != 0:
                 raise _transfer_error(err, proc.returncode, self.ep.label)
-            return
+            return ""
         chan = self.connect().open_session(timeout=self.connect_timeout)
         try:
             chan.exec_command(command)
@@ -354,12 +360,13 @@ class Remote:
             except OSError:
                 pass  # the remote tar stopped reading; its stderr says why
             chan.shutdown_write()
-            _, stderr = _drain(chan)
+            stdout, stderr = _drain(chan)
             code = chan.recv_exit_status()
         finally:
             chan.close()
         if code != 0:
             raise _transfer_error(stderr.decode(errors="replace"), code, self.ep.label)
+        return stdout.decode(errors="replace")
 
     def _pull_tar(self, remote_dir: str, local_dir: str, total_hint: int) -> int:
         command = quote_argv(["tar", "-cf", "-", "-C", remote_dir, "."])
