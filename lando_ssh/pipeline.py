@@ -231,8 +231,11 @@ class Pipeline:
                             ram_mb=chosen.ram_mb, created=now())
 
         self.journal.update(job.id, remember)
+        placement = (job.facts.get("bespin") or {}).get("cloud_settings") or {}  # the job source's own placement
         request = VmRequest(name=name, flavor=flavor, image=image, user_data=user_data, volume_size=volume or 0,
-                            metadata=self._metadata(job))
+                            metadata=self._metadata(job), network=placement.get("network_name"),
+                            allocate_floating_ip=placement.get("allocate_floating_ips"),
+                            floating_ip_pool=placement.get("floating_ip_pool_name"))
         delay = 1.0
         while True:
             try:
@@ -552,9 +555,24 @@ class Pipeline:
 
     # -- T: terminate VM -------------------------------------------------------------------
     def terminate_vm(self, job_id: int) -> None:
+        job = self.journal.get(job_id)
+        if self._keep_vm(job, failed=False):
+            self.close(job_id)
+            note = f"VM kept (the job asks cleanup_vm: false): lando-ssh ssh {job_id}"
+            self.journal.update(job_id, lambda j: j.facts.update(vm_kept=True, vm_kept_note=note))
+            return
         # a failed delete does not fail a job whose outputs are safe: it is recorded, and the sweep retries it
-        if self._terminate_quietly(self.journal.get(job_id)):
+        if self._terminate_quietly(job):
             self.journal.update(job_id, _mark_vm_deleted)
+
+    def _keep_vm(self, job: Job, failed: bool) -> bool:
+        """Whether a job's VM outlives it: the job source asks (bespin's cleanup_vm: false), or
+        keep_vm_on_error for a failed job."""
+        if not (job.vm and job.vm.id and not job.vm.deleted):
+            return False
+        if (job.facts.get("bespin") or {}).get("cleanup_vm") is False:
+            return True
+        return failed and self.config.keep_vm_on_error
 
     # -- restart ---------------------------------------------------------------------------
     def restart(self, job_id: int) -> Job:
@@ -598,7 +616,7 @@ class Pipeline:
         text = str(error)
         first = text.splitlines()[0] if text else type(error).__name__
         job = self.journal.get(job_id)
-        keep = self.config.keep_vm_on_error and job.vm and job.vm.id and not job.vm.deleted
+        keep = self._keep_vm(job, failed=True)
         deleted = False if keep else self._terminate_quietly(job)
         reason = f"step {step.value} ({name}) failed: {first}"
         if keep:
@@ -607,6 +625,7 @@ class Pipeline:
         def record(j: Job) -> None:
             j.error = f"step {step.value} ({name}) failed: {text}"
             j.reason = reason
+            j.facts["vm_kept"] = bool(keep)
             if deleted:
                 _mark_vm_deleted(j)
             j.set_state(JobState.ERROR, step, note=first[:200])

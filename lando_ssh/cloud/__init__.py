@@ -49,6 +49,10 @@ class VmRequest:
     user_data: str  # cloud-init user data (rendered by cloudinit.py)
     volume_size: int = 0  # GB; 0 = no data volume
     metadata: dict[str, str] = field(default_factory=dict)
+    # a job's own placement (bespin-api's per-job cloud_settings); None: the driver's configured default
+    network: str | None = None
+    allocate_floating_ip: bool | None = None
+    floating_ip_pool: str | None = None
 
 
 @dataclass

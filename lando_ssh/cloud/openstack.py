@@ -182,9 +182,11 @@ class OpenStackCloud:
     def create_vm(self, request: VmRequest) -> VmInfo:
         flavor = self._resolve_flavor(request.flavor)
         image_id = self._resolve_image(request.image)
-        network_id = self._resolve_network()
+        network_id = self._resolve_network(request.network)
         group_ids = self._resolve_security_groups()
-        pool_id = self._resolve_floating_pool() if self.settings.allocate_floating_ips else None
+        allocate = self.settings.allocate_floating_ips if request.allocate_floating_ip is None \
+            else request.allocate_floating_ip
+        pool_id = self._resolve_floating_pool(request.floating_ip_pool) if allocate else None
         existing = self._server_named(request)
         if existing is not None:
             return self._vm_info(existing)  # a resumed job, or a create whose answer was lost
@@ -365,9 +367,9 @@ class OpenStackCloud:
     def _networks(self) -> list[Any]:
         return self._retrying("list networks", lambda: list(self.conn.network.networks()))
 
-    def _resolve_network(self) -> str:
+    def _resolve_network(self, wanted: str | None = None) -> str:
         networks = self._networks()
-        wanted = self.settings.network_name
+        wanted = wanted or self.settings.network_name
         internal = [n for n in networks if not n.is_router_external]
         if wanted:
             for n in networks:
@@ -393,9 +395,9 @@ class OpenStackCloud:
             ids.append(str(match[0].id))
         return ids
 
-    def _resolve_floating_pool(self) -> str:
+    def _resolve_floating_pool(self, wanted: str | None = None) -> str:
         external = [n for n in self._networks() if n.is_router_external]
-        wanted = self.settings.floating_ip_pool_name
+        wanted = wanted or self.settings.floating_ip_pool_name
         if wanted:
             for n in external:
                 if wanted in (n.id, n.name):
