@@ -6,7 +6,8 @@ Writes a file of random bytes, submits a job whose input it is, boots a local-cl
 job (step V), then alternately: copies the file to the VM with `scp` (the job's key, the pinned
 known_hosts file) and runs the whole stage step S (the pipeline's own path: scripts, disk
 check, the input stream, the size check). Prints both medians as MiB/s and their ratio.
-Goal: lando-ssh >= 0.9x scp.
+Goal: lando-ssh >= 0.9x scp. Then the same for pulls: Remote.get_dir (the store step's path)
+against scp from the VM.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import argparse
 import json
 import os
 import posixpath
+import shutil
 import statistics
 import subprocess
 import sys
@@ -77,7 +79,7 @@ def main() -> None:
                    "-o", f"UserKnownHostsFile={keys.known_hosts_path}", "-o", "GlobalKnownHostsFile=/dev/null",
                    "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
                    big, f"{job.vm.user}@{job.vm.address}:{scp_dest}"]
-            ours, theirs = [], []
+            ours, theirs, pulls, scp_pulls = [], [], [], []
             for _ in range(args.runs):  # interleaved, so drift in the machine's load hits both alike
                 remote.run(["sh", "-c", 'rm -rf "$1" "$2" && mkdir -p "$3"', "sh", scp_dest, paths.inputs,
                             paths.job_dir])
@@ -91,6 +93,25 @@ def main() -> None:
                 staged = journal.get(job_id).facts.get("bytes_staged", 0)
                 if staged < size:
                     raise SystemExit(f"the stage step moved {staged} bytes, expected at least {size}")
+            # pulls: the store step's Remote.get_dir (a tar stream through ssh, unpacked with tarfile's
+            # data filter) against scp from the VM, of the file just staged
+            found = remote.run(["find", paths.inputs, "-type", "f", "-name", "big.bin"]).stdout.splitlines()
+            staged_dir = posixpath.dirname(found[0])
+            back = os.path.join(tmp, "back")
+            scp_back = [*scp[:-2], f"{job.vm.user}@{job.vm.address}:{posixpath.join(staged_dir, 'big.bin')}",
+                        os.path.join(back, "big.bin")]
+            for _ in range(args.runs):
+                shutil.rmtree(back, ignore_errors=True)
+                os.makedirs(back)
+                started = time.perf_counter()
+                subprocess.run(scp_back, check=True)
+                scp_pulls.append(time.perf_counter() - started)
+                shutil.rmtree(back)
+                started = time.perf_counter()
+                remote.get_dir(staged_dir, back, total_hint=size)
+                pulls.append(time.perf_counter() - started)
+                if os.path.getsize(os.path.join(back, "big.bin")) != size:
+                    raise SystemExit("get_dir did not bring the whole file back")
         finally:
             pipeline.terminate_vm(job_id)
             pipeline.close(job_id)
@@ -100,7 +121,14 @@ def main() -> None:
           f"({', '.join(f'{t:.2f}' for t in theirs)})")
     print(f"lando-ssh stage (S): median {o:.2f}s = {mib / o:.0f} MiB/s over {args.runs} runs "
           f"({', '.join(f'{t:.2f}' for t in ours)})")
-    print(f"lando-ssh / scp throughput: {s / o:.2f}x  (goal: >= 0.9x)  load average: {os.getloadavg()[0]:.2f}")
+    print(f"lando-ssh / scp throughput: {s / o:.2f}x  (goal: >= 0.9x)")
+    s, o = statistics.median(scp_pulls), statistics.median(pulls)
+    print(f"pull, scp from the VM: median {s:.2f}s = {mib / s:.0f} MiB/s "
+          f"({', '.join(f'{t:.2f}' for t in scp_pulls)})")
+    print(f"pull, Remote.get_dir:  median {o:.2f}s = {mib / o:.0f} MiB/s "
+          f"({', '.join(f'{t:.2f}' for t in pulls)})")
+    print(f"get_dir / scp throughput: {s / o:.2f}x  load average: {os.getloadavg()[0]:.2f}")
+
 
 
 if __name__ == "__main__":

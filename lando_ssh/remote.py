@@ -375,6 +375,7 @@ class Remote:
             proc = subprocess.Popen([*_bulk_ssh_argv(self.ep), command], stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
             assert proc.stdout is not None
+            _grow_pipe(proc.stdout.fileno())
             received = _extract(proc.stdout, local_dir)
             err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
             if proc.wait() != 0:
@@ -486,6 +487,8 @@ def _copy_plain(f: IO[bytes], fd: int, size: int) -> int:
 def _extract(stream: IO[bytes], local_dir: str) -> int:
     received = 0
     with tarfile.open(fileobj=stream, mode="r|", bufsize=COPY_BUF) as tar:
+        # file contents in COPY_BUF pieces too: the default 16 KiB pieces each re-slice the 1 MiB read-ahead
+        tar.copybufsize = COPY_BUF  # type: ignore[attr-defined]
         for member in tar:
             # the "data" filter refuses absolute paths, '..' and links that leave local_dir
             tar.extract(member, local_dir, filter="data")
