@@ -134,7 +134,10 @@ class _PromptAckSocket(socket.socket):
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         data = super().recv(bufsize, flags)
         if data and _TCP_QUICKACK is not None:
-            self.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+            try:
+                self.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+            except OSError:
+                pass  # closed meanwhile: the next recv says so
         return data
 
 
@@ -346,6 +349,10 @@ class Remote:
                 proc.stdin.close()
             except BrokenPipeError:
                 pass
+            except BaseException:  # a local file could not be read: stop ssh and the remote tar
+                proc.kill()
+                proc.wait()
+                raise
             err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
             if proc.wait() != 0:
                 raise _transfer_error(err, proc.returncode, self.ep.label)
