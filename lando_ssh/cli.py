@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lando_ssh.config import Config, load_config
-from lando_ssh.errors import BadInput, JobConflict, LandoError
+from lando_ssh.errors import BadInput, BrokerUnavailable, JobConflict, LandoError
 from lando_ssh.model import ACTIVE_STATES, Job, JobState, JobStep, VmSpec, now
 
 log = logging.getLogger("lando_ssh")
@@ -188,8 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _setup_logging(config: Config, quiet: bool = False) -> None:
     level = logging.WARNING if quiet else getattr(logging, config.log_level.upper())
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("paramiko", "urllib3", "keystoneauth", "openstack", "pika", "cwltool", "salad"):
+    for noisy in ("paramiko", "urllib3", "keystoneauth", "openstack", "cwltool", "salad"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # pika logs every failed connection as ERROR with a traceback; ours says it in one sentence
+    logging.getLogger("pika").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.CRITICAL)
 
 
 def _normalize_cwltool_args(args: list[str]) -> list[str]:
@@ -275,8 +277,13 @@ def cmd_submit(config: Config, args: argparse.Namespace) -> int:
         from lando_ssh.broker import Broker
         from lando_ssh.messages import Command
 
-        with Broker(config.work_queue) as broker:
-            broker.send(Command.START_JOB, job.id)
+        try:
+            with Broker(config.work_queue) as broker:
+                broker.send(Command.START_JOB, job.id)
+        except BrokerUnavailable as e:
+            print(job.id)  # the job is stored: scripts still learn its id
+            raise BrokerUnavailable(f"job {job.id} is stored (state N) but was not started: {e}; start it later "
+                                    f"with `lando-ssh send start_job {job.id}`") from None
     print(job.id)
     return EXIT_OK
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,3 +147,21 @@ def test_keys_are_private_and_the_host_key_lines_are_well_formed(lando: Lando):
     kind, data = public.split()[:2]
     assert kind == "ssh-ed25519"
     paramiko.PKey.from_type_string(kind, base64.b64decode(data))
+
+
+def test_an_unreachable_broker_is_one_sentence_and_exit_code_3(lando: Lando):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket is closed
+    lando.write_config(work_queue={"port": port})
+    reason = f"could not send start_job for job 1: cannot connect to RabbitMQ at amqp://guest@127.0.0.1:{port}/%2F: " \
+        "connection refused"
+    sent = lando.cli("send", "start_job", "1")
+    assert sent.returncode == 3 and sent.stderr.splitlines() == [f"lando-ssh: {reason}"]
+
+    submitted = lando.cli("submit", str(WORKFLOWS / "no_inputs.cwl"), "--start")
+    assert submitted.returncode == 3 and submitted.stdout == "1\n"
+    assert submitted.stderr.splitlines() == [
+        f"lando-ssh: job 1 is stored (state N) but was not started: {reason}; start it later with "
+        "`lando-ssh send start_job 1`"]
+    assert lando.status(1)["state"] == "N"
