@@ -221,9 +221,13 @@ class Pipeline:
         volume = job.vm_spec.volume_size if job.vm_spec.volume_size is not None else self.config.vm.volume_size
         user = self.config.vm.user or self.cloud.default_user()
         work_dir = self.cloud.vm_work_dir(name)
+        device = "/dev/vdb"
+        mounts = volume_mounts((job.facts.get("bespin") or {}).get("vm_volume_mounts"))
+        if volume and mounts and self.cloud.name != "local":  # the job source names the device and mount point
+            device, work_dir = mounts[0]
         public_key = self.keys(job).ensure()
         user_data = render_user_data(UserDataParams(public_key=public_key, user=user, work_dir=work_dir,
-                                                    volume_device="/dev/vdb" if volume else None))
+                                                    volume_device=device if volume else None))
 
         def remember(j: Job) -> None:  # recorded before the request, so a crash finds the VM by name
             j.facts["vm_attempt"] = attempt
@@ -813,6 +817,19 @@ def inline_single_use_processes(packed: Any) -> Any:
     inline(by_id["#main"])
     doc["$graph"] = [p for p in doc["$graph"] if not (isinstance(p, dict) and p.get("id") in moved)]
     return doc
+
+
+def volume_mounts(value: Any) -> list[tuple[str, str]]:
+    """bespin-api's vm_volume_mounts ({"/dev/vdb1": "/work"}, or that as a JSON string) as (device, mount point)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return []
+    if not isinstance(value, dict):
+        return []
+    return [(str(dev), str(point)) for dev, point in value.items()
+            if str(dev).startswith("/dev/") and str(point).startswith("/")]
 
 
 def _prepared(job: Job) -> Any:

@@ -33,7 +33,13 @@ def render_user_data(p: UserDataParams) -> str:
         "ssh_pwauth": False,
     }
     if p.volume_device:
-        doc["fs_setup"] = [{"label": VOLUME_LABEL, "filesystem": "ext4", "device": p.volume_device}]
+        part = re.fullmatch(r"(/dev/\D+)(\d+)", p.volume_device)
+        if part:  # a partition (bespin's default /dev/vdb1): one partition table, made once
+            doc["disk_setup"] = {part.group(1): {"table_type": "gpt", "layout": True, "overwrite": False}}
+            fs = {"device": part.group(1), "partition": int(part.group(2))}
+        else:
+            fs = {"device": p.volume_device}
+        doc["fs_setup"] = [{"label": VOLUME_LABEL, "filesystem": "ext4", **fs}]
         doc["mounts"] = [[f"LABEL={VOLUME_LABEL}", p.work_dir, "auto", "defaults,nofail", "0", "2"]]
     # argv lists, not strings: cloud-init runs them without a shell, so no quoting is involved
     doc["runcmd"] = [
