@@ -62,6 +62,7 @@ def preload() -> None:
 
 log = logging.getLogger(__name__)
 
+IDLE_WAKEUP = 2.0  # seconds an idle SSH reader sleeps between checks (data and EOF wake it at once)
 BULK_BYTES = 8 * 1024 * 1024  # above this, transfers go through OpenSSH's ssh
 COPY_BUF = 1024 * 1024
 
@@ -236,6 +237,9 @@ class Remote:
         t = client.get_transport()
         if t is not None:
             t.set_keepalive(30)
+            # paramiko's reader thread wakes on every socket timeout (0.1 s) only to look for a close;
+            # with a hundred idle connections that is most of the daemon's CPU
+            t.sock.settimeout(IDLE_WAKEUP)
         return client
 
     def close(self) -> None:
@@ -516,7 +520,7 @@ def _drain(chan: paramiko.Channel) -> tuple[bytes, bytes]:
             return bytes(out), bytes(err)
         else:
             # the channel's fileno is signalled on data and on EOF; the timeout covers stderr-only data
-            select.select([chan], [], [], 0.2)
+            select.select([chan], [], [], IDLE_WAKEUP)
 
 
 def _tree_size(path: str) -> int:
