@@ -167,6 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if at is not None:
         argv = [*argv[:at + 1], *_source_options_first(argv[at + 1:])]
     args = build_parser().parse_args(argv)
+    if args.command in ("job", "cwl-runner"):
+        from lando_ssh.remote import preload
+
+        preload()  # the SSH library loads while the config, the store and the cloud are read
     try:
         config = load_config(args.config)
         if args.log_level:

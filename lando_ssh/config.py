@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lando_ssh.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/lando_config.yml"
@@ -237,6 +235,8 @@ def _read_yaml(path: str) -> dict[str, Any]:
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
     try:
+        import yaml  # here, not at the top: a command run on the built-in defaults never needs it
+
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
@@ -296,7 +296,22 @@ def _apply_env(data: dict[str, Any], env: typing.Mapping[str, str]) -> None:
             if not isinstance(target, dict):
                 break
         else:
-            target[parts[-1]] = yaml.safe_load(value) if value else value
+            target[parts[-1]] = _env_value(value)
+
+
+def _env_value(value: str) -> Any:
+    """An environment value as YAML would read it; plain words and numbers without loading YAML."""
+    if not value or value.replace("/", "").replace("-", "").replace("_", "").replace(".", "").isalnum():
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+        words = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False, "null": None}
+        return words.get(value.lower(), value) if value else value
+    import yaml
+
+    return yaml.safe_load(value)
 
 
 def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
