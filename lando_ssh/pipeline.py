@@ -9,6 +9,7 @@ driver and `remote.Remote`; it never imports pika or openstacksdk.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ import posixpath
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -360,24 +361,25 @@ class Pipeline:
         sent = 0
         optional_missing: set[str] = set()
         started = time.monotonic()
-        if local:
-            entries = [(t.source, posixpath.relpath(t.dest, paths.inputs)) for t in local]
-            sent += self._with_timeout(lambda: remote.put_files(entries, paths.inputs), "staging")
-            self.progress(job_id, f"staged {_size(sent)} from this server")
-        for t in urls:
-            self._check_cancel(job_id)
-            argv = ["sh", posixpath.join(paths.bin, "lando-fetch"), t.source, t.dest]
-            if t.size is not None:
-                argv.append(str(t.size))
-            try:
-                remote.run(argv, what=f"downloading {t.source}")
-            except RemoteCommandFailed as e:
-                if not t.required:  # a secondary file implied by an optional pattern may be absent
-                    optional_missing.add(posixpath.relpath(t.dest, paths.inputs))
-                    continue
-                raise StagingFailed(e.stderr.strip().splitlines()[-1] if e.stderr.strip() else str(e)) from None
-            sent += t.size or 0
-            self.progress(job_id, f"downloaded {t.source} on the VM")
+        with self._deadline(remote, "staging"):
+            if local:
+                entries = [(t.source, posixpath.relpath(t.dest, paths.inputs)) for t in local]
+                sent += remote.put_files(entries, paths.inputs)
+                self.progress(job_id, f"staged {_size(sent)} from this server")
+            for t in urls:
+                self._check_cancel(job_id)
+                argv = ["sh", posixpath.join(paths.bin, "lando-fetch"), t.source, t.dest]
+                if t.size is not None:
+                    argv.append(str(t.size))
+                try:
+                    remote.run(argv, what=f"downloading {t.source}")
+                except RemoteCommandFailed as e:
+                    if not t.required:  # a secondary file implied by an optional pattern may be absent
+                        optional_missing.add(posixpath.relpath(t.dest, paths.inputs))
+                        continue
+                    raise StagingFailed(e.stderr.strip().splitlines()[-1] if e.stderr.strip() else str(e)) from None
+                sent += t.size or 0
+                self.progress(job_id, f"downloaded {t.source} on the VM")
         expected = {posixpath.relpath(t.dest, paths.inputs): t.size for t in transfers if t.kind != "directory"}
         for rel in optional_missing:
             expected.pop(rel, None)
@@ -541,8 +543,8 @@ class Pipeline:
         total = sum(sizes.values())
         try:
             os.makedirs(local_dir, exist_ok=True)
-            received = self._with_timeout(lambda: remote.get_dir(paths.results, local_dir, total_hint=total),
-                                          "storing output")
+            with self._deadline(remote, "storing output"):
+                received = remote.get_dir(paths.results, local_dir, total_hint=total)
         except OSError as e:  # this server's side: the output dir is not writable, or its disk is full
             raise StagingFailed(f"cannot write the outputs ({_size(total)}) to {local_dir}: {e.strerror}") from None
         for rel, size in sizes.items():
@@ -701,14 +703,29 @@ class Pipeline:
             self.cancel_event.wait(min(left, 0.2))
         self._check_cancel(job_id)
 
-    def _with_timeout(self, fn: Callable[[], int], what: str) -> int:
-        # transfers are bounded by the connection's own timeouts; the limit is a ceiling on the total
-        started = time.monotonic()
-        result = fn()
-        if time.monotonic() - started > self.config.limits.staging_timeout:
-            raise StepTimeout(f"{what} took longer than limits.staging_timeout "
-                              f"({self.config.limits.staging_timeout:.0f}s)")
-        return result
+    @contextlib.contextmanager
+    def _deadline(self, remote: Remote, what: str) -> Iterator[None]:
+        """Bound a transfer by limits.staging_timeout: when it passes, the calls in flight are interrupted."""
+        limit = self.config.limits.staging_timeout
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            remote.interrupt()
+
+        timer = threading.Timer(limit, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        except Exception:
+            if expired.is_set():
+                raise StepTimeout(f"{what} took longer than limits.staging_timeout ({limit:.0f}s) and was "
+                                  "stopped") from None
+            raise
+        finally:
+            timer.cancel()
+            remote.resume()
 
     # -- step bookkeeping ------------------------------------------------------------------
     def _begin(self, job_id: int, step: JobStep) -> None:

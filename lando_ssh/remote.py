@@ -183,6 +183,8 @@ class Remote:
         self.connect_timeout = connect_timeout
         self.retry_for = retry_for
         self.abort = abort or threading.Event()  # set (and close()): calls in flight fail, none reconnect
+        self._interrupted = threading.Event()  # a deadline passed: calls in flight fail, none reconnect
+        self._procs: set[subprocess.Popen[bytes]] = set()  # OpenSSH bulk transfers under way
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
 
@@ -248,6 +250,17 @@ class Remote:
                 self._client.close()
                 self._client = None
 
+    def interrupt(self) -> None:
+        """Make the calls in flight fail now (a deadline passed): bulk transfers killed, the connection closed."""
+        self._interrupted.set()
+        for proc in list(self._procs):
+            proc.kill()
+        self.close()
+
+    def resume(self) -> None:
+        """After `interrupt`: new calls may connect again."""
+        self._interrupted.clear()
+
     def _retrying(self, what: str, fn: Any, retry: bool) -> Any:
         ssh_error = _paramiko().SSHException
         deadline = time.monotonic() + (self.retry_for if retry else 0)
@@ -259,7 +272,7 @@ class Remote:
                 raise
             except (VmUnreachable, ssh_error, OSError, EOFError) as e:
                 self.close()
-                if self.abort.is_set():
+                if self.abort.is_set() or self._interrupted.is_set():
                     raise VmUnreachable(f"{what} on {self.ep.label} was interrupted") from None
                 if time.monotonic() + delay > deadline:
                     if isinstance(e, VmUnreachable):
@@ -343,24 +356,28 @@ class Remote:
         if total >= BULK_BYTES and not then and self._openssh_ok():
             proc = subprocess.Popen([*_bulk_ssh_argv(self.ep), command], stdin=subprocess.PIPE,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            assert proc.stdin is not None
+            self._procs.add(proc)  # interrupt() kills it
             try:
-                if stream is not None:
-                    _grow_pipe(proc.stdin.fileno())
-                    stream(proc.stdin.fileno())
-                else:
-                    fill(proc.stdin)
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-            except BaseException:  # a local file could not be read: stop ssh and the remote tar
-                proc.kill()
-                proc.wait()
-                raise
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            if proc.wait() != 0:
-                raise _transfer_error(err, proc.returncode, self.ep.label)
-            return ""
+                assert proc.stdin is not None
+                try:
+                    if stream is not None:
+                        _grow_pipe(proc.stdin.fileno())
+                        stream(proc.stdin.fileno())
+                    else:
+                        fill(proc.stdin)
+                    proc.stdin.close()
+                except BrokenPipeError:
+                    pass
+                except BaseException:  # a local file could not be read: stop ssh and the remote tar
+                    proc.kill()
+                    proc.wait()
+                    raise
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                if proc.wait() != 0:
+                    raise _transfer_error(err, proc.returncode, self.ep.label)
+                return ""
+            finally:
+                self._procs.discard(proc)
         chan = self.connect().open_session(timeout=self.connect_timeout)
         try:
             chan.exec_command(command)
@@ -385,13 +402,17 @@ class Remote:
         if total_hint >= BULK_BYTES and self._openssh_ok():
             proc = subprocess.Popen([*_bulk_ssh_argv(self.ep), command], stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-            assert proc.stdout is not None
-            _grow_pipe(proc.stdout.fileno())
-            received = _extract(proc.stdout, local_dir)
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            if proc.wait() != 0:
-                raise _transfer_error(err, proc.returncode, self.ep.label)
-            return received
+            self._procs.add(proc)  # interrupt() kills it
+            try:
+                assert proc.stdout is not None
+                _grow_pipe(proc.stdout.fileno())
+                received = _extract(proc.stdout, local_dir)
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                if proc.wait() != 0:
+                    raise _transfer_error(err, proc.returncode, self.ep.label)
+                return received
+            finally:
+                self._procs.discard(proc)
         chan = self.connect().open_session(timeout=self.connect_timeout)
         try:
             chan.exec_command(command)

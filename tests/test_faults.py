@@ -7,6 +7,7 @@ import contextlib
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import paramiko
 import pytest
 import yaml
 from conftest import WORKFLOWS, Lando
+from test_daemon import SlowFile, slow_url  # noqa: F401 (fixture)
 
 from lando_ssh.cloud import VmInfo, VmRequest
 from lando_ssh.cloud.cloudinit import UserDataParams, host_keys_from_console, render_user_data
@@ -165,3 +167,15 @@ def test_an_unreachable_broker_is_one_sentence_and_exit_code_3(lando: Lando):
         f"lando-ssh: job 1 is stored (state N) but was not started: {reason}; start it later with "
         "`lando-ssh send start_job 1`"]
     assert lando.status(1)["state"] == "N"
+
+
+def test_staging_past_its_timeout_is_stopped_and_the_limit_named(lando: Lando, tmp_path: Path,
+                                                                 slow_url: str):  # noqa: F811
+    SlowFile.seconds = 30.0  # the download would take 30 s
+    lando.write_config(limits={"staging_timeout": 1})
+    job_id = text_job(lando, tmp_path, slow_url)
+    started = time.monotonic()
+    job = run_failing(lando, job_id)
+    assert time.monotonic() - started < 20
+    assert job["step"] == "S"
+    assert "staging took longer than limits.staging_timeout (1s) and was stopped" in job["reason"]
