@@ -6,36 +6,19 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from bespin_api import BespinApiService
-from conftest import WORKFLOWS, Lando
-from test_daemon import Daemon, rabbit, vms_created_for
+from conftest import WORKFLOWS, Daemon, Lando, rabbit, vms_created_for
 
 from lando_ssh.config import load_config
 from lando_ssh.store.bespin import BespinStore
 from lando_ssh.workflow import prepare
 
 TOKEN = "bespin-secret-token-1234"
-
-
-@pytest.fixture
-def broker_names() -> Iterator[dict[str, str]]:
-    """Queue and exchange names of this test alone, deleted afterwards (RabbitMQ down: the test fails)."""
-    names = {"listen_queue": f"lando-bespin-test-{uuid.uuid4().hex[:8]}"}
-    names["status_exchange"] = names["listen_queue"] + "-status"
-    yield names
-    connection = rabbit()
-    channel = connection.channel()
-    for queue in (names["listen_queue"], names["listen_queue"] + ".dead"):
-        channel.queue_delete(queue)
-    for exchange in (names["listen_queue"] + ".dead", names["status_exchange"]):
-        channel.exchange_delete(exchange)
-    connection.close()
 
 
 @pytest.fixture

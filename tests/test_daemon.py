@@ -2,163 +2,31 @@
 many jobs at once, cancel in every step, restart, crashes, broker restarts, hostile messages, SIGTERM."""
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import pickle
 import signal
 import subprocess
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pika
-import pytest
 import yaml
-from conftest import WORKFLOWS, Lando
+from conftest import (
+    WORKFLOWS,
+    Daemon,
+    Lando,
+    SlowFile,
+    finished,
+    publish_raw,
+    rabbit,
+    send,
+    store_job,
+    vms_created_for,
+    wait_job,
+)
 
 from lando_ssh.cloud.local import marked_pids
-from lando_ssh.store import open_store
-
-
-class Daemon:
-    """`lando-ssh run` as a child process, its log in a file."""
-
-    def __init__(self, lando: Lando):
-        self.lando = lando
-        self.proc: subprocess.Popen | None = None
-        self.log = lando.root / "daemon.log"
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LANDO_")}
-        with open(self.log, "a") as log:
-            self.proc = subprocess.Popen([os.sys.executable, "-m", "lando_ssh", "--config",  # type: ignore[attr-defined]
-                                          str(self.lando.config_path), "run"], stdout=log, stderr=log, env=env)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> float:
-        assert self.proc is not None
-        started = time.monotonic()
-        self.proc.send_signal(sig)
-        self.proc.wait(timeout)
-        return time.monotonic() - started
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def text(self) -> str:
-        return self.log.read_text()
-
-
-@pytest.fixture
-def broker_names() -> Iterator[dict[str, str]]:
-    names = {"listen_queue": f"lando-test-{uuid.uuid4().hex[:8]}"}
-    names["status_exchange"] = names["listen_queue"] + "-status"
-    yield names
-    connection = rabbit()
-    channel = connection.channel()
-    for queue in (names["listen_queue"], names["listen_queue"] + ".dead"):
-        channel.queue_delete(queue)
-    for exchange in (names["listen_queue"] + ".dead", names["status_exchange"]):
-        channel.exchange_delete(exchange)
-    connection.close()
-
-
-@pytest.fixture
-def daemon(lando: Lando, broker_names: dict[str, str]) -> Iterator[Daemon]:
-    lando.settings["work_queue"] = {**broker_names, "heartbeat": 10}
-    lando.write_config()
-    d = Daemon(lando)
-    yield d
-    if d.alive():
-        d.stop(signal.SIGKILL)
-
-
-def rabbit() -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672, "/",
-                                                             pika.PlainCredentials("guest", "guest")))
-
-
-def publish_raw(queue: str, body: bytes, content_type: str | None = None) -> None:
-    connection = rabbit()
-    channel = connection.channel()
-    channel.queue_declare(queue, durable=True)  # as the daemon declares it; unrouted messages would be dropped
-    channel.basic_publish("", queue, body, pika.BasicProperties(content_type=content_type, delivery_mode=2))
-    connection.close()
-
-
-def store_job(lando: Lando, job_id: int) -> Any:
-    store = open_store(lando.config().store_url)
-    try:
-        return store.get(job_id)
-    finally:
-        store.close()
-
-
-def wait_job(lando: Lando, job_id: int, predicate: Any, timeout: float = 120, daemon: Daemon | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = store_job(lando, job_id)
-        if predicate(job):
-            return job
-        if time.monotonic() > deadline or (daemon is not None and not daemon.alive()):
-            log = daemon.text()[-3000:] if daemon else ""
-            raise AssertionError(f"job {job_id} is {job.state.value}/{job.step.value}: {job.reason}\n{log}")
-        time.sleep(0.05)
-
-
-def finished(job: Any) -> bool:
-    return job.state.value in ("F", "E", "C")
-
-
-def vms_created_for(lando: Lando, job_id: int) -> list[str]:
-    log = lando.data_dir / "local-cloud" / "created.log"
-    if not log.exists():
-        return []
-    names = []
-    for line in log.read_text().splitlines():
-        _, name, meta = line.split(" ", 2)
-        if json.loads(meta).get("lando_job_id") == str(job_id):
-            names.append(name)
-    return names
-
-
-def send(lando: Lando, command: str, job_id: int) -> None:
-    lando.cli("send", command, str(job_id), check=True)
-
-
-class SlowFile(http.server.BaseHTTPRequestHandler):
-    """Serves `seconds` of a slow download: 1 KiB every 0.1 s (Content-Length given)."""
-
-    seconds = 4.0
-
-    def do_GET(self) -> None:  # noqa: N802
-        chunks = int(self.seconds / 0.1)
-        self.send_response(200)
-        self.send_header("Content-Length", str(chunks * 1024))
-        self.end_headers()
-        try:
-            for _ in range(chunks):
-                self.wfile.write(b"x" * 1024)
-                self.wfile.flush()
-                time.sleep(0.1)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def slow_url() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowFile)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/slow.txt"
-    server.shutdown()
-    server.server_close()
 
 
 def url_job(lando: Lando, tmp_path: Path, url: str) -> int:

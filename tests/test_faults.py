@@ -14,8 +14,7 @@ from pathlib import Path
 import paramiko
 import pytest
 import yaml
-from conftest import WORKFLOWS, Lando
-from test_daemon import SlowFile, slow_url  # noqa: F401 (fixture)
+from conftest import WORKFLOWS, Lando, SlowFile
 
 from lando_ssh.cloud import VmInfo, VmRequest
 from lando_ssh.cloud.cloudinit import UserDataParams, host_keys_from_console, render_user_data
@@ -170,7 +169,7 @@ def test_an_unreachable_broker_is_one_sentence_and_exit_code_3(lando: Lando):
 
 
 def test_staging_past_its_timeout_is_stopped_and_the_limit_named(lando: Lando, tmp_path: Path,
-                                                                 slow_url: str):  # noqa: F811
+                                                                 slow_url: str):
     SlowFile.seconds = 30.0  # the download would take 30 s
     lando.write_config(limits={"staging_timeout": 1})
     job_id = text_job(lando, tmp_path, slow_url)

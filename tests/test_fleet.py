@@ -11,8 +11,7 @@ from pathlib import Path
 
 import requests
 import yaml
-from conftest import WORKFLOWS, Lando
-from test_daemon import Daemon, broker_names, finished, send, store_job, vms_created_for, wait_job  # noqa: F401
+from conftest import WORKFLOWS, Daemon, Lando, finished, send, store_job, vms_created_for, wait_job
 
 from lando_ssh.cloud.local import LocalCloud
 
@@ -25,7 +24,7 @@ def daemon_config(lando: Lando, names: dict[str, str], **settings: object) -> Da
 
 
 def test_six_jobs_under_max_vms_two_never_exceed_two_vms_and_all_finish(lando: Lando, tmp_path: Path,
-                                                                         broker_names):  # noqa: F811
+                                                                         broker_names):
     daemon = daemon_config(lando, broker_names, limits={"max_vms": 2})
     order = tmp_path / "sleep.yml"
     order.write_text(yaml.safe_dump({"seconds": 2}))
@@ -98,7 +97,7 @@ def _ppid(pid: str) -> int:
 
 
 def test_a_vm_that_stops_answering_errors_the_job_within_interval_plus_grace_and_restart_finishes_it(
-        lando: Lando, tmp_path: Path, broker_names):  # noqa: F811
+        lando: Lando, tmp_path: Path, broker_names):
     daemon = daemon_config(lando, broker_names, health={"interval": 1, "grace": 3})
     order = tmp_path / "sleep.yml"
     order.write_text(yaml.safe_dump({"seconds": 4}))
@@ -140,7 +139,7 @@ def test_a_vm_stuck_in_boot_is_replaced_and_the_job_finishes(lando: Lando):
     assert lando.vm_dirs() == []
 
 
-def test_the_daemon_serves_prometheus_metrics(lando: Lando, broker_names):  # noqa: F811
+def test_the_daemon_serves_prometheus_metrics(lando: Lando, broker_names):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -5,15 +5,14 @@ from __future__ import annotations
 import signal
 
 import yaml
-from conftest import WORKFLOWS, Lando
-from test_daemon import Daemon, broker_names, finished, send, wait_job  # noqa: F401 (fixtures)
+from conftest import WORKFLOWS, Daemon, Lando, finished, send, wait_job
 from test_openstack_driver import EMPTY, use_openstack
 
 pytest_plugins = ["openstack_api.fixtures"]
 
 
 def test_twenty_jobs_through_ten_percent_failed_creates_and_deletes_all_finish_and_leave_nothing(
-        lando: Lando, local_openstack_api, tmp_path, broker_names):  # noqa: F811
+        lando: Lando, local_openstack_api, tmp_path, broker_names):
     local_openstack_api.settings.max_instances = 30
     local_openstack_api.settings.max_cores = 60
     local_openstack_api.settings.max_ports = 60

@@ -6,15 +6,14 @@ import signal
 import time
 
 import yaml
-from conftest import WORKFLOWS, Lando
-from test_daemon import Daemon, broker_names, finished, send, vms_created_for  # noqa: F401 (fixtures)
+from conftest import WORKFLOWS, Daemon, Lando, finished, send, vms_created_for
 from test_postgres_store import pg_url  # noqa: F401 (fixture)
 
 from lando_ssh.store import open_store
 
 
 def test_two_servers_share_the_work_and_one_adopts_the_jobs_of_the_other_after_it_dies(
-        lando: Lando, tmp_path, broker_names, pg_url):  # noqa: F811
+        lando: Lando, tmp_path, broker_names, pg_url):  # noqa: F811 (pg_url is a fixture)
     lando.settings.update(work_queue={**broker_names, "heartbeat": 10},
                           store={"url": pg_url, "lease_ttl": 3}, limits={"max_concurrent_jobs": 3})
     lando.write_config()
