@@ -369,18 +369,9 @@ class OpenStackCloud:
 
     def _resolve_network(self, wanted: str | None = None) -> str:
         networks = self._networks()
-        wanted = wanted or self.settings.network_name
         internal = [n for n in networks if not n.is_router_external]
-        if wanted:
-            for n in networks:
-                if wanted in (n.id, n.name):
-                    return str(n.id)
-            raise CloudNotFound(f"network {wanted!r} does not exist; networks: "
-                                f"{', '.join(sorted(n.name for n in internal)) or 'none'}")
-        if len(internal) == 1:
-            return str(internal[0].id)
-        raise CloudNotFound("set cloud_settings.network_name to one of the networks: "
-                            f"{', '.join(sorted(n.name for n in internal)) or 'none'}")
+        return _named_or_only(wanted or self.settings.network_name, networks, internal, "network", "networks",
+                              "cloud_settings.network_name")
 
     def _resolve_security_groups(self) -> list[str]:
         if not self.settings.security_groups:
@@ -397,17 +388,8 @@ class OpenStackCloud:
 
     def _resolve_floating_pool(self, wanted: str | None = None) -> str:
         external = [n for n in self._networks() if n.is_router_external]
-        wanted = wanted or self.settings.floating_ip_pool_name
-        if wanted:
-            for n in external:
-                if wanted in (n.id, n.name):
-                    return str(n.id)
-            raise CloudNotFound(f"floating IP pool {wanted!r} does not exist; external networks: "
-                                f"{', '.join(sorted(n.name for n in external)) or 'none'}")
-        if len(external) == 1:
-            return str(external[0].id)
-        raise CloudNotFound("set cloud_settings.floating_ip_pool_name to one of the external networks: "
-                            f"{', '.join(sorted(n.name for n in external)) or 'none'}")
+        return _named_or_only(wanted or self.settings.floating_ip_pool_name, external, external, "floating IP pool",
+                              "external networks", "cloud_settings.floating_ip_pool_name")
 
     def _check_quota(self, flavor: Flavor, volume_size: int) -> None:
         q = self.quota()
@@ -797,3 +779,18 @@ def _connection_reason(e: BaseException) -> str:
 def _tags(metadata: dict[str, str]) -> list[str]:
     """Neutron tags for our metadata (`key=value`; Neutron allows 60 characters per tag)."""
     return [f"{k}={v}"[:60] for k, v in sorted(metadata.items())]
+
+
+def _named_or_only(wanted: str | None, search: list[Any], offered: list[Any], what: str, plural: str,
+                   setting: str) -> str:
+    """The id of `wanted` (a name or an id) among `search`, or of the only one `offered` when none is named;
+    otherwise CloudNotFound listing what is offered."""
+    names = ", ".join(sorted(n.name for n in offered)) or "none"
+    if wanted:
+        for n in search:
+            if wanted in (n.id, n.name):
+                return str(n.id)
+        raise CloudNotFound(f"{what} {wanted!r} does not exist; {plural}: {names}")
+    if len(offered) == 1:
+        return str(offered[0].id)
+    raise CloudNotFound(f"set {setting} to one of the {plural}: {names}")
