@@ -4,13 +4,31 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from lando_ssh.model import Job, JobState
 from lando_ssh.store import JobStore
 
 log = logging.getLogger(__name__)
 
-Listener = Callable[[Job], None]
+Listener = Callable[[Job], object]
+
+
+def setting(**attributes: Any) -> Callable[[Job], None]:
+    """A change for `Journal.update` that sets these attributes of the job."""
+    def change(job: Job) -> None:
+        for name, value in attributes.items():
+            setattr(job, name, value)
+
+    return change
+
+
+def recording(**facts: Any) -> Callable[[Job], None]:
+    """A change for `Journal.update` that records these facts on the job."""
+    def change(job: Job) -> None:
+        job.facts.update(facts)
+
+    return change
 
 
 class Journal:
@@ -24,7 +42,7 @@ class Journal:
     def list(self, states: Iterable[JobState] | None = None) -> list[Job]:
         return self.store.list(states)
 
-    def update(self, job_id: int, change: Callable[[Job], None]) -> Job:
+    def update(self, job_id: int, change: Callable[[Job], object]) -> Job:
         """Apply `change` atomically; listeners hear of it when the state, step or reason moved."""
         seen: list[tuple[str, str, str]] = []
 

@@ -10,6 +10,7 @@ driver and `remote.Remote`; it never imports pika or openstacksdk.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -42,7 +43,7 @@ from lando_ssh.errors import (
     VmUnreachable,
     WorkflowFailed,
 )
-from lando_ssh.journal import Journal
+from lando_ssh.journal import Journal, recording, setting
 from lando_ssh.keys import JobKeys
 from lando_ssh.model import RESTARTABLE_STATES, STEPS, HistoryEntry, Job, JobState, JobStep, StepTiming, VmRecord, now
 from lando_ssh.remote import Endpoint, Remote, preload
@@ -208,7 +209,7 @@ class Pipeline:
         for info in candidates:
             if info.status != "ERROR":
                 if not (job.vm and job.vm.id):
-                    self.journal.update(job.id, lambda j, vm_id=info.id: _set_vm_id(j, vm_id))
+                    self.journal.update(job.id, functools.partial(_set_vm_id, vm_id=info.id))
                 return info
             self._delete_vm_quietly(job.id, info.id)
         return None
@@ -248,10 +249,10 @@ class Pipeline:
                 break
             except QuotaExceeded as e:  # not a failure: wait for the cloud to have room
                 reason = str(e)
-                self.journal.update(job.id, lambda j, why=reason: setattr(j, "reason", why))
+                self.journal.update(job.id, setting(reason=reason))
                 self._sleep(job.id, delay)
                 delay = min(delay * 2, 60.0)
-        self.journal.update(job.id, lambda j: (_set_vm_id(j, info.id), setattr(j, "reason", "")))
+        self.journal.update(job.id, functools.partial(_set_vm_id, vm_id=info.id, reason=""))
         return info
 
     def _flavor_for(self, job: Job) -> Flavor:
@@ -395,11 +396,11 @@ class Pipeline:
             if entry:
                 size, _, rel = entry.partition(" ")
                 actual[rel] = int(size)
-        for rel, size in expected.items():
+        for rel, want in expected.items():
             if rel not in actual:
                 raise StagingFailed(f"{what} file {rel} is missing on the VM after the transfer")
-            if size is not None and actual[rel] != size:
-                raise StagingFailed(f"{what} file {rel} has {actual[rel]} bytes on the VM, expected {size}")
+            if want is not None and actual[rel] != want:
+                raise StagingFailed(f"{what} file {rel} has {actual[rel]} bytes on the VM, expected {want}")
         return actual
 
     # -- R: run workflow -------------------------------------------------------------------
@@ -449,7 +450,7 @@ class Pipeline:
                 job = self.journal.update(job_id, lambda j: j.facts.pop("unreachable_since", None))
             if status.startswith("exited "):
                 code = int(status.split()[1])
-                self.journal.update(job_id, lambda j, c=code: j.facts.update(exit_code=c))
+                self.journal.update(job_id, recording(exit_code=code))
                 if code != 0:
                     tail = self._stderr_tail(remote, paths)
                     full = "the VM's disk filled up (No space left on device; ask for a larger volume_size). " \
@@ -555,8 +556,11 @@ class Pipeline:
         output = staging.rewrite_outputs(job.facts.get("vm_output") or {}, paths.results, local_dir)
         with open(os.path.join(local_dir, "docs", "logs", "cwl-output.json"), "w") as f:
             json.dump(output, f, indent=2)
-        self.journal.update(job_id, lambda j: (setattr(j, "output", output),
-                                               j.facts.update(bytes_stored=received)))
+        def stored(j: Job) -> None:
+            j.output = output
+            j.facts["bytes_stored"] = received
+
+        self.journal.update(job_id, stored)
         self.progress(job_id, f"stored {_size(received)} in {local_dir}")
 
     # -- T: terminate VM -------------------------------------------------------------------
@@ -857,9 +861,11 @@ def _prepared(job: Job) -> Any:
                             default_files=local_files_in(doc))
 
 
-def _set_vm_id(job: Job, vm_id: str) -> None:
+def _set_vm_id(job: Job, vm_id: str, reason: str | None = None) -> None:
     if job.vm is not None:
         job.vm.id = vm_id
+    if reason is not None:
+        job.reason = reason
 
 
 def _mark_vm_deleted(job: Job) -> None:

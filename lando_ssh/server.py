@@ -19,12 +19,13 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from lando_ssh.cloud import META_INSTALLATION, Cloud, Flavor, Quota, open_cloud
 from lando_ssh.config import Config
 from lando_ssh.errors import CloudError, JobConflict, LandoError
-from lando_ssh.journal import Journal
+from lando_ssh.journal import Journal, recording
 from lando_ssh.messages import Command, Message
 from lando_ssh.metrics import METRICS, start_metrics_server
 from lando_ssh.model import ACTIVE_STATES, RESTARTABLE_STATES, STARTABLE_STATES, Job, JobState, JobStep
@@ -199,8 +200,11 @@ class Server:
             return
         has_vm = bool(job.vm and not job.vm.deleted)
         if job.state in STARTABLE_STATES or (job.state == JobState.ERROR and not has_vm):
-            self.journal.update(job.id, lambda j: (setattr(j, "reason", "canceled"),
-                                                   j.set_state(JobState.CANCELED, note="cancel_job received")))
+            def cancel_now(j: Job) -> None:
+                j.reason = "canceled"
+                j.set_state(JobState.CANCELED, note="cancel_job received")
+
+            self.journal.update(job.id, cancel_now)
             return
         self.journal.update(job.id, lambda j: j.set_state(JobState.CANCELING, note="cancel_job received"))
         with self._lock:
@@ -274,7 +278,7 @@ class Server:
                     flavor = placement.flavor
                     with self._lock:
                         self._held[placement.job_id] = ActiveVm(flavor.vcpus, flavor.ram_mb, counted_by_cloud=False)
-                    self.journal.update(placement.job_id, lambda j, name=flavor.name: j.facts.update(flavor=name))
+                    self.journal.update(placement.job_id, recording(flavor=flavor.name))
                 self._launch(placement.job_id)
             for job_id, why in decision.failed.items():
                 self._unqueue(job_id)
@@ -282,8 +286,7 @@ class Server:
             for job_id, why in decision.waiting.items():
                 if self._told.get(job_id) != why:  # write a reason only when it changed
                     self._told[job_id] = why
-                    self.journal.update(job_id, lambda j, w=why: setattr(j, "reason", w)
-                                        if j.state in (JobState.STARTING, JobState.RESTARTING) else None)
+                    self.journal.update(job_id, _waiting_reason(why))
 
     def _sweep_forever(self) -> None:
         """Delete what no live job owns (after a crash, a failed delete, a job deleted in the job API)."""
@@ -392,6 +395,14 @@ class Server:
     def running_jobs(self) -> list[int]:
         with self._lock:
             return sorted(self._running)
+
+
+def _waiting_reason(why: str) -> Callable[[Job], None]:
+    def change(job: Job) -> None:
+        if job.state in (JobState.STARTING, JobState.RESTARTING):  # it may have moved on meanwhile
+            job.reason = why
+
+    return change
 
 
 def _ignore_or_refuse(job: Job, command: str, only: str) -> None:

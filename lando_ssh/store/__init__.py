@@ -33,7 +33,7 @@ class JobStore(Protocol):
         """The job, or raise `UnknownJob`."""
         ...
 
-    def update(self, job_id: int, change: Callable[[Job], None]) -> Job:
+    def update(self, job_id: int, change: Callable[[Job], object]) -> Job:
         """Read job `job_id`, apply `change` to it, write it back in one transaction; returns it.
 
         `change` may raise to abort; nothing is written then.

@@ -322,7 +322,7 @@ class BespinStore:
             return self._load(job_id, job)
         return job
 
-    def update(self, job_id: int, change: Callable[[Job], None]) -> Job:
+    def update(self, job_id: int, change: Callable[[Job], object]) -> Job:
         seen: dict[str, Any] = {}
 
         def wrapped(j: Job) -> None:

@@ -114,7 +114,7 @@ class PostgresStore:
             raise UnknownJob(job_id)
         return Job.from_dict(row[0])
 
-    def update(self, job_id: int, change: Callable[[Job], None]) -> Job:
+    def update(self, job_id: int, change: Callable[[Job], object]) -> Job:
         def apply(conn: psycopg.Connection) -> Job:
             _begin(conn)
             try:

@@ -74,7 +74,7 @@ class SqliteStore:
             raise UnknownJob(job_id)
         return Job.from_dict(json.loads(row[0]))
 
-    def update(self, job_id: int, change: Callable[[Job], None]) -> Job:
+    def update(self, job_id: int, change: Callable[[Job], object]) -> Job:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
         try:
