@@ -75,6 +75,18 @@ def state_steps(bespin: BespinApiService, job_id: int) -> list[tuple[str, str]]:
 
 # -- the tests ---------------------------------------------------------------------------------
 
+def flaky_job(bespin: BespinApiService, base: str, served: Path, tmp_path: Path, flag_present: bool = True,
+              cwl_base_command: list[str] | None = None) -> tuple[int, Path]:
+    """A bespin job running tests/workflows/flaky.cwl (packed, served over http): it fails until its flag exists."""
+    serve_packed(served, "flaky.cwl", "flaky.packed.cwl")
+    flag = tmp_path / "flag"
+    if flag_present:
+        flag.write_text("present")
+    job_id = bespin.add_job(f"{base}/flaky.packed.cwl", {"flag": str(flag)},
+                            cwl_base_command=cwl_base_command or ["cwltool", "--no-container"])
+    return job_id, flag
+
+
 def test_a_bespin_job_with_url_inputs_runs_to_F_and_bespin_saw_every_state_and_step_lando_made(
         lando: Lando, bespin: BespinApiService, bespin_daemon: Daemon, http_files: tuple[str, Path]):
     base, served = http_files
@@ -120,10 +132,7 @@ def test_a_failing_workflow_posts_a_job_error_with_the_stderr_tail_and_a_restart
     lando.settings["keep_vm_on_error"] = True
     lando.write_config()
     base, served = http_files
-    serve_packed(served, "flaky.cwl", "flaky.packed.cwl")
-    flag = tmp_path / "flag"
-    job_id = bespin.add_job(f"{base}/flaky.packed.cwl", {"flag": str(flag)},
-                            cwl_base_command=["cwltool", "--no-container"])
+    job_id, flag = flaky_job(bespin, base, served, tmp_path, flag_present=False)
     bespin_daemon.start()
 
     bespin.start_job(job_id)
@@ -153,11 +162,8 @@ def test_bespin_api_down_mid_job_the_job_finishes_and_bespin_catches_up_in_order
         lando: Lando, bespin: BespinApiService, bespin_daemon: Daemon, http_files: tuple[str, Path],
         tmp_path: Path):
     base, served = http_files
-    serve_packed(served, "flaky.cwl", "flaky.packed.cwl")
-    flag = tmp_path / "flag"
-    flag.write_text("present")
-    job_id = bespin.add_job(f"{base}/flaky.packed.cwl", {"flag": str(flag)},
-                            cwl_base_command=["sh", "-c", 'sleep 3; exec cwltool --no-container "$@"', "cwltool"])
+    job_id, _ = flaky_job(bespin, base, served, tmp_path,
+                          cwl_base_command=["sh", "-c", 'sleep 3; exec cwltool --no-container "$@"', "cwltool"])
     bespin_daemon.start()
     bespin.start_job(job_id)
     wait_bespin(bespin, job_id, lambda j: (j["state"], j["step"]) == ("R", "R"), bespin_daemon)
@@ -207,11 +213,7 @@ def test_a_bad_token_is_reported_clearly_never_logged_and_the_command_waits_for_
         lando: Lando, bespin: BespinApiService, bespin_daemon: Daemon, http_files: tuple[str, Path],
         tmp_path: Path):
     base, served = http_files
-    serve_packed(served, "flaky.cwl", "flaky.packed.cwl")
-    flag = tmp_path / "flag"
-    flag.write_text("present")
-    job_id = bespin.add_job(f"{base}/flaky.packed.cwl", {"flag": str(flag)},
-                            cwl_base_command=["cwltool", "--no-container"])
+    job_id, _ = flaky_job(bespin, base, served, tmp_path)
     lando.settings["bespin_api"]["token"] = "wrong-token-5678"
     lando.write_config()
     bespin_daemon.start()
