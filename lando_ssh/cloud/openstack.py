@@ -509,23 +509,13 @@ class OpenStackCloud:
 
     def _create_once(self, what: str, create: Callable[[], T], find: Callable[[], T | None]) -> T:
         """Create, retrying transient failures; before each retry look for what a lost answer may have made."""
-        delay = self.settings.api_retry_delay
-        for attempt in range(self.settings.api_retries + 1):
+        def made() -> T | None:
             try:
-                return self._translated(what, create)
-            except _Transient as e:
-                if attempt == self.settings.api_retries:
-                    raise CloudError(f"{what} failed {attempt + 1} times; last: {e}") from None
-                log.warning("%s failed (%s); retrying in %.1f s", what, e, delay)
-                time.sleep(delay)
-                delay *= 2
-                try:
-                    found = self._retrying(f"look for the result of {what}", find)
-                except CloudError:
-                    found = None
-                if found is not None:
-                    return found
-        raise AssertionError("unreachable")
+                return self._retrying(f"look for the result of {what}", find)
+            except CloudError:
+                return None
+
+        return self._retrying(what, create, before_retry=made)
 
     def _undo(self, made: list[tuple[str, str]]) -> None:
         """Delete, newest first, what a failed create_vm made; leftovers are logged for the sweep."""
@@ -661,19 +651,25 @@ class OpenStackCloud:
         return next((k for k in flavors if k.id == flavor_id), None)
 
     # ---- errors and retries ------------------------------------------------------------
-    def _retrying(self, what: str, call: Callable[[], T]) -> T:
-        """`call`, with transient failures retried `api_retries` times and errors translated."""
+    def _retrying(self, what: str, call: Callable[[], T], before_retry: Callable[[], T | None] | None = None) -> T:
+        """`call`, with transient failures retried `api_retries` times and errors translated; `before_retry`
+        may find that a failed call's work was done after all (its answer was lost), and return that."""
         delay = self.settings.api_retry_delay
         for attempt in range(self.settings.api_retries + 1):
             try:
                 return self._translated(what, call)
             except _Transient as e:
                 if attempt == self.settings.api_retries:
-                    cls = _Unreachable if isinstance(e, _Unreachable) else CloudError
-                    raise cls(f"{what} failed {attempt + 1} times; last: {e}") from None
+                    # a create that gave up is final: no caller may retry it as a transient failure
+                    unreachable = isinstance(e, _Unreachable) and before_retry is None
+                    raise (_Unreachable if unreachable else CloudError)(
+                        f"{what} failed {attempt + 1} times; last: {e}") from None
                 log.warning("%s failed (%s); retrying in %.1f s", what, e, delay)
                 time.sleep(delay)
                 delay *= 2
+                found = before_retry() if before_retry is not None else None
+                if found is not None:
+                    return found
         raise AssertionError("unreachable")
 
     def _translated(self, what: str, call: Callable[[], T]) -> T:
