@@ -7,10 +7,9 @@ the console between `-----BEGIN SSH HOST KEY KEYS-----` markers; we pin what it 
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
-
-import yaml
 
 READY_MARKER = ".lando-ready"
 VOLUME_LABEL = "lando_work"
@@ -47,14 +46,21 @@ def render_user_data(p: UserDataParams) -> str:
         ["chown", p.user, p.work_dir],
         ["touch", f"{p.work_dir.rstrip('/')}/{READY_MARKER}"],
     ]
-    return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False, width=4096)
+    # JSON is YAML, and cloud-init reads cloud-config with a YAML loader: no YAML library on the job's path
+    return "#cloud-config\n" + json.dumps(doc, indent=1) + "\n"
 
 
 def parse_user_data(text: str) -> dict:
     """The cloud-config document (for drivers that interpret it themselves, like `local`)."""
     if not text.startswith("#cloud-config"):
         raise ValueError("user data is not a #cloud-config document")
-    doc = yaml.safe_load(text)
+    body = text.split("\n", 1)[1] if "\n" in text else ""
+    try:
+        doc = json.loads(body)
+    except json.JSONDecodeError:  # written by hand, or by another tool: YAML
+        import yaml
+
+        doc = yaml.safe_load(text)
     return doc if isinstance(doc, dict) else {}
 
 
