@@ -31,7 +31,7 @@ from lando_ssh.metrics import METRICS, start_metrics_server
 from lando_ssh.model import ACTIVE_STATES, RESTARTABLE_STATES, STARTABLE_STATES, Job, JobState, JobStep
 from lando_ssh.pipeline import STEP_NAMES, Pipeline
 from lando_ssh.scheduler import ActiveVm, Limits, WaitingJob, active_vm, schedule, waiting_job
-from lando_ssh.store import open_job_source
+from lando_ssh.store import open_job_source, safe_url
 from lando_ssh.sweep import sweep
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class Server:
         if self.shared:
             threading.Thread(target=self._leases_forever, name="leases", daemon=True).start()
         log.info("serving %s (store %s, cloud %s, up to %d jobs at once)", self.config.work_queue.listen_queue,
-                 _safe_url(self.config.store_url), self.cloud.name, self.config.limits.max_concurrent_jobs)
+                 safe_url(self.config.store_url), self.cloud.name, self.config.limits.max_concurrent_jobs)
         try:
             self.broker.consume(self.handle, self.stopping)
         finally:
@@ -420,11 +420,3 @@ def _ending(job: Job) -> str:
         return job.reason or job.state.name.lower()
     return f"left in state {job.state.value} step {job.step.value or '-'}"
 
-
-def _safe_url(url: str) -> str:
-    """A store URL without its password."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}@{host}"
-    return url

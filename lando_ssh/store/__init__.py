@@ -7,6 +7,7 @@ other.
 """
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -71,3 +72,20 @@ def open_job_source(config: Any, *, serving: bool = False) -> JobStore:
 
         return BespinStore(config, resync=serving)
     return open_store(config.store_url)
+
+
+def safe_url(url: str) -> str:
+    """`url` without its password (in the user part or as a `password=` parameter)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "(an unparsable store URL)"
+    pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    if "@" not in parts.netloc and not any(k == "password" for k, _ in pairs):
+        return url  # nothing to hide (and sqlite:////path keeps its slashes)
+    netloc = parts.netloc
+    if "@" in netloc:
+        creds, host = netloc.rsplit("@", 1)
+        netloc = f"{creds.split(':', 1)[0]}@{host}"
+    query = urllib.parse.urlencode([(k, "***" if k == "password" else v) for k, v in pairs], safe="*")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

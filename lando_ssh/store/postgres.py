@@ -15,13 +15,13 @@ from __future__ import annotations
 import builtins
 import logging
 import threading
-import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from lando_ssh.errors import ConfigError, StoreUnavailable, UnknownJob
 from lando_ssh.model import Job, JobState, now
+from lando_ssh.store import safe_url
 
 try:
     import psycopg
@@ -300,19 +300,3 @@ def _sentence(error: Exception) -> str:
     text = lines[0] if lines else type(error).__name__
     text = text.rsplit(" failed: ", 1)[-1]
     return text.removeprefix("FATAL:").strip()
-
-
-def safe_url(url: str) -> str:
-    """`url` without its password (in the user part or as a `password=` parameter)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "(an unparsable PostgreSQL URL)"
-    netloc = parts.netloc
-    if "@" in netloc:
-        creds, host = netloc.rsplit("@", 1)
-        netloc = f"{creds.split(':', 1)[0]}@{host}"
-    query = urllib.parse.urlencode([(k, "***" if k == "password" else v)
-                                    for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)],
-                                   safe="*")
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
