@@ -525,13 +525,6 @@ class Pipeline:
         docs = report.docs_files(job, usage, remote_cwltool_log=_ANSI.sub("", parts.get("stderr-tail", "").rstrip()))
         remote.put_bytes(docs, posixpath.join(paths.results, "docs"))
 
-    def _read_usage(self, remote: Remote, paths: JobPaths) -> dict[str, Any]:
-        script = ('cd "$1"; for f in started finished maxrss_kb exit_code; do '
-                  'printf "%s=%s\\n" "$f" "$(cat "$f" 2>/dev/null)"; done')
-        out = remote.run(["sh", "-c", script, "sh", paths.run]).stdout
-        usage: dict[str, Any] = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-        return report.usage_from(usage)
-
     # -- O: store output -------------------------------------------------------------------
     def store_output(self, job_id: int) -> None:
         from lando_ssh import staging

@@ -24,7 +24,7 @@ import sys
 import tarfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import IO, TYPE_CHECKING, Any
@@ -561,9 +561,3 @@ def _transfer_error(stderr: str, code: int | None, label: str) -> StagingFailed:
     if "No space left on device" in text:
         return StagingFailed(f"the VM's disk is full (no space left on device) while copying files to {label}")
     return StagingFailed(f"copying files to/from {label} failed (exit {code}): {text[-500:]}")
-
-
-def paths_exist(remote: Remote, paths: Iterable[str]) -> dict[str, bool]:
-    argv = ["sh", "-c", 'for p; do if [ -e "$p" ]; then echo 1; else echo 0; fi; done', "sh", *paths]
-    out = remote.run(argv).stdout.split()
-    return {p: flag == "1" for p, flag in zip(paths, out, strict=False)}

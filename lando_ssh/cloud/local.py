@@ -12,6 +12,7 @@ simulated: the work dir is a plain directory inside the VM's. Fault knobs live i
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import pwd
@@ -33,7 +34,8 @@ from lando_ssh.keys import generate_keypair, write_private
 
 MARKER = "LANDO_LOCAL_VM"
 _port_lock = threading.Lock()
-_recent_ports: set[int] = set()
+# ports handed out lately, whose sshd may not listen yet: the kernel could offer them again meanwhile
+_recent_ports: collections.deque[int] = collections.deque(maxlen=512)
 
 
 def find_sshd() -> str | None:
@@ -293,7 +295,7 @@ def _free_port() -> int:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
             if port not in _recent_ports:
-                _recent_ports.add(port)
+                _recent_ports.append(port)
                 return port
     raise CloudError("no free local port for a VM")
 
