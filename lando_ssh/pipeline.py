@@ -205,7 +205,7 @@ class Pipeline:
             if info:
                 candidates.append(info)
         elif job.vm:  # we asked for it but crashed before recording its id: find it by name
-            candidates = [v for v in self.cloud.find_vms(self._metadata(job)) if v.name == job.vm.name]
+            candidates = self._asked_for(job)
         for info in candidates:
             if info.status != "ERROR":
                 if not (job.vm and job.vm.id):
@@ -266,6 +266,11 @@ class Pipeline:
                                  named=named, volume_gb=volume or 0)
         except NoFlavorFits as e:
             raise CloudNotFound(str(e)) from None
+
+    def _asked_for(self, job: Job) -> list[VmInfo]:
+        """The VMs named as the job's VM and tagged with its id: it was asked for, but its id never recorded."""
+        name = job.vm.name if job.vm else None
+        return [v for v in self.cloud.find_vms(self._metadata(job)) if v.name == name]
 
     def _metadata(self, job: Job) -> dict[str, str]:
         return {META_MANAGED_BY: "lando-ssh", META_INSTALLATION: self.config.cloud.installation_id,
@@ -657,7 +662,7 @@ class Pipeline:
         if job.vm and job.vm.id:
             vm_ids.append(job.vm.id)
         elif job.vm:  # asked for but id not recorded (crash, or cancel during the create call)
-            vm_ids += [v.id for v in self.cloud.find_vms(self._metadata(job)) if v.name == job.vm.name]
+            vm_ids += [v.id for v in self._asked_for(job)]
         deleted = [self._delete_vm_quietly(job.id, vm_id) for vm_id in vm_ids]
         self.keys(job).remove()
         return all(deleted)
