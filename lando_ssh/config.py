@@ -64,6 +64,8 @@ class CloudSettings:
     availability_zone: str | None = None
     allocate_floating_ips: bool = False
     floating_ip_pool_name: str | None = None
+    # other projects jobs run in (bespin-api's vm_project); the sweep and `vms` always look there too
+    projects: list[str] = field(default_factory=list)
     ssh_key_name: str | None = None  # lando's shared key name: accepted, unused (keys are per job)
     verify: bool = True
     api_retries: int = 4  # transient API errors (5xx, 429, connection reset) retried this many times

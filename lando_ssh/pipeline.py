@@ -241,7 +241,8 @@ class Pipeline:
         request = VmRequest(name=name, flavor=flavor, image=image, user_data=user_data, volume_size=volume or 0,
                             metadata=self._metadata(job), network=placement.get("network_name"),
                             allocate_floating_ip=placement.get("allocate_floating_ips"),
-                            floating_ip_pool=placement.get("floating_ip_pool_name"))
+                            floating_ip_pool=placement.get("floating_ip_pool_name"),
+                            project=placement.get("vm_project"))
         delay = 1.0
         while True:
             try:

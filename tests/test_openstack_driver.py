@@ -376,8 +376,9 @@ def test_delete_after_the_server_is_gone_still_finds_its_volume_port_and_floatin
     cloud = OpenStackCloud(config_for(openstack_api, tmp_path, allocate_floating_ips=True))
     vm = cloud.create_vm(job_request(volume_size=1))
     conn = sdk(openstack_api)
+    server = conn.compute.get_server(vm.id)  # read first: the server may be gone before a read after the delete
     conn.compute.delete_server(vm.id)  # as if a first delete_vm stopped right after the server
-    conn.compute.wait_for_delete(conn.compute.get_server(vm.id), interval=0.05, wait=5)
+    conn.compute.wait_for_delete(server, interval=0.05, wait=5)
     conn.close()
     assert len(openstack_api.inventory()["volumes"]) == 1
     cloud.delete_vm(vm.id)
@@ -407,7 +408,7 @@ def test_delete_vm_does_not_touch_other_jobs(cloud, openstack_api):
 
 def test_orphans_of_a_create_that_stopped_midway_are_swept_once_old_enough(cloud, openstack_api):
     request = job_request(7, volume_size=1)
-    cloud._create_volume(request)  # as if the process died before creating the port and server
+    cloud._home._create_volume(request)  # as if the process died before creating the port and server
     mine = {META_INSTALLATION: "lando-ssh"}
     assert cloud.delete_orphans(mine) == []  # young: perhaps a create still in progress
     other = cloud.create_vm(job_request(8, volume_size=1))
@@ -462,6 +463,105 @@ def test_console_log_is_empty_while_booting_then_shows_the_host_keys(cloud, open
 
 def test_get_vm_of_unknown_server_is_none(cloud):
     assert cloud.get_vm("00000000-0000-0000-0000-000000000000") is None
+
+
+# ---- projects (bespin-api's per-job vm_project) ----------------------------------------------
+
+def test_a_vm_in_another_project_is_made_there_and_a_restarted_driver_finds_it_by_id_and_by_name(
+        openstack_api, tmp_path):
+    config = config_for(openstack_api, tmp_path, allocate_floating_ips=True)
+    cloud = OpenStackCloud(config)
+    request = job_request(5, volume_size=1, project="lando-lab")
+    vm = cloud.wait_until_active(cloud.create_vm(request).id)
+
+    server_id = vm.id.removeprefix("lando-lab/")
+    assert vm.id == f"lando-lab/{server_id}" and vm.project == "lando-lab"
+    made = openstack_api.inventory("lando-lab")
+    assert made["servers"] == [server_id]
+    assert (len(made["volumes"]), len(made["ports"]), len(made["floating_ips"])) == (1, 1, 1)
+    assert openstack_api.inventory("lando") == EMPTY
+    assert cloud.get_vm(server_id) is None  # the bare id is the configured project's, where it is not
+    cloud.close()
+
+    restarted = OpenStackCloud(config)  # a new process: only the id recorded on the job, and the data dir
+    assert restarted.get_vm(vm.id).status == "ACTIVE"
+    assert host_keys_from_console(restarted.console_log(vm.id))
+    assert [v.id for v in restarted.find_vms({META_JOB_ID: "5"})] == [vm.id]  # a job that never recorded its id
+    assert restarted.create_vm(request).id == vm.id  # a resumed create finds the one it asked for
+    restarted.delete_vm(vm.id)
+    assert openstack_api.inventory() == EMPTY
+    restarted.close()
+
+
+def test_the_sweep_covers_projects_used_here_and_those_configured(openstack_api, tmp_path):
+    from lando_ssh.store import open_store
+    from lando_ssh.sweep import sweep
+
+    config = config_for(openstack_api, tmp_path / "here", allocate_floating_ips=True)
+    cloud = OpenStackCloud(config)
+    lost = cloud.create_vm(job_request(8, project="lando-lab"))  # job 8 is in no job store
+    half = job_request(9, volume_size=1, project="lando-lab")
+    cloud._in("lando-lab")._create_volume(half)  # as if the process died before the port and server
+    cloud.close()
+
+    elsewhere = config_for(openstack_api, tmp_path / "elsewhere")  # another data dir: it never used lando-lab
+    unaware = OpenStackCloud(elsewhere)
+    assert unaware.find_vms({META_JOB_ID: "8"}) == []
+    unaware.close()
+    elsewhere.cloud_settings.projects = ["lando-lab"]
+    told = OpenStackCloud(elsewhere)
+    assert [v.id for v in told.find_vms({META_JOB_ID: "8"})] == [lost.id]
+    told.close()
+
+    restarted = OpenStackCloud(config)
+    store = open_store(config.store_url)
+    swept = sweep(config, restarted, store, grace=0)
+    store.close()
+    restarted.close()
+    assert [(i.kind, i.id, i.deleted) for i in swept if i.kind == "vm"] == [("vm", lost.id, True)]
+    assert [i.kind for i in swept if i.kind == "volume"] == ["volume"]
+    assert openstack_api.inventory() == EMPTY
+
+
+def test_a_project_keystone_refuses_fails_the_create_naming_it_and_why(cloud, openstack_api, tmp_path):
+    with pytest.raises(CloudError) as e:
+        cloud.create_vm(job_request(project="no-such-project"))
+    message = str(e.value)
+    assert "cannot work in OpenStack project 'no-such-project'" in message
+    assert "the project does not exist or the user has no role in it" in message
+    assert "secret" not in message
+    assert openstack_api.inventory() == EMPTY
+    assert cloud.find_vms({}) == []  # and it is not remembered as a project to look in
+    assert not (tmp_path / "openstack-projects").exists()
+
+
+def test_an_application_credential_stays_in_its_own_project(openstack_api, tmp_path):
+    config = config_for(openstack_api, tmp_path, username=None, password=None, project_name=None,
+                        application_credential_id="lando-app-cred", application_credential_secret="app-secret")
+    cloud = OpenStackCloud(config)
+    with pytest.raises(CloudError, match="an application credential is bound to the one project it was made in "
+                                         r"\('lando'\); give cloud_settings a username and password"):
+        cloud.create_vm(job_request(project="lando-lab"))
+    home = cloud.create_vm(job_request(project="lando"))  # its own project, named: the configured one
+    assert "/" not in home.id
+    cloud.delete_vm(home.id)
+    cloud.close()
+    config.cloud_settings.projects = ["lando-lab"]
+    with pytest.raises(CloudError, match="cloud_settings.projects names it"):
+        OpenStackCloud(config)
+    assert openstack_api.inventory() == EMPTY
+
+
+def test_quota_in_another_project_is_that_projects_and_named_in_the_reason(cloud, openstack_api):
+    openstack_api.settings.project_quotas = {"lando-lab": {"max_instances": 0}}
+    with pytest.raises(QuotaExceeded) as e:
+        cloud.create_vm(job_request(1, project="lando-lab"))
+    assert str(e.value) == "waiting for quota in project 'lando-lab': instances 0 of 0 in use"
+    home = cloud.create_vm(job_request(2))  # the configured project has room
+    assert cloud.quota().instances_used == 1
+    cloud.delete_vm(home.id)
+    assert quota_reason("Quota exceeded for cores: Requested 1, but already used 20 of 20 cores", "lab") == \
+        "waiting for quota in project 'lab': cores 20 of 20"
 
 
 # ---- the service itself ---------------------------------------------------------------------

@@ -4,6 +4,10 @@ A driver only creates, inspects, lists and deletes VMs and reports the cloud's f
 (flavors, images, quota). It never runs anything on a VM: that is `remote.py`'s job. Every
 resource a driver creates carries the metadata in `VmRequest.metadata` (lando-ssh, the
 installation id, the job id) so that `find_vms` and the orphan sweep can find ours.
+
+A VM id is whatever the driver returned in `VmInfo.id`; callers store it and hand it back
+unchanged. A driver whose VMs live in several places (OpenStack projects) makes the id say
+where, so a restarted server, the sweep and the admin's tools reach the VM with the id alone.
 """
 from __future__ import annotations
 
@@ -53,6 +57,8 @@ class VmRequest:
     network: str | None = None
     allocate_floating_ip: bool | None = None
     floating_ip_pool: str | None = None
+    # the OpenStack project to create it in (bespin-api's vm_project); None: the configured project
+    project: str | None = None
 
 
 @dataclass
@@ -69,6 +75,7 @@ class VmInfo:
     flavor: Flavor | None = None
     created: datetime | None = None
     volume_ids: list[str] = field(default_factory=list)
+    project: str | None = None  # the OpenStack project it is in, when not the configured one
 
 
 class Cloud(Protocol):
@@ -101,7 +108,7 @@ class Cloud(Protocol):
         ...
 
     def find_vms(self, metadata: dict[str, str]) -> list[VmInfo]:
-        """Every VM whose metadata includes all of `metadata`."""
+        """Every VM whose metadata includes all of `metadata` (OpenStack: in every project it covers)."""
         ...
 
     def console_log(self, vm_id: str) -> str:

@@ -6,6 +6,19 @@ credential, else the `OS_*` environment (or `OS_CLOUD`). The constructor authent
 wrong password or an unreachable auth_url stops the caller at once with a `CloudError`
 naming which.
 
+Projects: a `VmRequest.project` (bespin-api's per-job `vm_project`) other than the configured
+project is worked in over a second connection, made on first use with the same credentials
+scoped to that project (`connect_as`: user and project domains kept). An application
+credential is bound to its own project, so a job naming another fails with a `CloudError`
+saying so, as does a project Keystone refuses (401: it does not exist, or the user has no
+role in it). The id of a VM outside the configured project is "<project>/<server id>", so
+`get_vm`, `console_log`, `delete_vm` and `wait_until_active` reach it from the id alone
+(after a restart too); ids in the configured project are the bare server ids. `find_vms`
+and `delete_orphans` cover the configured project, `cloud_settings.projects`, and every
+project noted in `<data_dir>/openstack-projects` (appended when a connection to a project is
+first made). `flavors`, `images` and `quota` are the configured project's; a quota refusal in
+another project names it ("waiting for quota in project 'lab': instances 10 of 10").
+
 What `create_vm` makes, in order, each carrying the request's metadata (Nova and Cinder
 metadata; Neutron tags `key=value`), so a sweep can find orphans:
 1. names resolved to ids first (flavor, image, network, security groups, floating IP pool);
@@ -45,8 +58,11 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import logging
+import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -72,6 +88,8 @@ META_VM_ID = "lando_vm_id"
 META_VOLUME_ID = "lando_volume_id"
 META_PORT_ID = "lando_port_id"
 META_FLOATING_IP_ID = "lando_floating_ip_id"
+#: in data_dir: the projects other than the configured one that VMs were made in, one JSON string a line
+PROJECTS_FILE = "openstack-projects"
 
 _QUOTA_WORDS = re.compile(r"quota|maximum number of .* (exceeded|allowed)|overlimit|over limit", re.I)
 _NOVA_QUOTA = re.compile(r"Quota exceeded for (\w+): Requested (\d+), but already used (\d+) of (\d+)")
@@ -86,19 +104,25 @@ class _Transient(CloudError):
 
 
 class OpenStackCloud:
-    """The `Cloud` protocol over openstacksdk. One instance per process; safe to share across threads."""
+    """The `Cloud` protocol over openstacksdk, in the configured project and in the projects jobs name.
+    One instance per process; safe to share across threads."""
 
     name = "openstack"
 
     def __init__(self, config: Config):
         self.config = config
         self.settings = config.cloud_settings
-        self._flavors: list[Flavor] | None = None
         self._source = "the OS_* environment"
-        self.conn = self._connect()
+        self._home = self._connect()
+        self._others: dict[str, _Project] = {}
+        self._lock = threading.Lock()
+        self._projects_file = os.path.join(config.data_dir, PROJECTS_FILE)
+        named = [p for p in self.settings.projects if p != self._home.scope]
+        if named and self._app_credential(self._home.conn):
+            raise CloudError(self._bound_to_home(named[0], "cloud_settings.projects names it"))
 
     # ---- credentials -------------------------------------------------------------------
-    def _connect(self) -> Any:
+    def _connect(self) -> _Project:
         s = self.settings
         try:
             if s.cloud:
@@ -125,9 +149,10 @@ class OpenStackCloud:
         except ks_exc.ClientException as e:
             raise CloudError(f"the OpenStack credentials from {self._source} are incomplete: {e}") from None
         self._auth_url = str((conn.config.config.get("auth") or {}).get("auth_url") or "an unnamed auth_url")
+        home = _Project(self.config, conn, None)
         who = self._who(conn)
         try:
-            self._retrying("authenticate", conn.session.get_token)
+            home.authenticate()
         except _AuthRefused as e:
             raise CloudError(f"the cloud at {self._auth_url} refused the credentials of {who} "
                              f"(from {self._source}): {e}") from None
@@ -136,7 +161,7 @@ class OpenStackCloud:
                              f"(from {self._source}): {e}") from None
         except CloudError as e:
             raise CloudError(f"cannot authenticate {who} at {self._auth_url} (from {self._source}): {e}") from None
-        return conn
+        return home
 
     @staticmethod
     def _who(conn: Any) -> str:
@@ -145,7 +170,105 @@ class OpenStackCloud:
             return f"application credential {auth['application_credential_id']}"
         return f"user {auth.get('username')!r} in project {auth.get('project_name') or auth.get('project_id')!r}"
 
-    # ---- facts -------------------------------------------------------------------------
+    @staticmethod
+    def _app_credential(conn: Any) -> bool:
+        return bool((conn.config.config.get("auth") or {}).get("application_credential_id"))
+
+    def _bound_to_home(self, project: str, why: str) -> str:
+        return (f"cannot work in OpenStack project {project!r} ({why}): lando-ssh logs in with "
+                f"{self._who(self._home.conn)}, and an application credential is bound to the one project it "
+                f"was made in ({self._home.scope!r}); give cloud_settings a username and password with a role "
+                f"in {project!r} instead")
+
+    # ---- projects ----------------------------------------------------------------------
+    def _in(self, project: str | None, why: str = "a job names it") -> _Project:
+        """The project of that name: the configured one for None or its own name, else a connection
+        made on first use (the same credentials, scoped to that project) and noted in PROJECTS_FILE."""
+        if not project or project == self._home.scope:
+            return self._home
+        with self._lock:
+            known = self._others.get(project)
+        if known is not None:
+            return known
+        made = self._connect_to(project, why)
+        with self._lock:
+            known = self._others.setdefault(project, made)
+        if known is not made:  # another thread connected meanwhile
+            made.close()
+        else:
+            self._note(project)
+        return known
+
+    def _connect_to(self, project: str, why: str) -> _Project:
+        conn = self._home.conn
+        if self._app_credential(conn):
+            raise CloudError(self._bound_to_home(project, why))
+        try:
+            scoped = _Project(self.config, conn.connect_as(project_name=project), project)
+        except (os_exc.SDKException, ks_exc.ClientException) as e:
+            raise CloudError(f"cannot log in to OpenStack project {project!r} ({why}): {_short(e)}") from None
+        try:
+            scoped.authenticate()
+        except _AuthRefused as e:
+            scoped.close()
+            raise CloudError(f"cannot work in OpenStack project {project!r} ({why}): the cloud at {self._auth_url} "
+                             f"refused {self._who(scoped.conn)}: the project does not exist or the user has no "
+                             f"role in it ({e})") from None
+        except CloudError as e:
+            scoped.close()
+            raise CloudError(f"cannot log in to OpenStack project {project!r} ({why}): {e}") from None
+        return scoped
+
+    def _covered(self) -> list[_Project]:
+        """Where our VMs may be: the configured project, cloud_settings.projects, and every project noted
+        in PROJECTS_FILE because a VM was made or looked up there. One that refuses us is skipped, logged."""
+        found = [self._home]
+        for name in dict.fromkeys([*self.settings.projects, *self._noted()]):
+            try:
+                project = self._in(name, "cloud_settings.projects names it" if name in self.settings.projects
+                                   else f"lando-ssh made VMs there; noted in {self._projects_file}")
+            except CloudError as e:
+                log.warning("%s; its VMs are not listed or swept", e)
+                continue
+            if project not in found:
+                found.append(project)
+        return found
+
+    def _noted(self) -> list[str]:
+        try:
+            with open(self._projects_file) as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            log.warning("cannot read %s: %s", self._projects_file, e.strerror)
+            return []
+        names = []
+        for line in lines:
+            try:
+                names.append(str(json.loads(line)))
+            except ValueError:
+                continue  # a line cut short by a crash
+        return names
+
+    def _note(self, project: str) -> None:
+        """Remember a project we used, so a restarted server, the sweep and `vms` look there too."""
+        if project in self._noted():
+            return
+        try:
+            os.makedirs(self.config.data_dir, exist_ok=True)
+            with open(self._projects_file, "a") as f:  # one short append: atomic next to other processes' own
+                f.write(json.dumps(project) + "\n")
+        except OSError as e:
+            log.warning("cannot note OpenStack project %r in %s (%s): the sweep and `vms` look there only if "
+                        "cloud_settings.projects names it", project, self._projects_file, e.strerror)
+
+    def _locate(self, vm_id: str) -> tuple[_Project, str]:
+        """The project and server id of one of our VM ids ("<project>/<server id>" outside the configured one)."""
+        project, _, server_id = vm_id.rpartition("/")
+        return self._in(project or None, f"VM {vm_id} is there"), server_id
+
+    # ---- the Cloud protocol ------------------------------------------------------------
     def default_user(self) -> str:
         return self.config.vm.user or "ubuntu"
 
@@ -156,6 +279,90 @@ class OpenStackCloud:
         # "{vm_name}" lets VMs that share a filesystem (the local test service) keep apart
         return self.config.vm.work_dir.replace("{vm_name}", vm_name)
 
+    def flavors(self) -> list[Flavor]:
+        return self._home.flavors()
+
+    def images(self) -> list[str]:
+        return self._home.images()
+
+    def quota(self) -> Quota:
+        """The configured project's quota (a job in another project meets that project's at create)."""
+        return self._home.quota()
+
+    def create_vm(self, request: VmRequest) -> VmInfo:
+        return self._in(request.project).create_vm(request)
+
+    def get_vm(self, vm_id: str) -> VmInfo | None:
+        project, server_id = self._locate(vm_id)
+        return project.get_vm(server_id)
+
+    def wait_until_active(self, vm_id: str, timeout: float | None = None) -> VmInfo:
+        """Poll until ACTIVE; VmFailed with Nova's fault on ERROR, on disappearance or at the boot timeout."""
+        project, server_id = self._locate(vm_id)
+        return project.wait_until_active(server_id, timeout)
+
+    def find_vms(self, metadata: dict[str, str]) -> list[VmInfo]:
+        found: list[VmInfo] = []
+        for project in self._covered():
+            try:
+                found += project.find_vms(metadata)
+            except CloudError as e:
+                if project is self._home:
+                    raise
+                log.warning("cannot list the servers in OpenStack project %r: %s", project.scope, e)
+        return found
+
+    def console_log(self, vm_id: str) -> str:
+        project, server_id = self._locate(vm_id)
+        return project.console_log(server_id)
+
+    def delete_vm(self, vm_id: str) -> None:
+        project, server_id = self._locate(vm_id)
+        project.delete_vm(server_id)
+
+    def delete_orphans(self, metadata: dict[str, str], min_age: float = 600.0) -> list[str]:
+        """Delete volumes, floating IPs and ports carrying `metadata` that no server owns any more, in every
+        project `find_vms` covers (see `_Project.delete_orphans`). Returns what was deleted, as text."""
+        deleted: list[str] = []
+        failed: list[str] = []
+        for project in self._covered():
+            try:
+                deleted += project.delete_orphans(metadata, min_age)
+            except CloudError as e:
+                failed.append(str(e))
+        if failed:
+            raise CloudError("; ".join(failed) + (f" (deleted meanwhile: {', '.join(deleted)})" if deleted else ""))
+        return deleted
+
+    def close(self) -> None:
+        with self._lock:
+            others = list(self._others.values())
+            self._others.clear()
+        for project in [self._home, *others]:
+            project.close()
+
+
+class _Project:
+    """Everything the driver does inside one OpenStack project, over one connection scoped to it."""
+
+    def __init__(self, config: Config, conn: Any, project: str | None):
+        self.config = config
+        self.settings = config.cloud_settings
+        self.conn = conn
+        self.project = project  # None: the configured project (its VM ids carry no project)
+        self.scope = project  # the name of the project the token is scoped to (known once authenticated)
+        self._flavors: list[Flavor] | None = None
+
+    def authenticate(self) -> None:
+        """Get a token (errors translated), and learn which project it is scoped to."""
+        self._retrying("authenticate", self.conn.session.get_token)
+        if self.scope is None:
+            try:
+                self.scope = str(self.conn.session.auth.get_access(self.conn.session).project_name or "") or None
+            except Exception:  # an auth plugin without access info: no name to match jobs' projects against
+                self.scope = None
+
+    # ---- facts -------------------------------------------------------------------------
     def flavors(self) -> list[Flavor]:
         found = self._retrying("list flavors", lambda: list(self.conn.compute.flavors(details=True)))
         self._flavors = [Flavor(name=f.name, id=f.id, vcpus=f.vcpus or 0, ram_mb=f.ram or 0, disk_gb=f.disk or 0)
@@ -330,7 +537,8 @@ class OpenStackCloud:
             before = len(left)
             self._delete_one(kind, str(r.id), left)
             if len(left) == before:
-                deleted.append(f"{kind.replace('_', ' ')} {r.id}" + (f" (of server {owner})" if owner else ""))
+                deleted.append(f"{kind.replace('_', ' ')} {self._qualified(r.id)}"
+                               + (f" (of server {self._qualified(owner)})" if owner else ""))
         if left:
             raise CloudError(f"could not delete orphaned {', '.join(left)}")
         return deleted
@@ -398,15 +606,15 @@ class OpenStackCloud:
                                         ("ram", q.ram_mb_used, flavor.ram_mb, q.max_ram_mb)):
             if limit is not None and used + want > limit:
                 unit = " MB" if what == "ram" else ""
-                raise QuotaExceeded(f"waiting for quota: {what} {used}{unit} of {limit}{unit} in use")
+                raise QuotaExceeded(f"{_waiting(self.project)}: {what} {used}{unit} of {limit}{unit} in use")
         if volume_size > 0:
             lim = self._retrying("read volume limits", self.conn.block_storage.get_limits).absolute
             vols, max_vols = lim.total_volumes_used or 0, lim.max_total_volumes
             gbs, max_gbs = lim.total_gigabytes_used or 0, lim.max_total_volume_gigabytes
             if max_vols is not None and max_vols >= 0 and vols + 1 > max_vols:
-                raise QuotaExceeded(f"waiting for quota: volumes {vols} of {max_vols} in use")
+                raise QuotaExceeded(f"{_waiting(self.project)}: volumes {vols} of {max_vols} in use")
             if max_gbs is not None and max_gbs >= 0 and gbs + volume_size > max_gbs:
-                raise QuotaExceeded(f"waiting for quota: volume gigabytes {gbs} of {max_gbs} in use "
+                raise QuotaExceeded(f"{_waiting(self.project)}: volume gigabytes {gbs} of {max_gbs} in use "
                                     f"({volume_size} more needed)")
 
     # ---- creating ----------------------------------------------------------------------
@@ -619,9 +827,14 @@ class OpenStackCloud:
             port = int(meta.get(META_SSH_PORT, 22))
         except ValueError:
             port = 22
-        return VmInfo(id=str(server.id), name=str(server.name), status=status, address=self._address(server),
-                      port=port, metadata=meta, fault=fault, flavor=self._server_flavor(server), created=created,
-                      volume_ids=[v["id"] for v in server.attached_volumes or [] if v.get("id")])
+        return VmInfo(id=self._qualified(server.id), name=str(server.name), status=status,
+                      address=self._address(server), port=port, metadata=meta, fault=fault,
+                      flavor=self._server_flavor(server), created=created,
+                      volume_ids=[v["id"] for v in server.attached_volumes or [] if v.get("id")], project=self.project)
+
+    def _qualified(self, resource_id: Any) -> str:
+        """A resource id as the driver hands it out: "<project>/<id>" outside the configured project."""
+        return f"{self.project}/{resource_id}" if self.project is not None else str(resource_id)
 
     def _address(self, server: Any) -> str | None:
         """The floating IP if there is one, else the fixed IPv4 (on the configured network first)."""
@@ -654,6 +867,8 @@ class OpenStackCloud:
     def _retrying(self, what: str, call: Callable[[], T], before_retry: Callable[[], T | None] | None = None) -> T:
         """`call`, with transient failures retried `api_retries` times and errors translated; `before_retry`
         may find that a failed call's work was done after all (its answer was lost), and return that."""
+        if self.project is not None:
+            what = f"{what} in project {self.project!r}"
         delay = self.settings.api_retry_delay
         for attempt in range(self.settings.api_retries + 1):
             try:
@@ -676,9 +891,9 @@ class OpenStackCloud:
         try:
             return call()
         except os_exc.HttpException as e:
-            raise _translate_http(what, e.status_code, _details(e)) from None
+            raise _translate_http(what, e.status_code, _details(e), self.project) from None
         except ks_exc.http.HttpError as e:
-            raise _translate_http(what, e.http_status, str(e.message or e)) from None
+            raise _translate_http(what, e.http_status, str(e.message or e), self.project) from None
         except (ks_exc.ConnectFailure, ks_exc.ConnectionError, ks_exc.RetriableConnectionFailure,
                 requests.ConnectionError) as e:
             raise _Unreachable(f"{what}: cannot reach the cloud: {_connection_reason(e)}") from None
@@ -710,11 +925,11 @@ class _Conflict(CloudError):
     pass
 
 
-def _translate_http(what: str, status: int | None, details: str) -> CloudError:
+def _translate_http(what: str, status: int | None, details: str, project: str | None = None) -> CloudError:
     if status == 413 and "rate-limited" in details:  # Nova's old rate limiting: wait, like a 429
         return _Transient(f"{what}: HTTP 413: {details}")
     if status in (403, 409, 413) and _QUOTA_WORDS.search(details):
-        return QuotaExceeded(quota_reason(details))
+        return QuotaExceeded(quota_reason(details, project))
     if status == 401:
         return _AuthRefused(f"{what}: {details or 'unauthorized'}")
     if status == 404:
@@ -726,25 +941,31 @@ def _translate_http(what: str, status: int | None, details: str) -> CloudError:
     return CloudError(f"{what}: {details} (HTTP {status})")
 
 
-def quota_reason(message: str) -> str:
-    """A reason a job can show while it waits, from a Nova/Cinder/Neutron quota message."""
+def quota_reason(message: str, project: str | None = None) -> str:
+    """A reason a job can show while it waits, from a Nova/Cinder/Neutron quota message (naming the
+    project when it is not the configured one)."""
+    waiting = _waiting(project)
     m = _NOVA_QUOTA.search(message)
     if m:
-        return f"waiting for quota: {m.group(1)} {m.group(3)} of {m.group(4)}"
+        return f"{waiting}: {m.group(1)} {m.group(3)} of {m.group(4)}"
     m = _CINDER_COUNT.search(message)
     if m:
-        return f"waiting for quota: {m.group(1)} {m.group(2)} of {m.group(2)}"
+        return f"{waiting}: {m.group(1)} {m.group(2)} of {m.group(2)}"
     m = _CINDER_SIZE.search(message)
     if m:
-        return f"waiting for quota: volume {m.group(1)} {m.group(4)} of {m.group(3)} ({m.group(2)} more needed)"
+        return f"{waiting}: volume {m.group(1)} {m.group(4)} of {m.group(3)} ({m.group(2)} more needed)"
     m = _NEUTRON_QUOTA.search(message)
     if m:
         names = ", ".join(n.strip(" '\"") for n in m.group(1).split(","))
-        return f"waiting for quota: {names} (none left)"
+        return f"{waiting}: {names} (none left)"
     m = _MAX_PORTS.search(message)
     if m:
-        return f"waiting for quota: {m.group(1).lower()} (none left)"
-    return f"waiting for quota: {message.strip().splitlines()[0] if message.strip() else 'the cloud is full'}"
+        return f"{waiting}: {m.group(1).lower()} (none left)"
+    return f"{waiting}: {message.strip().splitlines()[0] if message.strip() else 'the cloud is full'}"
+
+
+def _waiting(project: str | None) -> str:
+    return "waiting for quota" + (f" in project {project!r}" if project else "")
 
 
 def _details(e: os_exc.HttpException) -> str:

@@ -6,6 +6,14 @@ v2.1 with microversions), `/image` (Glance v2), `/networking` (Neutron v2.0), `/
 works on any port. `/_fake/settings` (GET, PATCH) and `/_fake/inventory` (GET) let a
 test or a developer change the fault knobs and see what exists.
 
+Projects: the user may scope a token to `project` or any of `other_projects` (Keystone
+answers 401 for any other, as it does for a project that does not exist or one the user
+has no role in); an application credential's token is always scoped to `project`. Every
+server, volume, port and floating IP belongs to the project of the token that made it, and
+is seen, changed and counted against quota only with a token scoped to that project (another
+project's resource answers 404, as for a non-admin). `project_quotas` overrides the quota
+settings per project; `inventory(project)` and `created` say what exists or was made where.
+
 State lives in memory behind one lock; status transitions (BUILD → ACTIVE/ERROR, volume
 creating → available, deletes) are evaluated lazily from timestamps whenever a resource
 is read, so the service needs no background thread besides the HTTP server's.
@@ -48,7 +56,8 @@ class Settings:
     """The cloud's contents and its fault knobs. Change them at any time (they are read per request)."""
 
     users: dict[str, str] = field(default_factory=lambda: {"lando": "secret"})  # user name -> password
-    project: str = "lando"
+    project: str = "lando"  # the users' default project, and the application credentials' project
+    other_projects: list[str] = field(default_factory=lambda: ["lando-lab"])  # the users have roles here too
     app_credentials: dict[str, str] = field(default_factory=lambda: {"lando-app-cred": "app-secret"})
     region: str = "RegionOne"
     flavors: list[dict[str, Any]] = field(default_factory=_default_flavors)
@@ -66,6 +75,7 @@ class Settings:
     max_gigabytes: int = 1000
     max_ports: int = 50
     max_floating_ips: int = 10
+    project_quotas: dict[str, dict[str, int]] = field(default_factory=dict)  # project -> {"max_instances": 0, ...}
     # timing
     boot_delay: float = 0.2  # BUILD → ACTIVE
     volume_delay: float = 0.05  # creating → available
@@ -124,9 +134,10 @@ class Cloud:
         self.backend = backend
         self.lock = threading.RLock()
         self.random = random.Random(settings.seed)
-        self.project_id = uuid.uuid5(uuid.NAMESPACE_DNS, settings.project).hex
+        self.project_id = project_id(settings.project)
         self.user_id = uuid.uuid5(uuid.NAMESPACE_DNS, "user").hex
-        self.tokens: dict[str, float] = {}
+        self.tokens: dict[str, tuple[float, str]] = {}  # token -> (expires, project name)
+        self.created: list[dict[str, str]] = []  # every resource made: kind, id, name, project
         self.servers: dict[str, dict[str, Any]] = {}
         self.volumes: dict[str, dict[str, Any]] = {}
         self.ports: dict[str, dict[str, Any]] = {}
@@ -137,8 +148,8 @@ class Cloud:
         self._ip_counter = 10
 
     # ---- identity ----
-    def issue_token(self, body: dict[str, Any]) -> tuple[str, str]:
-        """A token for valid credentials (returns token, method), else ApiError 401."""
+    def issue_token(self, body: dict[str, Any]) -> tuple[str, str, str]:
+        """A token for valid credentials (returns token, method, project name), else ApiError 401."""
         identity = (body.get("auth") or {}).get("identity") or {}
         methods = identity.get("methods") or []
         s = self.settings
@@ -148,25 +159,38 @@ class Cloud:
             if name is None or s.users.get(name) != password:
                 raise _unauthorized()
             scope = ((body.get("auth") or {}).get("scope") or {}).get("project") or {}
-            if scope.get("name") not in (None, s.project) and scope.get("id") not in (None, self.project_id):
-                raise _unauthorized()
+            project = next((p for p in [s.project, *s.other_projects]
+                            if scope.get("name", p) == p and scope.get("id", project_id(p)) == project_id(p)), None)
+            if project is None:
+                raise _unauthorized()  # Keystone's answer for a project that does not exist or has no role
             method = "password"
         elif "application_credential" in methods:
             cred = identity.get("application_credential") or {}
             if s.app_credentials.get(cred.get("id", "")) != cred.get("secret"):
                 raise _unauthorized()
+            project = s.project  # an application credential is bound to the project it was made in
             method = "application_credential"
         else:
             raise ApiError(400, {"error": {"code": 400, "title": "Bad Request",
                                            "message": "Expecting to find identity methods in auth."}})
         token = uuid.uuid4().hex
         with self.lock:
-            self.tokens[token] = time.time() + 3600
-        return token, method
+            self.tokens[token] = (time.time() + 3600, project)
+        return token, method, project
 
-    def token_valid(self, token: str | None) -> bool:
+    def token_project(self, token: str | None) -> str | None:
+        """The project a valid token is scoped to; None for a missing, unknown or expired token."""
         with self.lock:
-            return token is not None and self.tokens.get(token, 0) > time.time()
+            expires, project = self.tokens.get(token or "", (0.0, ""))
+            return project if expires > time.time() else None
+
+    def limit(self, project: str, key: str) -> int:
+        """A quota setting (`max_instances`, ...) for one project."""
+        return int(self.settings.project_quotas.get(project, {}).get(key, getattr(self.settings, key)))
+
+    def made(self, kind: str, item: dict[str, Any]) -> None:
+        self.created.append({"kind": kind, "id": item["id"], "name": item.get("name") or "",
+                             "project": item["_project"]})
 
     # ---- helpers ----
     def roll(self, rate: float) -> bool:
@@ -255,12 +279,25 @@ class Cloud:
             if fip["port_id"] == pid:
                 fip.update(port_id=None, fixed_ip_address=None, status="DOWN")
 
-    def inventory(self) -> dict[str, list[str]]:
+    def inventory(self, project: str | None = None) -> dict[str, list[str]]:
+        """What exists (in one project, or in all)."""
+        def ids(items: dict[str, dict[str, Any]]) -> list[str]:
+            return sorted(i for i, v in items.items()
+                          if project in (None, v["_project"]) and not v.get("_nova_created"))
+
         with self.lock:
             self.refresh()
-            return {"servers": sorted(self.servers), "volumes": sorted(self.volumes),
-                    "ports": sorted(p for p, v in self.ports.items() if not v.get("_nova_created")),
-                    "floating_ips": sorted(self.floating_ips)}
+            return {"servers": ids(self.servers), "volumes": ids(self.volumes), "ports": ids(self.ports),
+                    "floating_ips": ids(self.floating_ips)}
+
+
+def project_id(name: str) -> str:
+    return uuid.uuid5(uuid.NAMESPACE_DNS, name).hex
+
+
+def _in(items: dict[str, dict[str, Any]], project: str) -> list[dict[str, Any]]:
+    """The resources of one project."""
+    return [v for v in items.values() if v["_project"] == project]
 
 
 def _unauthorized() -> ApiError:
@@ -275,6 +312,7 @@ class Request:
     def __init__(self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: Any, base: str):
         self.method, self.path, self.query, self.headers = method, path, query, headers
         self.body, self.base = body, base
+        self.project = ""  # the project of the request's token (set once the token is checked)
 
     def q(self, name: str) -> str | None:
         values = self.query.get(name)
@@ -385,9 +423,11 @@ class Api:
         needs_token = not (req.path.startswith("/_fake") or func in (
             self.identity_versions, self.identity_v3, self.tokens, self.compute_versions, self.compute_v21,
             self.image_versions, self.network_versions, self.network_v20, self.volume_versions))
-        if needs_token and not self.cloud.token_valid(req.headers.get("X-Auth-Token")):
-            return Reply(401, _unauthorized().body)
         if needs_token:
+            project = self.cloud.token_project(req.headers.get("X-Auth-Token"))
+            if project is None:
+                return Reply(401, _unauthorized().body)
+            req.project = project
             s = self.cloud.settings
             if self.cloud.roll(s.reset_rate):
                 return Reply(DROP)
@@ -457,7 +497,7 @@ class Api:
 
     # ---- identity ----
     def tokens(self, req: Request) -> Reply:
-        token, method = self.cloud.issue_token(req.body or {})
+        token, method, project = self.cloud.issue_token(req.body or {})
         c = self.cloud
         s = c.settings
         expires = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
@@ -473,7 +513,7 @@ class Api:
             "methods": [method], "expires_at": expires, "issued_at": _now(), "audit_ids": [uuid.uuid4().hex[:22]],
             "user": {"id": c.user_id, "name": next(iter(s.users), "lando"), "domain": domain,
                      "password_expires_at": None},
-            "project": {"id": c.project_id, "name": s.project, "domain": domain},
+            "project": {"id": project_id(project), "name": project, "domain": domain},
             "roles": [{"id": uuid.uuid5(uuid.NAMESPACE_DNS, "member").hex, "name": "member"}],
             "is_domain": False,
             "catalog": [
@@ -481,8 +521,8 @@ class Api:
                 service("compute", "nova", "/compute/v2.1"),
                 service("image", "glance", "/image"),
                 service("network", "neutron", "/networking"),
-                service("block-storage", "cinder", f"/volume/v3/{c.project_id}"),
-                service("volumev3", "cinderv3", f"/volume/v3/{c.project_id}"),
+                service("block-storage", "cinder", f"/volume/v3/{project_id(project)}"),
+                service("volumev3", "cinderv3", f"/volume/v3/{project_id(project)}"),
             ]}}
         if method == "application_credential":
             body["token"]["application_credential"] = {"id": "app", "name": "app", "restricted": True}
@@ -511,27 +551,27 @@ class Api:
         return Reply(200, {"availabilityZoneInfo": [{"zoneName": z, "zoneState": {"available": True}, "hosts": None}
                                                      for z in self.cloud.settings.availability_zones]})
 
-    def _compute_usage(self) -> tuple[int, int, int]:
-        live = [s for s in self.cloud.servers.values()]
+    def _compute_usage(self, project: str) -> tuple[int, int, int]:
+        live = _in(self.cloud.servers, project)
         return len(live), sum(s["_flavor"]["vcpus"] for s in live), sum(s["_flavor"]["ram"] for s in live)
 
     def compute_limits(self, req: Request) -> Reply:
         c = self.cloud
-        s = c.settings
         with c.lock:
             c.refresh()
-            instances, cores, ram = self._compute_usage()
-            fips = len(c.floating_ips)
+            instances, cores, ram = self._compute_usage(req.project)
+            fips = len(_in(c.floating_ips, req.project))
         old: dict[str, int] = {}
         if _mv(self._mv(req)) < (2, 57):  # network and file-injection limits left Nova's answer in 2.36 / 2.57
             old = {"maxImageMeta": 128, "maxPersonality": 5, "maxPersonalitySize": 10240}
             if _mv(self._mv(req)) < (2, 36):
-                old.update({"maxTotalFloatingIps": s.max_floating_ips, "totalFloatingIpsUsed": fips,
+                old.update({"maxTotalFloatingIps": c.limit(req.project, "max_floating_ips"),
+                            "totalFloatingIpsUsed": fips,
                             "maxSecurityGroups": 10, "totalSecurityGroupsUsed": 1, "maxSecurityGroupRules": 20})
         return Reply(200, {"limits": {"rate": [], "absolute": {
-            "maxTotalInstances": s.max_instances, "totalInstancesUsed": instances,
-            "maxTotalCores": s.max_cores, "totalCoresUsed": cores,
-            "maxTotalRAMSize": s.max_ram_mb, "totalRAMUsed": ram,
+            "maxTotalInstances": c.limit(req.project, "max_instances"), "totalInstancesUsed": instances,
+            "maxTotalCores": c.limit(req.project, "max_cores"), "totalCoresUsed": cores,
+            "maxTotalRAMSize": c.limit(req.project, "max_ram_mb"), "totalRAMUsed": ram,
             "maxServerMeta": 128, "maxTotalKeypairs": 100, "maxServerGroups": 10, "maxServerGroupMembers": 10,
             "totalServerGroupsUsed": 0, **old}}})
 
@@ -564,19 +604,19 @@ class Api:
         sg_names = [g.get("name") for g in body.get("security_groups") or []]
         for name in sg_names:
             if name not in s.security_groups and name not in c.sg_ids.values():
-                raise nova_error(400, f"Security group {name} not found for project {c.project_id}.")
+                raise nova_error(400, f"Security group {name} not found for project {project_id(req.project)}.")
         sid = _new_id()
         with c.lock:
             c.refresh()
-            instances, cores, ram = self._compute_usage()
-            for res, used, want, limit in (("instances", instances, 1, s.max_instances),
-                                           ("cores", cores, flavor["vcpus"], s.max_cores),
-                                           ("ram", ram, flavor["ram"], s.max_ram_mb)):
+            instances, cores, ram = self._compute_usage(req.project)
+            for res, used, want, limit in (("instances", instances, 1, c.limit(req.project, "max_instances")),
+                                           ("cores", cores, flavor["vcpus"], c.limit(req.project, "max_cores")),
+                                           ("ram", ram, flavor["ram"], c.limit(req.project, "max_ram_mb"))):
                 if not _check_quota(used, want, limit):
                     raise nova_error(403, f"Quota exceeded for {res}: Requested {want}, but already used {used} "
                                           f"of {limit} {res}")
-            ports = self._server_ports(body.get("networks"), sid)
-            volumes = self._server_volumes(body.get("block_device_mapping_v2") or [])
+            ports = self._server_ports(body.get("networks"), sid, req.project)
+            volumes = self._server_volumes(body.get("block_device_mapping_v2") or [], req.project)
             for pid in ports:
                 p = c.ports[pid]
                 p.update(device_id=sid, device_owner="compute:" + (az or "nova"), status="ACTIVE")
@@ -593,8 +633,9 @@ class Api:
                 "_volumes": volumes, "_error": error, "_ready_at": time.monotonic() + s.boot_delay,
                 "_gone_at": None, "_az": az or "nova", "_sgs": sg_names or ["default"], "fault": None,
                 "_backend_metadata": {}, "_host_key": new_host_key(), "_user_data": user_data,
-                "tags": list(body.get("tags") or []),
+                "tags": list(body.get("tags") or []), "_project": req.project,
             }
+            c.made("server", c.servers[sid])
         if not error:
             try:
                 c.backend.boot(sid, body["name"], flavor, image_ref, user_data, s.boot_delay)
@@ -609,7 +650,7 @@ class Api:
             "security_groups": [{"name": n} for n in sg_names or ["default"]],
             "links": [{"rel": "self", "href": f"{req.base}/compute/v2.1/servers/{sid}"}]}})
 
-    def _server_ports(self, networks: Any, sid: str) -> list[str]:
+    def _server_ports(self, networks: Any, sid: str, project: str) -> list[str]:
         """The ports a new server plugs into: given ports, or new ones on given networks (Nova-owned)."""
         c = self.cloud
         s = c.settings
@@ -623,7 +664,7 @@ class Api:
         for net in networks:
             if net.get("port"):
                 port = c.ports.get(net["port"])
-                if port is None:
+                if port is None or port["_project"] != project:
                     raise nova_error(400, f"Port id {net['port']} could not be found.")
                 if port["device_id"]:
                     raise nova_error(409, f"Port {net['port']} is still in use.")
@@ -631,16 +672,16 @@ class Api:
             elif net.get("uuid"):
                 if net["uuid"] not in [c.network_id(n) for n in s.networks]:
                     raise nova_error(400, f"Network {net['uuid']} could not be found.")
-                if not _check_quota(len(c.ports), 1, s.max_ports):
+                if not _check_quota(len(_in(c.ports, project)), 1, c.limit(project, "max_ports")):
                     raise nova_error(403, "Maximum number of ports exceeded")
-                port = self._new_port(net["uuid"], {"name": ""})
+                port = self._new_port(net["uuid"], {"name": "", "_nova": True}, project)
                 port["_nova_created"] = True
                 result.append(port["id"])
             else:
                 raise nova_error(400, "Bad networks format: network uuid is not in proper format")
         return result
 
-    def _server_volumes(self, bdms: list[dict[str, Any]]) -> list[tuple[str, bool]]:
+    def _server_volumes(self, bdms: list[dict[str, Any]], project: str) -> list[tuple[str, bool]]:
         c = self.cloud
         volumes = []
         for bdm in bdms:
@@ -648,7 +689,7 @@ class Api:
                 continue  # the image's own root disk, or a blank/ephemeral disk: nothing to track
             vid = str(bdm.get("uuid"))
             v = c.volumes.get(vid)
-            if v is None:
+            if v is None or v["_project"] != project:
                 raise nova_error(400, f"Block Device Mapping is Invalid: failed to get volume {vid}.")
             if v["status"] != "available":
                 raise nova_error(400, f"Invalid volume: volume '{vid}' status must be 'available'. "
@@ -681,7 +722,7 @@ class Api:
         deleting = srv["_gone_at"] is not None
         status = srv["status"]
         view = {
-            "id": srv["id"], "name": srv["name"], "status": status, "tenant_id": c.project_id,
+            "id": srv["id"], "name": srv["name"], "status": status, "tenant_id": project_id(srv["_project"]),
             "user_id": c.user_id, "metadata": {**srv["metadata"], **srv["_backend_metadata"]},
             "hostId": "" if status == "BUILD" else uuid.uuid5(uuid.NAMESPACE_DNS, "host").hex,
             "image": {"id": srv["_image"], "links": []}, "flavor": flavor, "created": srv["created"],
@@ -705,9 +746,9 @@ class Api:
     def _mv(self, req: Request) -> str:
         return _microversion(req, "compute", "2.1", self.cloud.settings.compute_microversion)
 
-    def _server(self, sid: str) -> dict[str, Any]:
+    def _server(self, req: Request, sid: str) -> dict[str, Any]:
         srv = self.cloud.servers.get(sid)
-        if srv is None:
+        if srv is None or srv["_project"] != req.project:
             raise nova_error(404, f"Instance {sid} could not be found.")
         return srv
 
@@ -718,7 +759,7 @@ class Api:
         status = req.q("status")
         with c.lock:
             c.refresh()
-            views = [self._server_view(req, s, mv) for s in c.servers.values()
+            views = [self._server_view(req, s, mv) for s in _in(c.servers, req.project)
                      if (name is None or re.search(name, s["name"])) and (status is None or s["status"] == status)]
         if not req.path.endswith("/detail"):
             views = [{"id": v["id"], "name": v["name"], "links": v["links"]} for v in views]
@@ -728,19 +769,19 @@ class Api:
         c = self.cloud
         with c.lock:
             c.refresh()
-            return Reply(200, {"server": self._server_view(req, self._server(sid), self._mv(req))})
+            return Reply(200, {"server": self._server_view(req, self._server(req, sid), self._mv(req))})
 
     def server_metadata(self, req: Request, sid: str) -> Reply:
         with self.cloud.lock:
             self.cloud.refresh()
-            srv = self._server(sid)
+            srv = self._server(req, sid)
             return Reply(200, {"metadata": {**srv["metadata"], **srv["_backend_metadata"]}})
 
     def delete_server(self, req: Request, sid: str) -> Reply:
         c = self.cloud
         with c.lock:
             c.refresh()
-            srv = self._server(sid)
+            srv = self._server(req, sid)
             if srv["_gone_at"] is None:
                 srv["_gone_at"] = time.monotonic() + c.settings.delete_delay
         c.backend.destroy(sid)
@@ -751,7 +792,7 @@ class Api:
         body = req.body or {}
         with c.lock:
             c.refresh()
-            srv = self._server(sid)
+            srv = self._server(req, sid)
             if "os-getConsoleOutput" not in body:
                 raise nova_error(400, f"There is no such action: {', '.join(body) or 'none'}")
             if srv["status"] == "BUILD":
@@ -772,7 +813,7 @@ class Api:
 
     def volume_attachments(self, req: Request, sid: str) -> Reply:
         with self.cloud.lock:
-            srv = self._server(sid)
+            srv = self._server(req, sid)
             return Reply(200, {"volumeAttachments": [
                 {"id": vid, "volumeId": vid, "serverId": sid, "device": self.cloud.volumes[vid]["attachments"][0][
                     "device"] if vid in self.cloud.volumes and self.cloud.volumes[vid]["attachments"] else None}
@@ -781,7 +822,7 @@ class Api:
     def server_interfaces(self, req: Request, sid: str) -> Reply:
         c = self.cloud
         with c.lock:
-            srv = self._server(sid)
+            srv = self._server(req, sid)
             return Reply(200, {"interfaceAttachments": [
                 {"port_id": pid, "net_id": c.ports[pid]["network_id"], "mac_addr": c.ports[pid]["mac_address"],
                  "port_state": "ACTIVE", "fixed_ips": c.ports[pid]["fixed_ips"]}
@@ -843,35 +884,38 @@ class Api:
 
     def list_security_groups(self, req: Request) -> Reply:
         c = self.cloud
-        groups = [{"id": c.sg_id(n), "name": n, "description": "", "tenant_id": c.project_id,
-                   "project_id": c.project_id, "security_group_rules": [], "tags": [], "stateful": True}
+        groups = [{"id": c.sg_id(n), "name": n, "description": "", "tenant_id": project_id(req.project),
+                   "project_id": project_id(req.project), "security_group_rules": [], "tags": [], "stateful": True}
                   for n in c.settings.security_groups]
         return Reply(200, {"security_groups": self._filtered(req, groups)})
 
     def _public(self, item: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in item.items() if not k.startswith("_")}
 
-    def _new_port(self, network_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _new_port(self, network_id: str, body: dict[str, Any], project: str) -> dict[str, Any]:
         c = self.cloud
         pid = _new_id()
         external = network_id in [c.network_id(n) for n in c.settings.external_networks]
         port = {"id": pid, "name": body.get("name") or "", "network_id": network_id, "status": "DOWN",
                 "admin_state_up": True, "device_id": body.get("device_id") or "",
-                "device_owner": body.get("device_owner") or "", "tenant_id": c.project_id,
-                "project_id": c.project_id, "description": body.get("description") or "",
+                "device_owner": body.get("device_owner") or "", "tenant_id": project_id(project),
+                "project_id": project_id(project), "description": body.get("description") or "",
                 "mac_address": "fa:16:3e:" + ":".join(f"{b:02x}" for b in uuid.uuid4().bytes[:3]),
                 "fixed_ips": [{"subnet_id": str(uuid.uuid5(uuid.NAMESPACE_DNS, "subnet")),
                                "ip_address": c.next_ip(external)}],
                 "security_groups": list(body.get("security_groups") or [c.sg_id("default")]),
                 "tags": list(body.get("tags") or []), "created_at": _now(), "updated_at": _now(),
-                "revision_number": 1, "port_security_enabled": True, "binding:vnic_type": "normal"}
+                "revision_number": 1, "port_security_enabled": True, "binding:vnic_type": "normal",
+                "_project": project}
         c.ports[pid] = port
+        if not body.get("_nova"):
+            c.made("port", port)
         return port
 
     def list_ports(self, req: Request) -> Reply:
         with self.cloud.lock:
             self.cloud.refresh()
-            ports = [self._public(p) for p in self.cloud.ports.values()]
+            ports = [self._public(p) for p in _in(self.cloud.ports, req.project)]
         return Reply(200, {"ports": self._filtered(req, ports)})
 
     def create_port(self, req: Request) -> Reply:
@@ -887,25 +931,25 @@ class Api:
             if sg not in valid_sgs:
                 raise neutron_error(404, "SecurityGroupNotFound", f"Security group {sg} does not exist")
         with c.lock:
-            if not _check_quota(len(c.ports), 1, c.settings.max_ports):
+            if not _check_quota(len(_in(c.ports, req.project)), 1, c.limit(req.project, "max_ports")):
                 raise neutron_error(409, "OverQuota", "Quota exceeded for resources: ['port'].")
-            port = self._new_port(body["network_id"], body)
+            port = self._new_port(body["network_id"], body, req.project)
             return Reply(201, {"port": self._public(port)})
 
-    def _port(self, pid: str) -> dict[str, Any]:
+    def _port(self, req: Request, pid: str) -> dict[str, Any]:
         port = self.cloud.ports.get(pid)
-        if port is None:
+        if port is None or port["_project"] != req.project:
             raise neutron_error(404, "PortNotFound", f"Port {pid} could not be found.")
         return port
 
     def get_port(self, req: Request, pid: str) -> Reply:
         with self.cloud.lock:
             self.cloud.refresh()
-            return Reply(200, {"port": self._public(self._port(pid))})
+            return Reply(200, {"port": self._public(self._port(req, pid))})
 
     def update_port(self, req: Request, pid: str) -> Reply:
         with self.cloud.lock:
-            port = self._port(pid)
+            port = self._port(req, pid)
             body = (req.body or {}).get("port") or {}
             for key in ("name", "description", "security_groups", "admin_state_up"):
                 if key in body:
@@ -916,7 +960,7 @@ class Api:
         c = self.cloud
         with c.lock:
             c.refresh()
-            port = self._port(pid)
+            port = self._port(req, pid)
             if port["device_owner"].startswith("network:"):
                 raise neutron_error(409, "PortInUse", f"Port {pid} cannot be deleted directly via the port API: "
                                                       "has device owner network:floatingip.")
@@ -931,7 +975,7 @@ class Api:
             raise neutron_error(400, "InvalidInput", "Invalid input for operation: tags must be a list of strings.")
         with c.lock:
             item = store.get(rid)
-            if item is None:
+            if item is None or item["_project"] != req.project:
                 kind = "Port" if coll == "ports" else "FloatingIP"
                 raise neutron_error(404, f"{kind}NotFound", f"{kind} {rid} could not be found.")
             item["tags"] = list(tags)
@@ -939,7 +983,7 @@ class Api:
 
     def list_floating_ips(self, req: Request) -> Reply:
         with self.cloud.lock:
-            fips = [self._public(f) for f in self.cloud.floating_ips.values()]
+            fips = [self._public(f) for f in _in(self.cloud.floating_ips, req.project)]
         return Reply(200, {"floatingips": self._filtered(req, fips)})
 
     def create_floating_ip(self, req: Request) -> Reply:
@@ -953,54 +997,55 @@ class Api:
             raise neutron_error(404, "ExternalGatewayForFloatingIPNotFound" if net in c.network_ids.values()
                                 else "NetworkNotFound", f"Network {net} could not be found.")
         with c.lock:
-            if not _check_quota(len(c.floating_ips), 1, c.settings.max_floating_ips):
+            if not _check_quota(len(_in(c.floating_ips, req.project)), 1, c.limit(req.project, "max_floating_ips")):
                 raise neutron_error(409, "OverQuota", "Quota exceeded for resources: ['floatingip'].")
             port_id = body.get("port_id")
             if port_id is not None:
-                self._port(port_id)
+                self._port(req, port_id)
             fid = _new_id()
             fip = {"id": fid, "floating_network_id": net, "floating_ip_address": c.next_ip(True),
                    "port_id": port_id, "fixed_ip_address": c.ports[port_id]["fixed_ips"][0]["ip_address"]
                    if port_id else None, "status": "ACTIVE" if port_id else "DOWN", "router_id": None,
-                   "tenant_id": c.project_id, "project_id": c.project_id, "description": body.get("description", ""),
-                   "tags": list(body.get("tags") or []), "created_at": _now(), "updated_at": _now(),
-                   "revision_number": 1}
+                   "tenant_id": project_id(req.project), "project_id": project_id(req.project),
+                   "description": body.get("description", ""), "tags": list(body.get("tags") or []),
+                   "created_at": _now(), "updated_at": _now(), "revision_number": 1, "_project": req.project}
             c.floating_ips[fid] = fip
+            c.made("floating_ip", fip)
             return Reply(201, {"floatingip": fip})
 
-    def _fip(self, fid: str) -> dict[str, Any]:
+    def _fip(self, req: Request, fid: str) -> dict[str, Any]:
         fip = self.cloud.floating_ips.get(fid)
-        if fip is None:
+        if fip is None or fip["_project"] != req.project:
             raise neutron_error(404, "FloatingIPNotFound", f"Floating IP {fid} could not be found")
         return fip
 
     def get_floating_ip(self, req: Request, fid: str) -> Reply:
         with self.cloud.lock:
-            return Reply(200, {"floatingip": self._fip(fid)})
+            return Reply(200, {"floatingip": self._fip(req, fid)})
 
     def update_floating_ip(self, req: Request, fid: str) -> Reply:
         c = self.cloud
         with c.lock:
-            fip = self._fip(fid)
+            fip = self._fip(req, fid)
             body = (req.body or {}).get("floatingip") or {}
             if "port_id" in body:
                 port_id = body["port_id"]
                 if port_id is not None:
-                    self._port(port_id)
+                    self._port(req, port_id)
                 fip.update(port_id=port_id, status="ACTIVE" if port_id else "DOWN",
                            fixed_ip_address=c.ports[port_id]["fixed_ips"][0]["ip_address"] if port_id else None)
             return Reply(200, {"floatingip": fip})
 
     def delete_floating_ip(self, req: Request, fid: str) -> Reply:
         with self.cloud.lock:
-            self._fip(fid)
+            self._fip(req, fid)
             del self.cloud.floating_ips[fid]
         return Reply(204)
 
     # ---- volume ----
     def _volume_view(self, req: Request, v: dict[str, Any]) -> dict[str, Any]:
         view = self._public(v)
-        view["links"] = [{"rel": "self", "href": f"{req.base}/volume/v3/{self.cloud.project_id}/volumes/{v['id']}"}]
+        view["links"] = [{"rel": "self", "href": f"{req.base}/volume/v3/{project_id(v['_project'])}/volumes/{v['id']}"}]
         return view
 
     def create_volume(self, req: Request, project: str) -> Reply:
@@ -1014,13 +1059,15 @@ class Api:
         metadata = body.get("metadata") or {}
         with c.lock:
             c.refresh()
-            used_gb = sum(v["size"] for v in c.volumes.values())
-            if not _check_quota(len(c.volumes), 1, s.max_volumes):
-                raise cinder_error(413, f"VolumeLimitExceeded: Maximum number of volumes allowed ({s.max_volumes}) "
+            mine = _in(c.volumes, req.project)
+            used_gb = sum(v["size"] for v in mine)
+            max_volumes, max_gigabytes = c.limit(req.project, "max_volumes"), c.limit(req.project, "max_gigabytes")
+            if not _check_quota(len(mine), 1, max_volumes):
+                raise cinder_error(413, f"VolumeLimitExceeded: Maximum number of volumes allowed ({max_volumes}) "
                                         "exceeded for quota 'volumes'.")
-            if not _check_quota(used_gb, size, s.max_gigabytes):
+            if not _check_quota(used_gb, size, max_gigabytes):
                 raise cinder_error(413, "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds "
-                                        f"allowed gigabytes quota. Requested {size}G, quota is {s.max_gigabytes}G "
+                                        f"allowed gigabytes quota. Requested {size}G, quota is {max_gigabytes}G "
                                         f"and {used_gb}G has been consumed.")
             vid = _new_id()
             v = {"id": vid, "name": body.get("name"), "description": body.get("description"), "size": size,
@@ -1028,10 +1075,11 @@ class Api:
                  "attachments": [], "availability_zone": body.get("availability_zone") or "nova",
                  "bootable": "false", "encrypted": False, "multiattach": False, "volume_type": "__DEFAULT__",
                  "snapshot_id": None, "source_volid": None, "user_id": c.user_id,
-                 "os-vol-tenant-attr:tenant_id": c.project_id, "created_at": _now(), "updated_at": _now(),
+                 "os-vol-tenant-attr:tenant_id": project_id(req.project), "created_at": _now(), "updated_at": _now(),
                  "replication_status": None, "consistencygroup_id": None, "group_id": None,
-                 "_ready_at": time.monotonic() + s.volume_delay, "_gone_at": None}
+                 "_ready_at": time.monotonic() + s.volume_delay, "_gone_at": None, "_project": req.project}
             c.volumes[vid] = v
+            c.made("volume", v)
             return Reply(202, {"volume": self._volume_view(req, v)})
 
     def list_volumes(self, req: Request, project: str) -> Reply:
@@ -1039,26 +1087,26 @@ class Api:
         name, status = req.q("name"), req.q("status")
         with c.lock:
             c.refresh()
-            views = [self._volume_view(req, v) for v in c.volumes.values()
+            views = [self._volume_view(req, v) for v in _in(c.volumes, req.project)
                      if name in (None, v["name"]) and status in (None, v["status"])]
         return Reply(200, {"volumes": views})
 
-    def _volume(self, vid: str) -> dict[str, Any]:
+    def _volume(self, req: Request, vid: str) -> dict[str, Any]:
         v = self.cloud.volumes.get(vid)
-        if v is None:
+        if v is None or v["_project"] != req.project:
             raise cinder_error(404, f"Volume {vid} could not be found.")
         return v
 
     def get_volume(self, req: Request, project: str, vid: str) -> Reply:
         with self.cloud.lock:
             self.cloud.refresh()
-            return Reply(200, {"volume": self._volume_view(req, self._volume(vid))})
+            return Reply(200, {"volume": self._volume_view(req, self._volume(req, vid))})
 
     def delete_volume(self, req: Request, project: str, vid: str) -> Reply:
         c = self.cloud
         with c.lock:
             c.refresh()
-            v = self._volume(vid)
+            v = self._volume(req, vid)
             if v["status"] == "deleting":
                 return Reply(202)
             if v["status"] not in ("available", "error", "error_restoring", "error_extending", "error_managing"):
@@ -1075,19 +1123,19 @@ class Api:
         if not isinstance(metadata, dict):
             raise cinder_error(400, "Malformed request body: metadata must be a mapping")
         with self.cloud.lock:
-            v = self._volume(vid)
+            v = self._volume(req, vid)
             v["metadata"].update({str(k): str(val) for k, val in metadata.items()})
             return Reply(200, {"metadata": v["metadata"]})
 
     def volume_limits(self, req: Request, project: str) -> Reply:
         c = self.cloud
-        s = c.settings
         with c.lock:
             c.refresh()
+            mine = _in(c.volumes, req.project)
             return Reply(200, {"limits": {"rate": [], "absolute": {
-                "maxTotalVolumes": s.max_volumes, "totalVolumesUsed": len(c.volumes),
-                "maxTotalVolumeGigabytes": s.max_gigabytes, "totalGigabytesUsed": sum(v["size"] for v in
-                                                                                      c.volumes.values()),
+                "maxTotalVolumes": c.limit(req.project, "max_volumes"), "totalVolumesUsed": len(mine),
+                "maxTotalVolumeGigabytes": c.limit(req.project, "max_gigabytes"),
+                "totalGigabytesUsed": sum(v["size"] for v in mine),
                 "maxTotalSnapshots": 10, "totalSnapshotsUsed": 0, "maxTotalBackups": 10, "totalBackupsUsed": 0,
                 "maxTotalBackupGigabytes": 1000, "totalBackupGigabytesUsed": 0}}})
 
@@ -1108,7 +1156,7 @@ class Api:
         return Reply(200, dataclasses.asdict(s))
 
     def get_inventory(self, req: Request) -> Reply:
-        return Reply(200, self.cloud.inventory())
+        return Reply(200, self.cloud.inventory(req.q("project")))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -1229,8 +1277,14 @@ class OpenStackApiService:
     def serve_forever(self) -> None:
         self._httpd.serve_forever(poll_interval=0.5)
 
-    def inventory(self) -> dict[str, list[str]]:
-        return self.cloud.inventory()
+    def inventory(self, project: str | None = None) -> dict[str, list[str]]:
+        """What exists now (servers, volumes, ports, floating IPs), in `project` or in every project."""
+        return self.cloud.inventory(project)
+
+    def created(self, kind: str | None = None) -> list[dict[str, str]]:
+        """Every resource ever made (`kind`: server, volume, port, floating_ip), with its id, name and project."""
+        with self.cloud.lock:
+            return [dict(c) for c in self.cloud.created if kind in (None, c["kind"])]
 
     def stop(self) -> None:
         if self._thread is not None:
