@@ -97,9 +97,7 @@ class LocalCloud:
             os.makedirs(vm_dir, mode=0o700)
         except FileExistsError:
             raise CloudError(f"a VM named {request.name} already exists") from None
-        private, public = generate_keypair(f"root@{request.name}")
-        write_private(os.path.join(vm_dir, "host_key"), private)
-        write_private(os.path.join(vm_dir, "host_key.pub"), public + "\n", 0o644)
+        _, public = generate_keypair(f"root@{request.name}", path=os.path.join(vm_dir, "host_key"))
         keys = user_data.get("ssh_authorized_keys") or []
         write_private(os.path.join(vm_dir, "authorized_keys"), "".join(k.strip() + "\n" for k in keys))
         port = _free_port()
