@@ -13,10 +13,15 @@ from typing import Any
 import pytest
 from bespin_api import BespinApiService
 from conftest import WORKFLOWS, Daemon, Lando, rabbit, vms_created_for
+from openstack_api import OpenStackApiService
+from test_openstack_driver import EMPTY, use_openstack
 
 from lando_ssh.config import load_config
+from lando_ssh.errors import UnknownJob
 from lando_ssh.store.bespin import BespinStore
 from lando_ssh.workflow import prepare
+
+pytest_plugins = ["openstack_api.fixtures"]  # openstack_api, local_openstack_api
 
 TOKEN = "bespin-secret-token-1234"
 
@@ -69,6 +74,22 @@ def local_job(lando: Lando, job_id: int) -> Any:
         store.local.close()
 
 
+def wait_local(lando: Lando, job_id: int, predicate: Any, daemon: Daemon, timeout: float = 60) -> Any:
+    """The local record of a bespin job once `predicate` holds for it (it is loaded when its command is served)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            job = local_job(lando, job_id)
+            if predicate(job):
+                return job
+        except UnknownJob:
+            job = None
+        if time.monotonic() > deadline or not daemon.alive():
+            raise AssertionError(f"job {job_id}: {job and (job.state.value, job.step.value, job.reason)}\n"
+                                 f"{daemon.text()[-3000:]}")
+        time.sleep(0.1)
+
+
 def state_steps(bespin: BespinApiService, job_id: int) -> list[tuple[str, str]]:
     return [(p["state"], p["step"]) for p in bespin.puts_of(job_id)]
 
@@ -76,15 +97,26 @@ def state_steps(bespin: BespinApiService, job_id: int) -> list[tuple[str, str]]:
 # -- the tests ---------------------------------------------------------------------------------
 
 def flaky_job(bespin: BespinApiService, base: str, served: Path, tmp_path: Path, flag_present: bool = True,
-              cwl_base_command: list[str] | None = None) -> tuple[int, Path]:
-    """A bespin job running tests/workflows/flaky.cwl (packed, served over http): it fails until its flag exists."""
+              cwl_base_command: list[str] | None = None, **job: Any) -> tuple[int, Path]:
+    """A bespin job running tests/workflows/flaky.cwl (packed, served over http): it fails until its flag exists.
+    `job`: more of bespin's job fields (`add_job`'s keywords)."""
     serve_packed(served, "flaky.cwl", "flaky.packed.cwl")
     flag = tmp_path / "flag"
     if flag_present:
         flag.write_text("present")
     job_id = bespin.add_job(f"{base}/flaky.packed.cwl", {"flag": str(flag)},
-                            cwl_base_command=cwl_base_command or ["cwltool", "--no-container"])
+                            cwl_base_command=cwl_base_command or ["cwltool", "--no-container"], **job)
     return job_id, flag
+
+
+def openstack_job(lando: Lando, cloud: OpenStackApiService, bespin: BespinApiService, http_files: tuple[str, Path],
+                  tmp_path: Path, project: str) -> int:
+    """A bespin job whose job_settings put its VM in OpenStack project `project` (lando-ssh on `cloud`)."""
+    use_openstack(lando, cloud, tmp_path, volume_size=0)
+    base, served = http_files
+    job_id, _ = flaky_job(bespin, base, served, tmp_path, image="debian-12",
+                          cloud_settings={"vm_project": {"id": 2, "name": project}, "network_name": "private"})
+    return job_id
 
 
 def test_a_bespin_job_with_url_inputs_runs_to_F_and_bespin_saw_every_state_and_step_lando_made(
@@ -278,3 +310,44 @@ def test_a_cancel_from_bespin_during_the_run_kills_the_workflow_and_ends_C_in_be
     assert state_steps(bespin, job_id)[-2:] == [("c", "R"), ("C", "R")]
     assert bespin.errors_of(job_id) == []
     assert lando.vm_dirs() == []
+
+
+def test_a_bespin_job_in_another_openstack_project_waits_for_that_projects_quota_then_runs_there_to_F(
+        lando: Lando, bespin: BespinApiService, bespin_daemon: Daemon, local_openstack_api: OpenStackApiService,
+        http_files: tuple[str, Path], tmp_path: Path):
+    job_id = openstack_job(lando, local_openstack_api, bespin, http_files, tmp_path, "lando-lab")
+    local_openstack_api.settings.project_quotas = {"lando-lab": {"max_instances": 0}}  # lando's own has room
+    bespin_daemon.start()
+    bespin.start_job(job_id)
+
+    waiting = wait_local(lando, job_id, lambda j: "quota" in j.reason, bespin_daemon)
+    assert waiting.state.value == "S"
+    assert waiting.reason == "waiting for quota in project 'lando-lab': instances 0 of 0 in use"
+    assert local_openstack_api.inventory() == EMPTY
+    local_openstack_api.settings.project_quotas = {}
+    job = wait_bespin(bespin, job_id, lambda j: j["state"] in ("F", "E"), bespin_daemon)
+
+    assert job["state"] == "F", bespin.errors_of(job_id)
+    local = local_job(lando, job_id)
+    server_id = local.vm.id.removeprefix("lando-lab/")
+    assert local.vm.id == f"lando-lab/{server_id}"
+    assert [(s["id"], s["name"], s["project"]) for s in local_openstack_api.created("server")] == \
+        [(server_id, local.vm.name, "lando-lab")]
+    assert job["vm_instance_name"] == local.vm.name
+    assert local_openstack_api.inventory() == EMPTY  # the server, and its port, are gone
+
+
+def test_a_bespin_job_naming_a_project_keystone_refuses_ends_E_saying_so_in_bespin(
+        lando: Lando, bespin: BespinApiService, bespin_daemon: Daemon, openstack_api: OpenStackApiService,
+        http_files: tuple[str, Path], tmp_path: Path):
+    job_id = openstack_job(lando, openstack_api, bespin, http_files, tmp_path, "no-such-project")
+    bespin_daemon.start()
+    bespin.start_job(job_id)
+    job = wait_bespin(bespin, job_id, lambda j: j["state"] == "F" or bespin.errors_of(job_id), bespin_daemon)
+
+    assert (job["state"], job["step"]) == ("E", "V")
+    (error,) = bespin.errors_of(job_id)
+    assert error["job_step"] == "V"
+    assert "cannot work in OpenStack project 'no-such-project' (the job asks for it)" in error["content"]
+    assert "the project does not exist or the user has no role in it" in error["content"]
+    assert openstack_api.inventory() == EMPTY and openstack_api.created() == []

@@ -181,7 +181,7 @@ class OpenStackCloud:
                 f"in {project!r} instead")
 
     # ---- projects ----------------------------------------------------------------------
-    def _in(self, project: str | None, why: str = "a job names it") -> _Project:
+    def _in(self, project: str | None, why: str = "the job asks for it") -> _Project:
         """The project of that name: the configured one for None or its own name, else a connection
         made on first use (the same credentials, scoped to that project) and noted in PROJECTS_FILE."""
         if not project or project == self._home.scope:
@@ -209,11 +209,11 @@ class OpenStackCloud:
             raise CloudError(f"cannot log in to OpenStack project {project!r} ({why}): {_short(e)}") from None
         try:
             scoped.authenticate()
-        except _AuthRefused as e:
+        except _AuthRefused:
             scoped.close()
             raise CloudError(f"cannot work in OpenStack project {project!r} ({why}): the cloud at {self._auth_url} "
-                             f"refused {self._who(scoped.conn)}: the project does not exist or the user has no "
-                             f"role in it ({e})") from None
+                             f"refused {self._who(scoped.conn)} (HTTP 401): the project does not exist or the user "
+                             "has no role in it") from None
         except CloudError as e:
             scoped.close()
             raise CloudError(f"cannot log in to OpenStack project {project!r} ({why}): {e}") from None

@@ -107,8 +107,10 @@ class BespinApiService:
                 url_files: list[dict[str, Any]] | None = None, state: str = "A", flavor: str = "m1.small",
                 image: str = "local", cwl_base_command: list[str] | None = None,
                 cwl_post_process_command: list[str] | None = None, volume_size: int = 0,
-                methods_document: str | None = None, username: str = "bespin-user") -> int:
-        """A job as bespin-api's JobFactory creates it (its stage group and output project with it)."""
+                methods_document: str | None = None, username: str = "bespin-user",
+                cloud_settings: dict[str, Any] | None = None) -> int:
+        """A job as bespin-api's JobFactory creates it (its stage group and output project with it);
+        `cloud_settings` replaces fields of its job_runtime_openstack.cloud_settings."""
         with self.lock:
             job_id = next(self._ids)
             group_id = job_id
@@ -142,7 +144,8 @@ class BespinApiService:
                         "cloud_settings": {"id": 1, "name": "default_settings",
                                            "vm_project": {"id": 1, "name": "bespin"}, "ssh_key_name": "bespin-key",
                                            "network_name": "selfservice",
-                                           "allocate_floating_ips": False, "floating_ip_pool_name": ""}},
+                                           "allocate_floating_ips": False, "floating_ip_pool_name": "",
+                                           **(cloud_settings or {})}},
                     "job_runtime_k8s": None, "lando_connection": 1},
                 "job_flavor": {"id": 1, "name": flavor, "cpus": 1, "memory": "1Gi"},
                 "vm_instance_name": "", "vm_volume_name": "",
