@@ -545,7 +545,8 @@ def cmd_vms(config: Config, args: argparse.Namespace) -> int:
             except BadInput:
                 state = "no job"
         age = (now() - vm.created).total_seconds() if vm.created else None
-        rows.append({"name": vm.name, "id": vm.id, "job": job_id, "job_state": state, "activity": activity,
+        rows.append({"name": vm.name, "id": vm.id, "project": vm.project, "job": job_id, "job_state": state,
+                     "activity": activity,
                      "status": vm.status,
                      "flavor": vm.flavor.name if vm.flavor else None, "address": vm.address, "port": vm.port,
                      "age_seconds": round(age) if age is not None else None})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import pwd
 import socket
@@ -694,6 +695,23 @@ def test_job_waits_in_s_for_quota_then_runs(lando, local_openstack_api, tmp_path
         proc.communicate()
     assert lando.status(job_id)["state"] == "F"
     assert local_openstack_api.inventory() == EMPTY
+
+
+def test_vms_and_sweep_find_a_vm_in_another_project_from_a_new_process(lando, openstack_api, tmp_path):
+    from conftest import TEST_INSTALLATION
+
+    use_openstack(lando, openstack_api, tmp_path)
+    cloud = OpenStackCloud(lando.config())
+    vm = cloud.create_vm(job_request(77, project="lando-lab", metadata={
+        META_MANAGED_BY: "lando-ssh", META_INSTALLATION: TEST_INSTALLATION, META_JOB_ID: "77"}))
+    cloud.close()
+
+    listed = json.loads(lando.cli("vms", "--json", check=True).stdout)
+    assert [(r["id"], r["project"], r["job"], r["job_state"]) for r in listed] == \
+        [(vm.id, "lando-lab", "77", "no job")]
+    swept = json.loads(lando.cli("sweep", "--grace", "0", "--json", check=True).stdout)
+    assert [(i["kind"], i["id"], i["deleted"]) for i in swept] == [("vm", vm.id, True)]
+    assert openstack_api.inventory() == EMPTY
 
 
 def test_server_that_goes_to_error_fails_the_job_with_novas_fault(lando, openstack_api, tmp_path):
