@@ -184,9 +184,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lando-ssh: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `lando-ssh status | head`: the reader has all it wants; end as a SIGPIPE'd tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     finally:
         if from_command_line:  # the process ends next: spare its final garbage collection (~30-150 ms)
             gc.freeze()
+        # a command that ends at once (an unknown job) must not exit while paramiko is still being imported in
+        # the background: a daemon thread stopped inside a native module's import aborts the process (exit 134)
+        for thread in threading.enumerate():
+            if thread.name == "import-paramiko":
+                thread.join(10)
 
 
 def _setup_logging(config: Config, quiet: bool = False) -> None:
