@@ -226,7 +226,7 @@ class OpenStackCloud:
         for name in dict.fromkeys([*self.settings.projects, *self._noted()]):
             try:
                 project = self._in(name, "cloud_settings.projects names it" if name in self.settings.projects
-                                   else f"lando-ssh made VMs there; noted in {self._projects_file}")
+                                   else f"lando-ssh has worked there, as {self._projects_file} notes")
             except CloudError as e:
                 log.warning("%s; its VMs are not listed or swept", e)
                 continue

@@ -3,7 +3,8 @@
     python -m tests.openstack_api --port 8774 [--local-vms] [--set boot_delay=2 --set max_instances=3]
 
 Then point lando-ssh at it (cloud.driver: openstack; cloud_settings.auth_url:
-http://127.0.0.1:8774/identity/v3, username lando, password secret, project_name lando).
+http://127.0.0.1:8774/identity/v3, username lando, password secret, project_name lando; the user
+may work in project lando-lab too, `--set other_projects=[...]` to change that).
 With --local-vms each server is a real sshd on 127.0.0.1 (the local cloud driver's VMs,
 kept under --data-dir); its port is in the server metadata key `lando_ssh_port`.
 """
