@@ -47,46 +47,12 @@ def _paramiko() -> ModuleType:
         hide_invoke = "invoke" not in sys.modules
         if hide_invoke:
             sys.modules["invoke"] = None  # type: ignore[assignment]
-        # paramiko asks importlib.metadata for its own version as it loads: importing that module and
-        # scanning every installed distribution costs more than a tenth of paramiko's import
-        stand_in = "importlib.metadata" not in sys.modules
-        if stand_in:
-            sys.modules["importlib.metadata"] = _MetadataStandIn("importlib.metadata")
         try:
             import paramiko
         finally:
             if hide_invoke:
                 del sys.modules["invoke"]
-            if stand_in and isinstance(sys.modules.get("importlib.metadata"), _MetadataStandIn):
-                del sys.modules["importlib.metadata"]
         return paramiko
-
-
-class _MetadataStandIn(ModuleType):
-    """importlib.metadata for the length of paramiko's import: paramiko's version from its dist-info
-    directory's name; anything else (another thread's import meanwhile) from the real module."""
-
-    def version(self, name: str) -> str:
-        if name == "paramiko":
-            import importlib.util
-
-            spec = importlib.util.find_spec("paramiko")
-            if spec and spec.origin:
-                site = os.path.dirname(os.path.dirname(spec.origin))
-                for entry in os.listdir(site):
-                    if entry.startswith("paramiko-") and entry.endswith(".dist-info"):
-                        return entry[len("paramiko-"):-len(".dist-info")]
-        return str(self._real().version(name))
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self._real(), attr)
-
-    def _real(self) -> ModuleType:
-        if sys.modules.get("importlib.metadata") is self:
-            del sys.modules["importlib.metadata"]
-        import importlib.metadata
-
-        return importlib.metadata
 
 
 def preload() -> None:
