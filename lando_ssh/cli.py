@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("cloud-check", help="boot the smallest allowed flavor, run uname and cwltool on it, delete it")
 
+    s = sub.add_parser("delete-vm", help="delete the VM an ended job kept for debugging (keep_vm_on_error)")
+    s.add_argument("job_id", type=int)
+
     s = sub.add_parser("vms", help="every VM this installation owns")
     s.add_argument("--json", action="store_true")
 
@@ -511,6 +514,19 @@ def _cwltool_log(config: Config, job: Job) -> str | None:
 
 
 # -- the admin's tools -------------------------------------------------------------------------
+def cmd_delete_vm(config: Config, args: argparse.Namespace) -> int:
+    from lando_ssh.cloud import open_cloud
+    from lando_ssh.pipeline import Pipeline
+
+    cloud = open_cloud(config)
+    try:
+        name = Pipeline(config, _journal(config), cloud).delete_kept_vm(args.job_id)
+    finally:
+        cloud.close()
+    print(f"lando-ssh: deleted VM {name} of job {args.job_id}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_ssh(config: Config, args: argparse.Namespace) -> int:
     from lando_ssh.keys import JobKeys
     from lando_ssh.remote import Endpoint, openssh_argv, quote_argv
@@ -618,6 +634,7 @@ COMMANDS = {
     "status": cmd_status,
     "logs": cmd_logs,
     "ssh": cmd_ssh,
+    "delete-vm": cmd_delete_vm,
     "vms": cmd_vms,
     "sweep": cmd_sweep,
     "usage": cmd_usage,

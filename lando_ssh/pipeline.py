@@ -45,7 +45,18 @@ from lando_ssh.errors import (
 )
 from lando_ssh.journal import Journal, recording, setting
 from lando_ssh.keys import JobKeys
-from lando_ssh.model import RESTARTABLE_STATES, STEPS, HistoryEntry, Job, JobState, JobStep, StepTiming, VmRecord, now
+from lando_ssh.model import (
+    FINAL_STATES,
+    RESTARTABLE_STATES,
+    STEPS,
+    HistoryEntry,
+    Job,
+    JobState,
+    JobStep,
+    StepTiming,
+    VmRecord,
+    now,
+)
 from lando_ssh.remote import Endpoint, Remote, preload
 
 log = logging.getLogger(__name__)
@@ -461,8 +472,9 @@ class Pipeline:
                     tail = self._stderr_tail(remote, paths)
                     full = "the VM's disk filled up (No space left on device; ask for a larger volume_size). " \
                         if "No space left on device" in tail else ""
-                    raise WorkflowFailed(f"{full}cwltool exited with code {code}. Last {STDERR_TAIL_LINES} lines "
-                                         f"of its stderr:\n{tail}")
+                    why = _failure_summary(tail)
+                    raise WorkflowFailed(f"{full}cwltool exited with code {code}{f' ({why})' if why else ''}.\n"
+                                         f"Last {STDERR_TAIL_LINES} lines of its stderr:\n{tail}")
                 return
             if status == "killed":
                 raise JobCanceled("the workflow was killed")
@@ -583,6 +595,26 @@ class Pipeline:
             return True
         return failed and self.config.keep_vm_on_error
 
+    def delete_kept_vm(self, job_id: int) -> str:
+        """Delete the VM an ended job kept (keep_vm_on_error, or the job source's cleanup_vm: false)
+        once the admin is done with it; returns the VM's name."""
+        job = self.journal.get(job_id)
+        if job.state not in FINAL_STATES:
+            raise JobConflict(f"job {job_id} is {job.state.name.lower()}; its VM is deleted when it ends "
+                              f"(to stop it now: lando-ssh send cancel_job {job_id})")
+        if not job.vm or not job.vm.id or job.vm.deleted:
+            raise JobConflict(f"job {job_id} has no VM left to delete")
+        if not self._terminate_quietly(job):
+            raise CloudError(f"could not delete VM {job.vm.name}: {job.facts.get('vm_delete_error') or 'see the log'}")
+        def deleted(j: Job) -> None:
+            _mark_vm_deleted(j)
+            j.facts["vm_kept"] = False
+            j.facts.pop("vm_kept_note", None)
+            j.reason = j.reason.replace(_kept_note(job_id), "")
+
+        self.journal.update(job_id, deleted)
+        return job.vm.name
+
     # -- restart ---------------------------------------------------------------------------
     def restart(self, job_id: int) -> Job:
         """Make an errored or canceled job ready to resume: at its failed step on the same VM when
@@ -629,11 +661,12 @@ class Pipeline:
         deleted = False if keep else self._terminate_quietly(job)
         reason = f"step {step.value} ({name}) failed: {first}"
         if keep:
-            reason += f" (VM kept for debugging: lando-ssh ssh {job_id})"
+            reason += _kept_note(job_id)
 
         def record(j: Job) -> None:
             j.error = f"step {step.value} ({name}) failed: {text}"
             j.reason = reason
+            _close_timings(j)
             j.facts["vm_kept"] = bool(keep)
             if deleted:
                 _mark_vm_deleted(j)
@@ -653,6 +686,7 @@ class Pipeline:
             if deleted:
                 _mark_vm_deleted(j)
             j.reason = "canceled"
+            _close_timings(j)
             j.set_state(JobState.CANCELED)
 
         return self.journal.update(job_id, record)
@@ -772,9 +806,41 @@ class Pipeline:
 
 # sh -c: lando-organize JOBDIR, then each of the run's files after a line "TOKEN NAME"
 _ORGANIZE_AND_REPORT = (
-    'sh "$1" "$2" || exit; for f in stdout started finished maxrss_kb exit_code; do '
+    'sh "$1" "$2" || exit; for f in stdout started finished maxrss_kb exit_code docs_dir; do '
     'printf "\\n%s %s\\n" "$3" "$f"; cat "$2/run/$f" 2>/dev/null; done; '
     'printf "\\n%s stderr-tail\\n" "$3"; tail -n "$4" "$2/run/stderr" 2>/dev/null; exit 0')
+
+
+def _kept_note(job_id: int) -> str:
+    return f" (VM kept for debugging: lando-ssh ssh {job_id}; lando-ssh delete-vm {job_id} when done)"
+
+
+def _close_timings(job: Job) -> None:
+    """The step under way ended (failed or canceled): its timing says how long it ran, not "running"."""
+    for timing in job.timings.values():
+        if timing.started and not timing.finished:
+            timing.finished = now()
+
+
+_TOOL_EXIT = re.compile(r"\[job ([^\]]+)\] exited with status: (-?\d+)")
+_CWLTOOL_LOG = ("INFO", "WARNING", "ERROR", "DEBUG", " ", "\t")
+
+
+def _failure_summary(tail: str) -> str:
+    """Why cwltool failed, in one line from its stderr: which tool exited with what, and the last
+    line a tool wrote itself (cwltool's own lines start with a level); else cwltool's last error."""
+    exited = said = error = ""
+    for line in tail.splitlines():
+        if not line.strip():
+            continue
+        if match := _TOOL_EXIT.search(line):
+            exited = f"tool {match.group(1)} exited with status {match.group(2)}"
+        elif line.startswith("ERROR"):
+            error, said = line[len("ERROR"):].strip().rstrip(":"), ""  # lines after it are its continuation
+        elif not line.startswith(_CWLTOOL_LOG):
+            said = line.strip()
+    summary = ": ".join(p for p in (exited or error, said) if p)
+    return summary if len(summary) <= 300 else summary[:297] + "..."
 
 
 def _report_parts(text: str, token: str) -> dict[str, str]:

@@ -85,11 +85,34 @@ def test_failing_tool_ends_in_error_with_exit_code_and_stderr_tail(lando: Lando)
     assert (job["state"], job["step"]) == ("E", "R")
     assert "cwltool exited with code 1" in job["error"]
     assert "explode: something went wrong on purpose" in job["error"]
-    assert job["reason"].startswith("step R (run workflow) failed")
+    # the one-line reason names the tool that failed and what it said, not just cwltool's exit code
+    assert job["reason"] == ("step R (run workflow) failed: cwltool exited with code 1 (tool explode exited with "
+                             "status 3: explode: something went wrong on purpose).")
+    assert job["timings"]["R"]["seconds"] > 0  # the failed step's time is recorded, not left "running"
     assert "failed" in proc.stderr
     assert job["vm"]["deleted"] and lando.vm_dirs() == []
     logs = lando.cli("logs", str(job_id), check=True).stdout
     assert "explode: something went wrong on purpose" in logs and "state E" in logs
+
+
+def test_a_failed_jobs_kept_vm_answers_ssh_until_the_admin_deletes_it(lando: Lando):
+    lando.write_config(keep_vm_on_error=True)
+    job_id = lando.submit(WORKFLOWS / "fail.cwl")
+    assert lando.cli("job", str(job_id)).returncode == 1
+    job = lando.status(job_id)
+    assert job["state"] == "E" and not job["vm"]["deleted"]
+    assert f"lando-ssh delete-vm {job_id}" in job["reason"]
+    assert lando.cli("ssh", str(job_id), "--", "echo", "on the VM").stdout == "on the VM\n"
+
+    deleted = lando.cli("delete-vm", str(job_id))
+
+    assert deleted.returncode == 0, deleted.stderr
+    job = lando.status(job_id)
+    assert job["state"] == "E" and job["vm"]["deleted"] and lando.vm_dirs() == []
+    assert "delete-vm" not in job["reason"]
+    again = lando.cli("delete-vm", str(job_id))
+    assert again.returncode == 2 and "no VM left to delete" in again.stderr
+    assert lando.cli("ssh", str(job_id), "--", "true").returncode == 2
 
 
 def test_submit_refuses_invalid_workflow_and_incomplete_job_order_and_stores_nothing(lando: Lando):
