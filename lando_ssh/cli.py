@@ -340,6 +340,9 @@ def run_job_foreground(config: Config, job_id: int, *, quiet: bool = False) -> J
         return job
     if job.state == JobState.DELETED:
         raise JobConflict(f"job {job_id} was deleted")
+    cloud = open_cloud(config)
+    pipeline = Pipeline(config, journal, cloud, progress=progress.note)
+    pipeline.hold(job_id)  # before anything changes: a daemon or another `lando-ssh job` here may be driving it
     store = journal.store
     shared = bool(getattr(store, "shared", False))
     owner = f"cli:{socket.gethostname()}:{os.getpid()}"
@@ -347,8 +350,6 @@ def run_job_foreground(config: Config, job_id: int, *, quiet: bool = False) -> J
     if shared and not store.claim(job_id, owner, ttl):  # a daemon sharing this store runs it
         raise JobConflict(f"job {job_id} is being run by a lando-ssh server sharing this job store; "
                           f"see `lando-ssh status {job_id}`")
-    cloud = open_cloud(config)
-    pipeline = Pipeline(config, journal, cloud, progress=progress.note)
     if job.state in (JobState.ERROR, JobState.CANCELED):
         progress.note(job_id, f"was {job.state.name.lower()}; restarting it")
         pipeline.restart(job_id)

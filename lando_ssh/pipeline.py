@@ -43,6 +43,7 @@ from lando_ssh.errors import (
     VmUnreachable,
     WorkflowFailed,
 )
+from lando_ssh.joblock import JobLock
 from lando_ssh.journal import Journal, recording, setting
 from lando_ssh.keys import JobKeys
 from lando_ssh.model import (
@@ -121,10 +122,31 @@ class Pipeline:
         self.stopping = stopping or threading.Event()
         self.progress = progress or (lambda job_id, text: None)
         self._remotes: dict[int, Remote] = {}
+        self._locks: dict[int, JobLock] = {}
 
     # -- the walk --------------------------------------------------------------------------
     def run(self, job_id: int) -> Job:
-        """Walk job `job_id` from where it stands to the end; returns the final record."""
+        """Walk job `job_id` from where it stands to the end; returns the final record. Raises
+        JobConflict while another process on this machine drives the job."""
+        self.hold(job_id)
+        try:
+            return self._walk(job_id)
+        finally:
+            self.let_go(job_id)
+
+    def hold(self, job_id: int) -> None:
+        """Make this pipeline the job's one driver on this machine (until `let_go`)."""
+        if job_id not in self._locks:
+            lock = JobLock(os.path.join(self.config.data_dir, "locks"), job_id)
+            lock.acquire()
+            self._locks[job_id] = lock
+
+    def let_go(self, job_id: int) -> None:
+        lock = self._locks.pop(job_id, None)
+        if lock:
+            lock.release()
+
+    def _walk(self, job_id: int) -> Job:
         job = self.journal.get(job_id)
         if job.state in (JobState.FINISHED, JobState.DELETED):
             return job
@@ -598,6 +620,13 @@ class Pipeline:
     def delete_kept_vm(self, job_id: int) -> str:
         """Delete the VM an ended job kept (keep_vm_on_error, or the job source's cleanup_vm: false)
         once the admin is done with it; returns the VM's name."""
+        self.hold(job_id)
+        try:
+            return self._delete_kept_vm(job_id)
+        finally:
+            self.let_go(job_id)
+
+    def _delete_kept_vm(self, job_id: int) -> str:
         job = self.journal.get(job_id)
         if job.state not in FINAL_STATES:
             raise JobConflict(f"job {job_id} is {job.state.name.lower()}; its VM is deleted when it ends "
@@ -619,6 +648,14 @@ class Pipeline:
     def restart(self, job_id: int) -> Job:
         """Make an errored or canceled job ready to resume: at its failed step on the same VM when
         that VM is still there and answers, otherwise from the start on a new VM (the old one deleted)."""
+        self.hold(job_id)  # kept for the run that follows (`run` lets go), unless the restart fails
+        try:
+            return self._restart(job_id)
+        except BaseException:
+            self.let_go(job_id)
+            raise
+
+    def _restart(self, job_id: int) -> Job:
         job = self.journal.get(job_id)
         requested = job.state == JobState.RESTARTING and job.facts.get("restart_pending")
         if job.state not in RESTARTABLE_STATES and not requested:

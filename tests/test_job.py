@@ -149,6 +149,12 @@ def test_ctrl_c_during_run_kills_cwltool_and_its_children_and_deletes_the_vm(lan
         assert len(sleepers) >= 2, "the workflow's processes never showed up on the VM"
         key = lando.data_dir / "keys" / f"job-{job_id}"
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        # a second driver of the same job (another shell, or the daemon) is turned away, and changes nothing
+        second = lando.cli("job", str(job_id), timeout=60)
+        assert second.returncode == 2
+        assert f"job {job_id} is being run by another lando-ssh process on this machine (pid {runner.pid}" in \
+            second.stderr
+        assert lando.status(job_id)["state"] == "R"
 
         runner.send_signal(signal.SIGINT)
         runner.wait(60)

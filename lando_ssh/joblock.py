@@ -1,0 +1,64 @@
+"""One driver per job on this machine: the daemon and a foreground `lando-ssh job N` never both walk job N.
+
+A job's pipeline holds an exclusive `flock` on `<data_dir>/locks/job-N` while it works on the job; the
+kernel lets go of it when the process ends, however it ends, so a crashed driver never blocks the next
+one. (Across machines sharing a PostgreSQL store, the store's leases do this job.)
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+
+from lando_ssh.errors import JobConflict
+
+
+class JobLock:
+    def __init__(self, locks_dir: str, job_id: int):
+        self.path = os.path.join(locks_dir, f"job-{job_id}")
+        self.job_id = job_id
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise JobConflict naming the process that holds it."""
+        if self._fd is not None:
+            return
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 200).decode(errors="replace").strip()
+                os.close(fd)
+                raise JobConflict(f"job {self.job_id} is being run by another lando-ssh process on this machine"
+                                  f"{f' ({holder})' if holder else ''}; see `lando-ssh status {self.job_id}`") from None
+            try:  # the holder before us may have removed the file as it let go: lock the file that is there now
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}: {_command_line()}".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+
+def _command_line() -> str:
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            words = f.read().split(b"\0")
+    except OSError:
+        return "lando-ssh"
+    text = " ".join(w.decode(errors="replace") for w in words if w)
+    return text if len(text) <= 120 else text[:117] + "..."
