@@ -56,6 +56,7 @@ def readme(job: Job, usage: dict[str, Any], cwltool: str | None) -> str:
         f"These results were produced by lando-ssh job {job.id}, running the CWL workflow "
         f"`{job.workflow}` with cwltool{' ' + cwltool if cwltool else ''}.",
         *_workflow_source_lines(job.facts.get("workflow_source")),
+        *_share_group_lines(job.facts.get("share_group")),
         "",
         "## When and where",
         "",
@@ -114,3 +115,30 @@ def _workflow_source_lines(record: Any) -> list[str]:
         where = f"`{record.get('path')}`"
     digest = record.get("workflow_sha256") or (record.get("sha256") if kind != "zip" else None)
     return ["", f"Workflow source: {where}" + (f", sha256 `{digest}`." if digest else ".")]
+
+
+def _share_group_lines(record: Any) -> list[str]:
+    """Who the results are for: the job source's share group (bespin-api's; lando shared its DukeDS output
+    project with its members), as the bespin store recorded it, or why it could not be read."""
+    if not isinstance(record, dict) or not record:
+        return []
+    lines = ["", "## Shared with", ""]
+    if record.get("error"):
+        reason = str(record["error"]).splitlines()[0]
+        return lines + [f"The job's share group (bespin-api share group {record.get('id')}) could not be read, so "
+                        f"who these results are shared with is not known: {reason}"]
+    name = f"**{record.get('name') or record.get('id')}**"
+    contact = f" (contact: {record['email']})" if record.get("email") else ""
+    users = [u for u in record.get("users") or [] if isinstance(u, dict)]
+    if not users:
+        return lines + [f"These results are shared with the bespin-api share group {name}{contact}, "
+                        "which has no members."]
+    lines.append(f"These results are shared with the members of the bespin-api share group {name}{contact}:")
+    lines.append("")
+    for user in users:
+        label = user.get("name") or user.get("username") or user.get("email") or user.get("dds_id")
+        details = [f"{what} {user[key]}" for key, what in (("username", "username"), ("email", "email"),
+                                                           ("dds_id", "DukeDS user"))
+                   if user.get(key) and user[key] != label]
+        lines.append(f"- {label}" + (f" ({', '.join(details)})" if details else ""))
+    return lines

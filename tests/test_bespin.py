@@ -351,3 +351,41 @@ def test_a_bespin_job_naming_a_project_keystone_refuses_ends_E_saying_so_in_besp
     assert "cannot work in OpenStack project 'no-such-project' (the job asks for it)" in error["content"]
     assert "the project does not exist or the user has no role in it" in error["content"]
     assert openstack_api.inventory() == EMPTY and openstack_api.created() == []
+
+
+def test_a_bespin_jobs_share_group_is_recorded_and_named_in_its_readme_and_one_that_cannot_be_read_fails_nothing(
+        lando: Lando, bespin: BespinApiService, bespin_daemon: Daemon, http_files: tuple[str, Path],
+        tmp_path: Path):
+    base, served = http_files
+    group = bespin.add_share_group("Sequencing core", [("Ann Lee", "3f1c0a2e-ann"), ("Bo Chen", "77d2b9e4-bo")],
+                                   email="seq-core@example.org")
+    shared, _ = flaky_job(bespin, base, served, tmp_path, share_group=group, name="shared job")
+    unreadable, _ = flaky_job(bespin, base, served, tmp_path, share_group=404, name="group gone")
+    bespin_daemon.start()
+    bespin.start_job(shared)
+    bespin.start_job(unreadable)
+    jobs = [wait_bespin(bespin, i, lambda j: j["state"] in ("F", "E"), bespin_daemon) for i in (shared, unreadable)]
+
+    assert [j["state"] for j in jobs] == ["F", "F"], [bespin.errors_of(i) for i in (shared, unreadable)]
+    assert f"GET /api/v2/admin/share-groups/{group}" in bespin.requests
+    local = local_job(lando, shared)
+    assert local.facts["share_group"] == {
+        "id": group, "name": "Sequencing core", "email": "seq-core@example.org",
+        "users": [{"name": "Ann Lee", "dds_id": "3f1c0a2e-ann"}, {"name": "Bo Chen", "dds_id": "77d2b9e4-bo"}]}
+    readme = (Path(local.output_dir) / "docs" / "README.md").read_text()
+    assert "## Shared with\n\nThese results are shared with the members of the bespin-api share group " \
+           "**Sequencing core** (contact: seq-core@example.org):\n\n" \
+           "- Ann Lee (DukeDS user 3f1c0a2e-ann)\n- Bo Chen (DukeDS user 77d2b9e4-bo)\n" in readme
+    data = json.loads((Path(local.output_dir) / "docs" / "logs" / "job-data.json").read_text())
+    assert data["facts"]["share_group"]["name"] == "Sequencing core"
+
+    gone = local_job(lando, unreadable)
+    assert gone.facts["share_group"]["id"] == 404 and "HTTP 404" in gone.facts["share_group"]["error"]
+    readme = (Path(gone.output_dir) / "docs" / "README.md").read_text()
+    assert "The job's share group (bespin-api share group 404) could not be read, so who these results are " \
+           "shared with is not known: bespin-api at" in readme
+    assert f"job {unreadable}: cannot read its share group 404 from bespin-api" in bespin_daemon.text()
+    assert bespin.errors_of(unreadable) == [] and bespin.errors_of(shared) == []
+    assert TOKEN not in bespin_daemon.text() and TOKEN not in readme
+    assert lando.vm_dirs() == []
+

@@ -12,7 +12,11 @@ with lando's state and step codes:
 - `GET  admin/job-file-stage-groups/{id}` for the inputs to stage (`url_files`: `url`,
   `destination_path`, `size`);
 - `GET  admin/jobs/?vm_instance_name=NAME` and `GET admin/workflow-methods-documents/{id}` where
-  asked for.
+  asked for;
+- `GET  admin/share-groups/{id}` for the job's `share_group` (`AdminShareGroupSerializer`: `name`, `email`,
+  `users` with `name` and `dds_id`). lando shared its DukeDS output project with those users; lando-ssh has
+  no DukeDS project to share, so it records the group on the job (`facts["share_group"]`) and names it in
+  the results' docs/README.md. A group that cannot be read does not fail the job.
 
 Authentication is bespin's DRF token (`Authorization: Token <token>`), or HTTP basic auth with
 `username`/`password` when a site has no token. The token is never logged.
@@ -55,6 +59,9 @@ log = logging.getLogger(__name__)
 #: and is cut here too so a runaway message cannot be refused by bespin-api.
 ERROR_CONTENT_MAX_LINES = 120
 ERROR_CONTENT_MAX_CHARS = 64 * 1024
+
+#: how long reading a job's share group is retried while bespin-api does not answer (the job waits meanwhile)
+SHARE_GROUP_RETRY_FOR = 10.0
 
 #: bespin's states that are requests lando has not acted on yet, as a job lando-ssh never ran
 #: starts in the local store: start_job/cancel_job find it startable; restart_job restartable.
@@ -126,6 +133,9 @@ class BespinApi:
 
     def get_workflow_methods_document(self, document_id: int) -> dict[str, Any]:
         return self.call("GET", f"workflow-methods-documents/{document_id}")
+
+    def get_share_group(self, share_group: int, retry_for: float | None = None) -> dict[str, Any]:
+        return self.call("GET", f"share-groups/{share_group}", retry_for=retry_for)
 
     # -- one call, retried -------------------------------------------------------------------------
     def call(self, method: str, path: str, data: Any = None, *, job_id: int | None = None,
@@ -271,6 +281,20 @@ def facts_of(data: dict[str, Any]) -> dict[str, Any]:
         if isinstance(command, list) and command:
             facts[key] = [str(c) for c in command]
     return facts
+
+
+def share_group_of(data: Any, group_id: Any) -> dict[str, Any]:
+    """What the README needs of bespin-api's share group (AdminShareGroupSerializer: id, name, email, and
+    `users`, each a DDSUser with id, name and dds_id); ValueError when the answer is not a share group."""
+    if not isinstance(data, dict) or not isinstance(data.get("users", []), list):
+        raise ValueError(f"bespin-api's answer for share group {group_id} is not a share group")
+    users = []
+    for user in data.get("users") or []:
+        if not isinstance(user, dict):
+            raise ValueError(f"bespin-api's share group {group_id} lists a user that is not an object")
+        users.append({k: str(user[k]) for k in ("name", "dds_id", "username", "email") if user.get(k)})
+    return {"id": data.get("id", group_id), "name": str(data.get("name") or ""), "email": str(data.get("email") or ""),
+            "users": users}
 
 
 def cap_error(text: str) -> str:
@@ -471,6 +495,8 @@ class BespinStore:
                     facts["methods_document"] = self.api.get_workflow_methods_document(int(document)).get("content")
                 except BespinRejected as e:
                     log.warning("job %s: no methods document: %s", job_id, e)
+            if data.get("share_group") is not None:
+                facts["share_group"] = self._share_group(job_id, data["share_group"])
             error: LandoError | None = None
             prepared = None
             try:
@@ -486,6 +512,16 @@ class BespinStore:
                 self._announce(job, self._fields(job) | {"state": ""}, None)
                 raise error
             return job
+
+    def _share_group(self, job_id: int, group_id: Any) -> dict[str, Any]:
+        """The job's share group as recorded on it; one that cannot be read is recorded with the reason
+        (the job runs all the same, and its README says the group could not be read)."""
+        try:
+            return share_group_of(self.api.get_share_group(int(group_id), retry_for=SHARE_GROUP_RETRY_FOR), group_id)
+        except (BespinRejected, InfrastructureError, ValueError, TypeError) as e:
+            log.warning("job %s: cannot read its share group %s from bespin-api (%s); the job runs, and its "
+                        "README says the share group is not known", job_id, group_id, e)
+            return {"id": group_id, "error": str(e)}
 
     def get_local(self, job_id: int) -> Job:
         job = self.local.get(job_id)

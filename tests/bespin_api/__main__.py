@@ -3,7 +3,8 @@
     python -m tests.bespin_api --port 8000 --token secret [--queue lando] [--rabbit-host 127.0.0.1]
 
 Point lando-ssh at it (`bespin_api: {url: http://127.0.0.1:8000/api/v2, token: secret}`), then
-create and start a job through the test-only routes:
+create and start a job through the test-only routes (share group 1 exists; more with POST /_test/share-groups
+`{"name": ..., "email": ..., "users": [["Ann Lee", "<dds id>"]]}`, named by a job's "share_group"):
 
     curl -H 'Authorization: Token secret' -H 'Content-Type: application/json' \\
          -d '{"workflow_url": "https://.../packed.cwl", "job_order": {...}}' http://127.0.0.1:8000/_test/jobs

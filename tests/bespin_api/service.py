@@ -3,17 +3,18 @@
 Field names, status codes and authentication follow Duke-GCB/bespin-api: `bespin_api_v2/urls.py`
 (routes under `/api/v2/`), `bespin_api_v2/serializers.py` (`AdminJobSerializer` and the nested
 workflow version, job settings, job flavor), `data/serializers.py` (`JobErrorSerializer`,
-`JobFileStageGroupSerializer` with `url_files`), `data/models.py` (state and step choices, `JobError`
-requiring a step, a `JobActivity` row each time a save changes the state or step) and DRF's
-`TokenAuthentication` (`Authorization: Token <key>`; 401 `{"detail": "Invalid token."}`).
+`JobFileStageGroupSerializer` with `url_files`, `AdminShareGroupSerializer`: a share group's `id`,
+`name`, `users` (DukeDS users: `id`, `name`, `dds_id`) and `email`), `data/models.py` (state and
+step choices, `JobError` requiring a step, a `JobActivity` row each time a save changes the state or
+step) and DRF's `TokenAuthentication` (`Authorization: Token <key>`; 401 `{"detail": "Invalid token."}`).
 
 Starting, canceling and restarting a job do what bespin-api's `data/lando.py` `LandoJob` does: check
 the state, set S / c / r, and put lando-messaging's pickled `WorkRequest` on the lando queue.
 
-Test-only routes (not bespin's) under `/_test/` create jobs and send those commands, so the service
-can be driven stand-alone (`python -m tests.bespin_api`). Fault knobs: `down` (every request gets a
-503, as a proxy in front of a stopped bespin-api answers) and `refuse_connections` (the port stops
-listening, as when bespin-api is stopped).
+Test-only routes (not bespin's) under `/_test/` create jobs and share groups and send those
+commands, so the service can be driven stand-alone (`python -m tests.bespin_api`). Fault knobs:
+`down` (every request gets a 503, as a proxy in front of a stopped bespin-api answers) and
+`refuse_connections` (the port stops listening, as when bespin-api is stopped).
 """
 from __future__ import annotations
 
@@ -51,6 +52,12 @@ class BespinApiService:
         self.jobs: dict[int, dict[str, Any]] = {}
         self.stage_groups: dict[int, dict[str, Any]] = {}
         self.methods_documents: dict[int, dict[str, Any]] = {}
+        #: share groups (every bespin job names one; lando shared its DukeDS output project with its users)
+        self.share_groups: dict[int, dict[str, Any]] = {}
+        self._group_ids = itertools.count(1)
+        self._dds_user_ids = itertools.count(1)
+        self.add_share_group("Informatics", [("Bespin Informatics", "c1d2e3f4-0000-4000-8000-000000000001")],
+                             email="informatics@example.org")  # id 1: every job's group unless it names another
         self.job_errors: list[dict[str, Any]] = []
         self.activities: list[dict[str, Any]] = []  # JobActivity rows: {job, state, step, created}
         self.puts: list[tuple[int, dict[str, Any]]] = []  # every PUT body, in order
@@ -102,15 +109,26 @@ class BespinApiService:
         self.start()
 
     # -- data -----------------------------------------------------------------------------------------
+    def add_share_group(self, name: str, users: list[tuple[str, str]], email: str = "") -> int:
+        """A ShareGroup with its DDSUsers (`users`: (name, dds_id) pairs); its id."""
+        with self.lock:
+            group_id = next(self._group_ids)
+            self.share_groups[group_id] = {
+                "id": group_id, "name": name,
+                "users": [{"id": next(self._dds_user_ids), "name": n, "dds_id": d} for n, d in users], "email": email}
+            return group_id
+
     def add_job(self, workflow_url: str, job_order: dict[str, Any], *, name: str = "test job",
                 workflow_type: str = "packed", workflow_path: str = "#main",
                 url_files: list[dict[str, Any]] | None = None, state: str = "A", flavor: str = "m1.small",
                 image: str = "local", cwl_base_command: list[str] | None = None,
                 cwl_post_process_command: list[str] | None = None, volume_size: int = 0,
                 methods_document: str | None = None, username: str = "bespin-user",
-                cloud_settings: dict[str, Any] | None = None) -> int:
+                cloud_settings: dict[str, Any] | None = None, share_group: int = 1, cleanup_vm: bool = True,
+                vm_volume_mounts: dict[str, str] | None = None) -> int:
         """A job as bespin-api's JobFactory creates it (its stage group and output project with it);
-        `cloud_settings` replaces fields of its job_runtime_openstack.cloud_settings."""
+        `cloud_settings` replaces fields of its job_runtime_openstack.cloud_settings; `share_group` is the
+        id of a share group (`add_share_group`; 1 is made with the service)."""
         with self.lock:
             job_id = next(self._ids)
             group_id = job_id
@@ -149,10 +167,11 @@ class BespinApiService:
                     "job_runtime_k8s": None, "lando_connection": 1},
                 "job_flavor": {"id": 1, "name": flavor, "cpus": 1, "memory": "1Gi"},
                 "vm_instance_name": "", "vm_volume_name": "",
-                "vm_volume_mounts": json.dumps({"/dev/vdb1": "/work"}),
+                "vm_volume_mounts": json.dumps(vm_volume_mounts or {"/dev/vdb1": "/work"}),
                 "job_order": json.dumps(job_order),
                 "output_project": {"id": job_id, "job": job_id, "project_id": "", "dds_user_credentials": 1},
-                "stage_group": group_id, "volume_size": volume_size, "share_group": 1, "cleanup_vm": True,
+                "stage_group": group_id, "volume_size": volume_size, "share_group": share_group,
+                "cleanup_vm": cleanup_vm,
                 "fund_code": "",
             }
             self._activity(job_id)
@@ -292,7 +311,10 @@ _JOBS = re.compile(rf"^{PREFIX}/admin/jobs/?$")
 _ERRORS = re.compile(rf"^{PREFIX}/admin/job-errors/?$")
 _STAGE_GROUP = re.compile(rf"^{PREFIX}/admin/job-file-stage-groups/(\d+)/?$")
 _METHODS = re.compile(rf"^{PREFIX}/admin/workflow-methods-documents/(\d+)/?$")
+_SHARE_GROUP = re.compile(rf"^{PREFIX}/admin/share-groups/(\d+)/?$")
+_SHARE_GROUPS = re.compile(rf"^{PREFIX}/admin/share-groups/?$")
 _TEST_JOBS = re.compile(r"^/_test/jobs/?$")
+_TEST_SHARE_GROUPS = re.compile(r"^/_test/share-groups/?$")
 _TEST_COMMAND = re.compile(r"^/_test/jobs/(\d+)/(start|cancel|restart)/?$")
 _TEST_JOB = re.compile(r"^/_test/jobs/(\d+)/?$")
 #: AdminJobSerializer's writable fields (read_only: share_group, job_settings, user, output_project, job_flavor)
@@ -364,6 +386,15 @@ class _Handler(BaseHTTPRequestHandler):
         elif (m := _METHODS.match(path)) and method == "GET":
             doc = s.methods_documents.get(int(m.group(1)))
             return (200, doc) if doc else not_found
+        elif (m := _SHARE_GROUP.match(path)) and method == "GET":
+            group = s.share_groups.get(int(m.group(1)))
+            return (200, group) if group else not_found
+        elif _SHARE_GROUPS.match(path) and method == "GET":
+            return 200, list(s.share_groups.values())
+        elif _TEST_SHARE_GROUPS.match(path) and method == "POST":  # {name, email, users: [[name, dds_id]]}
+            group_id = s.add_share_group(body["name"], [tuple(u) for u in body.get("users") or []],
+                                         body.get("email", ""))
+            return 201, s.share_groups[group_id]
         elif _TEST_JOBS.match(path) and method == "POST":
             job_id = s.add_job(body.pop("workflow_url"), body.pop("job_order", {}), **body)
             return 201, s.jobs[job_id]
