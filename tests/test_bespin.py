@@ -3,6 +3,7 @@ canceled and restarted the way bespin-api does it (state set, lando-messaging's 
 on the queue), run by `lando-ssh run` through the real RabbitMQ, real sshd VMs and cwltool."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -16,6 +17,7 @@ from conftest import WORKFLOWS, Daemon, Lando, rabbit, vms_created_for
 from openstack_api import OpenStackApiService
 from test_openstack_driver import EMPTY, use_openstack
 
+from lando_ssh.cloud.cloudinit import parse_user_data
 from lando_ssh.config import load_config
 from lando_ssh.errors import UnknownJob
 from lando_ssh.store.bespin import BespinStore
@@ -389,3 +391,73 @@ def test_a_bespin_jobs_share_group_is_recorded_and_named_in_its_readme_and_one_t
     assert TOKEN not in bespin_daemon.text() and TOKEN not in readme
     assert lando.vm_dirs() == []
 
+
+def test_a_bespin_job_with_cleanup_vm_false_keeps_its_vm_after_F_spared_by_the_sweep_until_the_admin_deletes_it(
+        lando: Lando, bespin: BespinApiService, bespin_daemon: Daemon, http_files: tuple[str, Path],
+        tmp_path: Path):
+    base, served = http_files
+    job_id, _ = flaky_job(bespin, base, served, tmp_path, cleanup_vm=False)
+    bespin_daemon.start()
+    bespin.start_job(job_id)
+    job = wait_bespin(bespin, job_id, lambda j: j["state"] in ("F", "E"), bespin_daemon)
+
+    assert (job["state"], job["step"]) == ("F", ""), bespin.errors_of(job_id)
+    assert [step for state, step in state_steps(bespin, job_id) if state == "R"] == ["V", "S", "R", "o", "O", "T"]
+    local = local_job(lando, job_id)
+    assert local.facts["vm_kept"] is True and local.vm.deleted is None
+    assert local.facts["vm_kept_note"] == f"VM kept (the job asks cleanup_vm: false): lando-ssh ssh {job_id}"
+    assert job["vm_instance_name"] == local.vm.name
+    assert len(lando.vm_dirs()) == 1
+    (row,) = json.loads(lando.cli("vms", "--json", check=True).stdout)
+    assert (row["id"], row["job"], row["job_state"], row["activity"]) == (local.vm.id, str(job_id), "F", "idle")
+    assert lando.cli("ssh", str(job_id), "--", "echo", "still here").stdout == "still here\n"
+
+    swept = json.loads(lando.cli("sweep", "--grace", "0", "--json", check=True).stdout)
+    assert [i for i in swept if i["kind"] == "vm"] == []
+    assert len(lando.vm_dirs()) == 1 and local_job(lando, job_id).vm.deleted is None
+
+    deleted = lando.cli("delete-vm", str(job_id))
+    assert deleted.returncode == 0, deleted.stderr
+    assert lando.vm_dirs() == []
+    local = local_job(lando, job_id)
+    assert local.vm.deleted is not None and local.facts["vm_kept"] is False
+    assert json.loads(lando.cli("vms", "--json", check=True).stdout) == []
+    assert bespin.job(job_id)["state"] == "F"
+
+
+def test_a_bespin_jobs_vm_volume_mounts_name_its_data_volumes_device_and_the_work_dir_on_openstack(
+        lando: Lando, bespin: BespinApiService, bespin_daemon: Daemon, local_openstack_api: OpenStackApiService,
+        http_files: tuple[str, Path], tmp_path: Path):
+    use_openstack(lando, local_openstack_api, tmp_path, volume_size=0)  # the job's own volume_size wins
+    base, served = http_files
+    mount = tmp_path / "bespin-data" / "work"  # where the VM mounts the volume (a local VM: a dir it can make)
+    job_id, _ = flaky_job(bespin, base, served, tmp_path, image="debian-12", volume_size=1,
+                          vm_volume_mounts={"/dev/vdb1": str(mount)},
+                          cloud_settings={"vm_project": {"id": 1, "name": "lando"}, "network_name": "private"},
+                          cwl_base_command=["sh", "-c", 'sleep 2; exec cwltool --no-container "$@"', "cwltool"])
+    bespin_daemon.start()
+    bespin.start_job(job_id)
+
+    running = wait_local(lando, job_id, lambda j: (j.state.value, j.step.value) == ("R", "R"), bespin_daemon)
+    cloud = local_openstack_api.cloud
+    with cloud.lock:  # the server and its volume while the job runs (both are gone once it ends)
+        server = dict(cloud.servers[running.vm.id])
+        volume = copy.deepcopy(cloud.volumes[server["_volumes"][0][0]])
+    job = wait_bespin(bespin, job_id, lambda j: j["state"] in ("F", "E"), bespin_daemon)
+
+    assert job["state"] == "F", bespin.errors_of(job_id)
+    user_data = parse_user_data(server["_user_data"])
+    assert user_data["disk_setup"] == {"/dev/vdb": {"table_type": "gpt", "layout": True, "overwrite": False}}
+    assert user_data["fs_setup"] == [{"label": "lando_work", "filesystem": "ext4", "device": "/dev/vdb",
+                                      "partition": 1}]
+    assert user_data["mounts"] == [["LABEL=lando_work", str(mount), "auto", "defaults,nofail", "0", "2"]]
+    assert ["mkdir", "-p", str(mount)] in user_data["runcmd"]
+    assert (volume["size"], volume["name"]) == (1, f"{running.vm.name}-data")
+    assert volume["attachments"][0]["server_id"] == running.vm.id
+    assert volume["attachments"][0]["device"] == "/dev/vdb"  # the disk the job's /dev/vdb1 is the partition of
+    local = local_job(lando, job_id)
+    assert local.vm.work_dir == str(mount)
+    assert (mount / f"lando-job-{job_id}").is_dir()  # the job ran under the mount point
+    assert (Path(local.output_dir) / "ok.txt").read_text() == "ok\n"
+    assert (job["vm_instance_name"], job["vm_volume_name"]) == (running.vm.name, f"{running.vm.name}-data")
+    assert local_openstack_api.inventory() == EMPTY
