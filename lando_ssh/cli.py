@@ -163,10 +163,10 @@ def _job_options(s: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["cwl-runner"]:
-        argv = ["cwl-runner", *_normalize_cwltool_args(argv[1:])]
     at = next((i for i, a in enumerate(argv) if a in ("submit", "cwl-runner") and (i == 0 or argv[i - 1] not in
                                                                                 ("--config", "--log-level"))), None)
+    if at is not None and argv[at] == "cwl-runner":  # also after --config FILE
+        argv = [*argv[:at + 1], *_normalize_cwltool_args(argv[at + 1:])]
     if at is not None:
         argv = [*argv[:at + 1], *_source_options_first(argv[at + 1:])]
     args = build_parser().parse_args(argv)
@@ -213,16 +213,35 @@ def _normalize_cwltool_args(args: list[str]) -> list[str]:
     """Accept cwltool's argument forms; flags lando-ssh has no use for are dropped with a note."""
     known_with_value = {"--outdir", "--name", "--flavor", "--image", "--volume-size", "--git", "--ref", "--path"}
     known_flags = {"--quiet", "--debug"}
+    # cwltool's options that take a value (its argparser); their value must not be taken for the workflow
     ignored_with_value = {"--basedir", "--tmpdir-prefix", "--tmp-outdir-prefix", "--cachedir", "--default-container",
-                          "--beta-dependency-resolvers-configuration", "--user-space-docker-cmd", "--timestamps"}
+                          "--beta-dependency-resolvers-configuration", "--user-space-docker-cmd",
+                          "--add-ga4gh-tool-registry", "--beta-dependencies-directory", "--cidfile-dir",
+                          "--cidfile-prefix", "--custom-net", "--eval-timeout", "--full-name", "--js-hint-options-file",
+                          "--log-dir", "--mpi-config-file", "--on-error", "--orcid", "--overrides", "--parallel-max",
+                          "--preserve-environment", "--provenance", "--rdf-serializer", "--singularity-sandbox-path",
+                          "--write-summary"}
+    # cwltool's options that ask for something other than a run: running the workflow instead would be wrong
+    not_a_run = {"--validate", "--pack", "--print-deps", "--print-input-deps", "--print-dot", "--print-rdf",
+                 "--print-pre", "--print-targets", "--print-subgraph", "--print-supported-versions", "--make-template",
+                 "--tool-help", "--version", "--target", "--single-step", "--single-process", "--relative-deps",
+                 "--generate-help-preview"}
     out: list[str] = []
     i = 0
     while i < len(args):
         a = args[i]
         key = a.split("=", 1)[0]
-        if key in known_with_value or key in known_flags:
+        if key in not_a_run:
+            print(f"lando-ssh: cwl-runner runs whole workflows; cwltool's {key} is not supported (use cwltool "
+                  "itself for that)", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+        if key in known_with_value and "=" not in a:
+            out.extend(args[i:i + 2])  # the option and its value
+            i += 1
+        elif key in known_with_value or key in known_flags:
             out.append(a)
         elif key in ignored_with_value:
+            print(f"lando-ssh: note: cwltool option {key} is not used by lando-ssh", file=sys.stderr)
             if "=" not in a:
                 i += 1
         elif a.startswith("--") and a != "--":
