@@ -106,7 +106,23 @@ def prepare(workflow: str | WorkflowSource, job_order_path: str | None,
         with _lock, _captured_cwltool_logs() as warnings:
             uri, process, loading_context = _load_workflow(cwl_ref, shown)
             packed = _pack(loading_context, uri)
-            loaded = _load_job_order(job_order_path, job_order)
+            if any("$import" in obj for obj in _dicts(packed)):
+                # cwltool packs a process shared through a YAML anchor (`run: &tool` ... `run: *tool`) as
+                # `$import`s of ids it never defines: pack again from the documents with their aliases expanded
+                packed = _pack(_load_workflow(cwl_ref, shown, unalias=True)[2], uri)
+                if any("$import" in obj for obj in _dicts(packed)):
+                    raise WorkflowInvalid(f"the workflow {shown} cannot be packed into one document, as it must be "
+                                          "to run on a VM (cwltool's pack leaves references it cannot resolve)")
+            if any("previously defined" in w for w in warnings):
+                _check_packed_loads(packed, shown, warnings)
+            if loading_context.jobdefaults is not None:
+                # `cwltool job.yml`: a job order naming its workflow with `cwl:tool`; its values are the inputs
+                # (a job order given besides it wins, as cwltool takes the first as defaults)
+                loaded = _load_job_order(cwl_ref.split("#", 1)[0], None)
+                if job_order_path is not None or job_order is not None:
+                    loaded.update(_load_job_order(job_order_path, job_order))
+            else:
+                loaded = _load_job_order(job_order_path, job_order)
             _validate_job_order(process, loaded, shown)
         default_files = local_files_in(packed)
         if scratch and any(p.startswith(scratch + os.sep) for p in default_files):
@@ -310,20 +326,78 @@ def _import_cwltool() -> None:
     import cwltool.main  # noqa: F401  (imports the loader, packer, validator, and sets up cwltool's logger)
 
 
-def _load_workflow(workflow: str, shown: str) -> tuple[str, Any, Any]:
+def _load_workflow(workflow: str, shown: str, unalias: bool = False) -> tuple[str, Any, Any]:
+    """(its URI, the process, the loading context); `unalias`: read every document with its YAML
+    aliases expanded into copies (see `_UnaliasingFetcher`)."""
     from cwltool.context import LoadingContext
     from cwltool.load_tool import fetch_document, make_tool, resolve_and_validate_document, resolve_tool_uri
     from cwltool.workflow import default_make_tool
 
+    local = workflow.split("#", 1)[0] if "://" not in workflow else None
+    if local is not None and not os.path.exists(local):
+        raise WorkflowInvalid(f"the workflow {shown} does not exist")
+    if local is not None and os.path.isdir(local):
+        raise WorkflowInvalid(f"the workflow {shown} is a directory, not a CWL file")
     try:
         uri, _ = resolve_tool_uri(workflow)
         loading_context = LoadingContext({"strict": True, "construct_tool_object": default_make_tool})
+        if unalias:
+            loading_context.fetcher_constructor = _unaliasing_fetcher()
         loading_context, document, uri = fetch_document(uri, loading_context)
+        if not isinstance(document, dict):
+            raise WorkflowInvalid(f"the workflow {shown} is not a CWL document: it holds a "
+                                  f"{_yaml_kind(document)}, not a mapping with a `class`")
         loading_context, uri = resolve_and_validate_document(loading_context, document, uri)
         process = make_tool(uri, loading_context)
+    except WorkflowInvalid:
+        raise
+    except StopIteration as e:  # schema-salad's way of saying the file is empty
+        raise WorkflowInvalid(f"the workflow {shown} is empty") from e
     except Exception as e:  # cwltool raises ValidationException, WorkflowException, IOError, ruamel errors...
         raise WorkflowInvalid(f"the workflow {shown} is not valid CWL:\n{clean_message(e)}") from e
     return uri, process, loading_context
+
+
+def _unaliasing_fetcher() -> Any:
+    """A schema-salad fetcher that hands over each YAML document as JSON, which expands its aliases: a node
+    shared through an anchor becomes one copy per use, each of which gets its own ids when loaded."""
+    from ruamel.yaml import YAML
+    from schema_salad.fetcher import DefaultFetcher
+
+    class _UnaliasingFetcher(DefaultFetcher):
+        def fetch_text(self, url: str, content_types: list[str] | None = None) -> str:
+            text = super().fetch_text(url, content_types)
+            return json.dumps(YAML(typ="safe", pure=True).load(text), default=str)
+
+    return _UnaliasingFetcher
+
+
+def _dicts(value: Any) -> Iterator[dict[str, Any]]:
+    """Every mapping inside `value`, `value` included."""
+    if isinstance(value, dict):
+        yield value
+        for v in value.values():
+            yield from _dicts(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _dicts(v)
+
+
+def _check_packed_loads(packed: dict[str, Any], shown: str, warnings: list[str]) -> None:
+    """cwltool warned that an id is defined twice (e.g. a workflow output and a step of the same name):
+    it runs such a file, but its packed form, which the VM runs, may no longer load. Refuse that now
+    rather than on the VM."""
+    with tempfile.TemporaryDirectory(prefix="lando-ssh-packed-") as tmp:
+        path = os.path.join(tmp, "packed.cwl")
+        with open(path, "w") as f:
+            json.dump(packed, f)
+        try:
+            _load_workflow(path, shown)
+        except WorkflowInvalid:
+            twice = next(w for w in warnings if "previously defined" in w)
+            raise WorkflowInvalid(f"the workflow {shown} cannot be packed into one document, as it must be to run "
+                                  f"on a VM: it defines an id twice ({twice}); give its steps, inputs and outputs "
+                                  "distinct names") from None
 
 
 def _pack(loading_context: Any, uri: str) -> dict[str, Any]:
@@ -349,7 +423,11 @@ def _load_job_order(path: str | None, given: dict[str, Any] | None) -> Any:
         if given is not None:
             base_dir = os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
             order, _ = loader.resolve_all(cmap(copy.deepcopy(given)), file_uri(base_dir) + "/", checklinks=False)
+        elif path is not None and "://" in path:  # a job order named by URL (a `cwl:tool` one fetched as the workflow)
+            order, _ = loader.resolve_ref(path, checklinks=False)
         elif path is not None:
+            if os.path.isdir(path):
+                raise InputMissing(f"the job order {path} is a directory, not a file")
             if not os.path.isfile(path):
                 raise InputMissing(f"the job order file {path} does not exist")
             order, _ = loader.resolve_ref(file_uri(os.path.abspath(path)), checklinks=False)
@@ -364,7 +442,7 @@ def _load_job_order(path: str | None, given: dict[str, Any] | None) -> Any:
         raise WorkflowInvalid(f"the job order {path or '(given)'} cannot be read:\n{clean_message(e)}") from e
     if not isinstance(order, dict):
         raise WorkflowInvalid(f"the job order {path or '(given)'} must be a mapping of input names to values, "
-                              f"not {type(order).__name__}")
+                              f"not a {_yaml_kind(order)}")
     for key in ("__id", "cwl:tool", "https://w3id.org/cwl/cwl#tool"):  # what cwltool drops too
         order.pop(key, None)
     if given is not None:  # the loader sorts keys; keep the user's order (staging numbers inputs in it)
@@ -372,6 +450,19 @@ def _load_job_order(path: str | None, given: dict[str, Any] | None) -> Any:
             order[key] = order.pop(key)
     visit_files_directories(order, path_to_loc)  # `path: x` becomes `location: file:///abs/x`
     return order
+
+
+def _yaml_kind(value: Any) -> str:
+    """What a YAML/JSON document holds, in words: `list`, `string`, `number`..."""
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "null" if value is None else type(value).__name__
 
 
 def _plain_job_order(loaded: Any) -> dict[str, Any]:
