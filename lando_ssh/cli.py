@@ -514,7 +514,7 @@ def cmd_logs(config: Config, args: argparse.Namespace) -> int:
 
 
 def _cwltool_log(config: Config, job: Job) -> str | None:
-    local = os.path.join(job.output_dir, "docs", "logs", "cwltool-output.log")
+    local = os.path.join(job.output_dir, job.facts.get("docs_dir") or "docs", "logs", "cwltool-output.log")
     if os.path.exists(local):
         with open(local, errors="replace") as f:
             return f.read()

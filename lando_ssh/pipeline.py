@@ -557,13 +557,14 @@ class Pipeline:
                     paths.job_dir, token, str(STDERR_TAIL_LINES)]
         parts = _report_parts(remote.run(organize, what="organizing output").stdout, token)
         output = _output_object(parts.get("stdout", ""))
-        job = self.journal.update(job_id, lambda j: j.facts.update(vm_output=output))
+        docs_dir = parts.get("docs_dir", "").strip() or "docs"  # lando-docs when the workflow has a docs output
+        job = self.journal.update(job_id, lambda j: j.facts.update(vm_output=output, docs_dir=docs_dir))
         usage = report.usage_from({f: parts.get(f, "").strip()
                                    for f in ("started", "finished", "maxrss_kb", "exit_code")})
         self.journal.update(job_id, lambda j: j.facts.update(usage=usage))
         job = self.journal.get(job_id)
         docs = report.docs_files(job, usage, remote_cwltool_log=_ANSI.sub("", parts.get("stderr-tail", "").rstrip()))
-        remote.put_bytes(docs, posixpath.join(paths.results, "docs"))
+        remote.put_bytes(docs, posixpath.join(paths.results, docs_dir))
 
     # -- O: store output -------------------------------------------------------------------
     def store_output(self, job_id: int) -> None:
@@ -587,7 +588,7 @@ class Pipeline:
                 raise StagingFailed(f"output file {rel} did not arrive whole in {local_dir} "
                                     f"(expected {size} bytes)")
         output = staging.rewrite_outputs(job.facts.get("vm_output") or {}, paths.results, local_dir)
-        with open(os.path.join(local_dir, "docs", "logs", "cwl-output.json"), "w") as f:
+        with open(os.path.join(local_dir, job.facts.get("docs_dir") or "docs", "logs", "cwl-output.json"), "w") as f:
             json.dump(output, f, indent=2)
         def stored(j: Job) -> None:
             j.output = output

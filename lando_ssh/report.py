@@ -1,5 +1,6 @@
-"""What lando-ssh writes beside a job's results in `docs/`: README.md (what ran, when, on what),
-`logs/job-data.json` (the job record) and `logs/usage.json` (times and peak memory)."""
+"""What lando-ssh writes beside a job's results in `docs/` (`lando-docs/` when the workflow has an output
+named `docs`): README.md (what ran, when, on what), `logs/job-data.json` (the job record) and
+`logs/usage.json` (times and peak memory)."""
 from __future__ import annotations
 
 import json
@@ -72,6 +73,7 @@ def readme(job: Job, usage: dict[str, Any], cwltool: str | None) -> str:
         lines.append(f"- VM: {vm.name} (flavor {vm.flavor or 'unknown'}"
                      f"{f', {vm.vcpus} vCPUs' if vm.vcpus else ''}"
                      f"{f', {vm.ram_mb} MB RAM' if vm.ram_mb else ''})")
+    docs = job.facts.get("docs_dir") or "docs"  # lando-docs when the workflow has an output named docs
     lines += [
         "",
         "## Inputs",
@@ -80,10 +82,10 @@ def readme(job: Job, usage: dict[str, Any], cwltool: str | None) -> str:
         "",
         "## What is here",
         "",
-        "- the workflow's outputs, beside this `docs/` directory",
-        "- `docs/scripts/`: the workflow (packed into one document) and the job order as run",
-        "- `docs/logs/cwltool-output.log`: cwltool's log; `cwltool-output.json`: its output object",
-        "- `docs/logs/job-data.json`: the job record; `docs/logs/usage.json`: times and memory",
+        f"- the workflow's outputs, beside this `{docs}/` directory",
+        f"- `{docs}/scripts/`: the workflow (packed into one document) and the job order as run",
+        f"- `{docs}/logs/cwltool-output.log`: cwltool's log; `cwltool-output.json`: its output object",
+        f"- `{docs}/logs/job-data.json`: the job record; `{docs}/logs/usage.json`: times and memory",
         "",
     ]
     return "\n".join(lines)
