@@ -14,6 +14,8 @@ Secondary files implied by a workflow input's `secondaryFiles` patterns are tran
 listed in the rewritten job order: cwltool on the VM finds them next to the primary, as it does
 locally. Patterns that are expressions (`$(...)`, `${...}`) cannot be evaluated here and are
 skipped: cwltool on the VM evaluates them and fails if a required file is absent.
+
+Local ontology files named by the workflow's `$schemas` (for `format` checks) are staged like inputs.
 """
 from __future__ import annotations
 
@@ -56,7 +58,7 @@ def plan_inputs(prepared: PreparedWorkflow, vm_inputs_dir: str) -> tuple[list[Tr
         param = inputs.get(name, {})
         job_order[name] = planner.stage_value(value, param.get("type"), _patterns(param.get("secondaryFiles")),
                                               f"input {name!r}")
-    packed = planner.stage_document(prepared.packed)
+    packed = planner.stage_schemas(planner.stage_document(prepared.packed))
     return planner.transfers, job_order, packed
 
 
@@ -210,6 +212,23 @@ class _Planner:
             else:
                 staged[key] = self.stage_document(value, where)
         return staged
+
+    def stage_schemas(self, packed: Any) -> Any:
+        """The packed workflow with the local ontology files its `$schemas` names (for `format` checks) staged:
+        the VM has no copy of this server's files. One that does not exist here is left as it is: cwltool
+        warns about it, as it does locally."""
+        schemas = packed.get("$schemas") if isinstance(packed, dict) else None
+        if not isinstance(schemas, list):
+            return packed
+        staged = []
+        for schema in schemas:
+            if isinstance(schema, str) and _is_local(schema) and os.path.isfile(uri_to_path(schema)):
+                source = uri_to_path(schema)
+                name = _location_basename(schema)
+                staged.append(path_to_uri(posixpath.join(self._place([_Member(source, name, "File")]), name)))
+            else:
+                staged.append(schema)
+        return {**packed, "$schemas": staged}
 
     def stage_object(self, obj: dict[str, Any], patterns: list[Pattern], where: str) -> dict[str, Any]:
         location = obj.get("location", "")
