@@ -1,0 +1,108 @@
+"""CWL documents, job orders and command lines that lando-ssh once got wrong, run end to end the way
+its users and CWL test harnesses do: `lando-ssh cwl-runner` (and `submit`, `job`) through the real
+CLI, a real sshd per VM (local cloud) and real cwltool, compared with bare cwltool where it runs them.
+The documents are in tests/workflows/variety/."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import WORKFLOWS, Lando
+
+VARIETY = WORKFLOWS / "variety"
+CWLTOOL = os.path.join(os.path.dirname(sys.executable), "cwltool")
+
+
+def bare_cwltool(outdir: Path, *args: str) -> dict:
+    proc = subprocess.run([CWLTOOL, "--quiet", "--no-container", "--outdir", str(outdir), *args],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def one_sentence(stderr: str) -> str:
+    """The error line of a command that failed before running anything: no traceback."""
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("lando-ssh: ") and "note:" not in line]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def test_anchored_tool_docs_output_and_local_schemas_give_what_cwltool_gives(lando: Lando, tmp_path: Path):
+    """One run: a tool shared by two steps through a YAML anchor, an output named `docs`, `$schemas`
+    naming a local ontology; cwltool-style flags whose values must not be taken for the workflow."""
+    bare_dir, ours_dir = tmp_path / "bare", tmp_path / "ours"
+    wf, order = str(VARIETY / "variety.cwl"), str(VARIETY / "variety.yml")
+    expected = bare_cwltool(bare_dir, wf, order)
+
+    ours = lando.cli("cwl-runner", "--outdir", str(ours_dir), "--parallel", "--provenance", str(tmp_path / "prov"),
+                     "--timestamps", "--quiet", wf, order)
+
+    assert ours.returncode == 0, ours.stderr
+    assert json.loads(ours.stdout) == json.loads(json.dumps(expected).replace(str(bare_dir), str(ours_dir)))
+    assert "cwltool option --provenance is not used" in ours.stderr
+    # the workflow's own docs/ is untouched; lando's docs went beside it
+    assert sorted(p.name for p in (ours_dir / "docs").iterdir()) == ["README.md"]
+    assert (ours_dir / "docs" / "README.md").read_text() == "the workflow own docs\n"
+    lando_docs = ours_dir / "lando-docs"
+    for doc in ("README.md", "scripts/workflow.cwl", "logs/cwltool-output.log", "logs/cwl-output.json"):
+        assert (lando_docs / doc).is_file(), doc
+    assert "`lando-docs/scripts/`" in (lando_docs / "README.md").read_text()
+    assert "\x1b[" not in (lando_docs / "logs" / "cwltool-output.log").read_text()  # plain text, not colours
+    # the ontology went to the VM with the inputs, and the workflow run there named that copy
+    ran = json.loads((lando_docs / "scripts" / "workflow.cwl").read_text())
+    [schema] = ran["$schemas"]
+    assert "/lando-job-" in schema and schema.endswith("/formats.owl"), schema
+    job_id = max(j["id"] for j in json.loads(lando.cli("status", "--json", check=True).stdout))
+    logs = lando.cli("logs", str(job_id), check=True).stdout
+    assert "Final process status is success" in logs and "\x1b[" not in logs
+
+
+def test_a_job_order_naming_its_tool_with_cwl_tool_runs_alone(lando: Lando, tmp_path: Path):
+    """`cwltool job.yml` where job.yml says `cwl:tool: greet.cwl`: its values are the inputs."""
+    bare_dir, ours_dir = tmp_path / "bare", tmp_path / "ours"
+    job = str(VARIETY / "greet_job.yml")
+    expected = bare_cwltool(bare_dir, job)
+
+    ours = lando.cli("cwl-runner", f"--outdir={ours_dir}", "--quiet", job)
+
+    assert ours.returncode == 0, ours.stderr
+    assert json.loads(ours.stdout) == json.loads(json.dumps(expected).replace(str(bare_dir), str(ours_dir)))
+    assert (ours_dir / "greeting.txt").read_text() == "hello lando\nindex of reads\n"
+
+
+def test_documents_that_cannot_run_are_refused_at_submit_in_one_sentence(lando: Lando, tmp_path: Path):
+    (tmp_path / "empty.cwl").write_text("")
+    (tmp_path / "list.cwl").write_text("- a\n- b\n")
+    (tmp_path / "list.yml").write_text("- 1\n")
+    (tmp_path / "jobs").mkdir()
+    cases = {
+        # an id defined twice: cwltool runs the file, but not the packed document a VM gets
+        ("submit", str(VARIETY / "twice.cwl"), str(VARIETY / "twice.yml")):
+            "cannot be packed into one document",
+        ("submit", str(tmp_path / "empty.cwl")): "is empty",
+        ("submit", str(tmp_path / "list.cwl")): "holds a list, not a mapping",
+        ("submit", str(tmp_path / "nowhere.cwl")): "does not exist",
+        ("submit", str(tmp_path)): "is a directory, not a CWL file",
+        ("submit", str(VARIETY / "greet.cwl"), str(tmp_path / "jobs")): "is a directory, not a file",
+        ("submit", str(VARIETY / "greet.cwl"), str(tmp_path / "list.yml")): "not a list",
+        # cwltool options that ask for something else than a run are not taken for a run
+        ("cwl-runner", "--validate", str(VARIETY / "greet.cwl")): "--validate is not supported",
+    }
+    for args, sentence in cases.items():
+        proc = lando.cli(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert sentence in one_sentence(proc.stderr), (args, proc.stderr)
+    assert json.loads(lando.cli("status", "--json", check=True).stdout) == []  # nothing stored
+    assert lando.vm_dirs() == []
+
+
+def test_an_unknown_job_is_exit_2_every_time_never_an_abort(lando: Lando):
+    """`job N` loads paramiko in the background; a process ending while it loads used to abort (exit 134)."""
+    for _ in range(8):
+        proc = lando.cli("job", "99999")
+        assert proc.returncode == 2, proc.stderr
+        assert one_sentence(proc.stderr) == "lando-ssh: there is no job 99999"

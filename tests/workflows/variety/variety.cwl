@@ -1,0 +1,67 @@
+#!/usr/bin/env cwl-runner
+# Cases lando-ssh once got wrong, in one run (tests/test_cwl_variety.py compares it with bare cwltool):
+# - one tool shared by two steps through a YAML anchor: cwltool's pack left `$import`s of ids it
+#   never defined, so the VM could not load the packed workflow;
+# - a workflow output named `docs`: lando's own docs/ was written into it;
+# - `$schemas` naming a local ontology file for `format` checks: it was not staged to the VM.
+cwlVersion: v1.2
+class: Workflow
+$namespaces:
+  edam: http://edamontology.org/
+$schemas:
+  - formats.owl
+requirements:
+  ScatterFeatureRequirement: {}
+  InlineJavascriptRequirement: {}
+inputs:
+  reads:
+    type: File
+    format: edam:format_2330
+    secondaryFiles: [^.idx]
+  words: string[]
+outputs:
+  first: {type: File, outputSource: upper_reads/upper}
+  second: {type: File, outputSource: upper_again/upper}
+  docs: {type: Directory, outputSource: write_docs/docs}
+  notes: {type: File, outputSource: write_docs/notes}
+  lengths: {type: 'int[]', outputSource: measure/length}
+steps:
+  upper_reads:
+    in: {text: reads}
+    out: [upper]
+    run: &upper
+      class: CommandLineTool
+      inputs:
+        text: {type: File, format: edam:format_1915}
+      baseCommand: [tr, a-z, A-Z]
+      stdin: $(inputs.text.path)
+      stdout: $(inputs.text.nameroot).upper.txt
+      outputs:
+        upper: {type: stdout, format: edam:format_1929}
+  upper_again:
+    in: {text: upper_reads/upper}
+    out: [upper]
+    run: *upper
+  write_docs:
+    in: {reads: reads}
+    out: [docs, notes]
+    run:
+      class: CommandLineTool
+      inputs:
+        reads: {type: File, secondaryFiles: [^.idx]}
+      baseCommand: [sh, -c, 'mkdir docs && echo "the workflow own docs" > docs/README.md && cat "$0" "$1" > notes.txt']
+      arguments:
+        - $(inputs.reads.path)
+        - $(inputs.reads.secondaryFiles[0].path)
+      outputs:
+        docs: {type: Directory, outputBinding: {glob: docs}}
+        notes: {type: File, outputBinding: {glob: notes.txt}}
+  measure:
+    scatter: word
+    in: {word: words}
+    out: [length]
+    run:
+      class: ExpressionTool
+      inputs: {word: string}
+      outputs: {length: int}
+      expression: '$({"length": inputs.word.length})'
