@@ -612,7 +612,7 @@ class Pipeline:
     def _keep_vm(self, job: Job, failed: bool) -> bool:
         """Whether a job's VM outlives it: the job source asks (bespin's cleanup_vm: false), or
         keep_vm_on_error for a failed job."""
-        if not (job.vm and job.vm.id and not job.vm.deleted):
+        if not _has_vm(job):
             return False
         if (job.facts.get("bespin") or {}).get("cleanup_vm") is False:
             return True
@@ -695,11 +695,17 @@ class Pipeline:
         text = str(error)
         first = text.splitlines()[0] if text else type(error).__name__
         job = self.journal.get(job_id)
-        keep = self._keep_vm(job, failed=True)
+        asked = self._keep_vm(job, failed=True)
+        # past the run, the results exist only on the VM: deleting it would lose them
+        holds_results = step in (JobStep.ORGANIZE_OUTPUT, JobStep.STORE_OUTPUT) and _has_vm(job)
+        keep = asked or holds_results
         deleted = False if keep else self._terminate_quietly(job)
         reason = f"step {step.value} ({name}) failed: {first}"
-        if keep:
+        if asked:
             reason += _kept_note(job_id)
+        elif holds_results:
+            reason += (f" (VM kept: the results exist only on it; once the cause is fixed, lando-ssh job {job_id} "
+                       f"or restart_job stores them; lando-ssh delete-vm {job_id} discards them)")
 
         def record(j: Job) -> None:
             j.error = f"step {step.value} ({name}) failed: {text}"
@@ -847,6 +853,10 @@ _ORGANIZE_AND_REPORT = (
     'sh "$1" "$2" || exit; for f in stdout started finished maxrss_kb exit_code docs_dir; do '
     'printf "\\n%s %s\\n" "$3" "$f"; cat "$2/run/$f" 2>/dev/null; done; '
     'printf "\\n%s stderr-tail\\n" "$3"; tail -n "$4" "$2/run/stderr" 2>/dev/null; exit 0')
+
+
+def _has_vm(job: Job) -> bool:
+    return bool(job.vm and job.vm.id and not job.vm.deleted)
 
 
 def _kept_note(job_id: int) -> str:

@@ -82,6 +82,30 @@ def test_an_input_url_that_answers_404_fails_staging_with_the_http_error(lando: 
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a VM disk of limited size needs root (tmpfs mount)")
+def test_outputs_this_server_cannot_write_keep_the_vm_until_they_are_stored(lando: Lando, tmp_path: Path):
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where the output dir's parent should be\n")
+    job_id = lando.submit(WORKFLOWS / "upper_count.cwl", WORKFLOWS / "upper_count.yml",
+                          "--output-dir", str(blocker / "job"))
+
+    assert lando.cli("job", str(job_id)).returncode == 1
+    job = lando.status(job_id)
+    assert (job["state"], job["step"]) == ("E", "O")
+    assert "cannot write the outputs" in job["error"] and str(blocker / "job") in job["error"]
+    assert "the results exist only on it" in job["reason"] and not job["vm"]["deleted"]
+    vm_id = job["vm"]["id"]
+
+    blocker.unlink()  # the admin frees the path (or the disk)
+    again = lando.cli("job", str(job_id))
+
+    assert again.returncode == 0, again.stderr
+    job = lando.status(job_id)
+    assert job["state"] == "F" and job["vm"]["id"] == vm_id  # stored from the same VM, not run again
+    assert [h["step"] for h in job["history"]].count("R") == 1
+    assert (blocker / "job" / "upper.txt").read_text() == "HELLO WORLD\nSECOND LINE\nMORE TEXT\n"
+    assert lando.vm_dirs() == []
+
+
 def test_inputs_larger_than_the_vm_disk_fail_before_the_transfer(lando: Lando, tmp_path: Path):
     lando.write_config(cloud={"local": {"disk_mb": 2}})
     big = tmp_path / "big.txt"
