@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from conftest import Lando
+from conftest import WORKFLOWS, Lando
 
 from lando_ssh.model import Job
 from lando_ssh.store import open_store
@@ -29,3 +29,15 @@ def test_status_piped_into_a_reader_that_stops_early_ends_quietly(lando: Lando):
 
     assert code == 141  # as a tool ended by SIGPIPE
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr
+
+
+def test_a_damaged_job_store_is_one_sentence_and_exit_code_3(lando: Lando):
+    lando.data_dir.mkdir(parents=True, exist_ok=True)
+    (lando.data_dir / "jobs.sqlite").write_text("not a database, whatever it was\n")
+
+    for args in (["status"], ["job", "1"], ["submit", str(WORKFLOWS / "no_inputs.cwl")]):
+        proc = lando.cli(*args)
+        assert proc.returncode == 3, proc.stderr
+        assert proc.stderr.strip().endswith("jobs.sqlite cannot be used: it is not a readable SQLite database "
+                                            "(damaged, or another kind of file)"), proc.stderr
+        assert "Traceback" not in proc.stderr

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import builtins
+import functools
 import json
 import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
-from lando_ssh.errors import ConfigError, UnknownJob
+from lando_ssh.errors import ConfigError, StoreUnavailable, UnknownJob
 from lando_ssh.model import Job, JobState, now
 
 SCHEMA = """
@@ -22,6 +24,31 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 """
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _translated(method: F) -> F:
+    """sqlite3's errors, said as what they mean for the job store (a damaged file, a full disk)."""
+
+    @functools.wraps(method)
+    def call(self: SqliteStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as e:
+            text = str(e)
+            if "not a database" in text or "malformed" in text:
+                why = "it is not a readable SQLite database (damaged, or another kind of file)"
+            elif "disk is full" in text or "disk I/O error" in text:
+                why = f"the disk holding it failed or is full ({text})"
+            elif "readonly" in text or "unable to open" in text:
+                why = f"it cannot be written here ({text}); check the permissions of the file and its directory"
+            else:
+                why = text
+            raise StoreUnavailable(f"the job store {self.path} cannot be used: {why}") from None
+
+    return call  # type: ignore[return-value]
 
 
 class SqliteStore:
@@ -40,6 +67,10 @@ class SqliteStore:
         except OSError as e:
             raise ConfigError(f"cannot create the job store {path}: {e.strerror}") from None
         self._local = threading.local()
+        self._create_schema()
+
+    @_translated
+    def _create_schema(self) -> None:
         with self._conn() as db:
             db.executescript(SCHEMA)
 
@@ -52,6 +83,7 @@ class SqliteStore:
             self._local.db = db
         return db
 
+    @_translated
     def create(self, job: Job) -> Job:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
@@ -68,12 +100,14 @@ class SqliteStore:
             raise
         return job
 
+    @_translated
     def get(self, job_id: int) -> Job:
         row = self._conn().execute("SELECT data FROM jobs WHERE id=?", (job_id,)).fetchone()
         if row is None:
             raise UnknownJob(job_id)
         return Job.from_dict(json.loads(row[0]))
 
+    @_translated
     def update(self, job_id: int, change: Callable[[Job], object]) -> Job:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
@@ -92,6 +126,7 @@ class SqliteStore:
             raise
         return job
 
+    @_translated
     def list(self, states: Iterable[JobState] | None = None) -> list[Job]:
         db = self._conn()
         if states is None:
@@ -104,17 +139,21 @@ class SqliteStore:
         return [Job.from_dict(json.loads(r[0])) for r in rows]
 
     # -- leases: one server owns a SQLite store, so every job is always its to claim --------
+    @_translated
     def claim(self, job_id: int, owner: str, ttl: float) -> bool:
         if self._conn().execute("SELECT 1 FROM jobs WHERE id=?", (job_id,)).fetchone() is None:
             raise UnknownJob(job_id)
         return True
 
+    @_translated
     def renew(self, owner: str, ttl: float) -> int:
         return 0  # no leases are kept
 
+    @_translated
     def release(self, job_id: int, owner: str) -> None:
         pass
 
+    @_translated
     def owned_or_orphaned(self, states: Iterable[JobState], owner: str) -> builtins.list[Job]:
         return self.list(states)
 
