@@ -331,15 +331,16 @@ def _load_workflow(workflow: str, shown: str, unalias: bool = False) -> tuple[st
     aliases expanded into copies (see `_UnaliasingFetcher`)."""
     from cwltool.context import LoadingContext
     from cwltool.load_tool import fetch_document, make_tool, resolve_and_validate_document, resolve_tool_uri
+    from cwltool.resolver import resolve_local
     from cwltool.workflow import default_make_tool
 
-    local = workflow.split("#", 1)[0] if "://" not in workflow else None
+    local = None if "://" in workflow else workflow if os.path.exists(workflow) else workflow.split("#", 1)[0]
     if local is not None and not os.path.exists(local):
         raise WorkflowInvalid(f"the workflow {shown} does not exist")
     if local is not None and os.path.isdir(local):
         raise WorkflowInvalid(f"the workflow {shown} is a directory, not a CWL file")
     try:
-        uri, _ = resolve_tool_uri(workflow)
+        uri, _ = resolve_tool_uri(workflow, resolver=resolve_local)  # resolve_local: `wf.cwl#main`, as cwltool
         loading_context = LoadingContext({"strict": True, "construct_tool_object": default_make_tool})
         if unalias:
             loading_context.fetcher_constructor = _unaliasing_fetcher()

@@ -74,6 +74,19 @@ def test_a_job_order_naming_its_tool_with_cwl_tool_runs_alone(lando: Lando, tmp_
     assert (ours_dir / "greeting.txt").read_text() == "hello lando\nindex of reads\n"
 
 
+def test_a_process_named_by_fragment_in_a_local_graph_runs(lando: Lando, tmp_path: Path):
+    """`graph.cwl#shout`: cwltool runs that process of the $graph; lando-ssh said 'Not found'."""
+    bare_dir, ours_dir = tmp_path / "bare", tmp_path / "ours"
+    wf, order = str(VARIETY / "graph.cwl") + "#shout", str(VARIETY / "graph.yml")
+    expected = bare_cwltool(bare_dir, wf, order)
+
+    ours = lando.cli("cwl-runner", "--quiet", "--outdir", str(ours_dir), wf, order)
+
+    assert ours.returncode == 0, ours.stderr
+    assert json.loads(ours.stdout) == json.loads(json.dumps(expected).replace(str(bare_dir), str(ours_dir)))
+    assert (ours_dir / "shouted.txt").read_text() == "INDEX OF READS\n"
+
+
 def test_documents_that_cannot_run_are_refused_at_submit_in_one_sentence(lando: Lando, tmp_path: Path):
     (tmp_path / "empty.cwl").write_text("")
     (tmp_path / "list.cwl").write_text("- a\n- b\n")
