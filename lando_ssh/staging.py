@@ -51,7 +51,7 @@ def plan_inputs(prepared: PreparedWorkflow, vm_inputs_dir: str) -> tuple[list[Tr
     Raises `InputMissing` naming the input and path of a local File/Directory (or a required
     secondary file) that does not exist.
     """
-    planner = _Planner(vm_inputs_dir)
+    planner = _Planner(vm_inputs_dir, _named_types(prepared.packed))
     inputs = prepared.main_inputs
     job_order: dict[str, Any] = {}
     for name, value in prepared.job_order.items():
@@ -169,8 +169,9 @@ def _is_url(location: str) -> bool:
 class _Planner:
     """Accumulates transfers and hands out VM directories so that names never collide."""
 
-    def __init__(self, vm_inputs_dir: str):
+    def __init__(self, vm_inputs_dir: str, named_types: dict[str, Any] | None = None):
         self.root = vm_inputs_dir.rstrip("/") or "/"
+        self.named_types = named_types or {}  # record types by name (SchemaDefRequirement), for their fields' patterns
         self.transfers: list[Transfer] = []
         self.by_dest: dict[str, Transfer] = {}
         self.dirs_of_parent: dict[str, list[str]] = {}  # source directory -> VM directories holding its files
@@ -181,6 +182,7 @@ class _Planner:
 
     def stage_value(self, value: Any, cwl_type: Any, patterns: list[Pattern], where: str) -> Any:
         """`value` with every File/Directory staged; `cwl_type` guides record fields to their own patterns."""
+        cwl_type = self._resolve(cwl_type)
         if isinstance(value, list):
             item_type = _array_items(cwl_type)
             return [self.stage_value(v, item_type, patterns, where) for v in value]
@@ -278,6 +280,14 @@ class _Planner:
 
     # -- helpers -------------------------------------------------------------------------------
 
+    def _resolve(self, cwl_type: Any) -> Any:
+        """A type named by a string (`#types.yml/Sample`) replaced by its definition; unions member by member."""
+        if isinstance(cwl_type, str):
+            return self.named_types.get(cwl_type, cwl_type)
+        if isinstance(cwl_type, list):
+            return [self.named_types.get(t, t) if isinstance(t, str) else t for t in cwl_type]
+        return cwl_type
+
     def _moved(self, obj: dict[str, Any], dest: str) -> dict[str, Any]:
         """`obj` pointing at `dest` on the VM; keys derived from the old place (`path`, `dirname`) dropped."""
         moved = {k: v for k, v in obj.items() if k not in ("path", "dirname")}
@@ -373,6 +383,24 @@ def _sibling_url(url: str, name: str) -> str:
     split = urllib.parse.urlsplit(url)
     path = posixpath.join(posixpath.dirname(split.path), urllib.parse.quote(name))
     return urllib.parse.urlunsplit((split.scheme, split.netloc, path, "", ""))
+
+
+def _named_types(packed: Any) -> dict[str, Any]:
+    """Every named record type the packed workflow defines (SchemaDefRequirement's, or inline), by name."""
+    found: dict[str, Any] = {}
+
+    def visit(node: Any) -> None:
+        if isinstance(node, list):
+            for n in node:
+                visit(n)
+        elif isinstance(node, dict):
+            if node.get("type") == "record" and isinstance(node.get("name"), str):
+                found.setdefault(node["name"], node)
+            for v in node.values():
+                visit(v)
+
+    visit(packed)
+    return found
 
 
 def _array_items(cwl_type: Any) -> Any:

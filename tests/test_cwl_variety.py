@@ -33,7 +33,8 @@ def one_sentence(stderr: str) -> str:
 
 def test_anchored_tool_docs_output_and_local_schemas_give_what_cwltool_gives(lando: Lando, tmp_path: Path):
     """One run: a tool shared by two steps through a YAML anchor, an output named `docs`, `$schemas`
-    naming a local ontology; cwltool-style flags whose values must not be taken for the workflow."""
+    naming a local ontology, a SchemaDefRequirement record whose File field has secondaryFiles;
+    cwltool-style flags whose values must not be taken for the workflow."""
     bare_dir, ours_dir = tmp_path / "bare", tmp_path / "ours"
     wf, order = str(VARIETY / "variety.cwl"), str(VARIETY / "variety.yml")
     expected = bare_cwltool(bare_dir, wf, order)
@@ -56,6 +57,7 @@ def test_anchored_tool_docs_output_and_local_schemas_give_what_cwltool_gives(lan
     ran = json.loads((lando_docs / "scripts" / "workflow.cwl").read_text())
     [schema] = ran["$schemas"]
     assert "/lando-job-" in schema and schema.endswith("/formats.owl"), schema
+    assert (ours_dir / "sample_dir.txt").read_text() == "sample.bam\nsample.bam.bai\n"
     job_id = max(j["id"] for j in json.loads(lando.cli("status", "--json", check=True).stdout))
     logs = lando.cli("logs", str(job_id), check=True).stdout
     assert "Final process status is success" in logs and "\x1b[" not in logs

@@ -3,7 +3,8 @@
 # - one tool shared by two steps through a YAML anchor: cwltool's pack left `$import`s of ids it
 #   never defined, so the VM could not load the packed workflow;
 # - a workflow output named `docs`: lando's own docs/ was written into it;
-# - `$schemas` naming a local ontology file for `format` checks: it was not staged to the VM.
+# - `$schemas` naming a local ontology file for `format` checks: it was not staged to the VM;
+# - a record type from SchemaDefRequirement whose File field has secondaryFiles: they were not staged.
 cwlVersion: v1.2
 class: Workflow
 $namespaces:
@@ -13,18 +14,23 @@ $schemas:
 requirements:
   ScatterFeatureRequirement: {}
   InlineJavascriptRequirement: {}
+  SchemaDefRequirement:
+    types:
+      - $import: types.yml
 inputs:
   reads:
     type: File
     format: edam:format_2330
     secondaryFiles: [^.idx]
   words: string[]
+  sample: types.yml#Sample
 outputs:
   first: {type: File, outputSource: upper_reads/upper}
   second: {type: File, outputSource: upper_again/upper}
   docs: {type: Directory, outputSource: write_docs/docs}
   notes: {type: File, outputSource: write_docs/notes}
   lengths: {type: 'int[]', outputSource: measure/length}
+  sample_dir: {type: File, outputSource: list_sample/listing}
 steps:
   upper_reads:
     in: {text: reads}
@@ -65,3 +71,14 @@ steps:
       inputs: {word: string}
       outputs: {length: int}
       expression: '$({"length": inputs.word.length})'
+  list_sample:
+    in: {sample: sample}
+    out: [listing]
+    run:
+      class: CommandLineTool
+      inputs:
+        sample: types.yml#Sample
+      baseCommand: [sh, -c, 'ls "$(dirname "$0")" > sample_dir.txt']
+      arguments: [$(inputs.sample.reads.path)]
+      outputs:
+        listing: {type: File, outputBinding: {glob: sample_dir.txt}}
