@@ -123,6 +123,7 @@ class Pipeline:
         self.progress = progress or (lambda job_id, text: None)
         self._remotes: dict[int, Remote] = {}
         self._locks: dict[int, JobLock] = {}
+        self._result_sizes: dict[int, str] = {}  # seen by organize_output, for store_output (a resumed one asks)
 
     # -- the walk --------------------------------------------------------------------------
     def run(self, job_id: int) -> Job:
@@ -400,11 +401,15 @@ class Pipeline:
                                 f"{_size(free)} is free under {paths.job_dir} (ask for a larger volume_size)")
         sent = 0
         optional_missing: set[str] = set()
+        listing = None  # the sizes on the VM, when they came back with the last transfer
         started = time.monotonic()
         with self._deadline(remote, "staging"):
             if local:
                 entries = [(t.source, posixpath.relpath(t.dest, paths.inputs)) for t in local]
-                sent += remote.put_files(entries, paths.inputs)
+                sizes = () if urls else self._sizes_argv(paths, paths.inputs)  # the same round trip
+                pushed, listing = remote.put_files(entries, paths.inputs, then=sizes)
+                sent += pushed
+                listing = listing if sizes else None
                 self.progress(job_id, f"staged {_size(sent)} from this server")
             for t in urls:
                 self._check_cancel(job_id)
@@ -423,13 +428,19 @@ class Pipeline:
         expected = {posixpath.relpath(t.dest, paths.inputs): t.size for t in transfers if t.kind != "directory"}
         for rel in optional_missing:
             expected.pop(rel, None)
-        self._check_sizes(remote, paths, paths.inputs, expected, "input")
+        self._check_sizes(remote, paths, paths.inputs, expected, "input", listing)
         elapsed = time.monotonic() - started
         self.journal.update(job_id, lambda j: j.facts.update(bytes_staged=sent, staging_seconds=round(elapsed, 3)))
 
+    @staticmethod
+    def _sizes_argv(paths: JobPaths, base: str) -> list[str]:
+        return ["sh", posixpath.join(paths.bin, "lando-sizes"), base]
+
     def _check_sizes(self, remote: Remote, paths: JobPaths, base: str, expected: dict[str, int | None],
-                     what: str) -> dict[str, int]:
-        out = remote.run(["sh", posixpath.join(paths.bin, "lando-sizes"), base]).stdout
+                     what: str, listing: str | None = None) -> dict[str, int]:
+        """The size of every file below base on the VM (`listing`: lando-sizes' output, if it came back
+        with a transfer), checked against `expected`."""
+        out = remote.run(self._sizes_argv(paths, base)).stdout if listing is None else listing
         actual = {}
         for entry in out.split("\0"):
             if entry:
@@ -564,7 +575,9 @@ class Pipeline:
         self.journal.update(job_id, lambda j: j.facts.update(usage=usage))
         job = self.journal.get(job_id)
         docs = report.docs_files(job, usage, remote_cwltool_log=_ANSI.sub("", parts.get("stderr-tail", "").rstrip()))
-        remote.put_bytes(docs, posixpath.join(paths.results, docs_dir))
+        # the results' sizes come back in the same round trip, for the store step that follows
+        self._result_sizes[job_id] = remote.put_bytes(docs, posixpath.join(paths.results, docs_dir),
+                                                      then=self._sizes_argv(paths, paths.results))
 
     # -- O: store output -------------------------------------------------------------------
     def store_output(self, job_id: int) -> None:
@@ -574,7 +587,7 @@ class Pipeline:
         paths = self.paths(job)
         remote = self.remote(job)
         local_dir = os.path.abspath(job.output_dir)
-        sizes = self._check_sizes(remote, paths, paths.results, {}, "output")
+        sizes = self._check_sizes(remote, paths, paths.results, {}, "output", self._result_sizes.pop(job_id, None))
         total = sum(sizes.values())
         try:
             os.makedirs(local_dir, exist_ok=True)

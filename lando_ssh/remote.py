@@ -315,8 +315,10 @@ class Remote:
             chan.close()
 
     # -- files -----------------------------------------------------------------------------
-    def put_files(self, entries: Sequence[tuple[str, str]], remote_dir: str, *, retry: bool = True) -> int:
-        """Send local files/dirs as `(local_path, relative_dest)` into remote_dir; returns bytes sent."""
+    def put_files(self, entries: Sequence[tuple[str, str]], remote_dir: str, *, retry: bool = True,
+                  then: Sequence[str] = ()) -> tuple[int, str]:
+        """Send local files/dirs as `(local_path, relative_dest)` into remote_dir; `then` is a command run
+        after them in the same round trip. Returns the bytes sent and the command's stdout."""
         total = sum(_tree_size(p) for p, _ in entries)
 
         def fill(out: IO[bytes]) -> None:
@@ -326,9 +328,9 @@ class Remote:
                 for local, dest in entries:
                     tar.add(local, arcname=dest.lstrip("/"), recursive=True)
 
-        self._retrying("staging", lambda: self._push_tar(fill, remote_dir, total,
-                                                         stream=lambda fd: _send_tar(fd, entries)), retry)
-        return total
+        out = self._retrying("staging", lambda: self._push_tar(fill, remote_dir, total, then=then,
+                                                               stream=lambda fd: _send_tar(fd, entries)), retry)
+        return total, str(out)
 
     def put_bytes(self, files: dict[str, bytes], remote_dir: str, mode: int = 0o644, *,
                   then: Sequence[str] = ()) -> str:
@@ -353,9 +355,9 @@ class Remote:
         script = 'mkdir -p "$1" && tar -xf - -C "$1" && shift && exec "$@"' if then else \
             'mkdir -p "$1" && exec tar -xf - -C "$1"'
         command = quote_argv(["sh", "-c", script, "sh", remote_dir, *then])
-        if total >= BULK_BYTES and not then and self._openssh_ok():
+        if total >= BULK_BYTES and self._openssh_ok():
             proc = subprocess.Popen([*_bulk_ssh_argv(self.ep), command], stdin=subprocess.PIPE,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                    stdout=subprocess.PIPE if then else subprocess.DEVNULL, stderr=subprocess.PIPE)
             self._procs.add(proc)  # interrupt() kills it
             try:
                 assert proc.stdin is not None
@@ -372,10 +374,12 @@ class Remote:
                     proc.kill()
                     proc.wait()
                     raise
+                # what `then` prints comes once the stream is in (its output is small: no pipe fills meanwhile)
+                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
                 err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
                 if proc.wait() != 0:
                     raise _transfer_error(err, proc.returncode, self.ep.label)
-                return ""
+                return out
             finally:
                 self._procs.discard(proc)
         chan = self.connect().open_session(timeout=self.connect_timeout)
