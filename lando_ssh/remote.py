@@ -304,7 +304,7 @@ class Remote:
             if stdin:
                 chan.sendall(stdin)
             chan.shutdown_write()
-            out, err = _drain(chan)
+            out, err = _drain(chan, timeout)
             code = chan.recv_exit_status()
             if code == -1:
                 raise VmUnreachable("the command ended without an exit status (connection lost)")
@@ -533,19 +533,33 @@ def _extract(stream: IO[bytes], local_dir: str) -> int:
     return received
 
 
-def _drain(chan: paramiko.Channel) -> tuple[bytes, bytes]:
-    """All of a command's stdout and stderr, reading both so neither window fills and stalls the other."""
+def _drain(chan: paramiko.Channel, timeout: float | None = None) -> tuple[bytes, bytes]:
+    """All of a command's stdout and stderr, reading both so neither window fills and stalls the other.
+    Raises TimeoutError when nothing ends it within `timeout` seconds."""
     out, err = bytearray(), bytearray()
+    deadline = time.monotonic() + timeout if timeout else None
+    idle = 0.0
     while True:
         if chan.recv_ready():
             out += chan.recv(65536)
+            idle = 0.0
         elif chan.recv_stderr_ready():
             err += chan.recv_stderr(65536)
+            idle = 0.0
         elif chan.exit_status_ready() or chan.closed:
             return bytes(out), bytes(err)
         else:
-            # the channel's fileno is signalled on data and on EOF; the timeout covers stderr-only data
-            select.select([chan], [], [], IDLE_WAKEUP)
+            wait = IDLE_WAKEUP if deadline is None else min(IDLE_WAKEUP, deadline - time.monotonic())
+            if wait <= 0:
+                raise TimeoutError()
+            if idle:
+                # paramiko's event pipe can be left signalled with nothing to read (seen between EOF and the
+                # exit status, and after races between its reader thread and ours): back off instead of
+                # spinning; the exit status still wakes us at once
+                chan.status_event.wait(min(idle, wait))
+                idle = min(idle * 2, 0.05)
+            elif select.select([chan], [], [], wait)[0]:  # signalled on data, on EOF, on stderr
+                idle = 0.001
 
 
 def _tree_size(path: str) -> int:
