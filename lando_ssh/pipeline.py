@@ -129,9 +129,14 @@ class Pipeline:
     def run(self, job_id: int) -> Job:
         """Walk job `job_id` from where it stands to the end; returns the final record. Raises
         JobConflict while another process on this machine drives the job."""
+        with self._driving(job_id):
+            return self._walk(job_id)
+
+    @contextlib.contextmanager
+    def _driving(self, job_id: int) -> Iterator[None]:
         self.hold(job_id)
         try:
-            return self._walk(job_id)
+            yield
         finally:
             self.let_go(job_id)
 
@@ -634,11 +639,8 @@ class Pipeline:
     def delete_kept_vm(self, job_id: int) -> str:
         """Delete the VM an ended job kept (keep_vm_on_error, or the job source's cleanup_vm: false)
         once the admin is done with it; returns the VM's name."""
-        self.hold(job_id)
-        try:
+        with self._driving(job_id):
             return self._delete_kept_vm(job_id)
-        finally:
-            self.let_go(job_id)
 
     def _delete_kept_vm(self, job_id: int) -> str:
         job = self.journal.get(job_id)
