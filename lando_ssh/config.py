@@ -214,8 +214,15 @@ def load_config(path: str | None = None, env: typing.Mapping[str, str] | None = 
         data = _read_yaml(source)
     where = source or "built-in defaults"
     data = _apply_lando_aliases(data, where)
-    _apply_env(data, env)
-    config = _build(Config, data, where, "")
+    from_env = _apply_env(data, env)
+    try:
+        config = _build(Config, data, where, "")
+    except ConfigError as e:  # a value from the environment: name the variable, not the file
+        text = str(e)[len(where) + 2:]
+        for key, name in from_env.items():
+            if text.startswith((f"{key} ", f"unknown key {key}")):
+                raise ConfigError(f"{name} (environment): {text}") from None
+        raise
     config.source = where
     config.data_dir = os.path.expanduser(config.data_dir)
     if config.cloud.driver not in ("local", "openstack"):
@@ -287,7 +294,9 @@ def _apply_lando_aliases(data: dict[str, Any], where: str) -> dict[str, Any]:
     return data
 
 
-def _apply_env(data: dict[str, Any], env: typing.Mapping[str, str]) -> None:
+def _apply_env(data: dict[str, Any], env: typing.Mapping[str, str]) -> dict[str, str]:
+    """Put LANDO_* values into data; returns which key came from which variable."""
+    applied = {}
     for name, value in env.items():
         if not name.startswith("LANDO_") or name == "LANDO_CONFIG":
             continue
@@ -299,6 +308,8 @@ def _apply_env(data: dict[str, Any], env: typing.Mapping[str, str]) -> None:
                 break
         else:
             target[parts[-1]] = _env_value(value)
+            applied[".".join(parts)] = name
+    return applied
 
 
 def _env_value(value: str) -> Any:

@@ -93,8 +93,11 @@ def test_environment_overrides_keys_at_both_levels(tmp_path: Path):
     config = load_config(path, env={"LANDO_WORK_QUEUE__HOST": "b", "LANDO_LIMITS__MAX_VMS": "7",
                                     "LANDO_LOG_LEVEL": "WARNING"})
     assert (config.work_queue.host, config.limits.max_vms, config.log_level) == ("b", 7, "WARNING")
-    with pytest.raises(ConfigError, match="limits.max_vms must be a whole number"):
+    # a wrong value from the environment names the variable it came from, not the file
+    with pytest.raises(ConfigError, match=r"^LANDO_LIMITS__MAX_VMS \(environment\): limits.max_vms must be a whole"):
         load_config(path, env={"LANDO_LIMITS__MAX_VMS": "lots"})
+    with pytest.raises(ConfigError, match=r"^LANDO_VM__FLAVOUR \(environment\): unknown key vm.flavour"):
+        load_config(path, env={"LANDO_VM__FLAVOUR": "m1.small"})
 
 
 def test_lando_config_env_names_the_file(tmp_path: Path):
