@@ -499,7 +499,8 @@ class Pipeline:
             except HostKeyMismatch:
                 raise
             except VmUnreachable as e:
-                self._unreachable(job_id, e)
+                if not (self.cancel_event.is_set() or self.stopping.is_set()):  # else: we interrupted it ourselves
+                    self._unreachable(job_id, e)
                 continue
             if "unreachable_since" in job.facts:
                 job = self.journal.update(job_id, lambda j: j.facts.pop("unreachable_since", None))
