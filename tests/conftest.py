@@ -5,10 +5,13 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -177,6 +180,7 @@ class Daemon:
 def broker_names() -> Iterator[dict[str, str]]:
     names = {"listen_queue": f"lando-test-{uuid.uuid4().hex[:8]}"}
     names["status_exchange"] = names["listen_queue"] + "-status"
+    made_on_the_broker(names["listen_queue"], names["status_exchange"])
     yield names
     connection = rabbit()
     channel = connection.channel()
@@ -306,16 +310,59 @@ def test_vm_processes() -> list[str]:
 test_vm_processes.__test__ = False
 
 
+BROKER_NAMES: set[str] = set()  # work queues and status exchanges tests made (each also has .dead, .listener)
+
+
+def made_on_the_broker(queue: str, exchange: str) -> None:
+    """Note a test's work queue and status exchange: the end of the run checks they were deleted."""
+    BROKER_NAMES.update({f"queue {queue}", f"queue {queue}.dead", f"queue {exchange}.listener",
+                         f"exchange {queue}.dead", f"exchange {exchange}"})
+
+
+def _left_on_the_broker() -> list[str]:
+    if not BROKER_NAMES:
+        return []
+    left = []
+    quiet = logging.getLogger("pika")
+    level, quiet.level = quiet.level, logging.CRITICAL  # each 404 (gone, as it should be) is not a warning
+    connection = rabbit()
+    try:
+        for name in sorted(BROKER_NAMES):
+            kind, _, what = name.partition(" ")
+            channel = connection.channel()
+            try:
+                if kind == "queue":
+                    channel.queue_declare(what, passive=True)
+                else:
+                    channel.exchange_declare(what, passive=True)
+                left.append(name)
+                channel.close()
+            except pika.exceptions.ChannelClosedByBroker:  # 404: gone, as it should be
+                pass
+    finally:
+        connection.close()
+        quiet.setLevel(level)
+    return left
+
+
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    # every temp file lando-ssh (and the tests' own processes) makes lands here; it must be empty at the end
+    scratch = tempfile.mkdtemp(prefix=f"lando-test-tmp-{os.getpid()}-")
+    os.environ["TMPDIR"] = scratch
+    tempfile.tempdir = None
     yield
     deadline = time.monotonic() + 5
     while (left := test_vm_processes()) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if left:
-        for line in left:
-            try:
-                os.kill(int(line.split(":")[0]), 9)
-            except OSError:
-                pass
-        pytest.fail("the tests left VM processes running:\n" + "\n".join(left), pytrace=False)
+    for line in left:
+        try:
+            os.kill(int(line.split(":")[0]), 9)
+        except OSError:
+            pass
+    leftovers = [f"VM process {line}" for line in left]
+    leftovers += [f"temp file {os.path.join(scratch, name)}" for name in sorted(os.listdir(scratch))]
+    shutil.rmtree(scratch, ignore_errors=True)
+    leftovers += [f"RabbitMQ {name}" for name in _left_on_the_broker()]
+    if leftovers:
+        pytest.fail("the tests left these behind:\n" + "\n".join(leftovers), pytrace=False)

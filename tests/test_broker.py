@@ -17,6 +17,7 @@ from dataclasses import replace
 import pika
 import pika.exceptions
 import pytest
+from conftest import made_on_the_broker
 
 from lando_ssh.broker import ERROR_HEADER, ERROR_MESSAGE_HEADER, Backoff, Broker
 from lando_ssh.config import WorkQueueConfig
@@ -35,6 +36,7 @@ def config() -> Iterator[WorkQueueConfig]:
     tag = uuid.uuid4().hex[:10]
     cfg = WorkQueueConfig(listen_queue=f"test-lando-{tag}", status_exchange=f"test-status-{tag}",
                           heartbeat=10, max_message_bytes=4096)
+    made_on_the_broker(cfg.listen_queue, cfg.status_exchange)
     yield cfg
     connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
     channel = connection.channel()
