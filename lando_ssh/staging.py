@@ -322,6 +322,12 @@ class _Planner:
             raise InputMissing(f"{where}: {source} is not a directory")
         if not os.access(source, os.R_OK | (os.X_OK if cls == "Directory" else 0)):
             raise InputMissing(f"{where}: {cls} {source} cannot be read")
+        if cls == "Directory" and (link := _broken_link(source)):
+            # the transfer follows links: one that leads nowhere, or back up the tree, cannot be sent
+            problem = "leads nowhere" if not os.path.exists(link) else "leads back into the directory holding it"
+            raise InputMissing(f"{where}: the Directory {source} holds a symbolic link that {problem} "
+                               f"({os.path.relpath(link, source)} -> {os.readlink(link)}); remove it or give the "
+                               "directory without it")
 
     def _place(self, members: list[_Member]) -> str:
         """A VM directory where the primary (first) and its secondary files can all land; plans their transfers."""
@@ -350,6 +356,31 @@ class _Planner:
         """No member's name in `vm_dir` is taken by another source."""
         return all(self.by_dest[dest].source == m.source
                    for m in members if (dest := posixpath.join(vm_dir, m.name)) in self.by_dest)
+
+
+def _broken_link(root: str) -> str | None:
+    """The first symbolic link below `root` (following links to directories, as the transfer does) that leads
+    nowhere or into a directory it is already inside, or None."""
+
+    def walk(path: str, ancestors: frozenset[str]) -> str | None:
+        try:
+            names = sorted(os.listdir(path))
+        except OSError:
+            return None  # unreadable below: the transfer says so
+        for name in names:
+            entry = os.path.join(path, name)
+            if os.path.islink(entry) and not os.path.exists(entry):
+                return entry
+            if os.path.isdir(entry):
+                real = os.path.realpath(entry)
+                if real in ancestors:
+                    return entry
+                found = walk(entry, ancestors | {real})
+                if found:
+                    return found
+        return None
+
+    return walk(root, frozenset([os.path.realpath(root)]))
 
 
 def _local_size(path: str, kind: str) -> int:

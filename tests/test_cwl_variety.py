@@ -95,6 +95,10 @@ def test_documents_that_cannot_run_are_refused_at_submit_in_one_sentence(lando: 
     (tmp_path / "list.cwl").write_text("- a\n- b\n")
     (tmp_path / "list.yml").write_text("- 1\n")
     (tmp_path / "jobs").mkdir()
+    for name, target in (("dangling", "/nonexistent/target"), ("looping", "..")):
+        (tmp_path / name / "sub").mkdir(parents=True)
+        (tmp_path / name / "sub" / "link").symlink_to(target)
+        (tmp_path / f"{name}.yml").write_text(f"dir: {{class: Directory, path: {name}}}\n")
     cases = {
         # an id defined twice: cwltool runs the file, but not the packed document a VM gets
         ("submit", str(VARIETY / "twice.cwl"), str(VARIETY / "twice.yml")):
@@ -105,6 +109,9 @@ def test_documents_that_cannot_run_are_refused_at_submit_in_one_sentence(lando: 
         ("submit", str(tmp_path)): "is a directory, not a CWL file",
         ("submit", str(VARIETY / "greet.cwl"), str(tmp_path / "jobs")): "is a directory, not a file",
         ("submit", str(VARIETY / "greet.cwl"), str(tmp_path / "list.yml")): "not a list",
+        # the transfer follows links: one to nowhere failed staging with a traceback, a loop with a broken tar
+        ("submit", str(WORKFLOWS / "directory.cwl"), str(tmp_path / "dangling.yml")): "link that leads nowhere",
+        ("submit", str(WORKFLOWS / "directory.cwl"), str(tmp_path / "looping.yml")): "leads back into the directory",
         # cwltool options that ask for something else than a run are not taken for a run
         ("cwl-runner", "--validate", str(VARIETY / "greet.cwl")): "--validate is not supported",
     }
