@@ -423,6 +423,12 @@ def _report_end(job: Job, quiet: bool = False) -> int:
 def cmd_cwl_runner(config: Config, args: argparse.Namespace) -> int:
     outdir = os.path.abspath(args.outdir or os.getcwd())
     workflow, job_order = _workflow_source(args)
+    try:  # before a VM boots, not when its outputs have nowhere to go
+        os.makedirs(outdir, exist_ok=True)
+    except OSError as e:
+        raise BadInput(f"the output directory {outdir} cannot be created: {e.strerror}") from None
+    if not os.access(outdir, os.W_OK | os.X_OK):
+        raise BadInput(f"the output directory {outdir} is not writable")
     job = submit_job(config, workflow, job_order, name=args.name, flavor=args.flavor, image=args.image,
                      volume_size=args.volume_size, output_dir=outdir)
     job = run_job_foreground(config, job.id, quiet=args.quiet)

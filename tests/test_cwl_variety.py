@@ -112,6 +112,9 @@ def test_documents_that_cannot_run_are_refused_at_submit_in_one_sentence(lando: 
         # the transfer follows links: one to nowhere failed staging with a traceback, a loop with a broken tar
         ("submit", str(WORKFLOWS / "directory.cwl"), str(tmp_path / "dangling.yml")): "link that leads nowhere",
         ("submit", str(WORKFLOWS / "directory.cwl"), str(tmp_path / "looping.yml")): "leads back into the directory",
+        # an output dir that cannot be made: found before a VM boots, not when the outputs have nowhere to go
+        ("cwl-runner", "--outdir", str(tmp_path / "list.yml" / "out"), str(VARIETY / "greet_job.yml")):
+            "cannot be created: Not a directory",
         # cwltool options that ask for something else than a run are not taken for a run
         ("cwl-runner", "--validate", str(VARIETY / "greet.cwl")): "--validate is not supported",
     }
