@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="one job or all")
     s.add_argument("job_id", nargs="?", type=int)
     s.add_argument("--json", action="store_true")
-    s.add_argument("--state", action="append", help="only jobs in this state code (repeatable)")
+    s.add_argument("--state", action="append", choices=[state.value for state in JobState],
+                   help="only jobs in this state code (repeatable)")
 
     s = sub.add_parser("logs", help="cwltool's log and the job's history")
     s.add_argument("job_id", type=int)

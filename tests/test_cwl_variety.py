@@ -143,9 +143,12 @@ def test_a_job_order_of_1500_files_is_validated_in_seconds(lando: Lando, tmp_pat
     assert len(stored["files"]) == 1500 and stored["files"][7]["location"].endswith("/files/f7.txt")
 
 
-def test_an_unknown_job_is_exit_2_every_time_never_an_abort(lando: Lando):
+def test_an_unknown_job_or_state_is_exit_2_every_time_never_an_abort(lando: Lando):
     """`job N` loads paramiko in the background; a process ending while it loads used to abort (exit 134)."""
     for _ in range(8):
         proc = lando.cli("job", "99999")
         assert proc.returncode == 2, proc.stderr
         assert one_sentence(proc.stderr) == "lando-ssh: there is no job 99999"
+    # and a state code that does not exist is bad usage, not a ValueError traceback
+    proc = lando.cli("status", "--state", "Z")
+    assert proc.returncode == 2 and "invalid choice: 'Z'" in one_sentence(proc.stderr)
