@@ -5,7 +5,6 @@ import yaml
 
 from lando_ssh.cloud.cloudinit import (
     UserDataParams,
-    console_key_block,
     host_keys_from_console,
     parse_user_data,
     render_user_data,
@@ -41,7 +40,8 @@ def test_odd_paths_stay_data_in_the_yaml():
 
 
 def test_host_keys_are_read_from_the_last_block_cloud_init_printed():
-    console = ("boot noise\n" + console_key_block(["ssh-rsa AAAAold host"]) + "more noise\n"
+    console = ("boot noise\n-----BEGIN SSH HOST KEY KEYS-----\nssh-rsa AAAAold\n-----END SSH HOST KEY KEYS-----\n"
+               "more noise\n"
                "-----BEGIN SSH HOST KEY KEYS-----\n"
                "ecdsa-sha2-nistp256 AAAAE2VjZHNh root@vm\n"
                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI root@vm\n"

@@ -75,9 +75,3 @@ def host_keys_from_console(console: str) -> list[str]:
         if m:
             keys.append(f"{m.group(1)} {m.group(2)}")
     return keys
-
-
-def console_key_block(public_keys: list[str]) -> str:
-    """The block cloud-init prints, for drivers that write their own console log."""
-    body = "\n".join(" ".join(k.split()[:2]) for k in public_keys)
-    return f"-----BEGIN SSH HOST KEY KEYS-----\n{body}\n-----END SSH HOST KEY KEYS-----\n"

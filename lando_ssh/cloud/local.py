@@ -27,10 +27,10 @@ import time
 from datetime import UTC, datetime
 
 from lando_ssh.cloud import Flavor, Quota, VmInfo, VmRequest
-from lando_ssh.cloud.cloudinit import console_key_block, parse_user_data
+from lando_ssh.cloud.cloudinit import parse_user_data
 from lando_ssh.config import Config
 from lando_ssh.errors import CloudError, CloudNotFound, QuotaExceeded
-from lando_ssh.keys import generate_keypair, write_private
+from lando_ssh.keys import write_private
 
 MARKER = "LANDO_LOCAL_VM"
 _port_lock = threading.Lock()
@@ -97,13 +97,11 @@ class LocalCloud:
             os.makedirs(vm_dir, mode=0o700)
         except FileExistsError:
             raise CloudError(f"a VM named {request.name} already exists") from None
-        _, public = generate_keypair(f"root@{request.name}", path=os.path.join(vm_dir, "host_key"))
         keys = user_data.get("ssh_authorized_keys") or []
         write_private(os.path.join(vm_dir, "authorized_keys"), "".join(k.strip() + "\n" for k in keys))
         port = _free_port()
         self._write(vm_dir, "sshd_config", self._sshd_config(vm_dir, request.name, port))
         self._write(vm_dir, "runcmd.sh", _runcmd_script(user_data.get("runcmd") or []))
-        self._write(vm_dir, "console.key-block", console_key_block([public]))
         self._write(vm_dir, "boot.sh", _BOOT_SCRIPT)
         meta = {"id": request.name, "name": request.name, "port": port, "flavor": flavor.name,
                 "image": request.image, "metadata": request.metadata, "volume_size": request.volume_size,
@@ -249,9 +247,13 @@ cd "$vm" || exit 1
 fail() { printf '%s\n' "$1" > fault; echo ERROR > status; exit 1; }
 [ "$delay" = "0.0" ] || sleep "$delay"
 echo "Cloud-init v. lando-ssh local running 'modules:final'" >> console.log
+# the host key is made on first boot, as cloud-init makes it, and printed to the console between its markers
+ssh-keygen -q -t ed25519 -N '' -C "root@${vm##*/}" -f host_key </dev/null >> console.log 2>&1 \
+    || fail "ssh-keygen could not make the host key: $(tail -n 5 console.log)"
 sh runcmd.sh >> console.log 2>&1 || fail "cloud-init runcmd failed: $(tail -n 5 console.log)"
 "$sshd" -f "$vm/sshd_config" -E "$vm/sshd.log" || fail "sshd did not start: $(tail -n 5 sshd.log)"
-cat console.key-block >> console.log
+{ echo "-----BEGIN SSH HOST KEY KEYS-----"; cut -d ' ' -f 1-2 host_key.pub; echo "-----END SSH HOST KEY KEYS-----"; } \
+    >> console.log
 echo "Cloud-init v. lando-ssh local finished" >> console.log
 echo ACTIVE > status
 """
