@@ -8,39 +8,23 @@ from dataclasses import dataclass
 from lando_ssh.errors import LandoError
 
 
-def generate_keypair(comment: str = "", *, path: str | None = None) -> tuple[str, str]:
-    """(private key in OpenSSH form, public key line), made by OpenSSH's `ssh-keygen`.
-
-    With `path`, the pair is also left there (private 0600, `.pub` beside it). ssh-keygen takes ~3 ms;
-    loading the `cryptography` package in-process for it cost every `lando-ssh job` ~50 ms.
-    """
-    tmp_dir = None
-    if path is None:
-        import tempfile
-
-        tmp_dir = tempfile.mkdtemp(prefix="lando-ssh-key-")  # 0700, ours alone
-    where = path or os.path.join(tmp_dir or "", "key")
+def generate_keypair(path: str, comment: str = "") -> str:
+    """A new ed25519 pair made by OpenSSH's `ssh-keygen`: the private key at `path` (0600), the public one
+    beside it (`.pub`); returns the public key line. ssh-keygen takes ~3 ms; loading the `cryptography`
+    package in-process for it cost every `lando-ssh job` ~50 ms."""
     try:
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", where],
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path],
                        check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        with open(where) as f:
-            private = f.read()
-        with open(where + ".pub") as f:
-            public = f.read().strip()
+        with open(path + ".pub") as f:
+            return f.read().strip()
     except FileNotFoundError as e:
         if e.filename == "ssh-keygen":
             raise LandoError("ssh-keygen is not installed (it comes with OpenSSH's client: "
                              "apt-get install openssh-client)") from None
         raise
     except subprocess.CalledProcessError as e:
-        raise LandoError(f"ssh-keygen could not make a key at {where}: "
+        raise LandoError(f"ssh-keygen could not make a key at {path}: "
                          f"{e.stderr.decode(errors='replace').strip()}") from None
-    finally:
-        if tmp_dir:
-            import shutil
-
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-    return private, public
 
 
 def write_private(path: str, text: str, mode: int = 0o600) -> None:
@@ -86,7 +70,10 @@ class JobKeys:
         os.makedirs(self.keys_dir, mode=0o700, exist_ok=True)
         # made under a name of its own, then moved into place: a crash never leaves half a pair
         tmp = f"{self.private_path}.new{os.getpid()}"
-        _, public = generate_keypair(f"lando-ssh-job-{self.job_id}", path=tmp)
+        for leftover in (tmp, tmp + ".pub"):  # of a crashed try (ssh-keygen would ask before overwriting)
+            if os.path.lexists(leftover):
+                os.unlink(leftover)
+        public = generate_keypair(tmp, f"lando-ssh-job-{self.job_id}")
         os.replace(tmp + ".pub", self.public_path)
         os.replace(tmp, self.private_path)
         return public

@@ -139,9 +139,9 @@ def booted_vm(lando: Lando, name: str, job_id: int) -> Iterator[tuple[VmInfo, Jo
         cloud.delete_vm(name)
 
 
-def test_a_vm_presenting_another_host_key_is_refused(lando: Lando):
+def test_a_vm_presenting_another_host_key_is_refused(lando: Lando, tmp_path: Path):
     with booted_vm(lando, "lando-test-hostkey", 1) as (info, keys, real, user):
-        _, impostor = generate_keypair()
+        impostor = generate_keypair(str(tmp_path / "impostor"))
         good = Remote(Endpoint("127.0.0.1", info.port, user, keys.private_path, real))
         assert good.run(["printf", "%s", "$(id) `x`; \"q\" 'q'\n"]).stdout == "$(id) `x`; \"q\" 'q'\n"
         good.close()

@@ -601,7 +601,8 @@ def test_standalone_service_serves_openstacksdk(tmp_path):
 # ---- servers backed by real sshd VMs ----------------------------------------------------------
 
 def test_server_backed_by_local_vm_accepts_the_jobs_key_and_shows_its_host_key(local_openstack_api, tmp_path):
-    private, public = generate_keypair("job-1")
+    public = generate_keypair(str(tmp_path / "job-1"), "job-1")
+    private = (tmp_path / "job-1").read_text()
     pkey = paramiko.Ed25519Key.from_private_key(io.StringIO(private))
     cloud = OpenStackCloud(config_for(local_openstack_api, tmp_path))
     user = pwd.getpwuid(os.getuid()).pw_name  # the local VMs log in the user running them
