@@ -42,6 +42,7 @@ from lando_ssh.errors import InputMissing, WorkflowInvalid
 LOCAL_SCHEME = "file"
 URL_SCHEMES = ("http", "https")
 
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # cwltool logs through these; during prepare() their records are captured instead of printed
@@ -123,12 +124,15 @@ def prepare(workflow: str | WorkflowSource, job_order_path: str | None,
                     loaded.update(_load_job_order(job_order_path, job_order))
             else:
                 loaded = _load_job_order(job_order_path, job_order)
-            _validate_job_order(process, loaded, shown)
+            filled = _validate_job_order(process, loaded, shown)
+            discovered = _discover_secondary_files(process, filled) if _expression_patterns(packed) else None
         default_files = local_files_in(packed)
         if scratch and any(p.startswith(scratch + os.sep) for p in default_files):
             raise WorkflowInvalid(f"the workflow {shown} names a File inside its archive or repository as a default; "
                                   "only the workflow is kept, so give that file in the job order instead")
     order = _plain_job_order(loaded)
+    if discovered is not None:
+        _list_secondary_files(order, discovered)
     _check_schemes(order, "input")
     prepared = PreparedWorkflow(source=shown, packed=packed, job_order=order, default_files=default_files,
                                 warnings=list(warnings), source_record=record)
@@ -475,8 +479,9 @@ def _plain_job_order(loaded: Any) -> dict[str, Any]:
     return order
 
 
-def _validate_job_order(process: Any, order: Any, workflow: str) -> None:
-    """What cwltool does before it runs a job: fill in defaults, then check the input record schema."""
+def _validate_job_order(process: Any, order: Any, workflow: str) -> Any:
+    """What cwltool does before it runs a job: fill in defaults, then check the input record schema.
+    Returns the job order so filled in (a copy)."""
     from cwltool.builder import INPUT_OBJ_VOCAB
     from cwltool.process import _logger_validation_warnings, fill_in_defaults
     from cwltool.stdfsaccess import StdFsAccess
@@ -491,6 +496,64 @@ def _validate_job_order(process: Any, order: Any, workflow: str) -> None:
                     logger=_logger_validation_warnings, vocab=INPUT_OBJ_VOCAB)
     except Exception as e:  # ValidationException, WorkflowException
         raise WorkflowInvalid(f"the job order does not match the inputs of {workflow}:\n{clean_message(e)}") from e
+    return job
+
+
+def _expression_patterns(packed: dict[str, Any]) -> bool:
+    """Whether any secondaryFiles pattern of the workflow is an expression (`$(...)`, `${...}`)."""
+    for obj in _dicts(packed):
+        for entry in _as_list(obj.get("secondaryFiles")) if obj.get("class") not in ("File", "Directory") else []:
+            pattern = entry.get("pattern") if isinstance(entry, dict) else entry
+            if isinstance(pattern, str) and ("$(" in pattern or "${" in pattern):
+                return True
+    return False
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [] if value is None else [value]
+
+
+def _discover_secondary_files(process: Any, filled: Any) -> Any:
+    """The job order with the secondary files of its Files found as cwltool finds them before a run (the
+    patterns evaluated, expressions included), or None when that cannot be done here (URL inputs: found on
+    the VM). Staging cannot evaluate expression patterns; listed explicitly, those files travel too.
+    Raises InputMissing, with cwltool's message, when a required one does not exist."""
+    from cwltool.context import RuntimeContext
+    from schema_salad.ref_resolver import Loader
+
+    if any(not obj.get("location", "file://").startswith("file://") for obj in iter_files_dirs(filled)):
+        return None
+    # formats as cwltool expands them before a run (`edam:format_1929` -> its URL), or the format check fails
+    names = Loader({**(filled.get("$namespaces") or {}), **(process.metadata.get("$namespaces") or {})})
+    for obj in iter_files_dirs(filled):
+        if isinstance(obj.get("format"), str):
+            obj["format"] = names.expand_url(obj["format"], "")
+    try:
+        return process._init_job(filled, RuntimeContext({"toplevel": True})).job
+    except Exception as e:  # WorkflowException for a missing file; anything else: leave it to the VM's cwltool
+        if "Missing required secondary file" in str(e):
+            raise InputMissing(clean_message(e).split(" from file object:")[0]) from None
+        log.debug("secondary files not discovered at submit: %s", e)
+        return None
+
+
+def _list_secondary_files(order: Any, discovered: Any) -> None:
+    """Copy into `order` the secondaryFiles that `discovered` (the same job order, as cwltool filled it in)
+    found for Files that list none."""
+    if isinstance(order, list) and isinstance(discovered, list):
+        for mine, theirs in zip(order, discovered, strict=False):
+            _list_secondary_files(mine, theirs)
+    elif isinstance(order, dict) and isinstance(discovered, dict):
+        if order.get("class") == "File" and "secondaryFiles" not in order:
+            found = [sf for sf in discovered.get("secondaryFiles") or [] if isinstance(sf, dict) and sf.get("location")]
+            if found:
+                order["secondaryFiles"] = [
+                    {"class": sf.get("class", "File"), "location": path_to_uri(uri_to_path(sf["location"]))
+                     if sf["location"].startswith("file://") else sf["location"]} for sf in found]
+            return
+        for key, value in order.items():
+            if key in discovered:
+                _list_secondary_files(value, discovered[key])
 
 
 def _copy_keeping_lines(node: Any) -> Any:

@@ -13,6 +13,9 @@ from pathlib import Path
 
 from conftest import WORKFLOWS, Lando
 
+from lando_ssh.staging import plan_inputs
+from lando_ssh.workflow import prepare
+
 VARIETY = WORKFLOWS / "variety"
 CWLTOOL = os.path.join(os.path.dirname(sys.executable), "cwltool")
 
@@ -62,6 +65,19 @@ def test_anchored_tool_docs_output_and_local_schemas_give_what_cwltool_gives(lan
     job_id = max(j["id"] for j in json.loads(lando.cli("status", "--json", check=True).stdout))
     logs = lando.cli("logs", str(job_id), check=True).stdout
     assert "Final process status is success" in logs and "\x1b[" not in logs
+
+
+def test_secondary_files_of_a_named_record_type_field_are_staged():
+    """Planning alone (the run is in the test above, where an expression pattern makes the server list every
+    secondary file itself): a field of a SchemaDefRequirement record type brings its own secondaryFiles."""
+    prepared = prepare(str(VARIETY / "sample_dir.cwl"), str(VARIETY / "sample_dir.yml"))
+    assert "secondaryFiles" not in prepared.job_order["sample"]["reads"]  # no expression: staging finds it
+
+    transfers, order, _ = plan_inputs(prepared, "/vm/inputs")
+
+    assert [(Path(t.source).name, t.dest) for t in transfers] == [
+        ("sample.bam", "/vm/inputs/1/sample.bam"), ("sample.bam.bai", "/vm/inputs/1/sample.bam.bai")]
+    assert order["sample"]["reads"]["location"] == "file:///vm/inputs/1/sample.bam"
 
 
 def test_a_job_order_naming_its_tool_with_cwl_tool_runs_alone(lando: Lando, tmp_path: Path):

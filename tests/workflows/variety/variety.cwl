@@ -4,7 +4,9 @@
 #   never defined, so the VM could not load the packed workflow;
 # - a workflow output named `docs`: lando's own docs/ was written into it;
 # - `$schemas` naming a local ontology file for `format` checks: it was not staged to the VM;
-# - a record type from SchemaDefRequirement whose File field has secondaryFiles: they were not staged.
+# - a record type from SchemaDefRequirement whose File field has secondaryFiles: they were not staged;
+# - a secondaryFiles pattern that is an expression (reads): staging cannot evaluate it, so the file
+#   stayed behind; the server now finds it at submit, as cwltool does, and lists it in the job order.
 cwlVersion: v1.2
 class: Workflow
 $namespaces:
@@ -21,7 +23,7 @@ inputs:
   reads:
     type: File
     format: edam:format_2330
-    secondaryFiles: [^.idx]
+    secondaryFiles: ["${ return self.nameroot + '.idx'; }"]
   words: string[]
   sample: types.yml#Sample
 outputs:
