@@ -13,7 +13,8 @@ which inputs appear, so planning the same job twice gives the same plan (staging
 Secondary files implied by a workflow input's `secondaryFiles` patterns are transferred but not
 listed in the rewritten job order: cwltool on the VM finds them next to the primary, as it does
 locally. Patterns that are expressions (`$(...)`, `${...}`) cannot be evaluated here and are
-skipped: cwltool on the VM evaluates them and fails if a required file is absent.
+skipped; for a workflow that has them, `workflow.prepare` lists every input's secondary files in the
+job order at submit (found by cwltool itself), and listed secondary files are moved like inputs.
 
 Local ontology files named by the workflow's `$schemas` (for `format` checks) are staged like inputs.
 """
