@@ -529,7 +529,9 @@ def _discover_secondary_files(process: Any, filled: Any) -> Any:
         if isinstance(obj.get("format"), str):
             obj["format"] = names.expand_url(obj["format"], "")
     try:
-        return process._init_job(filled, RuntimeContext({"toplevel": True})).job
+        # directories named so that cwltool does not make temporary ones (nothing is run or written here)
+        unused = {"outdir": "/nonexistent/out", "tmpdir": "/nonexistent/tmp", "stagedir": "/nonexistent/stage"}
+        return process._init_job(filled, RuntimeContext({"toplevel": True, **unused})).job
     except Exception as e:  # WorkflowException for a missing file; anything else: leave it to the VM's cwltool
         if "Missing required secondary file" in str(e):
             raise InputMissing(clean_message(e).split(" from file object:")[0]) from None

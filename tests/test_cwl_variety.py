@@ -80,6 +80,29 @@ def test_secondary_files_of_a_named_record_type_field_are_staged():
     assert order["sample"]["reads"]["location"] == "file:///vm/inputs/1/sample.bam"
 
 
+def test_secondary_files_from_expressions_are_found_at_submit_leaving_nothing_behind(tmp_path: Path):
+    """A tool (not a workflow) with expression patterns: cwltool's discovery at submit made three temporary
+    directories for a run that never happens here, once per submit."""
+    (tmp_path / "reads.fa").write_text("acgt\n")
+    (tmp_path / "reads.idx").write_text("index\n")
+    (tmp_path / "job.yml").write_text("text: {class: File, path: reads.fa}\n")
+    tool = tmp_path / "tool.cwl"
+    tool.write_text((VARIETY / "greet.cwl").read_text().replace(
+        "  file: {type: File, inputBinding: {position: 2}}\n", "").replace(
+        "  name: {type: string, inputBinding: {position: 1, prefix: hello}}\n",
+        "  text:\n    type: File\n    secondaryFiles: [\"$(self.nameroot).idx\"]\n"))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    code = ("import json, sys; from lando_ssh.workflow import prepare; "
+            "print(json.dumps(prepare(sys.argv[1], sys.argv[2]).job_order))")
+    run = subprocess.run([sys.executable, "-c", code, str(tool), str(tmp_path / "job.yml")], capture_output=True,
+                         text=True, env={**os.environ, "TMPDIR": str(scratch)})
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["text"]["secondaryFiles"] == [
+        {"class": "File", "location": (tmp_path / "reads.idx").as_uri()}]
+    assert list(scratch.iterdir()) == []
+
+
 def test_a_job_order_naming_its_tool_with_cwl_tool_runs_alone(lando: Lando, tmp_path: Path):
     """`cwltool job.yml` where job.yml says `cwl:tool: greet.cwl`: its values are the inputs."""
     bare_dir, ours_dir = tmp_path / "bare", tmp_path / "ours"
