@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config)
         if args.log_level:
             config.log_level = args.log_level
-        _setup_logging(config, quiet=getattr(args, "quiet", False))
+        _setup_logging(config, quiet=getattr(args, "quiet", False), foreground=args.command in ("job", "cwl-runner"))
         handler = COMMANDS[args.command]
         return handler(config, args)
     except LandoError as e:
@@ -230,9 +230,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 thread.join(10)
 
 
-def _setup_logging(config: Config, quiet: bool = False) -> None:
+def _setup_logging(config: Config, quiet: bool = False, foreground: bool = False) -> None:
     level = logging.WARNING if quiet else getattr(logging, config.log_level.upper())
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if foreground:  # the job's end is said once, by the command itself, with the whole error
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(lambda record: not getattr(record, "job_outcome", False))
     for noisy in ("paramiko", "urllib3", "keystoneauth", "openstack", "cwltool", "salad"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     # pika logs every failed connection as ERROR with a traceback; ours says it in one sentence

@@ -732,7 +732,7 @@ class Pipeline:
                 _mark_vm_deleted(j)
             j.set_state(JobState.ERROR, step, note=first[:200])
 
-        log.error("job %s: %s", job_id, reason)
+        log.error("job %s: %s", job_id, reason, extra={"job_outcome": True})  # a foreground run says it itself
         return self.journal.update(job_id, record)
 
     def _finish_cancel(self, job_id: int) -> Job:
