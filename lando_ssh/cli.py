@@ -67,7 +67,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--name")
     s.add_argument("--flavor")
     s.add_argument("--image")
-    s.add_argument("--volume-size", type=int)
+    s.add_argument("--volume-size", type=_gigabytes)
     _source_options(s)
     s.add_argument("workflow", nargs="?")
     s.add_argument("job_order", nargs="?")
@@ -111,6 +111,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--csv", action="store_true")
     s.add_argument("--json", action="store_true")
     return p
+
+
+def _gigabytes(text: str) -> int:
+    """A volume size: a whole number of GB, 0 for none."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a volume size is a whole number of GB, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a volume size cannot be negative ({value})")
+    return value
 
 
 def _command_word(argv: list[str]) -> str | None:
@@ -185,7 +196,7 @@ def _job_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--name", help="a name for the job (default: the workflow's file name)")
     s.add_argument("--flavor", help="VM flavor (default: vm.flavor in the config)")
     s.add_argument("--image", help="VM image (default: vm.image in the config)")
-    s.add_argument("--volume-size", type=int, help="data volume in GB (default: vm.volume_size)")
+    s.add_argument("--volume-size", type=_gigabytes, help="data volume in GB (default: vm.volume_size)")
     s.add_argument("--output-dir", help="where the results go (default: <output_dir>/job-N)")
     s.add_argument("--priority", type=int, default=0, help="higher starts first (default 0)")
 

@@ -62,7 +62,7 @@ class Needs:
 
     def describe(self) -> str:
         disk = f", {_gb(self.disk_mb)} GB disk" if self.disk_mb else ""
-        return f"{self.cores} cores, {self.ram_mb} MB RAM{disk}"
+        return f"{self.cores} {'core' if self.cores == 1 else 'cores'}, {self.ram_mb} MB RAM{disk}"
 
 
 def workflow_needs(doc: Any) -> Needs:

@@ -41,3 +41,10 @@ def test_a_damaged_job_store_is_one_sentence_and_exit_code_3(lando: Lando):
         assert proc.stderr.strip().endswith("jobs.sqlite cannot be used: it is not a readable SQLite database "
                                             "(damaged, or another kind of file)"), proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_a_negative_or_fractional_volume_size_is_refused_before_anything_is_stored(lando: Lando):
+    for size, says in (("-1", "cannot be negative"), ("1.5", "whole number of GB")):
+        proc = lando.cli("submit", str(WORKFLOWS / "no_inputs.cwl"), "--volume-size", size)
+        assert proc.returncode == 2 and says in proc.stderr
+    assert json.loads(lando.cli("status", "--json", check=True).stdout) == []
