@@ -604,19 +604,11 @@ def local_files_in(packed: dict[str, Any]) -> list[str]:
     return paths
 
 
-_local_files_in = local_files_in  # the name pipeline.py imports today
 
 
 def iter_files_dirs(value: Any) -> Iterator[dict[str, Any]]:
     """Every File and Directory object in `value`, outermost first (secondaryFiles and listing included)."""
-    if isinstance(value, dict):
-        if value.get("class") in ("File", "Directory"):
-            yield value
-        for v in value.values():
-            yield from iter_files_dirs(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from iter_files_dirs(v)
+    return (obj for obj in _dicts(value) if obj.get("class") in ("File", "Directory"))
 
 
 def uri_to_path(uri: str) -> str:
