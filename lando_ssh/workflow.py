@@ -604,8 +604,6 @@ def local_files_in(packed: dict[str, Any]) -> list[str]:
     return paths
 
 
-
-
 def iter_files_dirs(value: Any) -> Iterator[dict[str, Any]]:
     """Every File and Directory object in `value`, outermost first (secondaryFiles and listing included)."""
     return (obj for obj in _dicts(value) if obj.get("class") in ("File", "Directory"))
