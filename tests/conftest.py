@@ -348,6 +348,7 @@ def _left_on_the_broker() -> list[str]:
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     # every temp file lando-ssh (and the tests' own processes) makes lands here; it must be empty at the end
+    tmp_path_factory.getbasetemp()  # pytest's own tmp_path dirs stay where they were (it cleans them itself)
     scratch = tempfile.mkdtemp(prefix=f"lando-test-tmp-{os.getpid()}-")
     os.environ["TMPDIR"] = scratch
     tempfile.tempdir = None

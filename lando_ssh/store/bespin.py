@@ -396,12 +396,13 @@ class BespinStore:
 
     def _announce(self, job: Job, before: dict[str, str], error_before: str | None) -> None:
         fields = self._fields(job)
-        if fields != before:
-            self._enqueue(job.id, "put", fields)
+        # the error first: whoever sees the job in E in bespin-api finds its job-error there already
         if job.error and job.error != error_before:
             # JobError.job_step is one of bespin's step codes (never blank): a failure before any step is 'V'
             self._enqueue(job.id, "error", {"job_step": job.step.value or JobStep.CREATE_VM.value,
                                             "content": job.error})
+        if fields != before:
+            self._enqueue(job.id, "put", fields)
 
     def _fields(self, job: Job) -> dict[str, str]:
         """What bespin-api's job has fields for: the state, the step, the VM's and its volume's names."""
