@@ -348,7 +348,7 @@ def test_a_bespin_job_naming_a_project_keystone_refuses_ends_E_saying_so_in_besp
     job_id = openstack_job(lando, openstack_api, bespin, http_files, tmp_path, "no-such-project")
     bespin_daemon.start()
     bespin.start_job(job_id)
-    job = wait_bespin(bespin, job_id, lambda j: j["state"] == "F" or bespin.errors_of(job_id), bespin_daemon)
+    job = wait_bespin(bespin, job_id, lambda j: j["state"] in ("F", "E"), bespin_daemon)
 
     assert (job["state"], job["step"]) == ("E", "V")
     (error,) = bespin.errors_of(job_id)
