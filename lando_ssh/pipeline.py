@@ -656,7 +656,7 @@ class Pipeline:
             _mark_vm_deleted(j)
             j.facts["vm_kept"] = False
             j.facts.pop("vm_kept_note", None)
-            j.reason = j.reason.replace(_kept_note(job_id), "")
+            j.reason = j.reason.replace(_kept_note(job_id), "").replace(_results_kept_note(job_id), "")
 
         self.journal.update(job_id, deleted)
         return job.vm.name
@@ -720,8 +720,7 @@ class Pipeline:
         if asked:
             reason += _kept_note(job_id)
         elif holds_results:
-            reason += (f" (VM kept: the results exist only on it; once the cause is fixed, lando-ssh job {job_id} "
-                       f"or restart_job stores them; lando-ssh delete-vm {job_id} discards them)")
+            reason += _results_kept_note(job_id)
 
         def record(j: Job) -> None:
             j.error = f"step {step.value} ({name}) failed: {text}"
@@ -877,6 +876,11 @@ def _has_vm(job: Job) -> bool:
 
 def _kept_note(job_id: int) -> str:
     return f" (VM kept for debugging: lando-ssh ssh {job_id}; lando-ssh delete-vm {job_id} when done)"
+
+
+def _results_kept_note(job_id: int) -> str:
+    return (f" (VM kept: the results exist only on it; once the cause is fixed, lando-ssh job {job_id} "
+            f"or restart_job stores them; lando-ssh delete-vm {job_id} discards them)")
 
 
 def _close_timings(job: Job) -> None:
