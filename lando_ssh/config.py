@@ -66,7 +66,7 @@ class CloudSettings:
     floating_ip_pool_name: str | None = None
     # other projects jobs run in (bespin-api's vm_project); the sweep and `vms` always look there too
     projects: list[str] = field(default_factory=list)
-    ssh_key_name: str | None = None  # lando's shared key name: accepted, unused (keys are per job)
+    ssh_key_name: str | None = None  # a Nova keypair also put on every VM (lando's shared key), beside the job's own
     verify: bool = True
     api_retries: int = 4  # transient API errors (5xx, 429, connection reset) retried this many times
     api_retry_delay: float = 2.0  # seconds before the first retry; doubles each time

@@ -16,6 +16,7 @@ import logging
 import os
 import posixpath
 import re
+import shlex
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -281,7 +282,7 @@ class Pipeline:
                             metadata=self._metadata(job), network=placement.get("network_name"),
                             allocate_floating_ip=placement.get("allocate_floating_ips"),
                             floating_ip_pool=placement.get("floating_ip_pool_name"),
-                            project=placement.get("vm_project"))
+                            key_name=placement.get("ssh_key_name"), project=placement.get("vm_project"))
         delay = 1.0
         while True:
             try:
@@ -468,6 +469,9 @@ class Pipeline:
             base = job.facts.get("cwl_base_command") or self.config.cwl_base_command or self.cloud.default_cwl_command()
             argv = [*base, "--outdir", paths.results, "--tmpdir-prefix", paths.tmp + "/",
                     "--tmp-outdir-prefix", paths.tmp + "/", paths.workflow, paths.job_order]
+            pre = self._pre_process_command(job)
+            if pre:  # lando's cwl_pre_process_command, in the results dir, just before the workflow
+                argv = ["sh", posixpath.join(paths.bin, "lando-then"), paths.results, str(len(pre)), *pre, *argv]
             # lando-start is idempotent (a second call reports the first run), so a restart clears the old run
             clear = [paths.run, paths.results, paths.tmp] if job.facts.get("rerun") else []
             start = ["sh", "-c", 'n=$1; shift; i=0; while [ "$i" -lt "$n" ]; do rm -rf "$1"; shift; i=$((i+1)); done; '
@@ -509,6 +513,10 @@ class Pipeline:
                 self.journal.update(job_id, recording(exit_code=code))
                 if code != 0:
                     tail = self._stderr_tail(remote, paths)
+                    if tail.rsplit("\n", 1)[-1] == f"lando-then: the pre-process command exited with code {code}":
+                        raise WorkflowFailed(f"the pre-process command ({shlex.join(self._pre_process_command(job))}) "
+                                             f"exited with code {code}; the workflow did not run.\n"
+                                             f"Last {STDERR_TAIL_LINES} lines of its stderr:\n{tail}")
                     full = "the VM's disk filled up (No space left on device; ask for a larger volume_size). " \
                         if "No space left on device" in tail else ""
                     why = _failure_summary(tail)
@@ -521,6 +529,9 @@ class Pipeline:
                 tail = self._stderr_tail(remote, paths)
                 raise WorkflowFailed("cwltool stopped without recording an exit code (was the VM restarted or the "
                                      f"process killed?). Last lines of its stderr:\n{tail}")
+
+    def _pre_process_command(self, job: Job) -> list[str]:
+        return job.facts.get("cwl_pre_process_command") or self.config.cwl_pre_process_command or []
 
     def _unreachable(self, job_id: int, error: Exception) -> None:
         """The VM did not answer a check: wait health.interval and try again, until health.grace is spent."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +16,12 @@ import pytest
 from bespin_api import BespinApiService
 from conftest import WORKFLOWS, Daemon, Lando, rabbit, vms_created_for
 from openstack_api import OpenStackApiService
-from test_openstack_driver import EMPTY, use_openstack
+from test_openstack_driver import BESPIN_KEY, EMPTY, FACILITY_KEY, use_openstack
 
 from lando_ssh.cloud.cloudinit import parse_user_data
 from lando_ssh.config import load_config
 from lando_ssh.errors import UnknownJob
+from lando_ssh.keys import generate_keypair, known_hosts_line
 from lando_ssh.store.bespin import BespinStore
 from lando_ssh.workflow import prepare
 
@@ -111,13 +113,23 @@ def flaky_job(bespin: BespinApiService, base: str, served: Path, tmp_path: Path,
     return job_id, flag
 
 
-def openstack_job(lando: Lando, cloud: OpenStackApiService, bespin: BespinApiService, http_files: tuple[str, Path],
-                  tmp_path: Path, project: str) -> int:
-    """A bespin job whose job_settings put its VM in OpenStack project `project` (lando-ssh on `cloud`)."""
+def use_openstack_for_bespin(lando: Lando, cloud: OpenStackApiService, tmp_path: Path) -> None:
+    """lando-ssh on `cloud`, which has the Nova keypair bespin's cloud settings name (bespin-key), as at a site."""
     use_openstack(lando, cloud, tmp_path, volume_size=0)
+    cloud.settings.keypairs.setdefault("bespin-key", BESPIN_KEY)
+
+
+def openstack_job(lando: Lando, cloud: OpenStackApiService, bespin: BespinApiService, http_files: tuple[str, Path],
+                  tmp_path: Path, project: str, cwl_base_command: list[str] | None = None,
+                  **cloud_settings: Any) -> int:
+    """A bespin job whose job_settings put its VM in OpenStack project `project` (lando-ssh on `cloud`), with more
+    of bespin's `cloud_settings` fields."""
+    use_openstack_for_bespin(lando, cloud, tmp_path)
     base, served = http_files
     job_id, _ = flaky_job(bespin, base, served, tmp_path, image="debian-12",
-                          cloud_settings={"vm_project": {"id": 2, "name": project}, "network_name": "private"})
+                          cwl_base_command=cwl_base_command,
+                          cloud_settings={"vm_project": {"id": 2, "name": project}, "network_name": "private",
+                                          **cloud_settings})
     return job_id
 
 
@@ -133,6 +145,9 @@ def test_a_bespin_job_with_url_inputs_runs_to_F_and_bespin_saw_every_state_and_s
         url_files=[{"url": f"{base}/hello.txt", "destination_path": "inputs/hello.txt", "size": 12},
                    {"url": f"{base}/more.txt", "destination_path": "inputs/more.txt", "size": 5}],
         cwl_base_command=["cwltool", "--no-container"], name="bespin word count",
+        # bespin-api's own example: the pre-process command's file is removed by the post-process one (rm fails
+        # the job if it is not there)
+        cwl_pre_process_command=["touch", "stalefile.txt"], cwl_post_process_command=["rm", "stalefile.txt"],
         methods_document="# Methods\n\nUppercase, then count.\n")
     bespin_daemon.start()
 
@@ -151,6 +166,7 @@ def test_a_bespin_job_with_url_inputs_runs_to_F_and_bespin_saw_every_state_and_s
     assert bespin.errors_of(job_id) == []
     assert bespin.activity_of(job_id)[-1] == ("F", "")
     assert (Path(local.output_dir) / "upper.txt").read_text() == "HELLO\nWORLD\nMORE\n"
+    assert not (Path(local.output_dir) / "stalefile.txt").exists()
     assert local.facts["workflow_source"]["sha256"] == digest
     assert local.facts["workflow_source"]["resolved_url"] == f"{base}/upper_count.packed.cwl#main"
     readme = (Path(local.output_dir) / "docs" / "README.md").read_text()
@@ -358,6 +374,51 @@ def test_a_bespin_job_naming_a_project_keystone_refuses_ends_E_saying_so_in_besp
     assert openstack_api.inventory() == EMPTY and openstack_api.created() == []
 
 
+def test_a_bespin_jobs_ssh_key_name_puts_that_nova_keypair_on_its_vm_so_the_admin_logs_in_with_it(
+        lando: Lando, bespin: BespinApiService, bespin_daemon: Daemon, local_openstack_api: OpenStackApiService,
+        http_files: tuple[str, Path], tmp_path: Path):
+    admin_key = tmp_path / "facility-key"
+    local_openstack_api.settings.keypairs = {"facility": generate_keypair(str(admin_key), "facility admin")}
+    job_id = openstack_job(lando, local_openstack_api, bespin, http_files, tmp_path, "lando", ssh_key_name="facility",
+                           cwl_base_command=["sh", "-c", 'sleep 5; exec cwltool --no-container "$@"', "cwltool"])
+    bespin_daemon.start()
+    bespin.start_job(job_id)
+
+    running = wait_local(lando, job_id, lambda j: (j.state.value, j.step.value) == ("R", "R"), bespin_daemon)
+    with local_openstack_api.cloud.lock:
+        server = dict(local_openstack_api.cloud.servers[running.vm.id])
+    known_hosts = tmp_path / "known_hosts"  # the VM's host keys as lando-ssh pinned them: nothing accepted blindly
+    known_hosts.write_text("".join(known_hosts_line(running.vm.address, running.vm.port, k) + "\n"
+                                   for k in running.vm.host_keys))
+    admin = subprocess.run(
+        ["ssh", "-i", str(admin_key), "-p", str(running.vm.port), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+         "-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes", "-F", "/dev/null",
+         f"{running.vm.user}@{running.vm.address}", "echo", "admin on the VM"],
+        capture_output=True, text=True, timeout=30)
+    job = wait_bespin(bespin, job_id, lambda j: j["state"] in ("F", "E"), bespin_daemon)
+
+    assert server["key_name"] == "facility"
+    assert (admin.returncode, admin.stdout) == (0, "admin on the VM\n"), admin.stderr
+    assert job["state"] == "F", bespin.errors_of(job_id)
+    assert local_openstack_api.inventory() == EMPTY
+
+
+def test_a_bespin_job_naming_a_keypair_nova_does_not_have_ends_E_listing_the_keypairs_and_creates_nothing(
+        lando: Lando, bespin: BespinApiService, bespin_daemon: Daemon, openstack_api: OpenStackApiService,
+        http_files: tuple[str, Path], tmp_path: Path):
+    openstack_api.settings.keypairs = {"facility": FACILITY_KEY}
+    job_id = openstack_job(lando, openstack_api, bespin, http_files, tmp_path, "lando", ssh_key_name="lando-key")
+    bespin_daemon.start()
+    bespin.start_job(job_id)
+    job = wait_bespin(bespin, job_id, lambda j: j["state"] in ("F", "E"), bespin_daemon)
+
+    assert (job["state"], job["step"]) == ("E", "V")
+    (error,) = bespin.errors_of(job_id)
+    assert "keypair 'lando-key' (ssh_key_name) does not exist for this OpenStack user; keypairs: bespin-key, " \
+           "facility" in error["content"]
+    assert openstack_api.inventory() == EMPTY and openstack_api.created() == []
+
+
 def test_a_bespin_jobs_share_group_is_recorded_and_named_in_its_readme_and_one_that_cannot_be_read_fails_nothing(
         lando: Lando, bespin: BespinApiService, bespin_daemon: Daemon, http_files: tuple[str, Path],
         tmp_path: Path):
@@ -431,7 +492,7 @@ def test_a_bespin_job_with_cleanup_vm_false_keeps_its_vm_after_F_spared_by_the_s
 def test_a_bespin_jobs_vm_volume_mounts_name_its_data_volumes_device_and_the_work_dir_on_openstack(
         lando: Lando, bespin: BespinApiService, bespin_daemon: Daemon, local_openstack_api: OpenStackApiService,
         http_files: tuple[str, Path], tmp_path: Path):
-    use_openstack(lando, local_openstack_api, tmp_path, volume_size=0)  # the job's own volume_size wins
+    use_openstack_for_bespin(lando, local_openstack_api, tmp_path)  # the job's own volume_size wins
     base, served = http_files
     mount = tmp_path / "bespin-data" / "work"  # where the VM mounts the volume (a local VM: a dir it can make)
     job_id, _ = flaky_job(bespin, base, served, tmp_path, image="debian-12", volume_size=1,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import stat
 import subprocess
@@ -94,6 +95,41 @@ def test_failing_tool_ends_in_error_with_exit_code_and_stderr_tail(lando: Lando)
     assert job["vm"]["deleted"] and lando.vm_dirs() == []
     logs = lando.cli("logs", str(job_id), check=True).stdout
     assert "explode: something went wrong on purpose" in logs and "state E" in logs
+
+
+def test_pre_and_post_process_commands_run_in_the_results_dir_before_and_after_the_workflow(lando: Lando):
+    # as in bespin-api's own example: the pre-process command leaves a file that the post-process one removes
+    lando.write_config(
+        cwl_pre_process_command=["sh", "-c", "echo prepared > stalefile.txt; echo 'pre-process chatter'"],
+        cwl_post_process_command=["sh", "-c", "test -s upper.txt && cat stalefile.txt > post.txt && rm stalefile.txt"])
+    job_id = lando.submit(WORKFLOWS / "upper_count.cwl", WORKFLOWS / "upper_count.yml")
+
+    proc = lando.cli("job", str(job_id))
+
+    assert proc.returncode == 0, proc.stderr
+    out = Path(lando.status(job_id)["output_dir"])
+    assert (out / "post.txt").read_text() == "prepared\n"  # the pre-process command ran, before the workflow's end
+    assert not (out / "stalefile.txt").exists()  # the post-process command ran after it, in the same dir
+    assert (out / "count.txt").read_text() == "3\n"  # pre's stdout did not spoil cwltool's output object
+
+
+def test_a_failing_pre_process_command_ends_the_job_in_error_naming_it_and_the_workflow_never_runs(lando: Lando):
+    ran = lando.root / "workflow-ran"  # a local VM shares this machine's filesystem
+    lando.write_config(cwl_pre_process_command=["sh", "-c", "echo 'no scratch space' >&2; exit 4"],
+                       cwl_base_command=["sh", "-c", f"touch {ran}; exec cwltool --no-container \"$@\"", "cwltool"])
+    job_id = lando.submit(WORKFLOWS / "no_inputs.cwl")
+
+    proc = lando.cli("job", str(job_id))
+
+    assert proc.returncode == 1
+    job = lando.status(job_id)
+    assert (job["state"], job["step"]) == ("E", "R")
+    command = shlex.join(["sh", "-c", "echo 'no scratch space' >&2; exit 4"])
+    assert job["error"].startswith(f"step R (run workflow) failed: the pre-process command ({command}) exited with "
+                                   "code 4; the workflow did not run.")
+    assert "no scratch space" in job["error"]
+    assert not ran.exists()
+    assert job["vm"]["deleted"] and lando.vm_dirs() == []
 
 
 def test_a_failed_jobs_kept_vm_answers_ssh_until_the_admin_deletes_it(lando: Lando):

@@ -37,6 +37,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::openstack.warnings.OpenStackDep
 
 REPO = Path(__file__).resolve().parent.parent
 EMPTY = {"servers": [], "volumes": [], "ports": [], "floating_ips": []}
+# public halves of Nova keypairs (no private half is needed: nothing logs in with them)
+FACILITY_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC97W/GbcIBGyrUTB9e1yCgZFGtnKJxAv5sdU17tQj18 facility"
+BACKUP_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPABzCj+gGvvFLhsqDv3XdL6QmmnTIMUqy7A0Ms7sQwf backup"
+BESPIN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL4vHeNhmoCXmsaEG02gfs5DXryDmsk+5U/A75MBfdUh bespin"
 
 
 def job_request(job_id: int = 1, **kw: object) -> VmRequest:
@@ -187,6 +191,27 @@ def test_unknown_network_names_fail_with_the_list_and_create_nothing(openstack_a
     with pytest.raises(CloudNotFound) as e:
         cloud.create_vm(job_request(volume_size=1))
     assert str(e.value) == expected
+    assert openstack_api.inventory() == EMPTY
+    cloud.close()
+
+
+def test_a_named_keypair_goes_on_the_server_and_an_unknown_one_fails_listing_the_keypairs(openstack_api, tmp_path):
+    openstack_api.settings.keypairs = {"facility": FACILITY_KEY,
+                                       "backup": BACKUP_KEY}
+    cloud = OpenStackCloud(config_for(openstack_api, tmp_path, ssh_key_name="facility"))
+    configured = cloud.create_vm(job_request(1))
+    own = cloud.create_vm(job_request(2, key_name="backup"))  # a job's own (bespin's cloud_settings) wins
+    with pytest.raises(CloudNotFound) as e:
+        cloud.create_vm(job_request(3, key_name="lando", volume_size=1))
+
+    servers = openstack_api.cloud.servers
+    assert (servers[configured.id]["key_name"], servers[own.id]["key_name"]) == ("facility", "backup")
+    assert str(e.value) == "keypair 'lando' (ssh_key_name) does not exist for this OpenStack user; keypairs: " \
+                           "backup, facility"
+    assert [s["name"] for s in openstack_api.created()] == ["lando-job-1-port", "lando-job-1", "lando-job-2-port",
+                                                            "lando-job-2"]  # nothing of job 3's
+    for vm in (configured, own):
+        cloud.delete_vm(vm.id)
     assert openstack_api.inventory() == EMPTY
     cloud.close()
 

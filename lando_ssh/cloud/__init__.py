@@ -57,6 +57,7 @@ class VmRequest:
     network: str | None = None
     allocate_floating_ip: bool | None = None
     floating_ip_pool: str | None = None
+    key_name: str | None = None  # a cloud keypair put on the VM besides the job's own key (lando's ssh_key_name)
     # the OpenStack project to create it in (bespin-api's vm_project); None: the configured project
     project: str | None = None
 

@@ -21,7 +21,8 @@ another project names it ("waiting for quota in project 'lab': instances 10 of 1
 
 What `create_vm` makes, in order, each carrying the request's metadata (Nova and Cinder
 metadata; Neutron tags `key=value`), so a sweep can find orphans:
-1. names resolved to ids first (flavor, image, network, security groups, floating IP pool);
+1. names resolved to ids first (flavor, image, network, security groups, floating IP pool, and
+   the Nova keypair `ssh_key_name` when one is named);
    an unknown name raises `CloudNotFound` listing what exists, before anything is created;
    the compute (and volume) quota is checked, raising `QuotaExceeded` with a reason such
    as "waiting for quota: instances 10 of 10";
@@ -29,7 +30,10 @@ metadata; Neutron tags `key=value`), so a sweep can find orphans:
 3. a port `<name>-port` on the network, with the security groups;
 4. a floating IP on that port (when `allocate_floating_ips`, from `floating_ip_pool_name`);
 5. the server, with the cloud-init user data, the port, and the volume attached at boot as
-   the second disk (`/dev/vdb` on KVM) so cloud-init can format and mount it on first boot.
+   the second disk (`/dev/vdb` on KVM) so cloud-init can format and mount it on first boot;
+   with `ssh_key_name` (the job's, else `cloud_settings.ssh_key_name`), that Nova keypair too,
+   as lando's VMs had it, so the facility's admins reach a VM with their own key (lando-ssh
+   itself logs in only with the job's key, which the user data carries).
    Its metadata also records the ids of the volume, port and floating IP.
 Then the volume, port and floating IP are marked with the server's id (`lando_vm_id`), so
 `delete_vm` can find them even after the server is gone. If any step fails, what was
@@ -394,6 +398,7 @@ class _Project:
         allocate = self.settings.allocate_floating_ips if request.allocate_floating_ip is None \
             else request.allocate_floating_ip
         pool_id = self._resolve_floating_pool(request.floating_ip_pool) if allocate else None
+        key_name = self._resolve_keypair(request.key_name or self.settings.ssh_key_name)
         existing = self._server_named(request)
         if existing is not None:
             return self._vm_info(existing)  # a resumed job, or a create whose answer was lost
@@ -415,7 +420,7 @@ class _Project:
                 fip_id = self._create_floating_ip(request, pool_id, port_id, tags)
                 made.append(("floating_ip", fip_id))
                 metadata[META_FLOATING_IP_ID] = fip_id
-            server_id = self._create_server(request, flavor, image_id, port_id, volume_id, metadata)
+            server_id = self._create_server(request, flavor, image_id, port_id, volume_id, metadata, key_name)
             made.append(("server", server_id))
             self._mark_with_server(server_id, made, tags)
             server = self._get_server(server_id)
@@ -599,6 +604,15 @@ class _Project:
         return _named_or_only(wanted or self.settings.floating_ip_pool_name, external, external, "floating IP pool",
                               "external networks", "cloud_settings.floating_ip_pool_name")
 
+    def _resolve_keypair(self, wanted: str | None) -> str | None:
+        if not wanted:
+            return None
+        pairs = self._retrying("list keypairs", lambda: list(self.conn.compute.keypairs()))
+        if any(p.name == wanted for p in pairs):
+            return wanted
+        raise CloudNotFound(f"keypair {wanted!r} (ssh_key_name) does not exist for this OpenStack user; keypairs: "
+                            f"{', '.join(sorted(p.name for p in pairs)) or 'none'}")
+
     def _check_quota(self, flavor: Flavor, volume_size: int) -> None:
         q = self.quota()
         for what, used, want, limit in (("instances", q.instances_used, 1, q.max_instances),
@@ -667,7 +681,7 @@ class _Project:
         return str(fip.id)
 
     def _create_server(self, request: VmRequest, flavor: Flavor, image_id: str, port_id: str,
-                       volume_id: str | None, metadata: dict[str, str]) -> str:
+                       volume_id: str | None, metadata: dict[str, str], key_name: str | None) -> str:
         attrs: dict[str, Any] = {
             "name": request.name, "flavor_id": flavor.id, "image_id": image_id, "metadata": metadata,
             "networks": [{"port": port_id}],
@@ -675,6 +689,8 @@ class _Project:
         }
         if self.settings.availability_zone:
             attrs["availability_zone"] = self.settings.availability_zone
+        if key_name:
+            attrs["key_name"] = key_name
         if volume_id:
             # the image as the root disk, the volume as the second disk, both present at first boot
             attrs["block_device_mapping_v2"] = [

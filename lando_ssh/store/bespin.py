@@ -271,7 +271,7 @@ def facts_of(data: dict[str, Any]) -> dict[str, Any]:
                            **{k: cloud.get(k) for k in ("ssh_key_name", "network_name", "allocate_floating_ips",
                                                         "floating_ip_pool_name")}},
     }}
-    for key in ("cwl_base_command", "cwl_post_process_command"):
+    for key in ("cwl_base_command", "cwl_pre_process_command", "cwl_post_process_command"):
         command = runtime.get(key)
         if isinstance(command, str) and command.strip():  # a JSON-encoded list, as the model stores it
             try:

@@ -122,7 +122,8 @@ class BespinApiService:
                 workflow_type: str = "packed", workflow_path: str = "#main",
                 url_files: list[dict[str, Any]] | None = None, state: str = "A", flavor: str = "m1.small",
                 image: str = "local", cwl_base_command: list[str] | None = None,
-                cwl_post_process_command: list[str] | None = None, volume_size: int = 0,
+                cwl_pre_process_command: list[str] | None = None, cwl_post_process_command: list[str] | None = None,
+                volume_size: int = 0,
                 methods_document: str | None = None, username: str = "bespin-user",
                 cloud_settings: dict[str, Any] | None = None, share_group: int = 1, cleanup_vm: bool = True,
                 vm_volume_mounts: dict[str, str] | None = None) -> int:
@@ -158,7 +159,7 @@ class BespinApiService:
                         # JSONStrField: the model keeps a JSON string, the API shows the list
                         "cwl_base_command": cwl_base_command or ["cwltool"],
                         "cwl_post_process_command": cwl_post_process_command or [],
-                        "cwl_pre_process_command": [],
+                        "cwl_pre_process_command": cwl_pre_process_command or [],
                         "cloud_settings": {"id": 1, "name": "default_settings",
                                            "vm_project": {"id": 1, "name": "bespin"}, "ssh_key_name": "bespin-key",
                                            "network_name": "selfservice",

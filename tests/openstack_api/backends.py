@@ -11,6 +11,7 @@ machine: whether it has booted, its console output, and extra facts such as the 
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -56,6 +57,18 @@ class BackendState:
     status: str  # BUILD | ACTIVE | ERROR
     fault: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+
+
+def with_public_keys(user_data: str | None, keys: list[str]) -> str | None:
+    """The user data a machine boots with when its server has a keypair: cloud-init adds the keypair's key
+    (from the metadata service) to the login user's, as if the cloud-config had named it too."""
+    if not keys:
+        return user_data
+    from lando_ssh.cloud.cloudinit import parse_user_data
+
+    doc = parse_user_data(user_data or "#cloud-config\n{}")
+    doc["ssh_authorized_keys"] = [*(doc.get("ssh_authorized_keys") or []), *keys]
+    return "#cloud-config\n" + json.dumps(doc, indent=1) + "\n"
 
 
 class ServerBackend(Protocol):

@@ -20,6 +20,7 @@ is read, so the service needs no background thread besides the HTTP server's.
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import random
@@ -35,7 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .backends import MemoryBackend, ServerBackend, new_host_key
+from .backends import MemoryBackend, ServerBackend, new_host_key, with_public_keys
 
 MAX_COMPUTE_MICROVERSION = "2.96"
 MAX_VOLUME_MICROVERSION = "3.70"
@@ -66,6 +67,8 @@ class Settings:
     external_networks: list[str] = field(default_factory=lambda: ["public"])
     security_groups: list[str] = field(default_factory=lambda: ["default", "ssh"])
     availability_zones: list[str] = field(default_factory=lambda: ["nova"])
+    # the user's Nova keypairs: name -> public key ("ssh-ed25519 AAAA... comment"); a server's key_name names one
+    keypairs: dict[str, str] = field(default_factory=dict)
     compute_microversion: str = MAX_COMPUTE_MICROVERSION  # the highest compute microversion offered
     # quotas; -1 = unlimited
     max_instances: int = 10
@@ -365,6 +368,8 @@ class Api:
             ("GET", c + r"/flavors/(?P<fid>[^/]+)/os-extra_specs", self.flavor_extra_specs),
             ("GET", c + r"/limits", self.compute_limits),
             ("GET", c + r"/os-availability-zone", self.availability_zones),
+            ("GET", c + r"/os-keypairs", self.list_keypairs),
+            ("GET", c + r"/os-keypairs/(?P<name>[^/]+)", self.get_keypair),
             ("POST", c + r"/servers", self.create_server),
             ("GET", c + r"/servers(?:/detail)?", self.list_servers),
             ("GET", c + r"/servers/(?P<sid>[^/]+)", self.get_server),
@@ -555,6 +560,22 @@ class Api:
         live = _in(self.cloud.servers, project)
         return len(live), sum(s["_flavor"]["vcpus"] for s in live), sum(s["_flavor"]["ram"] for s in live)
 
+    def _keypair_view(self, name: str, public_key: str) -> dict[str, Any]:
+        import hashlib
+        digest = hashlib.md5(public_key.encode(), usedforsecurity=False).hexdigest()  # Nova's is of the key's blob
+        return {"name": name, "public_key": public_key, "type": "ssh", "user_id": self.cloud.user_id,
+                "fingerprint": ":".join(digest[i:i + 2] for i in range(0, 32, 2))}
+
+    def list_keypairs(self, req: Request) -> Reply:
+        pairs = sorted(self.cloud.settings.keypairs.items())
+        return Reply(200, {"keypairs": [{"keypair": self._keypair_view(n, k)} for n, k in pairs]})
+
+    def get_keypair(self, req: Request, name: str) -> Reply:
+        key = self.cloud.settings.keypairs.get(name)
+        if key is None:
+            raise nova_error(404, f"Keypair {name} not found for user {self.cloud.user_id}")
+        return Reply(200, {"keypair": self._keypair_view(name, key)})
+
     def compute_limits(self, req: Request) -> Reply:
         c = self.cloud
         with c.lock:
@@ -593,9 +614,11 @@ class Api:
         metadata = body.get("metadata") or {}
         if not isinstance(metadata, dict) or any(len(str(k)) > 255 or len(str(v)) > 255 for k, v in metadata.items()):
             raise nova_error(400, "Invalid input for field/attribute metadata.")
+        key_name = body.get("key_name")
+        if key_name is not None and key_name not in s.keypairs:
+            raise nova_error(400, "Invalid key_name provided.")
         user_data = body.get("user_data")
         if user_data is not None:
-            import base64
             import binascii
             try:
                 user_data = base64.b64decode(user_data, validate=True).decode()
@@ -633,12 +656,14 @@ class Api:
                 "_volumes": volumes, "_error": error, "_ready_at": time.monotonic() + s.boot_delay,
                 "_gone_at": None, "_az": az or "nova", "_sgs": sg_names or ["default"], "fault": None,
                 "_backend_metadata": {}, "_host_key": new_host_key(), "_user_data": user_data,
-                "tags": list(body.get("tags") or []), "_project": req.project,
+                "tags": list(body.get("tags") or []), "_project": req.project, "key_name": key_name,
             }
             c.made("server", c.servers[sid])
         if not error:
             try:
-                c.backend.boot(sid, body["name"], flavor, image_ref, user_data, s.boot_delay)
+                # cloud-init gives the login user the keypair's key from the metadata service, beside the user data's
+                keys = [s.keypairs[key_name]] if key_name else []
+                c.backend.boot(sid, body["name"], flavor, image_ref, with_public_keys(user_data, keys), s.boot_delay)
             except Exception as e:  # the backend could not make the machine: Nova would say ERROR
                 with c.lock:
                     c.servers[sid].update(_error=True, _ready_at=0.0)
@@ -728,7 +753,7 @@ class Api:
             "image": {"id": srv["_image"], "links": []}, "flavor": flavor, "created": srv["created"],
             "updated": srv["updated"], "addresses": addresses, "accessIPv4": "", "accessIPv6": "",
             "links": [{"rel": "self", "href": f"{req.base}/compute/v2.1/servers/{srv['id']}"}],
-            "key_name": None, "config_drive": "", "progress": 0, "locked": False, "description": None,
+            "key_name": srv["key_name"], "config_drive": "", "progress": 0, "locked": False, "description": None,
             "OS-DCF:diskConfig": "MANUAL", "OS-EXT-AZ:availability_zone": srv["_az"],
             "OS-EXT-STS:task_state": "deleting" if deleting else ("spawning" if status == "BUILD" else None),
             "OS-EXT-STS:vm_state": {"BUILD": "building", "ACTIVE": "active", "ERROR": "error"}.get(status, "active"),
