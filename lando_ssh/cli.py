@@ -204,6 +204,10 @@ def _job_options(s: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    if _command_word(argv) in ("job", "cwl-runner"):
+        from lando_ssh.remote import preload
+
+        preload()  # the SSH library loads while the command line, the config, the store and the cloud are read
     at = next((i for i, a in enumerate(argv) if a in ("submit", "cwl-runner") and (i == 0 or argv[i - 1] not in
                                                                                 ("--config", "--log-level"))), None)
     if at is not None and argv[at] == "cwl-runner":  # also after --config FILE
@@ -211,10 +215,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if at is not None:
         argv = [*argv[:at + 1], *_source_options_first(argv[at + 1:])]
     args = build_parser(_command_word(argv)).parse_args(argv)
-    if args.command in ("job", "cwl-runner"):
-        from lando_ssh.remote import preload
-
-        preload()  # the SSH library loads while the config, the store and the cloud are read
     try:
         config = load_config(args.config)
         if args.log_level:

@@ -9,6 +9,7 @@ through OpenSSH's `ssh` for large ones (paramiko's SFTP runs at ~0.4x of OpenSSH
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import fcntl
 import functools
@@ -24,7 +25,8 @@ import sys
 import tarfile
 import threading
 import time
-from collections.abc import Sequence
+import types
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import IO, TYPE_CHECKING, Any
@@ -48,11 +50,84 @@ def _paramiko() -> ModuleType:
         if hide_invoke:
             sys.modules["invoke"] = None  # type: ignore[assignment]
         try:
-            import paramiko
+            with _own_version_without_metadata("paramiko"):
+                import paramiko
         finally:
             if hide_invoke:
                 del sys.modules["invoke"]
         return paramiko
+
+
+class _MetadataStandIn(types.ModuleType):
+    """What `from importlib import metadata` finds while paramiko loads: its own version from its METADATA
+    file; anything else from the real importlib.metadata, imported on first use (so a thread that meets the
+    stand-in meanwhile loses nothing)."""
+
+    def __init__(self, name: str, version: str):
+        super().__init__("importlib.metadata")
+        self._known = (name, version)
+
+    def version(self, distribution_name: str) -> str:
+        if distribution_name == self._known[0]:
+            return self._known[1]
+        return str(self._real().version(distribution_name))
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._real(), attr)
+
+    @staticmethod
+    def _real() -> ModuleType:
+        import importlib
+
+        return importlib.import_module("importlib.metadata")  # sys.modules' own entry: never the stand-in
+
+
+@contextlib.contextmanager
+def _own_version_without_metadata(name: str) -> Iterator[None]:
+    """paramiko 5 reads its own version through importlib.metadata, whose import (email, zipfile, csv, ...)
+    is ~15 ms of CPU on every job's path. Meanwhile `importlib.metadata` is, as an attribute of importlib, a
+    stand-in that answers that one question; sys.modules is not touched, so `import importlib.metadata`
+    anywhere still loads the real module, which then replaces the stand-in as importlib's attribute."""
+    import importlib
+    import importlib.util
+
+    version = None
+    if not hasattr(importlib, "metadata") and "importlib.metadata" not in sys.modules:
+        version = _installed_version(name, importlib.util.find_spec(name))
+    if version is None:
+        yield
+        return
+    stand_in = _MetadataStandIn(name, version)
+    importlib.metadata = stand_in  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        if getattr(importlib, "metadata", None) is stand_in:
+            real = sys.modules.get("importlib.metadata")
+            if real is not None:
+                importlib.metadata = real  # type: ignore[attr-defined]
+            else:
+                del importlib.metadata  # type: ignore[attr-defined]
+
+
+def _installed_version(name: str, spec: Any) -> str | None:
+    """The Version of the one `<name>-*.dist-info` beside the package, or None (then the real lookup runs)."""
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    where = os.path.dirname(list(spec.submodule_search_locations)[0])
+    try:
+        infos = [e for e in os.listdir(where) if e.startswith(f"{name}-") and e.endswith(".dist-info")]
+        if len(infos) != 1:
+            return None
+        with open(os.path.join(where, infos[0], "METADATA"), encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("Version:"):
+                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    return None  # the headers ended without one
+    except OSError:
+        return None
+    return None
 
 
 def preload() -> None:

@@ -637,6 +637,9 @@ def test_server_backed_by_local_vm_accepts_the_jobs_key_and_shows_its_host_key(l
     assert vm.address == "127.0.0.1" and vm.port != 22
     assert vm.metadata[SSH_PORT_METADATA] == str(vm.port)
     (console_key,) = host_keys_from_console(cloud.console_log(vm.id))
+    deadline = time.monotonic() + 10  # cloud-init's runcmd runs after sshd is up, as on a real VM
+    while not (work / ".lando-ready").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert (work / ".lando-ready").exists()  # cloud-init's runcmd ran
 
     client = paramiko.SSHClient()

@@ -250,12 +250,13 @@ echo "Cloud-init v. lando-ssh local running 'modules:final'" >> console.log
 # the host key is made on first boot, as cloud-init makes it, and printed to the console between its markers
 ssh-keygen -q -t ed25519 -N '' -C "root@${vm##*/}" -f host_key </dev/null >> console.log 2>&1 \
     || fail "ssh-keygen could not make the host key: $(tail -n 5 console.log)"
-sh runcmd.sh >> console.log 2>&1 || fail "cloud-init runcmd failed: $(tail -n 5 console.log)"
 "$sshd" -f "$vm/sshd_config" -E "$vm/sshd.log" || fail "sshd did not start: $(tail -n 5 sshd.log)"
 { echo "-----BEGIN SSH HOST KEY KEYS-----"; cut -d ' ' -f 1-2 host_key.pub; echo "-----END SSH HOST KEY KEYS-----"; } \
     >> console.log
-echo "Cloud-init v. lando-ssh local finished" >> console.log
 echo ACTIVE > status
+# as on a real VM, sshd answers before cloud-init's final stage has run runcmd (which marks the work dir ready)
+sh runcmd.sh >> console.log 2>&1 || fail "cloud-init runcmd failed: $(tail -n 5 console.log)"
+echo "Cloud-init v. lando-ssh local finished" >> console.log
 """
 
 
