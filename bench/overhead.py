@@ -64,6 +64,9 @@ def main() -> None:
     # (the whole command less the wall time of its cwltool on the VM) varies far less, for comparing changes
     own = statistics.median(t - c for t, c in zip(ours, steps["cwltool on the VM"], strict=True))
     print(f"lando-ssh's own time per job (the command less its cwltool's wall time): median {own:.3f}s")
+    # each lando-ssh run follows a bare run: their paired difference is less swayed by drift in the machine's speed
+    paired = statistics.median(t - c for t, c in zip(ours, bare, strict=True))
+    print(f"paired overhead (median of each lando-ssh run less the bare run before it): {paired:+.3f}s")
     print(f"overhead: {o - b:+.3f}s  ratio: {o / b:.2f}x  (goal: overhead <= 0.3s)  "
           f"load average: {os.getloadavg()[0]:.2f}")
 
