@@ -478,7 +478,10 @@ class Pipeline:
                      'exec sh "$@"', "sh", str(len(clear)), *clear, posixpath.join(paths.bin, "lando-start"),
                      paths.run, *argv]
             pid = int(remote.run(start, what="starting cwltool").stdout.strip())
-            job = self.journal.update(job_id, lambda j: (j.facts.update(run_pid=pid, run_started=now().isoformat()),
+            commands = {"cwl_base_command": base, "cwl_pre_process_command": pre or None,
+                        "cwl_post_process_command": self._post_process_command(job) or None}
+            job = self.journal.update(job_id, lambda j: (j.facts.update(run_pid=pid, run_started=now().isoformat(),
+                                                                        commands=commands),
                                                          j.facts.pop("rerun", None)))
             self.progress(job_id, f"cwltool started on the VM (pid {pid})")
         limit = self.config.limits.max_run_time
@@ -533,6 +536,9 @@ class Pipeline:
     def _pre_process_command(self, job: Job) -> list[str]:
         return job.facts.get("cwl_pre_process_command") or self.config.cwl_pre_process_command or []
 
+    def _post_process_command(self, job: Job) -> list[str]:
+        return job.facts.get("cwl_post_process_command") or self.config.cwl_post_process_command or []
+
     def _unreachable(self, job_id: int, error: Exception) -> None:
         """The VM did not answer a check: wait health.interval and try again, until health.grace is spent."""
         job = self.journal.get(job_id)
@@ -573,7 +579,7 @@ class Pipeline:
         job = self.journal.get(job_id)
         paths = self.paths(job)
         remote = self.remote(job)
-        post = job.facts.get("cwl_post_process_command") or self.config.cwl_post_process_command
+        post = self._post_process_command(job)
         if post:  # a broken output object stops the job before the post-process command runs
             _output_object(remote.run(["cat", posixpath.join(paths.run, "stdout")],
                                       what="reading the output object").stdout)

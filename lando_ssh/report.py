@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from datetime import datetime
 from typing import Any
 
@@ -73,6 +74,7 @@ def readme(job: Job, usage: dict[str, Any], cwltool: str | None) -> str:
         lines.append(f"- VM: {vm.name} (flavor {vm.flavor or 'unknown'}"
                      f"{f', {vm.vcpus} vCPUs' if vm.vcpus else ''}"
                      f"{f', {vm.ram_mb} MB RAM' if vm.ram_mb else ''})")
+    lines += _command_lines(job.facts.get("commands"))
     docs = job.facts.get("docs_dir") or "docs"  # lando-docs when the workflow has an output named docs
     lines += [
         "",
@@ -89,6 +91,20 @@ def readme(job: Job, usage: dict[str, Any], cwltool: str | None) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _command_lines(commands: Any) -> list[str]:
+    """The commands the VM ran: the workflow's (its own arguments follow), and lando's pre- and post-process."""
+    if not isinstance(commands, dict):
+        return []
+    lines = []
+    for key, what in (("cwl_pre_process_command", "before the workflow, in the results dir"),
+                      ("cwl_base_command", "the workflow, with its outdir, workflow and job order after it"),
+                      ("cwl_post_process_command", "after the workflow, in the results dir")):
+        argv = commands.get(key)
+        if isinstance(argv, list) and argv:
+            lines.append(f"- ran {what}: `{shlex.join(str(a) for a in argv)}`")
+    return lines
 
 
 def _describe(value: Any) -> str:

@@ -111,6 +111,11 @@ def test_pre_and_post_process_commands_run_in_the_results_dir_before_and_after_t
     assert (out / "post.txt").read_text() == "prepared\n"  # the pre-process command ran, before the workflow's end
     assert not (out / "stalefile.txt").exists()  # the post-process command ran after it, in the same dir
     assert (out / "count.txt").read_text() == "3\n"  # pre's stdout did not spoil cwltool's output object
+    readme = (out / "docs" / "README.md").read_text()  # what ran, for whoever reads the results later
+    assert "- ran before the workflow, in the results dir: `sh -c 'echo prepared > stalefile.txt; echo " \
+           "'\"'\"'pre-process chatter'\"'\"''`" in readme
+    assert "- ran the workflow, with its outdir, workflow and job order after it: `cwltool --no-container`" in readme
+    assert "- ran after the workflow, in the results dir: `sh -c 'test -s upper.txt" in readme
 
 
 def test_a_failing_pre_process_command_ends_the_job_in_error_naming_it_and_the_workflow_never_runs(lando: Lando):
