@@ -204,7 +204,8 @@ def _job_options(s: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
-    if _command_word(argv) in ("job", "cwl-runner"):
+    word = _command_word(argv)  # the rewriting of cwl-runner's and submit's arguments below keeps it
+    if word in ("job", "cwl-runner"):
         from lando_ssh.remote import preload
 
         preload()  # the SSH library loads while the command line, the config, the store and the cloud are read
@@ -214,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = [*argv[:at + 1], *_normalize_cwltool_args(argv[at + 1:])]
     if at is not None:
         argv = [*argv[:at + 1], *_source_options_first(argv[at + 1:])]
-    args = build_parser(_command_word(argv)).parse_args(argv)
+    args = build_parser(word).parse_args(argv)
     try:
         config = load_config(args.config)
         if args.log_level:

@@ -466,10 +466,10 @@ class Pipeline:
         remote = self.remote(job)
         if "run_pid" not in job.facts:
             # a job source may give the job its own command (bespin-api's job_runtime_openstack)
-            base = job.facts.get("cwl_base_command") or self.config.cwl_base_command or self.cloud.default_cwl_command()
+            base = self._command(job, "cwl_base_command") or self.cloud.default_cwl_command()
             argv = [*base, "--outdir", paths.results, "--tmpdir-prefix", paths.tmp + "/",
                     "--tmp-outdir-prefix", paths.tmp + "/", paths.workflow, paths.job_order]
-            pre = self._pre_process_command(job)
+            pre = self._command(job, "cwl_pre_process_command")
             if pre:  # lando's cwl_pre_process_command, in the results dir, just before the workflow
                 argv = ["sh", posixpath.join(paths.bin, "lando-then"), paths.results, str(len(pre)), *pre, *argv]
             # lando-start is idempotent (a second call reports the first run), so a restart clears the old run
@@ -479,7 +479,7 @@ class Pipeline:
                      paths.run, *argv]
             pid = int(remote.run(start, what="starting cwltool").stdout.strip())
             commands = {"cwl_base_command": base, "cwl_pre_process_command": pre or None,
-                        "cwl_post_process_command": self._post_process_command(job) or None}
+                        "cwl_post_process_command": self._command(job, "cwl_post_process_command") or None}
             job = self.journal.update(job_id, lambda j: (j.facts.update(run_pid=pid, run_started=now().isoformat(),
                                                                         commands=commands),
                                                          j.facts.pop("rerun", None)))
@@ -516,8 +516,10 @@ class Pipeline:
                 self.journal.update(job_id, recording(exit_code=code))
                 if code != 0:
                     tail = self._stderr_tail(remote, paths)
-                    if tail.rsplit("\n", 1)[-1] == f"lando-then: the pre-process command exited with code {code}":
-                        raise WorkflowFailed(f"the pre-process command ({shlex.join(self._pre_process_command(job))}) "
+                    pre = self._command(job, "cwl_pre_process_command")
+                    said = f"lando-then: the pre-process command exited with code {code}"  # its last line
+                    if pre and tail.rsplit("\n", 1)[-1] == said:
+                        raise WorkflowFailed(f"the pre-process command ({shlex.join(pre)}) "
                                              f"exited with code {code}; the workflow did not run.\n"
                                              f"Last {STDERR_TAIL_LINES} lines of its stderr:\n{tail}")
                     full = "the VM's disk filled up (No space left on device; ask for a larger volume_size). " \
@@ -533,11 +535,13 @@ class Pipeline:
                 raise WorkflowFailed("cwltool stopped without recording an exit code (was the VM restarted or the "
                                      f"process killed?). Last lines of its stderr:\n{tail}")
 
-    def _pre_process_command(self, job: Job) -> list[str]:
-        return job.facts.get("cwl_pre_process_command") or self.config.cwl_pre_process_command or []
-
-    def _post_process_command(self, job: Job) -> list[str]:
-        return job.facts.get("cwl_post_process_command") or self.config.cwl_post_process_command or []
+    def _command(self, job: Job, key: str) -> list[str]:
+        """A job's cwl_base/pre_process/post_process_command: as recorded when its run started (what ran, and
+        what its docs name), else the job source's own (bespin-api's job_runtime_openstack), else the config's."""
+        recorded = job.facts.get("commands")
+        if isinstance(recorded, dict) and key in recorded:
+            return list(recorded[key] or [])
+        return list(job.facts.get(key) or getattr(self.config, key) or [])
 
     def _unreachable(self, job_id: int, error: Exception) -> None:
         """The VM did not answer a check: wait health.interval and try again, until health.grace is spent."""
@@ -579,7 +583,7 @@ class Pipeline:
         job = self.journal.get(job_id)
         paths = self.paths(job)
         remote = self.remote(job)
-        post = self._post_process_command(job)
+        post = self._command(job, "cwl_post_process_command")
         if post:  # a broken output object stops the job before the post-process command runs
             _output_object(remote.run(["cat", posixpath.join(paths.run, "stdout")],
                                       what="reading the output object").stdout)
@@ -712,7 +716,7 @@ class Pipeline:
             if not reuse:
                 j.retire_vm()
             if STEPS.index(step) <= STEPS.index(JobStep.RUNNING):
-                for fact in ("run_pid", "run_started", "exit_code", "vm_output", "usage"):
+                for fact in ("run_pid", "run_started", "commands", "exit_code", "vm_output", "usage"):
                     j.facts.pop(fact, None)
                 j.facts["rerun"] = reuse  # the old run's files on the VM are cleared before starting again
             j.facts.pop("restart_pending", None)
