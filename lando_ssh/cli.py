@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -60,17 +61,18 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     s = command("job", help="run job N in the foreground, without the broker")
     s.add_argument("job_id", type=int)
 
-    s = command("cwl-runner", help="submit and run in one go; print the CWL output object like cwltool")
+    s = command("cwl-runner", help="submit and run in one go; print the CWL output object like cwltool",
+                usage="lando-ssh cwl-runner [options] WORKFLOW [JOB_ORDER | -] [WORKFLOW INPUTS AS --NAME VALUE]")
     s.add_argument("--outdir", help="where the outputs go (default: the current directory)")
+    s.add_argument("--write-summary", "-w", metavar="FILE", help="also write the output object to FILE")
     s.add_argument("--quiet", action="store_true")
-    s.add_argument("--debug", action="store_true")
+    s.add_argument("--debug", action="store_true", help="also given to the VM's cwltool")
     s.add_argument("--name")
     s.add_argument("--flavor")
     s.add_argument("--image")
     s.add_argument("--volume-size", type=_gigabytes)
     _source_options(s)
     s.add_argument("workflow", nargs="?")
-    s.add_argument("job_order", nargs="?")
 
     s = command("status", help="one job or all")
     s.add_argument("job_id", nargs="?", type=int)
@@ -205,17 +207,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     word = _command_word(argv)  # the rewriting of cwl-runner's and submit's arguments below keeps it
+    at = next((i for i, a in enumerate(argv) if a in ("submit", "cwl-runner") and (i == 0 or argv[i - 1] not in
+                                                                                ("--config", "--log-level"))), None)
+    runner = None
+    if at is not None and argv[at] == "cwl-runner":  # also after --config FILE
+        runner = _runner_args(argv[at + 1:])
+        argv = [*argv[:at + 1], *runner.lando]
+    elif at is not None:
+        argv = [*argv[:at + 1], *_source_options_first(argv[at + 1:])]
     if word in ("job", "cwl-runner"):
         from lando_ssh.remote import preload
 
         preload()  # the SSH library loads while the command line, the config, the store and the cloud are read
-    at = next((i for i, a in enumerate(argv) if a in ("submit", "cwl-runner") and (i == 0 or argv[i - 1] not in
-                                                                                ("--config", "--log-level"))), None)
-    if at is not None and argv[at] == "cwl-runner":  # also after --config FILE
-        argv = [*argv[:at + 1], *_normalize_cwltool_args(argv[at + 1:])]
-    if at is not None:
-        argv = [*argv[:at + 1], *_source_options_first(argv[at + 1:])]
     args = build_parser(word).parse_args(argv)
+    if runner is not None:
+        args.cwltool_args, args.inputs, args.job_order = runner.cwltool, runner.inputs, None
     try:
         config = load_config(args.config)
         if args.log_level:
@@ -254,48 +260,29 @@ def _setup_logging(config: Config, quiet: bool = False, foreground: bool = False
     logging.getLogger("pika").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.CRITICAL)
 
 
-def _normalize_cwltool_args(args: list[str]) -> list[str]:
-    """Accept cwltool's argument forms; flags lando-ssh has no use for are dropped with a note."""
-    known_with_value = {"--outdir", "--name", "--flavor", "--image", "--volume-size", "--git", "--ref", "--path"}
-    known_flags = {"--quiet", "--debug"}
-    # cwltool's options that take a value (its argparser); their value must not be taken for the workflow
-    ignored_with_value = {"--basedir", "--tmpdir-prefix", "--tmp-outdir-prefix", "--cachedir", "--default-container",
-                          "--beta-dependency-resolvers-configuration", "--user-space-docker-cmd",
-                          "--add-ga4gh-tool-registry", "--beta-dependencies-directory", "--cidfile-dir",
-                          "--cidfile-prefix", "--custom-net", "--eval-timeout", "--full-name", "--js-hint-options-file",
-                          "--log-dir", "--mpi-config-file", "--on-error", "--orcid", "--overrides", "--parallel-max",
-                          "--preserve-environment", "--provenance", "--rdf-serializer", "--singularity-sandbox-path",
-                          "--write-summary"}
-    # cwltool's options that ask for something other than a run: running the workflow instead would be wrong
-    not_a_run = {"--validate", "--pack", "--print-deps", "--print-input-deps", "--print-dot", "--print-rdf",
-                 "--print-pre", "--print-targets", "--print-subgraph", "--print-supported-versions", "--make-template",
-                 "--tool-help", "--version", "--target", "--single-step", "--single-process", "--relative-deps",
-                 "--generate-help-preview"}
-    out: list[str] = []
-    i = 0
-    while i < len(args):
-        a = args[i]
-        key = a.split("=", 1)[0]
-        if key in not_a_run:
-            print(f"lando-ssh: cwl-runner runs whole workflows; cwltool's {key} is not supported (use cwltool "
-                  "itself for that)", file=sys.stderr)
+def _runner_args(args: list[str]) -> Any:
+    """cwl-runner's words sorted the way cwltool reads them (see runner_args). A question for cwltool
+    (`--validate`, `--pack`, `--version`...) is answered by the local cwltool, and this process ends."""
+    from lando_ssh import runner_args
+
+    try:
+        split = runner_args.split(args)
+    except runner_args.UsageError as e:
+        print(f"lando-ssh: {e}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    if split.question is not None:
+        if any(w.split("=", 1)[0] in runner_args.SOURCE_OPTIONS for w in split.lando):
+            print(f"lando-ssh: cwltool's {split.question} is answered by the local cwltool, which cannot read a "
+                  "workflow from a git repository or an archive; fetch it and ask cwltool itself", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
-        if key in known_with_value and "=" not in a:
-            out.extend(args[i:i + 2])  # the option and its value
-            i += 1
-        elif key in known_with_value or key in known_flags:
-            out.append(a)
-        elif key in ignored_with_value:
-            print(f"lando-ssh: note: cwltool option {key} is not used by lando-ssh", file=sys.stderr)
-            if "=" not in a:
-                i += 1
-        elif a.startswith("--") and a != "--":
-            print(f"lando-ssh: note: cwltool option {key} is not used by lando-ssh", file=sys.stderr)
-        else:
-            out.extend(args[i:])
-            break
-        i += 1
-    return out
+        sys.stdout.flush()
+        beside = os.path.join(os.path.dirname(sys.executable), "cwltool")  # the one installed with lando-ssh
+        cwltool = [beside] if os.access(beside, os.X_OK) else [sys.executable, "-m", "cwltool"]
+        sys.exit(subprocess.run([*cwltool, *split.for_cwltool]).returncode)
+    for key in split.ignored:
+        print(f"lando-ssh: note: cwltool option {key} is not used by lando-ssh (the workflow runs on a VM)",
+              file=sys.stderr)
+    return split
 
 
 # -- the stores and clouds a command needs -----------------------------------------------------
@@ -309,13 +296,17 @@ def _journal(config: Config, listeners: Sequence[Any] = ()) -> Any:
 # -- submit ------------------------------------------------------------------------------------
 def submit_job(config: Config, workflow: Any, job_order: str | None, *, name: str | None = None,
                flavor: str | None = None, image: str | None = None, volume_size: int | None = None,
-               output_dir: str | None = None, priority: int = 0) -> Job:
+               output_dir: str | None = None, priority: int = 0, job_order_object: dict[str, Any] | None = None,
+               input_args: list[str] | None = None, cwltool_args: Sequence[str] = ()) -> Job:
     """Validate with cwltool, then store the job (state N). Nothing is stored when validation fails.
 
-    `workflow` is a path, a URL, or a `workflow.WorkflowSource` (zip archive, git repository)."""
-    from lando_ssh.workflow import prepare
+    `workflow` is a path, a URL, or a `workflow.WorkflowSource` (zip archive, git repository). The job
+    order is the file `job_order`, or `job_order_object`, and/or the workflow's inputs as options
+    (`input_args`). `cwltool_args`: cwltool's run options, for the VM's cwltool (and the validation)."""
+    from lando_ssh.workflow import LoadOptions, prepare
 
-    prepared = prepare(workflow, job_order)
+    prepared = prepare(workflow, job_order, job_order_object, input_args=input_args,
+                       options=LoadOptions.from_cwltool_args(cwltool_args))
     journal = _journal(config)
     if isinstance(workflow, str):
         source = workflow if "://" in workflow else os.path.abspath(workflow)
@@ -324,7 +315,8 @@ def submit_job(config: Config, workflow: Any, job_order: str | None, *, name: st
         source = prepared.source
         default_name = os.path.splitext(os.path.basename((workflow.path or "").split("#", 1)[0]))[0]
     job = Job(id=0, name=name or default_name, workflow=source,
-              facts={"workflow_source": prepared.source_record},
+              facts={"workflow_source": prepared.source_record,
+                     **({"cwltool_args": list(cwltool_args)} if cwltool_args else {})},
               job_order=prepared.job_order, workflow_doc=prepared.packed,
               vm_spec=VmSpec(flavor=flavor, image=image, volume_size=volume_size), priority=priority,
               user=_user(), output_dir=os.path.abspath(output_dir) if output_dir else "")
@@ -468,6 +460,13 @@ def _report_end(job: Job, quiet: bool = False) -> int:
 def cmd_cwl_runner(config: Config, args: argparse.Namespace) -> int:
     outdir = os.path.abspath(args.outdir or os.getcwd())
     workflow, job_order = _workflow_source(args)
+    job_order_object, input_args = None, None
+    if args.inputs == ["-"]:  # cwltool's job order on standard input
+        job_order_object = _job_order_from_stdin()
+    elif len(args.inputs) == 1 and not args.inputs[0].startswith("-") and job_order is None:
+        job_order = args.inputs[0]
+    elif args.inputs:
+        input_args = args.inputs
     try:  # before a VM boots, not when its outputs have nowhere to go
         os.makedirs(outdir, exist_ok=True)
     except OSError as e:
@@ -475,14 +474,34 @@ def cmd_cwl_runner(config: Config, args: argparse.Namespace) -> int:
     if not os.access(outdir, os.W_OK | os.X_OK):
         raise BadInput(f"the output directory {outdir} is not writable")
     job = submit_job(config, workflow, job_order, name=args.name, flavor=args.flavor, image=args.image,
-                     volume_size=args.volume_size, output_dir=outdir)
+                     volume_size=args.volume_size, output_dir=outdir, job_order_object=job_order_object,
+                     input_args=input_args, cwltool_args=args.cwltool_args)
     job = run_job_foreground(config, job.id, quiet=args.quiet)
     if job.state == JobState.FINISHED:
-        print(json.dumps(job.output or {}, indent=4))
+        text = json.dumps(job.output or {}, indent=4)
+        if args.write_summary:
+            try:
+                with open(args.write_summary, "w") as f:
+                    f.write(text + "\n")
+            except OSError as e:
+                print(f"lando-ssh: the summary {args.write_summary} cannot be written: {e.strerror}", file=sys.stderr)
+        print(text)
         return EXIT_OK
     _report_end(job)
     code = job.facts.get("exit_code")
     return code if isinstance(code, int) and code not in (0,) and job.state == JobState.ERROR else EXIT_JOB_FAILED
+
+
+def _job_order_from_stdin() -> dict[str, Any]:
+    import yaml
+
+    try:
+        order = yaml.safe_load(sys.stdin)
+    except yaml.YAMLError as e:
+        raise BadInput(f"the job order on standard input is not YAML or JSON: {e}") from None
+    if not isinstance(order, dict):
+        raise BadInput("the job order on standard input must be a mapping of input names to values")
+    return order
 
 
 # -- status and logs ---------------------------------------------------------------------------

@@ -467,6 +467,7 @@ class Pipeline:
         if "run_pid" not in job.facts:
             # a job source may give the job its own command (bespin-api's job_runtime_openstack)
             base = self._command(job, "cwl_base_command") or self.cloud.default_cwl_command()
+            base += job.facts.get("cwltool_args") or []  # cwltool's run options given to cwl-runner
             argv = [*base, "--outdir", paths.results, "--tmpdir-prefix", paths.tmp + "/",
                     "--tmp-outdir-prefix", paths.tmp + "/", paths.workflow, paths.job_order]
             pre = self._command(job, "cwl_pre_process_command")

@@ -19,6 +19,7 @@ what was fetched is recorded (`PreparedWorkflow.source_record`: resolved URL, gi
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import hashlib
@@ -32,7 +33,7 @@ import tempfile
 import threading
 import urllib.parse
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,14 +89,35 @@ def shortname(cwl_id: str) -> str:
     return cwl_id.rsplit("#", 1)[-1].rsplit("/", 1)[-1]
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """cwltool's options that change how a workflow loads; given to cwl-runner, they go to the VM's
+    cwltool too, so the server validates the workflow as the VM will load it."""
+
+    strict: bool = True  # --strict / --non-strict
+    enable_dev: bool = False  # --enable-dev: development versions of CWL
+    enable_ext: bool = False  # --enable-ext: cwltool's extensions (cwltool:... requirements)
+
+    @classmethod
+    def from_cwltool_args(cls, args: Sequence[str]) -> LoadOptions:
+        strict = True
+        for a in args:  # the last of --strict and --non-strict wins, as in cwltool's argparser
+            if a in ("--strict", "--non-strict"):
+                strict = a == "--strict"
+        return cls(strict=strict, enable_dev="--enable-dev" in args, enable_ext="--enable-ext" in args)
+
+
 def prepare(workflow: str | WorkflowSource, job_order_path: str | None,
-            job_order: dict[str, Any] | None = None) -> PreparedWorkflow:
+            job_order: dict[str, Any] | None = None, *, input_args: Sequence[str] | None = None,
+            options: LoadOptions = LoadOptions()) -> PreparedWorkflow:
     """Fetch `workflow` (a path or URL, or a `WorkflowSource`), validate it and its job order with
     cwltool, and pack the workflow.
 
     The job order is read from `job_order_path`, or given as `job_order` (then relative paths
     in it resolve against `job_order_path`'s directory when given, else the current directory).
-    Neither: the workflow must not have required inputs.
+    Neither: the workflow must not have required inputs. `input_args`: the workflow's inputs as
+    options, as cwltool takes them after the workflow (`--threads 4 --reads r.fq [job.yml]`);
+    they override the job order's values.
 
     Raises `WorkflowInvalid` (cwltool's message) when the workflow or the job order does not
     validate, and `InputMissing` when a local File/Directory it names does not exist.
@@ -104,18 +126,21 @@ def prepare(workflow: str | WorkflowSource, job_order_path: str | None,
     shown = source.describe()
     _import_cwltool()  # before our log capture: importing cwltool adds its own stderr handler
     with fetched(source) as (cwl_ref, record, scratch):
-        with _lock, _captured_cwltool_logs() as warnings:
-            uri, process, loading_context = _load_workflow(cwl_ref, shown)
+        with _lock, _captured_cwltool_logs() as warnings, _schemas(options):
+            uri, process, loading_context = _load_workflow(cwl_ref, shown, options)
             packed = _pack(loading_context, uri)
             if any("$import" in obj for obj in _dicts(packed)):
                 # cwltool packs a process shared through a YAML anchor (`run: &tool` ... `run: *tool`) as
                 # `$import`s of ids it never defines: pack again from the documents with their aliases expanded
-                packed = _pack(_load_workflow(cwl_ref, shown, unalias=True)[2], uri)
+                packed = _pack(_load_workflow(cwl_ref, shown, options, unalias=True)[2], uri)
                 if any("$import" in obj for obj in _dicts(packed)):
                     raise WorkflowInvalid(f"the workflow {shown} cannot be packed into one document, as it must be "
                                           "to run on a VM (cwltool's pack leaves references it cannot resolve)")
             if any("previously defined" in w for w in warnings):
-                _check_packed_loads(packed, shown, warnings)
+                _check_packed_loads(packed, shown, warnings, options)
+            from_args: dict[str, Any] = {}
+            if input_args is not None:
+                job_order_path, from_args = _inputs_from_args(process, list(input_args), shown, job_order_path)
             if loading_context.jobdefaults is not None:
                 # `cwltool job.yml`: a job order naming its workflow with `cwl:tool`; its values are the inputs
                 # (a job order given besides it wins, as cwltool takes the first as defaults)
@@ -124,6 +149,7 @@ def prepare(workflow: str | WorkflowSource, job_order_path: str | None,
                     loaded.update(_load_job_order(job_order_path, job_order))
             else:
                 loaded = _load_job_order(job_order_path, job_order)
+            loaded.update(from_args)
             filled = _validate_job_order(process, loaded, shown)
             discovered = _discover_secondary_files(process, filled) if _expression_patterns(packed) else None
         default_files = local_files_in(packed)
@@ -330,7 +356,23 @@ def _import_cwltool() -> None:
     import cwltool.main  # noqa: F401  (imports the loader, packer, validator, and sets up cwltool's logger)
 
 
-def _load_workflow(workflow: str, shown: str, unalias: bool = False) -> tuple[str, Any, Any]:
+@contextlib.contextmanager
+def _schemas(options: LoadOptions) -> Iterator[None]:
+    """cwltool's extension schemas in use while loading, with --enable-ext (process-wide: under `_lock`)."""
+    if not options.enable_ext:
+        yield
+        return
+    from cwltool.main import setup_schema
+
+    setup_schema(argparse.Namespace(enable_ext=True), None)
+    try:
+        yield
+    finally:
+        setup_schema(argparse.Namespace(enable_ext=False), None)
+
+
+def _load_workflow(workflow: str, shown: str, options: LoadOptions,
+                   unalias: bool = False) -> tuple[str, Any, Any]:
     """(its URI, the process, the loading context); `unalias`: read every document with its YAML
     aliases expanded into copies (see `_UnaliasingFetcher`)."""
     from cwltool.context import LoadingContext
@@ -345,7 +387,8 @@ def _load_workflow(workflow: str, shown: str, unalias: bool = False) -> tuple[st
         raise WorkflowInvalid(f"the workflow {shown} is a directory, not a CWL file")
     try:
         uri, _ = resolve_tool_uri(workflow, resolver=resolve_local)  # resolve_local: `wf.cwl#main`, as cwltool
-        loading_context = LoadingContext({"strict": True, "construct_tool_object": default_make_tool})
+        loading_context = LoadingContext({"strict": options.strict, "enable_dev": options.enable_dev,
+                                          "construct_tool_object": default_make_tool})
         if unalias:
             loading_context.fetcher_constructor = _unaliasing_fetcher()
         loading_context, document, uri = fetch_document(uri, loading_context)
@@ -388,7 +431,7 @@ def _dicts(value: Any) -> Iterator[dict[str, Any]]:
             yield from _dicts(v)
 
 
-def _check_packed_loads(packed: dict[str, Any], shown: str, warnings: list[str]) -> None:
+def _check_packed_loads(packed: dict[str, Any], shown: str, warnings: list[str], options: LoadOptions) -> None:
     """cwltool warned that an id is defined twice (e.g. a workflow output and a step of the same name):
     it runs such a file, but its packed form, which the VM runs, may no longer load. Refuse that now
     rather than on the VM."""
@@ -397,7 +440,7 @@ def _check_packed_loads(packed: dict[str, Any], shown: str, warnings: list[str])
         with open(path, "w") as f:
             json.dump(packed, f)
         try:
-            _load_workflow(path, shown)
+            _load_workflow(path, shown, options)
         except WorkflowInvalid:
             twice = next(w for w in warnings if "previously defined" in w)
             raise WorkflowInvalid(f"the workflow {shown} cannot be packed into one document, as it must be to run "
@@ -455,6 +498,43 @@ def _load_job_order(path: str | None, given: dict[str, Any] | None) -> Any:
             order[key] = order.pop(key)
     visit_files_directories(order, path_to_loc)  # `path: x` becomes `location: file:///abs/x`
     return order
+
+
+class _InputsParser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise WorkflowInvalid(message)
+
+
+def _inputs_from_args(process: Any, args: list[str], shown: str,
+                      job_order_path: str | None) -> tuple[str | None, dict[str, Any]]:
+    """The workflow's inputs given as options (`--threads 4 --reads r.fq`), read by the parser cwltool
+    builds from the workflow's inputs, and the job order file among them, if any: (that file, or
+    `job_order_path`; the inputs given). Only the inputs given are returned (cwltool also sets every
+    other one to null, dropping a job order file's values); a missing required one is found when the
+    job order is validated. `--help` prints the workflow's inputs and exits, as cwltool's does."""
+    from cwltool.argparser import generate_parser
+    from schema_salad.ref_resolver import file_uri
+
+    namemap: dict[str, str] = {}
+    records: list[str] = []
+    parser = generate_parser(_InputsParser(prog=shown, allow_abbrev=False), process, namemap, records,
+                             input_required=False, urljoin=urllib.parse.urljoin, base_uri=file_uri(os.getcwd()) + "/")
+    named = {a.split("=", 1)[0] for a in args if a.startswith("-")}
+    wanted = {action.dest for action in parser._actions if named & set(action.option_strings)} | {"job_order"}
+    try:
+        given = {k: v for k, v in vars(parser.parse_args(args)).items() if k in wanted}
+    except WorkflowInvalid as e:
+        raise WorkflowInvalid(f"the inputs given on the command line do not fit {shown}: {e}\n"
+                              f"(`{shown} --help` lists its inputs; lando-ssh's and cwltool's own options go before "
+                              "the workflow)") from None
+    path = given.pop("job_order", None)
+    if path is not None and job_order_path is not None:
+        raise WorkflowInvalid(f"two job orders: {job_order_path} and {path}")
+    for record in records:  # `--rec.field 1` -> {"rec": {"field": 1}}
+        fields = {k[len(record) + 1:]: given.pop(k) for k in list(given) if k.startswith(record + ".")}
+        if fields:
+            given[record] = fields
+    return path or job_order_path, {namemap.get(k, k): v for k, v in given.items()}
 
 
 def _yaml_kind(value: Any) -> str:

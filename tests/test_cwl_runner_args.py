@@ -1,0 +1,164 @@
+"""`lando-ssh cwl-runner` takes its command line the way cwltool does: the job order or the workflow's
+inputs after the workflow, cwltool's run options passed to the VM's cwltool, its questions answered by
+the local cwltool. The sorting is pure logic (unit tests); each form also runs end to end through the
+CLI, a real sshd VM and real cwltool, compared with bare cwltool where cwltool runs it too."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import Lando
+from test_cwl_variety import CWLTOOL, VARIETY, bare_cwltool, one_sentence
+
+from lando_ssh.runner_args import UsageError, split
+
+INPUTS = str(VARIETY / "inputs.cwl")
+
+
+# -- sorting the words (pure) ------------------------------------------------------------------
+def test_options_before_the_workflow_are_sorted_and_everything_after_it_is_the_inputs():
+    got = split(["--outdir", "o", "--relax-path-checks", "--on-error=continue", "--provenance", "p", "--quiet",
+                 "--flavor", "big", "wf.cwl", "--mode", "fast", "--outdir", "x", "job.yml"])
+
+    assert got.lando == ["--outdir", "o", "--quiet", "--flavor", "big", "wf.cwl"]
+    assert got.cwltool == ["--relax-path-checks", "--on-error=continue"]
+    assert got.ignored == ["--provenance"]
+    assert got.inputs == ["--mode", "fast", "--outdir", "x", "job.yml"]  # an input may be called outdir
+    assert got.question is None
+
+
+def test_debug_is_lando_ssh_s_and_the_vm_cwltool_s_and_a_double_dash_ends_the_options():
+    got = split(["--debug", "--", "-odd-name.cwl", "job.yml"])
+
+    assert got.lando == ["--debug", "-odd-name.cwl"] and got.cwltool == ["--debug"]
+    assert got.inputs == ["job.yml"]
+
+
+def test_an_archive_s_source_options_may_follow_it_but_a_local_workflow_s_inputs_may_be_called_path():
+    zipped = split(["https://h/wf.zip", "--path", "dir/wf.cwl", "job.yml"])
+    local = split(["wf.cwl", "--path", "p.txt"])
+    repo = split(["--git", "https://h/r.git", "job.yml", "--ref=v1", "--path", "wf.cwl", "--x", "1"])
+
+    assert zipped.lando == ["--path", "dir/wf.cwl", "https://h/wf.zip"] and zipped.inputs == ["job.yml"]
+    assert local.lando == ["wf.cwl"] and local.inputs == ["--path", "p.txt"]
+    assert repo.lando == ["--git", "https://h/r.git", "--ref=v1", "--path", "wf.cwl"]
+    assert repo.inputs == ["job.yml", "--x", "1"]  # with --git the job order is among the inputs
+
+
+def test_a_question_goes_to_the_local_cwltool_without_lando_ssh_s_own_options():
+    got = split(["--flavor", "big", "--enable-ext", "--print-deps", "--relative-deps", "cwd", "wf.cwl", "j.yml"])
+
+    assert got.question == "--print-deps"
+    assert got.for_cwltool == ["--enable-ext", "--print-deps", "--relative-deps", "cwd", "wf.cwl", "j.yml"]
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--target", "step1", "wf.cwl"], "runs only part of one"),
+    (["--single-step=s", "wf.cwl"], "runs only part of one"),
+    (["--on-error"], "--on-error needs a value"),
+])
+def test_partial_runs_and_missing_values_are_refused(args: list[str], said: str):
+    with pytest.raises(UsageError, match=said):
+        split(args)
+
+
+# -- end to end --------------------------------------------------------------------------------
+def test_the_workflow_s_inputs_on_the_command_line_run_as_under_cwltool(lando: Lando, tmp_path: Path):
+    """String, int, boolean, File, a repeated array option and a record's fields, as cwltool's parser
+    generated from the workflow's inputs takes them; `-w` writes the output object to a file too."""
+    (tmp_path / "reads.txt").write_text("a\nb\nc\n")
+    bare_dir, ours_dir = tmp_path / "bare", tmp_path / "ours"
+    inputs = ["--reads", "reads.txt", "--mode", "fast", "--threads", "4", "--verbose", "--tags", "x", "--tags",
+              "y z", "--limits.low", "1", "--limits.high", "9"]
+    expected = bare_cwltool(bare_dir, INPUTS, *inputs, cwd=tmp_path)
+
+    ours = lando.cli("cwl-runner", "--quiet", "--outdir", str(ours_dir), "-w", str(tmp_path / "summary.json"),
+                     INPUTS, *inputs, cwd=tmp_path)
+
+    assert ours.returncode == 0, ours.stderr
+    got = json.loads(ours.stdout)
+    assert got == json.loads(json.dumps(expected).replace(str(bare_dir), str(ours_dir)))
+    assert (ours_dir / "said.txt").read_text() == "fast --threads 4 --verbose x y z --low 1 --high 9 --label plain\n3\n"
+    assert json.loads((tmp_path / "summary.json").read_text()) == got
+
+
+def test_a_job_order_file_or_standard_input_with_inputs_on_the_command_line_over_it(lando: Lando, tmp_path: Path):
+    (tmp_path / "reads.txt").write_text("a\n")
+    (tmp_path / "job.yml").write_text("reads: {class: File, path: reads.txt}\nmode: from-file\nthreads: 2\n")
+    over = lando.cli("cwl-runner", "--quiet", "--outdir", str(tmp_path / "a"), INPUTS, str(tmp_path / "job.yml"),
+                     "--mode", "from-cli", "--label", "L")
+    stdin = lando.cli("cwl-runner", "--quiet", "--outdir", str(tmp_path / "b"), INPUTS, "-",
+                      input="{reads: {class: File, path: reads.txt}, mode: piped}\n", cwd=tmp_path)
+
+    assert over.returncode == 0, over.stderr
+    # what the command line names wins; the file's other values stay (cwltool would null them)
+    assert (tmp_path / "a" / "said.txt").read_text() == "from-cli --threads 2 --label L\n1\n"
+    assert json.loads(over.stdout)["threads_out"] == 2
+    assert stdin.returncode == 0, stdin.stderr
+    assert (tmp_path / "b" / "said.txt").read_text() == "piped --threads 1 --label plain\n1\n"
+
+
+def test_inputs_that_do_not_fit_the_workflow_are_refused_before_anything_is_stored(lando: Lando, tmp_path: Path):
+    (tmp_path / "reads.txt").write_text("a\n")
+    cases = {
+        ("--reads", "reads.txt", "--mode", "m", "--bogus", "1"): "unrecognized arguments: --bogus",
+        ("--reads", "reads.txt", "--mode", "m", "--threads", "many"): "invalid int value: 'many'",
+        ("--mode", "m"): "Missing required input parameter 'reads'",
+        ("--reads", "nowhere.txt", "--mode", "m"): "nowhere.txt",
+    }
+    for inputs, sentence in cases.items():
+        proc = lando.cli("cwl-runner", "--outdir", str(tmp_path / "out"), INPUTS, *inputs, cwd=tmp_path)
+        assert proc.returncode == 2, (inputs, proc.stderr)
+        assert sentence in proc.stderr, (inputs, proc.stderr)
+        assert "Traceback" not in proc.stderr
+    helped = lando.cli("cwl-runner", INPUTS, "--help")
+    assert helped.returncode == 0 and "--threads THREADS" in helped.stdout and "--limits.low" in helped.stdout
+    assert json.loads(lando.cli("status", "--json", check=True).stdout) == []
+    assert lando.vm_dirs() == []
+
+
+def test_cwltool_s_run_options_reach_the_vm_s_cwltool_and_the_validation(lando: Lando, tmp_path: Path):
+    """--relax-path-checks lets an input named with a space through, as under cwltool; --enable-ext
+    loads cwltool's extensions, on the server (validation) and on the VM (the run)."""
+    (tmp_path / "my reads.txt").write_text("a\nb\n")
+    inputs = ["--reads", "my reads.txt", "--mode", "m", "--limits.low", "0", "--limits.high", "1"]
+    strict = lando.cli("cwl-runner", "--outdir", str(tmp_path / "strict"), INPUTS, *inputs, cwd=tmp_path)
+    expected = bare_cwltool(tmp_path / "bare", "--relax-path-checks", INPUTS, *inputs, cwd=tmp_path)
+
+    relaxed = lando.cli("cwl-runner", "--quiet", "--relax-path-checks", "--outdir", str(tmp_path / "relaxed"),
+                        INPUTS, *inputs, cwd=tmp_path)
+
+    assert strict.returncode == 1 and "contains illegal characters" in strict.stderr, strict.stderr
+    assert relaxed.returncode == 0, relaxed.stderr
+    assert json.loads(relaxed.stdout) == json.loads(json.dumps(expected).replace(str(tmp_path / "bare"),
+                                                                                 str(tmp_path / "relaxed")))
+    job = json.loads(lando.cli("status", "--json", check=True).stdout)[-1]
+    assert job["facts"]["cwltool_args"] == ["--relax-path-checks"]
+    assert "--relax-path-checks" in job["facts"]["commands"]["cwl_base_command"]
+    assert "--relax-path-checks" in (tmp_path / "relaxed" / "docs" / "README.md").read_text()
+
+    plain = lando.cli("cwl-runner", "--outdir", str(tmp_path / "plain"), str(VARIETY / "extension.cwl"))
+    extended = lando.cli("cwl-runner", "--quiet", "--enable-ext", "--outdir", str(tmp_path / "ext"),
+                         str(VARIETY / "extension.cwl"))
+    assert plain.returncode == 2 and "undefined reference to 'http://commonwl.org/cwltool#ShmSize'" in \
+        one_sentence(plain.stderr) + plain.stderr
+    assert extended.returncode == 0, extended.stderr
+    assert (tmp_path / "ext" / "extended.txt").read_text() == "extended\n"
+
+
+def test_cwltool_s_questions_are_answered_by_the_local_cwltool_as_it_would(lando: Lando, tmp_path: Path):
+    for question in (["--validate"], ["--print-deps"], ["--make-template"]):
+        bare = subprocess.run([CWLTOOL, "--quiet", *question, INPUTS], capture_output=True, text=True)
+        ours = lando.cli("cwl-runner", "--quiet", "--flavor", "big", *question, INPUTS)
+        assert (ours.returncode, ours.stdout) == (bare.returncode, bare.stdout), question
+        assert bare.stdout.strip(), question
+    version = lando.cli("cwl-runner", "--version")
+    assert version.returncode == 0 and "cwltool" in version.stdout
+    partial = lando.cli("cwl-runner", "--target", "x", INPUTS)
+    assert partial.returncode == 2 and "runs only part of one" in one_sentence(partial.stderr)
+    assert json.loads(lando.cli("status", "--json", check=True).stdout) == []
+    assert os.path.exists(sys.executable)
