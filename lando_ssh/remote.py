@@ -601,11 +601,24 @@ def _extract(stream: IO[bytes], local_dir: str) -> int:
         # file contents in COPY_BUF pieces too: the default 16 KiB pieces each re-slice the 1 MiB read-ahead
         tar.copybufsize = COPY_BUF  # type: ignore[attr-defined]
         for member in tar:
-            # the "data" filter refuses absolute paths, '..' and links that leave local_dir
-            tar.extract(member, local_dir, filter="data")
+            if member.isfile():  # a read-only file pulled before (a rerun's): replaced, not written into
+                target = os.path.join(local_dir, member.name)
+                if os.path.isfile(target) and not os.access(target, os.W_OK):
+                    os.unlink(target)
+            tar.extract(member, local_dir, filter=_data_keeping_read_only)
             if member.isfile():
                 received += member.size
     return received
+
+
+def _data_keeping_read_only(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """tarfile's "data" filter (no absolute paths, no '..', no links that leave `dest`, no special files,
+    no set-id bits or group/other write), without its making every file writable by its owner: a
+    read-only output (a copy of a read-only input) comes back read-only, as cwltool leaves it."""
+    filtered = tarfile.data_filter(member, dest)
+    if filtered.isfile() and member.mode is not None:
+        return filtered.replace(mode=member.mode & 0o755, deep=False)
+    return filtered
 
 
 def _drain(chan: paramiko.Channel, timeout: float | None = None) -> tuple[bytes, bytes]:

@@ -162,3 +162,18 @@ def test_cwltool_s_questions_are_answered_by_the_local_cwltool_as_it_would(lando
     assert partial.returncode == 2 and "runs only part of one" in one_sentence(partial.stderr)
     assert json.loads(lando.cli("status", "--json", check=True).stdout) == []
     assert os.path.exists(sys.executable)
+
+
+def test_an_output_copied_from_a_read_only_input_keeps_its_mode_as_under_cwltool(lando: Lando, tmp_path: Path):
+    (tmp_path / "frozen.txt").write_text("x\n")
+    (tmp_path / "frozen.txt").chmod(0o444)
+    wf = str(VARIETY / "passthrough.cwl")
+    bare_cwltool(tmp_path / "bare", wf, "-f", "frozen.txt", cwd=tmp_path)
+
+    ours = lando.cli("cwl-runner", "--quiet", "--outdir", str(tmp_path / "ours"), wf, "-f", "frozen.txt",
+                     cwd=tmp_path)
+
+    assert ours.returncode == 0, ours.stderr
+    assert (tmp_path / "bare" / "frozen.txt").stat().st_mode & 0o777 == 0o444
+    assert (tmp_path / "ours" / "frozen.txt").stat().st_mode & 0o777 == 0o444
+    assert (tmp_path / "ours" / "frozen.txt").read_text() == "x\n"
