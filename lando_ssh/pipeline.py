@@ -590,22 +590,20 @@ class Pipeline:
                                       what="reading the output object").stdout)
             remote.run(["sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", paths.results, *post],
                        what="the post-process command")
-        # organize, then read back the output object, the run's facts and cwltool's stderr tail: one round trip
+        # organize, then read back the output object, the run's facts, cwltool's stderr tail and the results'
+        # sizes (for the store step that follows): one round trip
         token = os.urandom(16).hex()
         organize = ["sh", "-c", _ORGANIZE_AND_REPORT, "sh", posixpath.join(paths.bin, "lando-organize"),
-                    paths.job_dir, token, str(STDERR_TAIL_LINES)]
+                    paths.job_dir, token, str(STDERR_TAIL_LINES), posixpath.join(paths.bin, "lando-sizes")]
         parts = _report_parts(remote.run(organize, what="organizing output").stdout, token)
         output = _output_object(parts.get("stdout", ""))
         docs_dir = parts.get("docs_dir", "").strip() or "docs"  # lando-docs when the workflow has a docs output
-        job = self.journal.update(job_id, lambda j: j.facts.update(vm_output=output, docs_dir=docs_dir))
         usage = report.usage_from({f: parts.get(f, "").strip()
                                    for f in ("started", "finished", "maxrss_kb", "exit_code")})
-        self.journal.update(job_id, lambda j: j.facts.update(usage=usage))
-        job = self.journal.get(job_id)
-        docs = report.docs_files(job, usage, remote_cwltool_log=_ANSI.sub("", parts.get("stderr-tail", "").rstrip()))
-        # the results' sizes come back in the same round trip, for the store step that follows
-        self._result_sizes[job_id] = remote.put_bytes(docs, posixpath.join(paths.results, docs_dir),
-                                                      then=self._sizes_argv(paths, paths.results))
+        version = report.cwltool_version(_ANSI.sub("", parts.get("stderr-tail", "")))
+        self.journal.update(job_id, lambda j: j.facts.update(vm_output=output, docs_dir=docs_dir, usage=usage,
+                                                             cwltool_version=version))
+        self._result_sizes[job_id] = parts.get("sizes", "")
 
     # -- O: store output -------------------------------------------------------------------
     def store_output(self, job_id: int) -> None:
@@ -629,13 +627,24 @@ class Pipeline:
                 raise StagingFailed(f"output file {rel} did not arrive whole in {local_dir} "
                                     f"(expected {size} bytes)")
         output = staging.rewrite_outputs(job.facts.get("vm_output") or {}, paths.results, local_dir)
-        with open(os.path.join(local_dir, job.facts.get("docs_dir") or "docs", "logs", "cwl-output.json"), "w") as f:
-            json.dump(output, f, indent=2)
+
         def stored(j: Job) -> None:
             j.output = output
             j.facts["bytes_stored"] = received
 
-        self.journal.update(job_id, stored)
+        job = self.journal.update(job_id, stored)
+        # lando's docs of the job are written here, not on the VM: what the VM made was pulled as it was
+        docs = report.docs_files(job, job.facts.get("usage") or {}, job.facts.get("cwltool_version"))
+        docs["logs/cwl-output.json"] = (json.dumps(output, indent=2) + "\n").encode()
+        docs_dir = os.path.join(local_dir, job.facts.get("docs_dir") or "docs")
+        try:
+            for rel, data in docs.items():
+                path = os.path.join(docs_dir, rel)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "wb") as f:
+                    f.write(data)
+        except OSError as e:
+            raise StagingFailed(f"cannot write the job's docs to {docs_dir}: {e.strerror}") from None
         self.progress(job_id, f"stored {_size(received)} in {local_dir}")
 
     # -- T: terminate VM -------------------------------------------------------------------
@@ -889,7 +898,8 @@ class Pipeline:
 _ORGANIZE_AND_REPORT = (
     'sh "$1" "$2" || exit; for f in stdout started finished maxrss_kb exit_code docs_dir; do '
     'printf "\\n%s %s\\n" "$3" "$f"; cat "$2/run/$f" 2>/dev/null; done; '
-    'printf "\\n%s stderr-tail\\n" "$3"; tail -n "$4" "$2/run/stderr" 2>/dev/null; exit 0')
+    'printf "\\n%s stderr-tail\\n" "$3"; tail -n "$4" "$2/run/stderr" 2>/dev/null; '
+    'printf "\\n%s sizes\\n" "$3"; exec sh "$5" "$2/results"')
 
 
 def _has_vm(job: Job) -> bool:

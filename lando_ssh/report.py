@@ -36,11 +36,13 @@ def cwltool_version(log_text: str) -> str | None:
     return m.group(1) if m else None
 
 
-def docs_files(job: Job, usage: dict[str, Any], remote_cwltool_log: str = "") -> dict[str, bytes]:
+def docs_files(job: Job, usage: dict[str, Any], cwltool: str | None = None) -> dict[str, bytes]:
+    """lando's own files in a job's docs dir (the VM's lando-organize made the rest): README.md, the job's
+    record, its usage; `cwltool`: the version that ran the workflow, when known."""
     record = job.to_dict()
     record.pop("workflow_doc", None)  # the workflow itself is in docs/scripts
     files = {
-        "README.md": readme(job, usage, cwltool_version(remote_cwltool_log)).encode(),
+        "README.md": readme(job, usage, cwltool).encode(),
         "logs/job-data.json": json.dumps(record, indent=2).encode(),
         "logs/usage.json": json.dumps(usage, indent=2).encode(),
     }
