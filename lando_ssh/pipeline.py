@@ -85,6 +85,10 @@ def remote_scripts_dir() -> Path:
     return Path(sys.prefix) / "share" / "lando-ssh" / "remote_scripts"
 
 
+#: inputs up to this size are sent with the remote scripts, in one stream (larger ones after the free disk is known)
+ONE_STREAM_BYTES = 1024 * 1024
+
+
 @dataclass(frozen=True)
 class JobPaths:
     """Where a job's files live on its VM."""
@@ -396,21 +400,32 @@ class Pipeline:
         local = [t for t in transfers if t.kind != "url"]
         urls = [t for t in transfers if t.kind == "url"]
         needed = sum(t.size or 0 for t in transfers)
-        # scripts, workflow and job order in one stream, then the free disk: one round trip
         scripts = {f"bin/{p.name}": p.read_bytes() for p in sorted(remote_scripts_dir().iterdir()) if p.is_file()}
         scripts["scripts/workflow.cwl"] = json.dumps(inline_single_use_processes(vm_workflow), indent=2).encode()
         scripts["scripts/job-order.json"] = json.dumps(vm_order, indent=2).encode()
-        free = int(remote.put_bytes(scripts, paths.job_dir, mode=0o755,
-                                    then=["sh", posixpath.join(paths.bin, "lando-df"), paths.job_dir]).strip() or 0)
-        if needed > free:
-            raise StagingFailed(f"the VM's disk is too small for the inputs: they need {_size(needed)}, "
-                                f"{_size(free)} is free under {paths.job_dir} (ask for a larger volume_size)")
+        df = ["sh", posixpath.join(paths.bin, "lando-df"), paths.job_dir]
         sent = 0
         optional_missing: set[str] = set()
         listing = None  # the sizes on the VM, when they came back with the last transfer
         started = time.monotonic()
+        local_bytes = sum(t.size or 0 for t in local)
         with self._deadline(remote, "staging"):
-            if local:
+            if local and local_bytes <= ONE_STREAM_BYTES:
+                # small inputs travel with the scripts, then the free disk and the sizes come back: one round
+                # trip. The disk is checked after them: a disk too full for a few MiB fails the transfer itself,
+                # with its own message
+                entries = [(t.source, posixpath.relpath(t.dest, paths.job_dir)) for t in local]
+                then = ["sh", "-c", 'sh "$1" "$2" && exec sh "$3" "$4"', "sh", *df[1:],
+                        *self._sizes_argv(paths, paths.inputs)[1:]]
+                sent, out = remote.put_files(entries, paths.job_dir, then=then, files=scripts, mode=0o755)
+                free_line, _, listing = out.partition("\n")
+                self._check_free(needed - sent, int(free_line.strip() or 0), paths)
+                listing = None if urls else listing
+                self.progress(job_id, f"staged {_size(sent)} from this server")
+            else:  # scripts, workflow and job order in one stream, then the free disk: one round trip
+                self._check_free(needed, int(remote.put_bytes(scripts, paths.job_dir, mode=0o755, then=df).strip()
+                                             or 0), paths)
+            if local and local_bytes > ONE_STREAM_BYTES:
                 entries = [(t.source, posixpath.relpath(t.dest, paths.inputs)) for t in local]
                 sizes = () if urls else self._sizes_argv(paths, paths.inputs)  # the same round trip
                 pushed, listing = remote.put_files(entries, paths.inputs, then=sizes)
@@ -437,6 +452,12 @@ class Pipeline:
         self._check_sizes(remote, paths, paths.inputs, expected, "input", listing)
         elapsed = time.monotonic() - started
         self.journal.update(job_id, lambda j: j.facts.update(bytes_staged=sent, staging_seconds=round(elapsed, 3)))
+
+    @staticmethod
+    def _check_free(needed: int, free: int, paths: JobPaths) -> None:
+        if needed > free:
+            raise StagingFailed(f"the VM's disk is too small for the inputs: they need {_size(needed)}, "
+                                f"{_size(free)} is free under {paths.job_dir} (ask for a larger volume_size)")
 
     @staticmethod
     def _sizes_argv(paths: JobPaths, base: str) -> list[str]:

@@ -391,35 +391,33 @@ class Remote:
 
     # -- files -----------------------------------------------------------------------------
     def put_files(self, entries: Sequence[tuple[str, str]], remote_dir: str, *, retry: bool = True,
-                  then: Sequence[str] = ()) -> tuple[int, str]:
-        """Send local files/dirs as `(local_path, relative_dest)` into remote_dir; `then` is a command run
-        after them in the same round trip. Returns the bytes sent and the command's stdout."""
+                  then: Sequence[str] = (), files: dict[str, bytes] | None = None,
+                  mode: int = 0o644) -> tuple[int, str]:
+        """Send local files/dirs as `(local_path, relative_dest)` into remote_dir, after `files` (small ones
+        given as bytes: `{relative_dest: data}`, made with `mode`); `then` is a command run after them in the
+        same round trip. Returns the bytes sent from `entries` and the command's stdout."""
         total = sum(_tree_size(p) for p, _ in entries)
+        made = _byte_members(files or {}, mode)
 
         def fill(out: IO[bytes]) -> None:
             with tarfile.open(fileobj=out, mode="w|", bufsize=COPY_BUF, dereference=True,
                               format=tarfile.PAX_FORMAT) as tar:
                 tar.copybufsize = COPY_BUF  # type: ignore[attr-defined]
+                for info, data in made:
+                    tar.addfile(info, io.BytesIO(data))
                 for local, dest in entries:
                     tar.add(local, arcname=dest.lstrip("/"), recursive=True)
 
         out = self._retrying("staging", lambda: self._push_tar(fill, remote_dir, total, then=then,
-                                                               stream=lambda fd: _send_tar(fd, entries)), retry)
+                                                               stream=lambda fd: _send_tar(fd, entries, made)),
+                             retry)
         return total, str(out)
 
     def put_bytes(self, files: dict[str, bytes], remote_dir: str, mode: int = 0o644, *,
                   then: Sequence[str] = ()) -> str:
         """Write small files into remote_dir; `then` is a command run after them in the same round trip
         (its stdout is returned)."""
-
-        def fill(out: IO[bytes]) -> None:
-            with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                for name, data in files.items():
-                    info = tarfile.TarInfo(name.lstrip("/"))
-                    info.size, info.mode, info.mtime = len(data), mode, int(time.time())
-                    tar.addfile(info, io.BytesIO(data))
-
-        return str(self._retrying("upload", lambda: self._push_tar(fill, remote_dir, 0, then=then), True))
+        return self.put_files([], remote_dir, then=then, files=files, mode=mode)[1]
 
     def get_dir(self, remote_dir: str, local_dir: str, *, total_hint: int = 0, retry: bool = True) -> int:
         """Copy remote_dir's contents into local_dir; returns bytes received (file contents)."""
@@ -528,7 +526,17 @@ class _ChannelReader(io.RawIOBase):
         return len(data)
 
 
-def _send_tar(fd: int, entries: Sequence[tuple[str, str]]) -> None:
+def _byte_members(files: dict[str, bytes], mode: int) -> list[tuple[tarfile.TarInfo, bytes]]:
+    members = []
+    for name, data in files.items():
+        info = tarfile.TarInfo(name.lstrip("/"))
+        info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+        members.append((info, data))
+    return members
+
+
+def _send_tar(fd: int, entries: Sequence[tuple[str, str]],
+              made: Sequence[tuple[tarfile.TarInfo, bytes]] = ()) -> None:
     """What `tarfile` writes for `entries` (PAX, symlinks followed), onto the pipe `fd`, with the
     file contents moved by `os.sendfile` from the page cache into the pipe: Python's tarfile
     copies every byte three times on the way, which held the bulk path well below scp."""
@@ -568,6 +576,9 @@ def _send_tar(fd: int, entries: Sequence[tuple[str, str]]) -> None:
             for name in sorted(os.listdir(path)):
                 add(os.path.join(path, name), f"{arcname}/{name}")
 
+    for info, data in made:
+        write(info.tobuf(tarfile.PAX_FORMAT, tar.encoding, tar.errors) + data
+              + tarfile.NUL * (-len(data) % tarfile.BLOCKSIZE))
     for local, dest in entries:
         add(local, dest.lstrip("/"))
     write(tarfile.NUL * (2 * tarfile.BLOCKSIZE))

@@ -58,6 +58,27 @@ def test_two_step_workflow_with_local_and_url_inputs_runs_end_to_end(lando: Land
     assert set(job["timings"]) == set(ALL_STEPS)
 
 
+def test_a_large_input_goes_after_the_free_disk_is_known_and_arrives_whole(lando: Lando, tmp_path: Path):
+    """Small inputs travel with the remote scripts in one stream; one above pipeline.ONE_STREAM_BYTES (and
+    above remote.BULK_BYTES: through OpenSSH) goes on its own once the VM's free disk is known."""
+    big = tmp_path / "big.txt"
+    line = b"the same line of text, again and again\n"
+    big.write_bytes(line * (9 * 1024 * 1024 // len(line) + 1))
+    order = tmp_path / "job.yml"
+    order.write_text(yaml.safe_dump({"text": {"class": "File", "location": str(big)},
+                                     "more": {"class": "File", "location": str(WORKFLOWS / "data" / "more.txt")}}))
+
+    proc = lando.cli("job", str(lando.submit(WORKFLOWS / "upper_count.cwl", order)))
+
+    assert proc.returncode == 0, proc.stderr
+    job = json.loads(lando.cli("status", "--json", check=True).stdout)[0]
+    assert job["facts"]["bytes_staged"] == big.stat().st_size + (WORKFLOWS / "data" / "more.txt").stat().st_size
+    out = Path(job["output_dir"])
+    lines = big.stat().st_size // len(line)
+    assert (out / "count.txt").read_text() == f"{lines + 1}\n"
+    assert (out / "upper.txt").stat().st_size == big.stat().st_size + len(b"MORE TEXT\n")
+
+
 def test_secondary_files_directory_and_scatter_workflows_run(lando: Lando):
     ids = {name: lando.submit(WORKFLOWS / f"{name}.cwl", WORKFLOWS / f"{name}.yml")
            for name in ("secondary", "directory", "scatter")}
