@@ -57,6 +57,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     s = command("submit", help="validate a workflow and job order, store the job, print its id")
     _job_options(s)
     s.add_argument("--start", action="store_true", help="also send start_job to the daemon")
+    s.add_argument("--cwltool-option", action="append", default=[], metavar="OPT",
+                   help="one of cwltool's run options for the VM's cwltool, e.g. --relax-path-checks or "
+                        "--on-error=continue (repeatable)")
 
     s = command("job", help="run job N in the foreground, without the broker")
     s.add_argument("job_id", type=int)
@@ -341,9 +344,16 @@ def _user() -> str:
 
 
 def cmd_submit(config: Config, args: argparse.Namespace) -> int:
+    from lando_ssh.runner_args import UsageError, run_options
+
     workflow, job_order = _workflow_source(args)
+    try:
+        options = run_options(args.cwltool_option)
+    except UsageError as e:
+        raise BadInput(str(e)) from None
     job = submit_job(config, workflow, job_order, name=args.name, flavor=args.flavor, image=args.image,
-                     volume_size=args.volume_size, output_dir=args.output_dir, priority=args.priority)
+                     volume_size=args.volume_size, output_dir=args.output_dir, priority=args.priority,
+                     cwltool_args=options)
     if args.start:
         from lando_ssh.broker import Broker
         from lando_ssh.messages import Command

@@ -152,3 +152,18 @@ def _source_options_out(rest: list[str], given: set[str], options: list[str]) ->
         kept.append(rest[i])
         i += 1
     return kept
+
+
+def run_options(values: list[str]) -> list[str]:
+    """`submit --cwltool-option OPT`'s values, checked: each one of cwltool's run options (one that takes a
+    value as `--opt=VALUE`). Raises `UsageError` naming any other."""
+    for value in values:
+        key = value.split("=", 1)[0]
+        if key in RUN_WITH_VALUE and "=" not in value:
+            raise UsageError(f"--cwltool-option {key} needs its value in the same word: {key}=VALUE")
+        if key in RUN_FLAGS and "=" in value:
+            raise UsageError(f"--cwltool-option {key} takes no value")
+        if key not in RUN_FLAGS and key not in RUN_WITH_VALUE:
+            raise UsageError(f"--cwltool-option {value}: not one of cwltool's options that change a run (those "
+                             f"are: {', '.join(sorted(RUN_FLAGS | RUN_WITH_VALUE))})")
+    return list(values)

@@ -177,3 +177,22 @@ def test_an_output_copied_from_a_read_only_input_keeps_its_mode_as_under_cwltool
     assert (tmp_path / "bare" / "frozen.txt").stat().st_mode & 0o777 == 0o444
     assert (tmp_path / "ours" / "frozen.txt").stat().st_mode & 0o777 == 0o444
     assert (tmp_path / "ours" / "frozen.txt").read_text() == "x\n"
+
+
+def test_submit_takes_run_options_for_the_vm_s_cwltool_and_refuses_anything_else(lando: Lando):
+    wf = str(VARIETY / "extension.cwl")
+    refused = [lando.cli("submit", "--cwltool-option=--provenance=x", wf), lando.cli("submit", wf),
+               lando.cli("submit", "--cwltool-option=--on-error", wf)]
+    assert [p.returncode for p in refused] == [2, 2, 2]
+    assert "not one of cwltool's options that change a run" in one_sentence(refused[0].stderr)
+    assert "ShmSize" in refused[1].stderr  # an extension without --enable-ext does not validate
+    assert "needs its value in the same word" in one_sentence(refused[2].stderr)
+    assert json.loads(lando.cli("status", "--json", check=True).stdout) == []
+
+    job_id = lando.submit(wf, None, "--cwltool-option=--enable-ext", "--cwltool-option=--on-error=continue")
+    ran = lando.cli("job", str(job_id))
+
+    assert ran.returncode == 0, ran.stderr
+    job = lando.status(job_id)
+    assert job["facts"]["cwltool_args"] == ["--enable-ext", "--on-error=continue"]
+    assert (Path(job["output_dir"]) / "extended.txt").read_text() == "extended\n"
