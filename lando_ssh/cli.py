@@ -497,6 +497,8 @@ def cmd_cwl_runner(config: Config, args: argparse.Namespace) -> int:
                 print(f"lando-ssh: the summary {args.write_summary} cannot be written: {e.strerror}", file=sys.stderr)
         print(text)
         return EXIT_OK
+    if job.facts.get("partial_output"):  # as cwltool does: the output object of a failed run, what it has
+        print(json.dumps(job.output or {}, indent=4))
     _report_end(job)
     code = job.facts.get("exit_code")
     return code if isinstance(code, int) and code not in (0,) and job.state == JobState.ERROR else EXIT_JOB_FAILED

@@ -182,6 +182,7 @@ class Config:
     cwl_post_process_command: list[str] | None = None
     cwl_pre_process_command: list[str] | None = None
     keep_vm_on_error: bool = False
+    save_outputs_on_error: bool = True  # a failed run's partial outputs and logs are pulled, as cwltool leaves them
     poll_interval: float = 5.0  # longest wait between checks of a running workflow
     source: str = "built-in defaults"  # where this config came from (not a key)
 

@@ -601,11 +601,11 @@ class Pipeline:
             log.warning("job %s: could not stop cwltool on the VM: %s (the VM is deleted next)", job_id, e)
 
     # -- o: organize output ----------------------------------------------------------------
-    def organize_output(self, job_id: int) -> None:
+    def organize_output(self, job_id: int, *, post_process: bool = True) -> None:
         job = self.journal.get(job_id)
         paths = self.paths(job)
         remote = self.remote(job)
-        post = self._command(job, "cwl_post_process_command")
+        post = self._command(job, "cwl_post_process_command") if post_process else []
         if post:  # a broken output object stops the job before the post-process command runs
             _output_object(remote.run(["cat", posixpath.join(paths.run, "stdout")],
                                       what="reading the output object").stdout)
@@ -747,8 +747,10 @@ class Pipeline:
             if not reuse:
                 j.retire_vm()
             if STEPS.index(step) <= STEPS.index(JobStep.RUNNING):
-                for fact in ("run_pid", "run_started", "commands", "exit_code", "vm_output", "usage"):
+                for fact in ("run_pid", "run_started", "commands", "exit_code", "vm_output", "usage",
+                             "partial_output", "bytes_stored", "cwltool_version", "docs_dir"):
                     j.facts.pop(fact, None)
+                j.output = None  # a failed run's partial one
                 j.facts["rerun"] = reuse  # the old run's files on the VM are cleared before starting again
             j.facts.pop("restart_pending", None)
             j.error = None
@@ -763,12 +765,19 @@ class Pipeline:
         text = str(error)
         first = text.splitlines()[0] if text else type(error).__name__
         job = self.journal.get(job_id)
+        saved = ""
+        if (step == JobStep.RUNNING and isinstance(error, WorkflowFailed) and self.config.save_outputs_on_error
+                and _has_vm(job) and job.facts.get("exit_code") not in (None, 0)):
+            saved = self._save_failed_run(job_id)
+            job = self.journal.get(job_id)
         asked = self._keep_vm(job, failed=True)
         # past the run, the results exist only on the VM: deleting it would lose them
         holds_results = step in (JobStep.ORGANIZE_OUTPUT, JobStep.STORE_OUTPUT) and _has_vm(job)
         keep = asked or holds_results
         deleted = False if keep else self._terminate_quietly(job)
         reason = f"step {step.value} ({name}) failed: {first}"
+        if saved:
+            reason += (" " if reason.endswith(".") else ". ") + saved
         if asked:
             reason += _kept_note(job_id)
         elif holds_results:
@@ -785,6 +794,19 @@ class Pipeline:
 
         log.error("job %s: %s", job_id, reason, extra={"job_outcome": True})  # a foreground run says it itself
         return self.journal.update(job_id, record)
+
+    def _save_failed_run(self, job_id: int) -> str:
+        """What a failed run left, saved as cwltool leaves it: the outputs it collected (its partial output
+        object), its log and lando's docs, pulled like a finished job's; the post-process command does not
+        run. Best effort: returns a note for the job's reason, or "" when nothing could be saved."""
+        try:
+            self.organize_output(job_id, post_process=False)
+            self.store_output(job_id)
+        except Exception as e:  # the failure being recorded matters more: say why and go on
+            log.warning("job %s: the failed run's outputs and logs could not be saved: %s", job_id, e)
+            return ""
+        job = self.journal.update(job_id, lambda j: j.facts.update(partial_output=True))
+        return f"Its partial outputs and logs are in {job.output_dir}."
 
     def _finish_cancel(self, job_id: int) -> Job:
         job = self.journal.get(job_id)

@@ -108,8 +108,16 @@ def test_failing_tool_ends_in_error_with_exit_code_and_stderr_tail(lando: Lando)
     assert "cwltool exited with code 1" in job["error"]
     assert "explode: something went wrong on purpose" in job["error"]
     # the one-line reason names the tool that failed and what it said, not just cwltool's exit code
+    out = Path(job["output_dir"])
     assert job["reason"] == ("step R (run workflow) failed: cwltool exited with code 1 (tool explode exited with "
-                             "status 3: explode: something went wrong on purpose).")
+                             f"status 3: explode: something went wrong on purpose). Its partial outputs and logs "
+                             f"are in {out}.")
+    # what the failed run left is saved, as cwltool leaves it: the output it collected, its log, lando's docs
+    assert job["facts"]["partial_output"] is True
+    assert job["output"]["result"]["path"] == str(out / "explode.txt")
+    assert (out / "explode.txt").read_text() == "prepared\n"
+    assert "Final process status is permanentFail" in (out / "docs" / "logs" / "cwltool-output.log").read_text()
+    assert (out / "docs" / "README.md").is_file()
     assert job["timings"]["R"]["seconds"] > 0  # the failed step's time is recorded, not left "running"
     assert proc.stderr.count(f"lando-ssh: job {job_id} failed: step R") == 1
     assert "ERROR lando_ssh.pipeline" not in proc.stderr  # said once, by the command, not again by the log
@@ -282,8 +290,25 @@ def test_cwl_runner_runs_a_tool_without_a_job_order_and_fails_with_nonzero(lando
     assert json.loads(ok.stdout)["greeting"]["basename"] == "greeting.txt"
 
     failed = lando.cli("cwl-runner", "--outdir", str(tmp_path / "b"), str(WORKFLOWS / "fail.cwl"))
-    assert failed.returncode != 0
-    assert failed.stdout == ""
+    bare = subprocess.run([os.path.join(os.path.dirname(sys.executable), "cwltool"), "--quiet", "--no-container",
+                           "--outdir", str(tmp_path / "bare"), str(WORKFLOWS / "fail.cwl")],
+                          capture_output=True, text=True)
+    # as cwltool: a non-zero exit, the partial output object on stdout, its files in the outdir
+    assert (failed.returncode, bare.returncode) == (1, 1)
+    assert json.loads(failed.stdout) == json.loads(bare.stdout.replace(str(tmp_path / "bare"), str(tmp_path / "b")))
+    assert (tmp_path / "b" / "explode.txt").read_text() == "prepared\n"
+
+
+def test_a_failed_run_s_outputs_are_not_saved_when_the_config_says_so(lando: Lando):
+    lando.write_config(save_outputs_on_error=False)
+    job_id = lando.submit(WORKFLOWS / "fail.cwl")
+
+    assert lando.cli("job", str(job_id)).returncode == 1
+
+    job = lando.status(job_id)
+    assert (job["state"], job["step"], job["output"]) == ("E", "R", None)
+    assert "partial outputs" not in job["reason"] and not Path(job["output_dir"]).exists()
+    assert job["vm"]["deleted"] and lando.vm_dirs() == []
 
 
 def _cmdline(pid: int) -> str:
