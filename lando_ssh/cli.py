@@ -18,11 +18,14 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lando_ssh.config import Config, load_config
 from lando_ssh.errors import BadInput, BrokerUnavailable, JobConflict, LandoError
 from lando_ssh.model import ACTIVE_STATES, Job, JobState, JobStep, VmSpec, now
+
+if TYPE_CHECKING:
+    from lando_ssh.runner_args import RunnerArgs
 
 log = logging.getLogger("lando_ssh")
 
@@ -263,7 +266,7 @@ def _setup_logging(config: Config, quiet: bool = False, foreground: bool = False
     logging.getLogger("pika").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.CRITICAL)
 
 
-def _runner_args(args: list[str]) -> Any:
+def _runner_args(args: list[str]) -> RunnerArgs:
     """cwl-runner's words sorted the way cwltool reads them (see runner_args). A question for cwltool
     (`--validate`, `--pack`, `--version`...) is answered by the local cwltool, and this process ends."""
     from lando_ssh import runner_args
@@ -473,7 +476,7 @@ def cmd_cwl_runner(config: Config, args: argparse.Namespace) -> int:
     job_order_object, input_args = None, None
     if args.inputs == ["-"]:  # cwltool's job order on standard input
         job_order_object = _job_order_from_stdin()
-    elif len(args.inputs) == 1 and not args.inputs[0].startswith("-") and job_order is None:
+    elif len(args.inputs) == 1 and not args.inputs[0].startswith("-"):  # (with --git too: see runner_args)
         job_order = args.inputs[0]
     elif args.inputs:
         input_args = args.inputs
