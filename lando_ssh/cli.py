@@ -254,6 +254,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 thread.join(10)
 
 
+def cwl_runner_main() -> int:
+    """`lando-ssh-cwl-runner ARGS` is `lando-ssh cwl-runner ARGS`: one executable, for harnesses that take a
+    runner's path (`cwltest --tool lando-ssh-cwl-runner`). Its config comes from $LANDO_CONFIG (or the
+    usual places)."""
+    sys.argv[1:1] = ["cwl-runner"]
+    return main()
+
+
 def _setup_logging(config: Config, quiet: bool = False, foreground: bool = False) -> None:
     level = logging.WARNING if quiet else getattr(logging, config.log_level.upper())
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -196,3 +196,20 @@ def test_submit_takes_run_options_for_the_vm_s_cwltool_and_refuses_anything_else
     job = lando.status(job_id)
     assert job["facts"]["cwltool_args"] == ["--enable-ext", "--on-error=continue"]
     assert (Path(job["output_dir"]) / "extended.txt").read_text() == "extended\n"
+
+
+def test_lando_ssh_cwl_runner_is_cwl_runner_as_one_executable_for_test_harnesses(lando: Lando, tmp_path: Path):
+    """`cwltest --tool lando-ssh-cwl-runner` runs `lando-ssh-cwl-runner --outdir=DIR --quiet TOOL JOB`."""
+    (tmp_path / "reads.txt").write_text("a\n")
+    (tmp_path / "job.yml").write_text("reads: {class: File, path: reads.txt}\nmode: harness\n")
+    runner = os.path.join(os.path.dirname(sys.executable), "lando-ssh-cwl-runner")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LANDO_")}
+    env["LANDO_CONFIG"] = str(lando.config_path)
+
+    ran = subprocess.run([runner, f"--outdir={tmp_path / 'out'}", "--quiet", INPUTS, str(tmp_path / "job.yml")],
+                         capture_output=True, text=True, env=env, timeout=300)
+
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["said"]["path"] == str(tmp_path / "out" / "said.txt")
+    assert (tmp_path / "out" / "said.txt").read_text() == "harness --threads 1 --label plain\n1\n"
+    assert len(json.loads(lando.cli("status", "--json", check=True).stdout)) == 1  # in the config's job store
