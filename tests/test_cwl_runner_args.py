@@ -213,3 +213,21 @@ def test_lando_ssh_cwl_runner_is_cwl_runner_as_one_executable_for_test_harnesses
     assert json.loads(ran.stdout)["said"]["path"] == str(tmp_path / "out" / "said.txt")
     assert (tmp_path / "out" / "said.txt").read_text() == "harness --threads 1 --label plain\n1\n"
     assert len(json.loads(lando.cli("status", "--json", check=True).stdout)) == 1  # in the config's job store
+
+
+def test_cwltest_drives_lando_ssh_cwl_runner_through_conformance_tests(lando: Lando, tmp_path: Path):
+    """The CWL project's own test harness, as a facility checks a runner: `cwltest --tool lando-ssh-cwl-runner`
+    over tests/workflows/conformance.yaml (outputs compared by cwltest: class, basename, size, checksum)."""
+    bin_dir = os.path.dirname(sys.executable)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LANDO_")}
+    env.update(LANDO_CONFIG=str(lando.config_path), PATH=f"{bin_dir}:{env.get('PATH', '')}", TMPDIR=str(tmp_path))
+
+    ran = subprocess.run([os.path.join(bin_dir, "cwltest"), "--test", str(VARIETY.parent / "conformance.yaml"),
+                          "--tool", "lando-ssh-cwl-runner", "-j", "1"],
+                         capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "Test [6/6]" in ran.stderr and "All tests passed" in ran.stderr, ran.stderr
+    jobs = json.loads(lando.cli("status", "--json", check=True).stdout)
+    assert sorted(j["state"] for j in jobs) == ["E", "F", "F", "F", "F"]  # the invalid one was never stored
+    assert lando.vm_dirs() == []
