@@ -317,8 +317,9 @@ def submit_job(config: Config, workflow: Any, job_order: str | None, *, name: st
     `workflow` is a path, a URL, or a `workflow.WorkflowSource` (zip archive, git repository). The job
     order is the file `job_order`, or `job_order_object`, and/or the workflow's inputs as options
     (`input_args`). `cwltool_args`: cwltool's run options, for the VM's cwltool (and the validation)."""
-    from lando_ssh.workflow import LoadOptions, prepare
+    from lando_ssh.workflow import LoadOptions, check_cwltool_options, prepare
 
+    check_cwltool_options(cwltool_args)
     prepared = prepare(workflow, job_order, job_order_object, input_args=input_args,
                        options=LoadOptions.from_cwltool_args(cwltool_args))
     journal = _journal(config)
@@ -482,8 +483,9 @@ def cmd_cwl_runner(config: Config, args: argparse.Namespace) -> int:
     outdir = os.path.abspath(args.outdir or os.getcwd())
     workflow, job_order = _workflow_source(args)
     job_order_object, input_args = None, None
-    if args.inputs == ["-"]:  # cwltool's job order on standard input
+    if args.inputs[:1] == ["-"]:  # cwltool's job order on standard input (inputs given after it override it)
         job_order_object = _job_order_from_stdin()
+        input_args = args.inputs[1:] or None
     elif len(args.inputs) == 1 and not args.inputs[0].startswith("-"):  # (with --git too: see runner_args)
         job_order = args.inputs[0]
     elif args.inputs:
@@ -499,20 +501,27 @@ def cmd_cwl_runner(config: Config, args: argparse.Namespace) -> int:
                      input_args=input_args, cwltool_args=args.cwltool_args)
     job = run_job_foreground(config, job.id, quiet=args.quiet)
     if job.state == JobState.FINISHED:
-        text = json.dumps(job.output or {}, indent=4)
-        if args.write_summary:
-            try:
-                with open(args.write_summary, "w") as f:
-                    f.write(text + "\n")
-            except OSError as e:
-                print(f"lando-ssh: the summary {args.write_summary} cannot be written: {e.strerror}", file=sys.stderr)
-        print(text)
+        _print_output(job.output or {}, args.write_summary)
         return EXIT_OK
-    if job.facts.get("partial_output"):  # as cwltool does: the output object of a failed run, what it has
-        print(json.dumps(job.output or {}, indent=4))
+    if job.facts.get("partial_output") and job.facts.get("output_printed"):
+        _print_output(job.output or {}, args.write_summary)  # as cwltool does: what a failed run collected
     _report_end(job)
     code = job.facts.get("exit_code")
     return code if isinstance(code, int) and code not in (0,) and job.state == JobState.ERROR else EXIT_JOB_FAILED
+
+
+def _print_output(output: dict[str, Any], summary: str | None) -> None:
+    """The output object as cwltool prints it: on stdout, or with -w only into that file."""
+    text = json.dumps(output, indent=4, ensure_ascii=False, default=str)
+    if not summary:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        with open(summary, "w") as f:
+            f.write(text)
+    except OSError as e:
+        print(f"lando-ssh: the summary {summary} cannot be written: {e.strerror}", file=sys.stderr)
 
 
 def _job_order_from_stdin() -> dict[str, Any]:
@@ -535,6 +544,7 @@ def status_object(job: Job) -> dict[str, Any]:
                                        "user": vm.user, "flavor": vm.flavor,
                                        "created": d["vm"]["created"], "deleted": d["vm"]["deleted"]}
     d.pop("workflow_doc", None)
+    d["job_order"] = job.public_job_order()
     d["facts"] = {k: v for k, v in job.facts.items() if k != "vm_output"}
     return d
 

@@ -171,6 +171,16 @@ class Job:
     #: the workflow packed into one document at submit, so the job runs what was validated
     workflow_doc: dict[str, Any] | None = None
 
+    @property
+    def secret_inputs(self) -> list[str]:
+        """The inputs the workflow names as secrets (cwltool's `cwltool:Secrets`): their values run on the
+        VM but are shown nowhere (status, docs), as cwltool masks them in its log."""
+        return secret_inputs(self.workflow_doc or {})
+
+    def public_job_order(self) -> dict[str, Any]:
+        """The job order with every secret input's value masked."""
+        return masked(self.job_order, self.secret_inputs)
+
     def to_dict(self) -> dict[str, Any]:
         """The job as plain JSON data (the `status --json` shape plus everything else)."""
         return {
@@ -260,3 +270,22 @@ def _vm_from_dict(d: dict[str, Any]) -> VmRecord:
     d["created"], d["deleted"] = parse_time(d.get("created")), parse_time(d.get("deleted"))
     known = {f.name for f in dataclasses.fields(VmRecord)}
     return VmRecord(**{k: v for k, v in d.items() if k in known})
+
+
+SECRETS_CLASSES = ("http://commonwl.org/cwltool#Secrets", "cwltool:Secrets")
+MASK = "(secret)"
+
+
+def secret_inputs(packed: dict[str, Any]) -> list[str]:
+    """The short names of the main process's inputs that a `cwltool:Secrets` requirement or hint names."""
+    graph = packed.get("$graph")
+    main = next((p for p in graph if p.get("id") == "#main"), {}) if isinstance(graph, list) else packed
+    names: list[str] = []
+    for entry in [*(main.get("requirements") or []), *(main.get("hints") or [])]:
+        if isinstance(entry, dict) and entry.get("class") in SECRETS_CLASSES:
+            names += [str(s).rsplit("#", 1)[-1].rsplit("/", 1)[-1] for s in entry.get("secrets") or []]
+    return names
+
+
+def masked(job_order: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    return {k: (MASK if k in names and v is not None else v) for k, v in job_order.items()} if names else job_order

@@ -57,6 +57,7 @@ from lando_ssh.model import (
     JobStep,
     StepTiming,
     VmRecord,
+    masked,
     now,
 )
 from lando_ssh.remote import Endpoint, Remote, preload
@@ -622,8 +623,9 @@ class Pipeline:
         usage = report.usage_from({f: parts.get(f, "").strip()
                                    for f in ("started", "finished", "maxrss_kb", "exit_code")})
         version = report.cwltool_version(_ANSI.sub("", parts.get("stderr-tail", "")))
+        printed = bool(parts.get("stdout", "").strip())  # (cwltool prints none when it fails before any output)
         self.journal.update(job_id, lambda j: j.facts.update(vm_output=output, docs_dir=docs_dir, usage=usage,
-                                                             cwltool_version=version))
+                                                             cwltool_version=version, output_printed=printed))
         self._result_sizes[job_id] = parts.get("sizes", "")
 
     # -- O: store output -------------------------------------------------------------------
@@ -658,6 +660,11 @@ class Pipeline:
         docs = report.docs_files(job, job.facts.get("usage") or {}, job.facts.get("cwltool_version"))
         docs["logs/cwl-output.json"] = (json.dumps(output, indent=2) + "\n").encode()
         docs_dir = os.path.join(local_dir, job.facts.get("docs_dir") or "docs")
+        if job.secret_inputs:  # the VM's job order held the secrets cwltool needed; the docs' copy does not
+            ran = os.path.join(docs_dir, "scripts", "job-order.json")
+            with open(ran) as vm_order:
+                order = masked(json.load(vm_order), job.secret_inputs)
+            docs["scripts/job-order.json"] = json.dumps(order, indent=2).encode()
         try:
             for rel, data in docs.items():
                 path = os.path.join(docs_dir, rel)
@@ -748,7 +755,7 @@ class Pipeline:
                 j.retire_vm()
             if STEPS.index(step) <= STEPS.index(JobStep.RUNNING):
                 for fact in ("run_pid", "run_started", "commands", "exit_code", "vm_output", "usage",
-                             "partial_output", "bytes_stored", "cwltool_version", "docs_dir"):
+                             "partial_output", "bytes_stored", "cwltool_version", "docs_dir", "output_printed"):
                     j.facts.pop(fact, None)
                 j.output = None  # a failed run's partial one
                 j.facts["rerun"] = reuse  # the old run's files on the VM are cleared before starting again

@@ -41,6 +41,7 @@ def docs_files(job: Job, usage: dict[str, Any], cwltool: str | None = None) -> d
     record, its usage; `cwltool`: the version that ran the workflow, when known."""
     record = job.to_dict()
     record.pop("workflow_doc", None)  # the workflow itself is in docs/scripts
+    record["job_order"] = job.public_job_order()
     files = {
         "README.md": readme(job, usage, cwltool).encode(),
         "logs/job-data.json": json.dumps(record, indent=2).encode(),
@@ -82,7 +83,7 @@ def readme(job: Job, usage: dict[str, Any], cwltool: str | None) -> str:
         "",
         "## Inputs",
         "",
-        *[f"- `{name}`: {_describe(value)}" for name, value in sorted(job.job_order.items())],
+        *[f"- `{name}`: {_describe(value)}" for name, value in sorted(job.public_job_order().items())],
         "",
         "## What is here",
         "",

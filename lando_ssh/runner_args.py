@@ -101,6 +101,9 @@ def split(args: list[str]) -> RunnerArgs:
         key = a.split("=", 1)[0]
         if not a.startswith("-") or a == "-" or a == "--":
             break
+        if key.startswith("--") and key not in _KNOWN and key not in PARTIAL_RUNS:
+            key = _unabbreviated(key)  # `--relax` for --relax-path-checks, as cwltool's argparser takes it
+            a = key + a[len(a.split("=", 1)[0]):]
         if key in PARTIAL_RUNS:
             raise UsageError(f"cwl-runner runs whole workflows; cwltool's {key} runs only part of one (use cwltool "
                              "itself for that)")
@@ -135,6 +138,14 @@ def split(args: list[str]) -> RunnerArgs:
     out.lando = options + workflow
     out.inputs = rest
     return out
+
+
+def _unabbreviated(key: str) -> str:
+    """The one option that `key` begins, as argparse takes an unambiguous prefix (else `key`, for the parser)."""
+    matches = sorted(k for k in _KNOWN | PARTIAL_RUNS if k.startswith(key) and k.startswith("--"))
+    if len(matches) > 1:
+        raise UsageError(f"ambiguous option: {key} could match {', '.join(matches)}")
+    return matches[0] if matches else key
 
 
 def _source_options_out(rest: list[str], given: set[str], options: list[str]) -> list[str]:

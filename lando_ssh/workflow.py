@@ -107,6 +107,22 @@ class LoadOptions:
         return cls(strict=strict, enable_dev="--enable-dev" in args, enable_ext="--enable-ext" in args)
 
 
+def check_cwltool_options(args: Sequence[str]) -> None:
+    """cwltool's run options for the VM, read by cwltool's own argparser now, so a bad value (`--on-error=bogus`)
+    is refused before anything boots, with cwltool's message. Raises `WorkflowInvalid`."""
+    if not args:
+        return
+    from cwltool.argparser import arg_parser
+
+    parser = arg_parser()
+
+    def refuse(message: str) -> Any:
+        raise WorkflowInvalid(f"cwltool does not take these options ({' '.join(args)}): {message}")
+
+    parser.error = refuse  # type: ignore[method-assign]
+    parser.parse_args([*args, "workflow.cwl"])
+
+
 def prepare(workflow: str | WorkflowSource, job_order_path: str | None,
             job_order: dict[str, Any] | None = None, *, input_args: Sequence[str] | None = None,
             options: LoadOptions = LoadOptions()) -> PreparedWorkflow:
@@ -149,7 +165,11 @@ def prepare(workflow: str | WorkflowSource, job_order_path: str | None,
                     loaded.update(_load_job_order(job_order_path, job_order))
             else:
                 loaded = _load_job_order(job_order_path, job_order)
-            loaded.update(from_args)
+            for key, value in from_args.items():  # `--rec.low 9` changes that field of the file's record
+                if isinstance(value, dict) and "class" not in value and isinstance(loaded.get(key), dict):
+                    loaded[key].update(value)
+                else:
+                    loaded[key] = value
             filled = _validate_job_order(process, loaded, shown)
             discovered = _discover_secondary_files(process, filled) if _expression_patterns(packed) else None
         default_files = local_files_in(packed)
@@ -464,6 +484,7 @@ def _load_job_order(path: str | None, given: dict[str, Any] | None) -> Any:
     from cwltool.utils import path_to_loc, visit_files_directories
     from schema_salad.ref_resolver import Loader, file_uri
     from schema_salad.sourceline import cmap
+    from schema_salad.utils import yaml_no_ts
 
     loader = Loader(jobloaderctx.copy())
     order: Any
@@ -473,6 +494,12 @@ def _load_job_order(path: str | None, given: dict[str, Any] | None) -> Any:
             order, _ = loader.resolve_all(cmap(copy.deepcopy(given)), file_uri(base_dir) + "/", checklinks=False)
         elif path is not None and "://" in path:  # a job order named by URL (a `cwl:tool` one fetched as the workflow)
             order, _ = loader.resolve_ref(path, checklinks=False)
+        elif path is not None and os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+            # a pipe (`<(...)`, /dev/stdin): read once; relative paths in it are from the current directory
+            with open(path) as stream:
+                text = stream.read()
+            order, _ = loader.resolve_all(cmap(yaml_no_ts().load(text)), file_uri(os.getcwd()) + "/",
+                                          checklinks=False)
         elif path is not None:
             if os.path.isdir(path):
                 raise InputMissing(f"the job order {path} is a directory, not a file")
@@ -505,6 +532,26 @@ class _InputsParser(argparse.ArgumentParser):
         raise WorkflowInvalid(message)
 
 
+def _inputs_parser(process: Any, shown: str, required: bool) -> tuple[argparse.ArgumentParser, dict[str, str],
+                                                                       list[str]]:
+    """cwltool's parser of the workflow's inputs (its own generate_parser), with `--help` but no `-h`: a
+    one-letter input may be called h. Unambiguous prefixes of the inputs' names are taken, as cwltool's are."""
+    from cwltool.argparser import generate_parser
+    from schema_salad.ref_resolver import file_uri
+
+    namemap: dict[str, str] = {}
+    records: list[str] = []
+    parser = _InputsParser(prog=shown, add_help=False)
+    parser.add_argument("--help", action="help", help="show the workflow's inputs and exit")
+    try:
+        generate_parser(parser, process, namemap, records, input_required=required, urljoin=urllib.parse.urljoin,
+                        base_uri=file_uri(os.getcwd()) + "/")
+    except argparse.ArgumentError as e:  # e.g. an input named help
+        raise WorkflowInvalid(f"the inputs of {shown} cannot be given on the command line ({e}); give them in a "
+                              "job order file") from None
+    return parser, namemap, records
+
+
 def _inputs_from_args(process: Any, args: list[str], shown: str,
                       job_order_path: str | None) -> tuple[str | None, dict[str, Any]]:
     """The workflow's inputs given as options (`--threads 4 --reads r.fq`), read by the parser cwltool
@@ -512,28 +559,40 @@ def _inputs_from_args(process: Any, args: list[str], shown: str,
     `job_order_path`; the inputs given). Only the inputs given are returned (cwltool also sets every
     other one to null, dropping a job order file's values); a missing required one is found when the
     job order is validated. `--help` prints the workflow's inputs and exits, as cwltool's does."""
-    from cwltool.argparser import generate_parser
     from schema_salad.ref_resolver import file_uri
 
-    namemap: dict[str, str] = {}
-    records: list[str] = []
-    parser = generate_parser(_InputsParser(prog=shown, allow_abbrev=False), process, namemap, records,
-                             input_required=False, urljoin=urllib.parse.urljoin, base_uri=file_uri(os.getcwd()) + "/")
-    named = {a.split("=", 1)[0] for a in args if a.startswith("-")}
-    wanted = {action.dest for action in parser._actions if named & set(action.option_strings)} | {"job_order"}
+    if "--help" in args:
+        _inputs_parser(process, shown, required=True)[0].print_help()
+        raise SystemExit(0)
+    parser, namemap, records = _inputs_parser(process, shown, required=False)
+    given_dests: set[str] = set()
+    for action in parser._actions:  # note which inputs the command line names (abbreviated or not)
+        if action.option_strings:
+            original = type(action)
+
+            def call(self: Any, *a: Any, _original: Any = original, **k: Any) -> None:
+                given_dests.add(self.dest)
+                _original.__call__(self, *a, **k)
+
+            action.__class__ = type(original.__name__, (original,), {"__call__": call})
     try:
-        given = {k: v for k, v in vars(parser.parse_args(args)).items() if k in wanted}
+        parsed = vars(parser.parse_args(args))
     except WorkflowInvalid as e:
         raise WorkflowInvalid(f"the inputs given on the command line do not fit {shown}: {e}\n"
                               f"(`{shown} --help` lists its inputs; lando-ssh's and cwltool's own options go before "
                               "the workflow)") from None
-    path = given.pop("job_order", None)
+    given = {k: v for k, v in parsed.items() if k in given_dests}
+    path = parsed.get("job_order")
     if path is not None and job_order_path is not None:
         raise WorkflowInvalid(f"two job orders: {job_order_path} and {path}")
     for record in records:  # `--rec.field 1` -> {"rec": {"field": 1}}
         fields = {k[len(record) + 1:]: given.pop(k) for k in list(given) if k.startswith(record + ".")}
         if fields:
             given[record] = fields
+    base = file_uri(os.getcwd()) + "/"
+    for obj in iter_files_dirs(given):  # cwltool gives a record's File fields no base: relative to here
+        if "location" in obj and "://" not in obj["location"]:
+            obj["location"] = urllib.parse.urljoin(base, obj["location"])
     return path or job_order_path, {namemap.get(k, k): v for k, v in given.items()}
 
 

@@ -64,18 +64,23 @@ class Lando:
 
         return load_config(str(self.config_path), env={})
 
+    def cli_argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "lando_ssh", "--config", str(self.config_path), *args]
+
+    @staticmethod
+    def env() -> dict[str, str]:
+        return {k: v for k, v in os.environ.items() if not k.startswith("LANDO_")}
+
     def cli(self, *args: str, check: bool = False, timeout: float = 300, **kw: Any) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LANDO_")}
-        proc = subprocess.run([sys.executable, "-m", "lando_ssh", "--config", str(self.config_path), *args],
-                              capture_output=True, text=True, timeout=timeout, env=env, **kw)
+        proc = subprocess.run(self.cli_argv(*args), capture_output=True, text=True, timeout=timeout, env=self.env(),
+                              **kw)
         if check and proc.returncode != 0:
             raise AssertionError(f"lando-ssh {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
         return proc
 
     def popen(self, *args: str) -> subprocess.Popen:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LANDO_")}
-        return subprocess.Popen([sys.executable, "-m", "lando_ssh", "--config", str(self.config_path), *args],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        return subprocess.Popen(self.cli_argv(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=self.env())
 
     def submit(self, workflow: str | Path, job_order: str | Path | None = None, *extra: str) -> int:
         args = ["submit", str(workflow)] + ([str(job_order)] if job_order else []) + list(extra)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -69,7 +70,7 @@ def test_partial_runs_and_missing_values_are_refused(args: list[str], said: str)
 # -- end to end --------------------------------------------------------------------------------
 def test_the_workflow_s_inputs_on_the_command_line_run_as_under_cwltool(lando: Lando, tmp_path: Path):
     """String, int, boolean, File, a repeated array option and a record's fields, as cwltool's parser
-    generated from the workflow's inputs takes them; `-w` writes the output object to a file too."""
+    generated from the workflow's inputs takes them; `-w` writes the output object to a file instead."""
     (tmp_path / "reads.txt").write_text("a\nb\nc\n")
     bare_dir, ours_dir = tmp_path / "bare", tmp_path / "ours"
     inputs = ["--reads", "reads.txt", "--mode", "fast", "--threads", "4", "--verbose", "--tags", "x", "--tags",
@@ -80,10 +81,10 @@ def test_the_workflow_s_inputs_on_the_command_line_run_as_under_cwltool(lando: L
                      INPUTS, *inputs, cwd=tmp_path)
 
     assert ours.returncode == 0, ours.stderr
-    got = json.loads(ours.stdout)
+    assert ours.stdout == ""  # with -w, as cwltool: the output object goes to that file only
+    got = json.loads((tmp_path / "summary.json").read_text())
     assert got == json.loads(json.dumps(expected).replace(str(bare_dir), str(ours_dir)))
     assert (ours_dir / "said.txt").read_text() == "fast --threads 4 --verbose x y z --low 1 --high 9 --label plain\n3\n"
-    assert json.loads((tmp_path / "summary.json").read_text()) == got
 
 
 def test_a_job_order_file_or_standard_input_with_inputs_on_the_command_line_over_it(lando: Lando, tmp_path: Path):
@@ -231,3 +232,60 @@ def test_cwltest_drives_lando_ssh_cwl_runner_through_conformance_tests(lando: La
     jobs = json.loads(lando.cli("status", "--json", check=True).stdout)
     assert sorted(j["state"] for j in jobs) == ["E", "F", "F", "F", "F"]  # the invalid one was never stored
     assert lando.vm_dirs() == []
+
+
+def test_a_record_s_fields_and_one_letter_inputs_on_the_command_line(lando: Lando, tmp_path: Path):
+    """A record's File field relative to here, an input called h (cwltool's parser would take -h for help),
+    an abbreviated input name, and a job order on standard input or from a pipe with a field overridden."""
+    (tmp_path / "notes.txt").write_text("noted\n")
+    wf = str(VARIETY / "records.cwl")
+    full = lando.cli("cwl-runner", "--quiet", "--outdir", str(tmp_path / "a"), wf, "--range.low", "1",
+                     "--range.high", "9", "--range.notes", "notes.txt", "-h", "hh", "-x", "xx", cwd=tmp_path)
+    order = "range: {low: 2, high: 8, notes: {class: File, path: notes.txt}}\n"
+    piped = lando.cli("cwl-runner", "--quiet", "--outdir", str(tmp_path / "b"), wf, "-", "--range.low", "5",
+                      input=order, cwd=tmp_path)
+    (tmp_path / "job.yml").write_text(order)
+    merged = lando.cli("cwl-runner", "--quiet", "--outdir", str(tmp_path / "c"), wf, "job.yml", "--range.hi", "7",
+                       cwd=tmp_path)
+    fifo = subprocess.run(["bash", "-c", f"{shlex.join(lando.cli_argv('cwl-runner', '--quiet', '--outdir'))} "
+                                         f"{tmp_path / 'd'} {wf} <(cat job.yml)"],
+                          capture_output=True, text=True, cwd=tmp_path, env=lando.env(), timeout=300)
+
+    for run in (full, piped, merged, fifo):
+        assert run.returncode == 0, run.stderr
+    assert (tmp_path / "a" / "said.txt").read_text() == "--low 1 --high 9 -h hh -x xx\nnoted\n"
+    assert (tmp_path / "b" / "said.txt").read_text() == "--low 5 --high 8 -h none -x none\nnoted\n"
+    assert (tmp_path / "c" / "said.txt").read_text() == "--low 2 --high 7 -h none -x none\nnoted\n"
+    assert (tmp_path / "d" / "said.txt").read_text() == "--low 2 --high 8 -h none -x none\nnoted\n"
+
+
+def test_a_secret_input_runs_but_is_shown_nowhere(lando: Lando, tmp_path: Path):
+    """cwltool:Secrets: the VM's cwltool gets the value; status, the docs and the job's README do not."""
+    out = tmp_path / "out"
+    ran = lando.cli("cwl-runner", "--quiet", "--enable-ext", "--outdir", str(out), str(VARIETY / "secret.cwl"),
+                    "--password", "hunter2-sesame", "--user", "ada")
+
+    assert ran.returncode == 0, ran.stderr
+    assert (out / "counted.txt").read_text().strip() == "14"  # it reached the tool
+    shown = [lando.cli("status", "--json", check=True).stdout, lando.cli("logs", "1", check=True).stdout, ran.stderr,
+             *(p.read_text() for p in out.rglob("*") if p.is_file())]
+    assert not [text for text in shown if "hunter2-sesame" in text]
+    job = json.loads(lando.cli("status", "1", "--json", check=True).stdout)
+    assert job["job_order"] == {"password": "(secret)", "user": "ada"}
+    assert json.loads((out / "docs" / "scripts" / "job-order.json").read_text())["password"] == "(secret)"
+
+
+def test_abbreviated_options_bad_option_values_and_the_summary_file(lando: Lando, tmp_path: Path):
+    assert split(["--relax", "--on-err=continue", "--out", "o", "wf.cwl"]).cwltool == [
+        "--relax-path-checks", "--on-error=continue"]
+    with pytest.raises(UsageError, match="ambiguous option: --no could match"):
+        split(["--no", "wf.cwl"])
+    bad = lando.cli("cwl-runner", "--on-error", "sometimes", str(VARIETY / "extension.cwl"))
+    assert bad.returncode == 2 and "invalid choice: 'sometimes'" in one_sentence(bad.stderr)
+    assert json.loads(lando.cli("status", "--json", check=True).stdout) == []
+
+    summary = tmp_path / "summary.json"
+    ran = lando.cli("cwl-runner", "--quiet", "--enable-ext", "-w", str(summary), "--outdir", str(tmp_path / "o"),
+                    str(VARIETY / "extension.cwl"))
+    assert ran.returncode == 0 and ran.stdout == ""  # as cwltool: the output object goes to the file alone
+    assert json.loads(summary.read_text())["said"]["basename"] == "extended.txt"
