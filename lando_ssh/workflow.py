@@ -152,7 +152,6 @@ def prepare(workflow: str | WorkflowSource, job_order_path: str | None,
                 if any("$import" in obj for obj in _dicts(packed)):
                     raise WorkflowInvalid(f"the workflow {shown} cannot be packed into one document, as it must be "
                                           "to run on a VM (cwltool's pack leaves references it cannot resolve)")
-            _keep_step_order(packed, process)
             if any("previously defined" in w for w in warnings):
                 _check_packed_loads(packed, shown, warnings, options)
             from_args: dict[str, Any] = {}
@@ -477,16 +476,6 @@ def _pack(loading_context: Any, uri: str) -> dict[str, Any]:
     # like `cwltool --pack`: a single process is printed on its own, not inside a $graph
     doc = graph[0] if len(graph) == 1 else packed
     return json.loads(json.dumps(doc, default=str))
-
-
-def _keep_step_order(packed: dict[str, Any], process: Any) -> None:
-    """cwltool's pack sorts a workflow's steps by name, and cwltool starts ready steps in document order: put
-    the main workflow's steps back in the order they were written, so the VM runs them as a local cwltool
-    would (it shows when a step fails under --on-error stop: which others ran first)."""
-    written = {shortname(step["id"]): i for i, step in enumerate(process.tool.get("steps") or [])}
-    steps = main_process(packed).get("steps")
-    if written and isinstance(steps, list):
-        steps.sort(key=lambda step: written.get(shortname(str(step.get("id", ""))), len(written)))
 
 
 def _load_job_order(path: str | None, given: dict[str, Any] | None) -> Any:

@@ -289,17 +289,3 @@ def test_abbreviated_options_bad_option_values_and_the_summary_file(lando: Lando
                     str(VARIETY / "extension.cwl"))
     assert ran.returncode == 0 and ran.stdout == ""  # as cwltool: the output object goes to the file alone
     assert json.loads(summary.read_text())["said"]["basename"] == "extended.txt"
-
-
-def test_a_failing_workflow_s_steps_run_in_the_order_written_and_its_partial_output_is_cwltool_s(
-        lando: Lando, tmp_path: Path):
-    wf = str(VARIETY / "partial_fail.cwl")
-    bare = subprocess.run([CWLTOOL, "--quiet", "--no-container", "--outdir", str(tmp_path / "bare"), wf, "--msg", "hi"],
-                          capture_output=True, text=True)
-
-    ours = lando.cli("cwl-runner", "--quiet", "--outdir", str(tmp_path / "ours"), wf, "--msg", "hi")
-
-    assert (ours.returncode, bare.returncode) == (1, 1)
-    assert json.loads(ours.stdout) == json.loads(bare.stdout.replace(str(tmp_path / "bare"), str(tmp_path / "ours")))
-    assert json.loads(ours.stdout)["good"]["basename"] == "ok.txt"  # the step written first ran first
-    assert (tmp_path / "ours" / "ok.txt").read_text() == "hi\n"
