@@ -310,17 +310,17 @@ def _journal(config: Config, listeners: Sequence[Any] = ()) -> Any:
 # -- submit ------------------------------------------------------------------------------------
 def submit_job(config: Config, workflow: Any, job_order: str | None, *, name: str | None = None,
                flavor: str | None = None, image: str | None = None, volume_size: int | None = None,
-               output_dir: str | None = None, priority: int = 0, job_order_object: dict[str, Any] | None = None,
-               input_args: list[str] | None = None, cwltool_args: Sequence[str] = ()) -> Job:
+               output_dir: str | None = None, priority: int = 0, input_args: list[str] | None = None,
+               cwltool_args: Sequence[str] = ()) -> Job:
     """Validate with cwltool, then store the job (state N). Nothing is stored when validation fails.
 
     `workflow` is a path, a URL, or a `workflow.WorkflowSource` (zip archive, git repository). The job
-    order is the file `job_order`, or `job_order_object`, and/or the workflow's inputs as options
+    order is the file `job_order` (`-`: standard input), and/or the workflow's inputs as options
     (`input_args`). `cwltool_args`: cwltool's run options, for the VM's cwltool (and the validation)."""
     from lando_ssh.workflow import LoadOptions, check_cwltool_options, prepare
 
     check_cwltool_options(cwltool_args)
-    prepared = prepare(workflow, job_order, job_order_object, input_args=input_args,
+    prepared = prepare(workflow, job_order, input_args=input_args,
                        options=LoadOptions.from_cwltool_args(cwltool_args))
     journal = _journal(config)
     if isinstance(workflow, str):
@@ -482,10 +482,9 @@ def _report_end(job: Job, quiet: bool = False) -> int:
 def cmd_cwl_runner(config: Config, args: argparse.Namespace) -> int:
     outdir = os.path.abspath(args.outdir or os.getcwd())
     workflow, job_order = _workflow_source(args)
-    job_order_object, input_args = None, None
+    input_args = None
     if args.inputs[:1] == ["-"]:  # cwltool's job order on standard input (inputs given after it override it)
-        job_order_object = _job_order_from_stdin()
-        input_args = args.inputs[1:] or None
+        job_order, input_args = "-", args.inputs[1:] or None
     elif len(args.inputs) == 1 and not args.inputs[0].startswith("-"):  # (with --git too: see runner_args)
         job_order = args.inputs[0]
     elif args.inputs:
@@ -497,8 +496,8 @@ def cmd_cwl_runner(config: Config, args: argparse.Namespace) -> int:
     if not os.access(outdir, os.W_OK | os.X_OK):
         raise BadInput(f"the output directory {outdir} is not writable")
     job = submit_job(config, workflow, job_order, name=args.name, flavor=args.flavor, image=args.image,
-                     volume_size=args.volume_size, output_dir=outdir, job_order_object=job_order_object,
-                     input_args=input_args, cwltool_args=args.cwltool_args)
+                     volume_size=args.volume_size, output_dir=outdir, input_args=input_args,
+                     cwltool_args=args.cwltool_args)
     job = run_job_foreground(config, job.id, quiet=args.quiet)
     if job.state == JobState.FINISHED:
         _print_output(job.output or {}, args.write_summary)
@@ -522,18 +521,6 @@ def _print_output(output: dict[str, Any], summary: str | None) -> None:
             f.write(text)
     except OSError as e:
         print(f"lando-ssh: the summary {summary} cannot be written: {e.strerror}", file=sys.stderr)
-
-
-def _job_order_from_stdin() -> dict[str, Any]:
-    import yaml
-
-    try:
-        order = yaml.safe_load(sys.stdin)
-    except yaml.YAMLError as e:
-        raise BadInput(f"the job order on standard input is not YAML or JSON: {e}") from None
-    if not isinstance(order, dict):
-        raise BadInput("the job order on standard input must be a mapping of input names to values")
-    return order
 
 
 # -- status and logs ---------------------------------------------------------------------------

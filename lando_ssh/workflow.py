@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import urllib.parse
@@ -487,6 +488,7 @@ def _load_job_order(path: str | None, given: dict[str, Any] | None) -> Any:
     from schema_salad.utils import yaml_no_ts
 
     loader = Loader(jobloaderctx.copy())
+    named = "on standard input" if path == "-" else path or "(given)"
     order: Any
     try:
         if given is not None:
@@ -494,12 +496,18 @@ def _load_job_order(path: str | None, given: dict[str, Any] | None) -> Any:
             order, _ = loader.resolve_all(cmap(copy.deepcopy(given)), file_uri(base_dir) + "/", checklinks=False)
         elif path is not None and "://" in path:  # a job order named by URL (a `cwl:tool` one fetched as the workflow)
             order, _ = loader.resolve_ref(path, checklinks=False)
-        elif path is not None and os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
-            # a pipe (`<(...)`, /dev/stdin): read once; relative paths in it are from the current directory
-            with open(path) as stream:
-                text = stream.read()
-            order, _ = loader.resolve_all(cmap(yaml_no_ts().load(text)), file_uri(os.getcwd()) + "/",
-                                          checklinks=False)
+        elif path == "-" or (path is not None and os.path.exists(path) and not os.path.isfile(path)
+                             and not os.path.isdir(path)):
+            # standard input (`-`, as cwltool reads it) or a pipe (`<(...)`): read once; relative paths in it
+            # are from the current directory
+            if path == "-":
+                text = sys.stdin.read()
+            else:
+                with open(path) as stream:
+                    text = stream.read()
+            order = yaml_no_ts().load(text)
+            if isinstance(order, dict):
+                order, _ = loader.resolve_all(cmap(order), file_uri(os.getcwd()) + "/", checklinks=False)
         elif path is not None:
             if os.path.isdir(path):
                 raise InputMissing(f"the job order {path} is a directory, not a file")
@@ -514,9 +522,9 @@ def _load_job_order(path: str | None, given: dict[str, Any] | None) -> Any:
         raise WorkflowInvalid(f"the job order {path} is empty; it should be a mapping of input names to values, "
                               "or '{}' if the workflow takes no inputs") from e
     except Exception as e:  # YAML syntax errors, unreadable files
-        raise WorkflowInvalid(f"the job order {path or '(given)'} cannot be read:\n{clean_message(e)}") from e
+        raise WorkflowInvalid(f"the job order {named} cannot be read:\n{clean_message(e)}") from e
     if not isinstance(order, dict):
-        raise WorkflowInvalid(f"the job order {path or '(given)'} must be a mapping of input names to values, "
+        raise WorkflowInvalid(f"the job order {named} must be a mapping of input names to values, "
                               f"not a {_yaml_kind(order)}")
     for key in ("__id", "cwl:tool", "https://w3id.org/cwl/cwl#tool"):  # what cwltool drops too
         order.pop(key, None)
