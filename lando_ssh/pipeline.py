@@ -409,12 +409,11 @@ class Pipeline:
         optional_missing: set[str] = set()
         listing = None  # the sizes on the VM, when they came back with the last transfer
         started = time.monotonic()
-        local_bytes = sum(t.size or 0 for t in local)
+        # small inputs travel with the scripts, then the free disk and the sizes come back: one round trip. The
+        # disk is checked after them: a disk too full for 1 MiB fails the transfer itself, with its own message
+        with_scripts = bool(local) and sum(t.size or 0 for t in local) <= ONE_STREAM_BYTES
         with self._deadline(remote, "staging"):
-            if local and local_bytes <= ONE_STREAM_BYTES:
-                # small inputs travel with the scripts, then the free disk and the sizes come back: one round
-                # trip. The disk is checked after them: a disk too full for a few MiB fails the transfer itself,
-                # with its own message
+            if with_scripts:
                 entries = [(t.source, posixpath.relpath(t.dest, paths.job_dir)) for t in local]
                 then = ["sh", "-c", 'sh "$1" "$2" && exec sh "$3" "$4"', "sh", *df[1:],
                         *self._sizes_argv(paths, paths.inputs)[1:]]
@@ -426,7 +425,7 @@ class Pipeline:
             else:  # scripts, workflow and job order in one stream, then the free disk: one round trip
                 self._check_free(needed, int(remote.put_bytes(scripts, paths.job_dir, mode=0o755, then=df).strip()
                                              or 0), paths)
-            if local and local_bytes > ONE_STREAM_BYTES:
+            if local and not with_scripts:
                 entries = [(t.source, posixpath.relpath(t.dest, paths.inputs)) for t in local]
                 sizes = () if urls else self._sizes_argv(paths, paths.inputs)  # the same round trip
                 pushed, listing = remote.put_files(entries, paths.inputs, then=sizes)
