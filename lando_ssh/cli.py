@@ -70,7 +70,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     s = command("cwl-runner", help="submit and run in one go; print the CWL output object like cwltool",
                 usage="lando-ssh cwl-runner [options] WORKFLOW [JOB_ORDER | -] [WORKFLOW INPUTS AS --NAME VALUE]")
     s.add_argument("--outdir", help="where the outputs go (default: the current directory)")
-    s.add_argument("--write-summary", "-w", metavar="FILE", help="also write the output object to FILE")
+    s.add_argument("--write-summary", "-w", metavar="FILE", help="write the output object to FILE instead of stdout")
     s.add_argument("--quiet", action="store_true")
     s.add_argument("--debug", action="store_true", help="also given to the VM's cwltool")
     s.add_argument("--name")
@@ -317,9 +317,8 @@ def submit_job(config: Config, workflow: Any, job_order: str | None, *, name: st
     `workflow` is a path, a URL, or a `workflow.WorkflowSource` (zip archive, git repository). The job
     order is the file `job_order` (`-`: standard input), and/or the workflow's inputs as options
     (`input_args`). `cwltool_args`: cwltool's run options, for the VM's cwltool (and the validation)."""
-    from lando_ssh.workflow import LoadOptions, check_cwltool_options, prepare
+    from lando_ssh.workflow import LoadOptions, prepare
 
-    check_cwltool_options(cwltool_args)
     prepared = prepare(workflow, job_order, input_args=input_args,
                        options=LoadOptions.from_cwltool_args(cwltool_args))
     journal = _journal(config)

@@ -101,27 +101,21 @@ class LoadOptions:
 
     @classmethod
     def from_cwltool_args(cls, args: Sequence[str]) -> LoadOptions:
-        strict = True
-        for a in args:  # the last of --strict and --non-strict wins, as in cwltool's argparser
-            if a in ("--strict", "--non-strict"):
-                strict = a == "--strict"
-        return cls(strict=strict, enable_dev="--enable-dev" in args, enable_ext="--enable-ext" in args)
+        """From cwltool's run options for the VM, read by cwltool's own argparser, so a bad value
+        (`--on-error=bogus`) is refused now, before anything boots, with cwltool's message. Raises
+        `WorkflowInvalid`."""
+        if not args:
+            return cls()
+        from cwltool.argparser import arg_parser
 
+        parser = arg_parser()
 
-def check_cwltool_options(args: Sequence[str]) -> None:
-    """cwltool's run options for the VM, read by cwltool's own argparser now, so a bad value (`--on-error=bogus`)
-    is refused before anything boots, with cwltool's message. Raises `WorkflowInvalid`."""
-    if not args:
-        return
-    from cwltool.argparser import arg_parser
+        def refuse(message: str) -> Any:
+            raise WorkflowInvalid(f"cwltool does not take these options ({' '.join(args)}): {message}")
 
-    parser = arg_parser()
-
-    def refuse(message: str) -> Any:
-        raise WorkflowInvalid(f"cwltool does not take these options ({' '.join(args)}): {message}")
-
-    parser.error = refuse  # type: ignore[method-assign]
-    parser.parse_args([*args, "workflow.cwl"])
+        parser.error = refuse  # type: ignore[method-assign]
+        given = parser.parse_args([*args, "workflow.cwl"])
+        return cls(strict=given.strict, enable_dev=given.enable_dev, enable_ext=given.enable_ext)
 
 
 def prepare(workflow: str | WorkflowSource, job_order_path: str | None,
