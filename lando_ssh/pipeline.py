@@ -485,28 +485,11 @@ class Pipeline:
         job = self.journal.get(job_id)
         paths = self.paths(job)
         remote = self.remote(job)
-        if "run_pid" not in job.facts:
-            # a job source may give the job its own command (bespin-api's job_runtime_openstack)
-            base = self._command(job, "cwl_base_command") or self.cloud.default_cwl_command()
-            base += job.facts.get("cwltool_args") or []  # cwltool's run options given to cwl-runner
-            argv = [*base, "--outdir", paths.results, "--tmpdir-prefix", paths.tmp + "/",
-                    "--tmp-outdir-prefix", paths.tmp + "/", paths.workflow, paths.job_order]
-            pre = self._command(job, "cwl_pre_process_command")
-            if pre:  # lando's cwl_pre_process_command, in the results dir, just before the workflow
-                argv = ["sh", posixpath.join(paths.bin, "lando-then"), paths.results, str(len(pre)), *pre, *argv]
-            # lando-start is idempotent (a second call reports the first run), so a restart clears the old run
-            clear = [paths.run, paths.results, paths.tmp] if job.facts.get("rerun") else []
-            start = ["sh", "-c", 'n=$1; shift; i=0; while [ "$i" -lt "$n" ]; do rm -rf "$1"; shift; i=$((i+1)); done; '
-                     'exec sh "$@"', "sh", str(len(clear)), *clear, posixpath.join(paths.bin, "lando-start"),
-                     paths.run, *argv]
-            pid = int(remote.run(start, what="starting cwltool").stdout.strip())
-            commands = {"cwl_base_command": base, "cwl_pre_process_command": pre or None,
-                        "cwl_post_process_command": self._command(job, "cwl_post_process_command") or None}
-            job = self.journal.update(job_id, lambda j: (j.facts.update(run_pid=pid, run_started=now().isoformat(),
-                                                                        commands=commands),
-                                                         j.facts.pop("rerun", None)))
-            self.progress(job_id, f"cwltool started on the VM (pid {pid})")
         limit = self.config.limits.max_run_time
+        status = None  # the first wait's answer, when it came with the start
+        if "run_pid" not in job.facts:
+            status = self._start_run(job, paths, remote, self._run_wait(limit, now()))
+            job = self.journal.get(job_id)
         started = datetime.fromisoformat(job.facts["run_started"])
         while True:
             if self._canceled(job_id):
@@ -514,17 +497,15 @@ class Pipeline:
                 raise JobCanceled("canceled while the workflow ran")
             if self.stopping.is_set():
                 raise ServerStopping()
-            wait = self.config.poll_interval
-            if limit:
-                left = limit - (now() - started).total_seconds()
-                if left <= 0:
-                    self._kill_run(job_id)
-                    raise StepTimeout(f"the workflow ran longer than limits.max_run_time ({limit:.0f}s) and was "
-                                      "stopped")
-                wait = min(wait, left)
+            if limit and (now() - started).total_seconds() >= limit:
+                self._kill_run(job_id)
+                raise StepTimeout(f"the workflow ran longer than limits.max_run_time ({limit:.0f}s) and was "
+                                  "stopped")
+            wait = self._run_wait(limit, started)
             try:
-                status = remote.run(["sh", posixpath.join(paths.bin, "lando-wait"), paths.run, f"{wait:.1f}"],
-                                    timeout=wait + 60, retry=False, what="waiting for cwltool").stdout.strip()
+                if status is None:
+                    status = remote.run(_wait_argv(paths, wait), timeout=wait + 60, retry=False,
+                                        what="waiting for cwltool").stdout.strip()
             except HostKeyMismatch:
                 raise
             except VmUnreachable as e:
@@ -556,6 +537,56 @@ class Pipeline:
                 tail = self._stderr_tail(remote, paths)
                 raise WorkflowFailed("cwltool stopped without recording an exit code (was the VM restarted or the "
                                      f"process killed?). Last lines of its stderr:\n{tail}")
+            status = None  # "running": wait again
+
+    def _run_wait(self, limit: float, started: datetime) -> float:
+        """How long the next wait for cwltool may block: the poll interval, or what is left of max_run_time."""
+        wait = self.config.poll_interval
+        if limit:
+            wait = max(min(wait, limit - (now() - started).total_seconds()), 0.1)
+        return wait
+
+    def _start_run(self, job: Job, paths: JobPaths, remote: Remote, wait: float) -> str | None:
+        """Start cwltool on the VM and record its pid; the same command then waits for the run's end up to
+        `wait` seconds (one round trip less), and its answer is returned (None: wait again)."""
+        # a job source may give the job its own command (bespin-api's job_runtime_openstack)
+        base = self._command(job, "cwl_base_command") or self.cloud.default_cwl_command()
+        base += job.facts.get("cwltool_args") or []  # cwltool's run options given to cwl-runner
+        argv = [*base, "--outdir", paths.results, "--tmpdir-prefix", paths.tmp + "/",
+                "--tmp-outdir-prefix", paths.tmp + "/", paths.workflow, paths.job_order]
+        pre = self._command(job, "cwl_pre_process_command")
+        if pre:  # lando's cwl_pre_process_command, in the results dir, just before the workflow
+            argv = ["sh", posixpath.join(paths.bin, "lando-then"), paths.results, str(len(pre)), *pre, *argv]
+        commands = {"cwl_base_command": base, "cwl_pre_process_command": pre or None,
+                    "cwl_post_process_command": self._command(job, "cwl_post_process_command") or None}
+        # lando-start is idempotent (a second call reports the first run), so a restart clears the old run
+        clear = [paths.run, paths.results, paths.tmp] if job.facts.get("rerun") else []
+        start = [posixpath.join(paths.bin, "lando-start"), paths.run, *argv]
+        pids: list[int] = []
+
+        def record(pid: int) -> None:
+            pids.append(pid)
+            self.journal.update(job.id, lambda j: (j.facts.update(run_pid=pid, run_started=now().isoformat(),
+                                                                  commands=commands),
+                                                   j.facts.pop("rerun", None)))
+            self.progress(job.id, f"cwltool started on the VM (pid {pid})")
+
+        def on_stdout(out: bytes) -> None:  # the pid is recorded the moment it comes, before the wait
+            if not pids and b"\n" in out:
+                record(_pid(out.split(b"\n", 1)[0].decode(errors="replace")))
+
+        try:
+            out = remote.run(["sh", "-c", _CLEAR_START_WAIT, "sh", str(len(clear)), *clear,
+                              posixpath.join(paths.bin, "lando-wait"), f"{wait:.1f}", *start],
+                             timeout=wait + 60, retry=False, what="starting cwltool", on_stdout=on_stdout).stdout
+        except VmUnreachable:
+            if pids or self.cancel_event.is_set() or self.stopping.is_set():
+                return None  # started (the waits that follow meet the drop), or interrupted by us
+            out = remote.run(["sh", "-c", _CLEAR_START, "sh", str(len(clear)), *clear, *start],
+                             what="starting cwltool").stdout  # idempotent: retried over a new connection
+        if not pids:
+            record(_pid(out.split("\n", 1)[0]))
+        return out.split("\n", 1)[1].strip() if "\n" in out.strip() else None
 
     def _command(self, job: Job, key: str) -> list[str]:
         """A job's cwl_base/pre_process/post_process_command: as recorded when its run started (what ran, and
@@ -943,10 +974,30 @@ class Pipeline:
         return remote
 
 
+# sh -c: N, then N paths to remove (a rerun's old run)
+_CLEAR = 'n=$1; shift; i=0; while [ "$i" -lt "$n" ]; do rm -rf "$1"; shift; i=$((i+1)); done; '
+# ... then lando-start RUNDIR CMD... (it prints the pid); or with WAIT SECONDS first, then lando-wait too
+_CLEAR_START = _CLEAR + 'exec sh "$@"'
+_CLEAR_START_WAIT = _CLEAR + 'w=$1; t=$2; shift 2; sh "$@" || exit; exec sh "$w" "$2" "$t"'
+
+
+def _wait_argv(paths: JobPaths, seconds: float) -> list[str]:
+    return ["sh", posixpath.join(paths.bin, "lando-wait"), paths.run, f"{seconds:.1f}"]
+
+
+def _pid(line: str) -> int:
+    try:
+        return int(line.strip())
+    except ValueError:
+        raise RemoteCommandFailed(f"lando-start printed {line.strip()[:200]!r} instead of a pid", 1, line) from None
+
+
 # sh -c: lando-organize JOBDIR, then each of the run's files after a line "TOKEN NAME"
 _ORGANIZE_AND_REPORT = (
-    'sh "$1" "$2" || exit; for f in stdout started finished maxrss_kb exit_code docs_dir; do '
-    'printf "\\n%s %s\\n" "$3" "$f"; cat "$2/run/$f" 2>/dev/null; done; '
+    'sh "$1" "$2" || exit; printf "\\n%s stdout\\n" "$3"; cat "$2/run/stdout" 2>/dev/null; '
+    # the one-line files by the shell's own read: a process less each
+    'for f in started finished maxrss_kb exit_code docs_dir; do printf "\\n%s %s\\n" "$3" "$f"; v=; '
+    '[ -r "$2/run/$f" ] && { IFS= read -r v < "$2/run/$f" || :; }; printf "%s\\n" "$v"; done; '
     'printf "\\n%s stderr-tail\\n" "$3"; tail -n "$4" "$2/run/stderr" 2>/dev/null; '
     'printf "\\n%s sizes\\n" "$3"; exec sh "$5" "$2/results"')
 
@@ -1068,7 +1119,7 @@ def volume_mounts(value: Any) -> list[tuple[str, str]]:
 
 
 def _prepared(job: Job) -> Any:
-    from lando_ssh.workflow import PreparedWorkflow, local_files_in
+    from lando_ssh.prepared import PreparedWorkflow, local_files_in
 
     doc = job.workflow_doc or {}
     return PreparedWorkflow(source=job.workflow, packed=doc, job_order=job.job_order,

@@ -26,7 +26,7 @@ import tarfile
 import threading
 import time
 import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import IO, TYPE_CHECKING, Any
@@ -222,7 +222,9 @@ _TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
 def _connect_socket(address: str, port: int, timeout: float) -> socket.socket:
     error: OSError = OSError(f"no address for {address}")
-    for family, kind, proto, _, addr in socket.getaddrinfo(address, port, type=socket.SOCK_STREAM):
+    # an ASCII name as bytes: a str would load the idna codec (~3 ms at every start) only to encode it alike
+    host: str | bytes = address.encode() if address.isascii() else address
+    for family, kind, proto, _, addr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
         sock = _PromptAckSocket(family, kind, proto)
         try:
             sock.settimeout(timeout)
@@ -360,17 +362,21 @@ class Remote:
 
     # -- commands --------------------------------------------------------------------------
     def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None,
-            check: bool = True, retry: bool = True, what: str | None = None) -> Result:
-        """Run argv on the VM; retried after a dropped connection when `retry` (the command is idempotent)."""
+            check: bool = True, retry: bool = True, what: str | None = None,
+            on_stdout: Callable[[bytes], None] | None = None) -> Result:
+        """Run argv on the VM; retried after a dropped connection when `retry` (the command is idempotent).
+        `on_stdout` sees the stdout so far each time more of it arrives, while the command still runs."""
         command = quote_argv(argv)
-        result: Result = self._retrying(what or argv[0], lambda: self._exec(command, stdin, timeout), retry)
+        result: Result = self._retrying(what or argv[0], lambda: self._exec(command, stdin, timeout, on_stdout),
+                                        retry)
         if check and result.exit_code != 0:
             raise RemoteCommandFailed(f"{what or argv[0]} failed on {self.ep.label} with exit code "
                                       f"{result.exit_code}: {result.stderr.strip()[-2000:]}",
                                       result.exit_code, result.stderr)
         return result
 
-    def _exec(self, command: str, stdin: bytes | None, timeout: float | None) -> Result:
+    def _exec(self, command: str, stdin: bytes | None, timeout: float | None,
+              on_stdout: Callable[[bytes], None] | None = None) -> Result:
         chan = self.connect().open_session(timeout=self.connect_timeout)
         try:
             if timeout:
@@ -379,7 +385,7 @@ class Remote:
             if stdin:
                 chan.sendall(stdin)
             chan.shutdown_write()
-            out, err = _drain(chan, timeout)
+            out, err = _drain(chan, timeout, on_stdout)
             code = chan.recv_exit_status()
             if code == -1:
                 raise VmUnreachable("the command ended without an exit status (connection lost)")
@@ -632,7 +638,8 @@ def _data_keeping_read_only(member: tarfile.TarInfo, dest: str) -> tarfile.TarIn
     return filtered
 
 
-def _drain(chan: paramiko.Channel, timeout: float | None = None) -> tuple[bytes, bytes]:
+def _drain(chan: paramiko.Channel, timeout: float | None = None,
+           on_stdout: Callable[[bytes], None] | None = None) -> tuple[bytes, bytes]:
     """All of a command's stdout and stderr, reading both so neither window fills and stalls the other.
     Raises TimeoutError when nothing ends it within `timeout` seconds."""
     out, err = bytearray(), bytearray()
@@ -642,6 +649,8 @@ def _drain(chan: paramiko.Channel, timeout: float | None = None) -> tuple[bytes,
         if chan.recv_ready():
             out += chan.recv(65536)
             idle = 0.0
+            if on_stdout is not None:
+                on_stdout(bytes(out))
         elif chan.recv_stderr_ready():
             err += chan.recv_stderr(65536)
             idle = 0.0

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from lando_ssh.errors import InputMissing, StagingFailed
-from lando_ssh.workflow import PreparedWorkflow, path_to_uri, shortname, uri_to_path
+from lando_ssh.prepared import PreparedWorkflow, path_to_uri, shortname, uri_to_path
 
 Pattern = tuple[str, bool]  # (secondaryFiles pattern, required)
 

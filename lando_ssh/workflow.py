@@ -35,59 +35,25 @@ import threading
 import urllib.parse
 import zipfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from lando_ssh.errors import InputMissing, WorkflowInvalid
-
-#: URL schemes an input may use; anything else is refused at submit.
-LOCAL_SCHEME = "file"
-URL_SCHEMES = ("http", "https")
+from lando_ssh.prepared import (
+    PreparedWorkflow,
+    check_schemes,
+    dicts,
+    iter_files_dirs,
+    local_files_in,
+    path_to_uri,
+    uri_to_path,
+)
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # cwltool logs through these; during prepare() their records are captured instead of printed
 _CWL_LOGGERS = ("cwltool", "salad", "cwl_utils")
-
-
-@dataclass
-class PreparedWorkflow:
-    """A workflow and job order that cwltool accepted, ready to be stored and staged."""
-
-    source: str  # the workflow as the user named it (path or URL)
-    packed: dict[str, Any]  # one self-contained document, as `cwltool --pack` prints it
-    job_order: dict[str, Any]  # the input object; every File/Directory `location` absolute (file:// or http(s)://)
-    #: local paths the packed document itself names (File defaults, literals): staged like inputs
-    default_files: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)  # what cwltool warned about while loading
-    #: what was fetched and validated: kind, url/resolved_url or repository/ref/commit, path, sha256
-    source_record: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def main(self) -> dict[str, Any]:
-        """The process that runs: `#main` of a packed `$graph`, or the document itself."""
-        return main_process(self.packed)
-
-    @property
-    def main_inputs(self) -> dict[str, dict[str, Any]]:
-        """The main process's input parameters by short name (`text`, not `#main/text`)."""
-        return {shortname(p["id"]): p for p in self.main.get("inputs", [])}
-
-
-def main_process(packed: dict[str, Any]) -> dict[str, Any]:
-    graph = packed.get("$graph")
-    if graph is None:
-        return packed
-    for proc in graph:
-        if proc.get("id") == "#main":
-            return proc
-    raise WorkflowInvalid("the packed workflow has no #main process")
-
-
-def shortname(cwl_id: str) -> str:
-    """`#main/step/input` -> `input`, as cwltool names job order keys."""
-    return cwl_id.rsplit("#", 1)[-1].rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -140,11 +106,11 @@ def prepare(workflow: str | WorkflowSource, job_order_path: str | None,
         with _lock, _captured_cwltool_logs() as warnings, _schemas(options):
             uri, process, loading_context = _load_workflow(cwl_ref, shown, options)
             packed = _pack(loading_context, uri)
-            if any("$import" in obj for obj in _dicts(packed)):
+            if any("$import" in obj for obj in dicts(packed)):
                 # cwltool packs a process shared through a YAML anchor (`run: &tool` ... `run: *tool`) as
                 # `$import`s of ids it never defines: pack again from the documents with their aliases expanded
                 packed = _pack(_load_workflow(cwl_ref, shown, options, unalias=True)[2], uri)
-                if any("$import" in obj for obj in _dicts(packed)):
+                if any("$import" in obj for obj in dicts(packed)):
                     raise WorkflowInvalid(f"the workflow {shown} cannot be packed into one document, as it must be "
                                           "to run on a VM (cwltool's pack leaves references it cannot resolve)")
             if any("previously defined" in w for w in warnings):
@@ -174,7 +140,7 @@ def prepare(workflow: str | WorkflowSource, job_order_path: str | None,
     order = _plain_job_order(loaded)
     if discovered is not None:
         _list_secondary_files(order, discovered)
-    _check_schemes(order, "input")
+    check_schemes(order, "input")
     prepared = PreparedWorkflow(source=shown, packed=packed, job_order=order, default_files=default_files,
                                 warnings=list(warnings), source_record=record)
     # planning onto a dummy VM dir checks that every local file and secondary file exists, now
@@ -435,17 +401,6 @@ def _unaliasing_fetcher() -> Any:
     return _UnaliasingFetcher
 
 
-def _dicts(value: Any) -> Iterator[dict[str, Any]]:
-    """Every mapping inside `value`, `value` included."""
-    if isinstance(value, dict):
-        yield value
-        for v in value.values():
-            yield from _dicts(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _dicts(v)
-
-
 def _check_packed_loads(packed: dict[str, Any], shown: str, warnings: list[str], options: LoadOptions) -> None:
     """cwltool warned that an id is defined twice (e.g. a workflow output and a step of the same name):
     it runs such a file, but its packed form, which the VM runs, may no longer load. Refuse that now
@@ -642,7 +597,7 @@ def _validate_job_order(process: Any, order: Any, workflow: str) -> Any:
 
 def _expression_patterns(packed: dict[str, Any]) -> bool:
     """Whether any secondaryFiles pattern of the workflow is an expression (`$(...)`, `${...}`)."""
-    for obj in _dicts(packed):
+    for obj in dicts(packed):
         for entry in _as_list(obj.get("secondaryFiles")) if obj.get("class") not in ("File", "Directory") else []:
             pattern = entry.get("pattern") if isinstance(entry, dict) else entry
             if isinstance(pattern, str) and ("$(" in pattern or "${" in pattern):
@@ -714,52 +669,6 @@ def _copy_keeping_lines(node: Any) -> Any:
     if hasattr(node, LineCol.attrib):
         setattr(new, LineCol.attrib, getattr(node, LineCol.attrib))
     return new
-
-
-def _check_schemes(value: Any, where: str) -> None:
-    """Refuse locations staging cannot move: only local paths and http(s) URLs, Directories local only."""
-    for obj in iter_files_dirs(value):
-        location = obj.get("location", "")
-        if not location or location.startswith("_:"):
-            continue
-        scheme = urllib.parse.urlsplit(location).scheme
-        if scheme == LOCAL_SCHEME:
-            continue
-        if scheme not in URL_SCHEMES:
-            raise WorkflowInvalid(f"{where} {location} has an unsupported scheme {scheme!r}: "
-                                  "use a local path or an http(s):// URL")
-        if obj.get("class") == "Directory":
-            raise WorkflowInvalid(f"{where} Directory {location} is a URL; Directory inputs must be local paths")
-
-
-def local_files_in(packed: dict[str, Any]) -> list[str]:
-    """Local paths named by File/Directory values inside the packed document (defaults, literals)."""
-    _check_schemes(packed, "the workflow's default")
-    paths: list[str] = []
-    for obj in iter_files_dirs(packed):
-        location = obj.get("location", "")
-        if location.startswith("file://"):
-            path = uri_to_path(location)
-            if path not in paths:
-                paths.append(path)
-    return paths
-
-
-def iter_files_dirs(value: Any) -> Iterator[dict[str, Any]]:
-    """Every File and Directory object in `value`, outermost first (secondaryFiles and listing included)."""
-    return (obj for obj in _dicts(value) if obj.get("class") in ("File", "Directory"))
-
-
-def uri_to_path(uri: str) -> str:
-    """`file:///a/b%20c` -> `/a/b c` (a `#` in a file name comes back from the fragment, as cwltool does)."""
-    split = urllib.parse.urlsplit(uri)
-    path = urllib.parse.unquote(split.path)
-    return path + ("#" + urllib.parse.unquote(split.fragment) if split.fragment else "")
-
-
-def path_to_uri(path: str) -> str:
-    """`/a/b c` -> `file:///a/b%20c`, the way cwltool writes locations."""
-    return "file://" + urllib.parse.quote(path)
 
 
 def clean_message(e: BaseException) -> str:

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from lando_ssh.errors import InputMissing, WorkflowInvalid
-from lando_ssh.workflow import PreparedWorkflow, prepare
+from lando_ssh.prepared import PreparedWorkflow
+from lando_ssh.workflow import prepare
 
 WORKFLOWS = Path(__file__).parent / "workflows"
 VENV_BIN = Path(sys.executable).parent
