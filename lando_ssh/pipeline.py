@@ -402,6 +402,7 @@ class Pipeline:
         urls = [t for t in transfers if t.kind == "url"]
         needed = sum(t.size or 0 for t in transfers)
         scripts = {f"bin/{p.name}": p.read_bytes() for p in sorted(remote_scripts_dir().iterdir()) if p.is_file()}
+        executable = list(scripts)  # the docs copy the workflow and job order: those stay 0644
         scripts["scripts/workflow.cwl"] = json.dumps(inline_single_use_processes(vm_workflow), indent=2).encode()
         scripts["scripts/job-order.json"] = json.dumps(vm_order, indent=2).encode()
         df = ["sh", posixpath.join(paths.bin, "lando-df"), paths.job_dir]
@@ -417,14 +418,15 @@ class Pipeline:
                 entries = [(t.source, posixpath.relpath(t.dest, paths.job_dir)) for t in local]
                 then = ["sh", "-c", 'sh "$1" "$2" && exec sh "$3" "$4"', "sh", *df[1:],
                         *self._sizes_argv(paths, paths.inputs)[1:]]
-                sent, out = remote.put_files(entries, paths.job_dir, then=then, files=scripts, mode=0o755)
+                sent, out = remote.put_files(entries, paths.job_dir, then=then, files=scripts,
+                                             executable=executable)
                 free_line, _, listing = out.partition("\n")
                 self._check_free(needed - sent, int(free_line.strip() or 0), paths)
                 listing = None if urls else listing
                 self.progress(job_id, f"staged {_size(sent)} from this server")
             else:  # scripts, workflow and job order in one stream, then the free disk: one round trip
-                self._check_free(needed, int(remote.put_bytes(scripts, paths.job_dir, mode=0o755, then=df).strip()
-                                             or 0), paths)
+                free = remote.put_bytes(scripts, paths.job_dir, executable=executable, then=df)
+                self._check_free(needed, int(free.strip() or 0), paths)
             if local and not with_scripts:
                 entries = [(t.source, posixpath.relpath(t.dest, paths.inputs)) for t in local]
                 sizes = () if urls else self._sizes_argv(paths, paths.inputs)  # the same round trip

@@ -26,7 +26,7 @@ import tarfile
 import threading
 import time
 import types
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import IO, TYPE_CHECKING, Any
@@ -398,12 +398,13 @@ class Remote:
     # -- files -----------------------------------------------------------------------------
     def put_files(self, entries: Sequence[tuple[str, str]], remote_dir: str, *, retry: bool = True,
                   then: Sequence[str] = (), files: dict[str, bytes] | None = None,
-                  mode: int = 0o644) -> tuple[int, str]:
+                  executable: Collection[str] = ()) -> tuple[int, str]:
         """Send local files/dirs as `(local_path, relative_dest)` into remote_dir, after `files` (small ones
-        given as bytes: `{relative_dest: data}`, made with `mode`); `then` is a command run after them in the
-        same round trip. Returns the bytes sent from `entries` and the command's stdout."""
+        given as bytes: `{relative_dest: data}`, made 0644, or 0755 when named in `executable`); `then` is a
+        command run after them in the same round trip. Returns the bytes sent from `entries` and the command's
+        stdout."""
         total = sum(_tree_size(p) for p, _ in entries)
-        made = _byte_members(files or {}, mode)
+        made = _byte_members(files or {}, executable)
 
         def fill(out: IO[bytes]) -> None:
             with tarfile.open(fileobj=out, mode="w|", bufsize=COPY_BUF, dereference=True,
@@ -419,11 +420,11 @@ class Remote:
                              retry)
         return total, str(out)
 
-    def put_bytes(self, files: dict[str, bytes], remote_dir: str, mode: int = 0o644, *,
+    def put_bytes(self, files: dict[str, bytes], remote_dir: str, *, executable: Collection[str] = (),
                   then: Sequence[str] = ()) -> str:
-        """Write small files into remote_dir; `then` is a command run after them in the same round trip
-        (its stdout is returned)."""
-        return self.put_files([], remote_dir, then=then, files=files, mode=mode)[1]
+        """Write small files into remote_dir (0644, or 0755 when named in `executable`); `then` is a command
+        run after them in the same round trip (its stdout is returned)."""
+        return self.put_files([], remote_dir, then=then, files=files, executable=executable)[1]
 
     def get_dir(self, remote_dir: str, local_dir: str, *, total_hint: int = 0, retry: bool = True) -> int:
         """Copy remote_dir's contents into local_dir; returns bytes received (file contents)."""
@@ -532,11 +533,12 @@ class _ChannelReader(io.RawIOBase):
         return len(data)
 
 
-def _byte_members(files: dict[str, bytes], mode: int) -> list[tuple[tarfile.TarInfo, bytes]]:
+def _byte_members(files: dict[str, bytes], executable: Collection[str]) -> list[tuple[tarfile.TarInfo, bytes]]:
     members = []
     for name, data in files.items():
         info = tarfile.TarInfo(name.lstrip("/"))
-        info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+        info.size, info.mtime = len(data), int(time.time())
+        info.mode = 0o755 if name in executable else 0o644
         members.append((info, data))
     return members
 

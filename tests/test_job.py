@@ -52,6 +52,7 @@ def test_two_step_workflow_with_local_and_url_inputs_runs_end_to_end(lando: Land
     for doc in ("README.md", "scripts/workflow.cwl", "scripts/job-order.json", "logs/cwltool-output.log",
                 "logs/job-data.json", "logs/usage.json"):
         assert (out / "docs" / doc).is_file(), doc
+        assert (out / "docs" / doc).stat().st_mode & 0o777 == 0o644, doc  # documents, not programs
     assert json.loads((out / "docs/logs/usage.json").read_text())["exit_code"] == 0
     assert job["output"]["upper"]["path"] == str(out / "upper.txt")
     assert job["vm"]["deleted"] and lando.vm_dirs() == []
