@@ -582,8 +582,9 @@ class Pipeline:
                               posixpath.join(paths.bin, "lando-wait"), f"{wait:.1f}", *start],
                              timeout=wait + 60, retry=False, what="starting cwltool", on_stdout=on_stdout).stdout
         except VmUnreachable:
-            if pids or self.cancel_event.is_set() or self.stopping.is_set():
-                return None  # started (the waits that follow meet the drop), or interrupted by us
+            if pids:
+                return None  # started: the waits that follow meet the drop (or our own interruption)
+            self._check_cancel(job.id)  # (a resumed job asks lando-start again: it reports this run)
             out = remote.run(["sh", "-c", _CLEAR_START, "sh", str(len(clear)), *clear, *start],
                              what="starting cwltool").stdout  # idempotent: retried over a new connection
         if not pids:
