@@ -407,13 +407,14 @@ class _Progress:
 
 
 def _hold_gc() -> None:
-    """No garbage collections until the workflow runs (`_release_gc_when_running`): the imports and the VM's
-    boot build much and leave little garbage, and collecting through them cost every job ~10 ms."""
+    """No garbage collections until the VM is up (`_release_gc`): the imports and the boot build much and
+    leave little garbage, and collecting through them cost every job ~10 ms."""
     gc.disable()
 
 
-def _release_gc_when_running(job: Job) -> None:
-    if job.step == JobStep.RUNNING and not gc.isenabled():
+def _release_gc(job: Job) -> None:
+    """Collections again once the job is past its VM's boot, or waits (for quota: that may take hours)."""
+    if not gc.isenabled() and (job.step not in (JobStep.NONE, JobStep.CREATE_VM) or job.reason):
         gc.freeze()  # what the start built lives as long as the process: never scanned again
         gc.enable()
 
@@ -424,7 +425,7 @@ def run_job_foreground(config: Config, job_id: int, *, quiet: bool = False) -> J
     from lando_ssh.pipeline import Pipeline
 
     progress = _Progress(quiet)
-    journal = _journal(config, [progress.on_change, _release_gc_when_running])
+    journal = _journal(config, [progress.on_change, _release_gc])
     job = journal.get(job_id)
     if job.state == JobState.FINISHED:
         progress.note(job_id, "already finished")
