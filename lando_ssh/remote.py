@@ -20,6 +20,7 @@ import select
 import shlex
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tarfile
@@ -616,24 +617,32 @@ def _copy_plain(f: IO[bytes], fd: int, size: int) -> int:
 
 def _extract(stream: IO[bytes], local_dir: str) -> int:
     received = 0
+    dir_modes: list[tuple[str, int]] = []  # set once all is in: a read-only directory takes no files
     with tarfile.open(fileobj=stream, mode="r|", bufsize=COPY_BUF) as tar:
         # file contents in COPY_BUF pieces too: the default 16 KiB pieces each re-slice the 1 MiB read-ahead
         tar.copybufsize = COPY_BUF  # type: ignore[attr-defined]
         for member in tar:
+            target = os.path.join(local_dir, member.name)
             if member.isfile():  # a read-only file pulled before (a rerun's): replaced, not written into
-                target = os.path.join(local_dir, member.name)
                 if os.path.isfile(target) and not os.access(target, os.W_OK):
                     os.unlink(target)
+            elif member.isdir() and os.path.normpath(member.name) != ".":  # (local_dir itself keeps its mode)
+                if os.path.isdir(target) and not os.access(target, os.W_OK):  # a read-only one pulled before
+                    os.chmod(target, stat.S_IMODE(os.lstat(target).st_mode) | stat.S_IRWXU)
+                dir_modes.append((target, member.mode & 0o755))  # as the data filter: no group/other write
             tar.extract(member, local_dir, filter=_data_keeping_read_only)
             if member.isfile():
                 received += member.size
+    for target, mode in reversed(dir_modes):  # deepest first
+        os.chmod(target, mode)
     return received
 
 
 def _data_keeping_read_only(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
     """tarfile's "data" filter (no absolute paths, no '..', no links that leave `dest`, no special files,
     no set-id bits or group/other write), without its making every file writable by its owner: a
-    read-only output (a copy of a read-only input) comes back read-only, as cwltool leaves it."""
+    read-only output (a copy of a read-only input) comes back read-only, as cwltool leaves it. (The
+    filter leaves directories at the default mode; `_extract` gives them theirs at the end.)"""
     filtered = tarfile.data_filter(member, dest)
     if filtered.isfile() and member.mode is not None:
         return filtered.replace(mode=member.mode & 0o755, deep=False)

@@ -180,6 +180,28 @@ def test_an_output_copied_from_a_read_only_input_keeps_its_mode_as_under_cwltool
     assert (tmp_path / "ours" / "frozen.txt").read_text() == "x\n"
 
 
+def test_a_read_only_output_directory_keeps_its_mode_as_under_cwltool_also_when_pulled_again(
+        lando: Lando, tmp_path: Path):
+    wf = str(VARIETY / "readonly_dir.cwl")
+    bare_cwltool(tmp_path / "bare", wf, cwd=tmp_path)
+    ours = lando.cli("cwl-runner", "--quiet", "--outdir", str(tmp_path / "ours"), wf, cwd=tmp_path)
+    again = lando.cli("cwl-runner", "--quiet", "--outdir", str(tmp_path / "ours"), wf, cwd=tmp_path)
+
+    try:
+        assert ours.returncode == 0, ours.stderr
+        assert again.returncode == 0, again.stderr  # into the read-only directory the first run left
+        for out in ("bare", "ours"):
+            locked = tmp_path / out / "locked"
+            assert (locked.stat().st_mode & 0o777, (locked / "sub").stat().st_mode & 0o777) == (0o555, 0o555), out
+            assert (locked / "inside.txt").read_text() == "kept\n"
+        assert (tmp_path / "ours").stat().st_mode & 0o777 == 0o755  # the outdir itself: as it was made here
+    finally:
+        for out in ("bare", "ours"):
+            for d in (tmp_path / out / "locked", tmp_path / out / "locked" / "sub"):
+                if d.exists():
+                    d.chmod(0o755)  # so the test's temp dir can go, even for a user other than root
+
+
 def test_submit_takes_run_options_for_the_vm_s_cwltool_and_refuses_anything_else(lando: Lando):
     wf = str(VARIETY / "extension.cwl")
     refused = [lando.cli("submit", "--cwltool-option=--provenance=x", wf), lando.cli("submit", wf),
