@@ -630,7 +630,10 @@ def _extract(stream: IO[bytes], local_dir: str) -> int:
                 if os.path.isdir(target) and not os.access(target, os.W_OK):  # a read-only one pulled before
                     os.chmod(target, stat.S_IMODE(os.lstat(target).st_mode) | stat.S_IRWXU)
                 dir_modes.append((target, member.mode & 0o755))  # as the data filter: no group/other write
-            tar.extract(member, local_dir, filter=_data_keeping_read_only)
+            try:
+                tar.extract(member, local_dir, filter=_data_keeping_read_only)
+            except tarfile.FilterError as e:  # (lando-organize turns cwltool's links to its inputs into copies)
+                raise StagingFailed(f"refused to write {member.name!r} into {local_dir}: {e}") from None
             if member.isfile():
                 received += member.size
     for target, mode in reversed(dir_modes):  # deepest first

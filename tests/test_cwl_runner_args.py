@@ -202,6 +202,28 @@ def test_a_read_only_output_directory_keeps_its_mode_as_under_cwltool_also_when_
                     d.chmod(0o755)  # so the test's temp dir can go, even for a user other than root
 
 
+def test_outputs_cwltool_leaves_as_links_to_the_inputs_arrive_as_copies_and_links_within_stay(
+        lando: Lando, tmp_path: Path):
+    (tmp_path / "in" / "d").mkdir(parents=True)
+    (tmp_path / "in" / "f.txt").write_text("f\n")
+    (tmp_path / "in" / "d" / "y.txt").write_text("y\n")
+    wf = str(VARIETY / "links.cwl")
+    args = [wf, "--file", "in/f.txt", "--dir", "in/d"]
+    expected = bare_cwltool(tmp_path / "bare", *args, cwd=tmp_path)
+
+    ours = lando.cli("cwl-runner", "--quiet", "--outdir", str(tmp_path / "ours"), *args, cwd=tmp_path)
+
+    assert ours.returncode == 0, ours.stderr  # the pull had refused the links to the VM's inputs
+    got = json.loads(ours.stdout)
+    assert sorted(e["basename"] for e in got["out"]["listing"]) == \
+        sorted(e["basename"] for e in expected["out"]["listing"]) == ["alias.txt", "own.txt", "staged_dir",
+                                                                      "staged_file"]
+    out = Path(got["out"]["path"])
+    assert (out / "staged_file").read_text() == "f\n" and not (out / "staged_file").is_symlink()
+    assert (out / "staged_dir" / "y.txt").read_text() == "y\n" and not (out / "staged_dir").is_symlink()
+    assert os.readlink(out / "alias.txt") == "own.txt" and (out / "alias.txt").read_text() == "own\n"
+
+
 def test_submit_takes_run_options_for_the_vm_s_cwltool_and_refuses_anything_else(lando: Lando):
     wf = str(VARIETY / "extension.cwl")
     refused = [lando.cli("submit", "--cwltool-option=--provenance=x", wf), lando.cli("submit", wf),
