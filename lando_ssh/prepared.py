@@ -85,7 +85,6 @@ def check_schemes(value: Any, where: str) -> None:
 
 def local_files_in(packed: dict[str, Any]) -> list[str]:
     """Local paths named by File/Directory values inside the packed document (defaults, literals)."""
-    check_schemes(packed, "the workflow's default")
     paths: list[str] = []
     for obj in iter_files_dirs(packed):
         location = obj.get("location", "")

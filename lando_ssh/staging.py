@@ -20,14 +20,15 @@ Local ontology files named by the workflow's `$schemas` (for `format` checks) ar
 """
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from lando_ssh.errors import InputMissing, StagingFailed
-from lando_ssh.prepared import PreparedWorkflow, path_to_uri, shortname, uri_to_path
+from lando_ssh.errors import InputMissing, StagingFailed, WorkflowInvalid
+from lando_ssh.prepared import PreparedWorkflow, check_schemes, path_to_uri, shortname, uri_to_path
 
 Pattern = tuple[str, bool]  # (secondaryFiles pattern, required)
 
@@ -52,8 +53,10 @@ def plan_inputs(prepared: PreparedWorkflow, vm_inputs_dir: str) -> tuple[list[Tr
     Raises `InputMissing` naming the input and path of a local File/Directory (or a required
     secondary file) that does not exist.
     """
-    planner = _Planner(vm_inputs_dir, _named_types(prepared.packed))
     inputs = prepared.main_inputs
+    given = {p["id"] for name, p in inputs.items() if prepared.job_order.get(name) is not None}
+    planner = _Planner(vm_inputs_dir, _named_types(prepared.packed), main_inputs={p["id"] for p in inputs.values()},
+                       given=given)
     job_order: dict[str, Any] = {}
     for name, value in prepared.job_order.items():
         param = inputs.get(name, {})
@@ -170,9 +173,12 @@ def _is_url(location: str) -> bool:
 class _Planner:
     """Accumulates transfers and hands out VM directories so that names never collide."""
 
-    def __init__(self, vm_inputs_dir: str, named_types: dict[str, Any] | None = None):
+    def __init__(self, vm_inputs_dir: str, named_types: dict[str, Any] | None = None, *,
+                 main_inputs: set[str] | None = None, given: set[str] | None = None):
         self.root = vm_inputs_dir.rstrip("/") or "/"
         self.named_types = named_types or {}  # record types by name (SchemaDefRequirement), for their fields' patterns
+        self.main_inputs = main_inputs or set()  # the ids of the main process's inputs
+        self.given = given or set()  # ... of those the job order gives a value
         self.transfers: list[Transfer] = []
         self.by_dest: dict[str, Transfer] = {}
         self.dirs_of_parent: dict[str, list[str]] = {}  # source directory -> VM directories holding its files
@@ -210,11 +216,36 @@ class _Planner:
         staged = {}
         for key, value in node.items():
             if key == "default" and "id" in node:
-                staged[key] = self.stage_value(value, node.get("type"), _patterns(node.get("secondaryFiles")),
-                                               f"the default of {shortname(node['id'])!r}")
+                staged[key] = self._stage_default(node, value)
             else:
                 staged[key] = self.stage_document(value, where)
         return staged
+
+    def _stage_default(self, param: dict[str, Any], value: Any) -> Any:
+        """A default as the VM's cwltool may use it, judged as cwltool judges it. A location staging cannot
+        move (`keep:`, a Directory URL) is left as it is: the VM's cwltool reads it as cwltool would here. The
+        main process's default for an input the job order leaves out is used: a local file it names must
+        exist, and is staged. One for an input the job order gives is never used: left as it is. One of a
+        step or an inner process is used only when nothing is connected to that input: staged when what it
+        names is here, else left for the VM's cwltool to refuse if it comes to use it."""
+        where = f"the default of {shortname(param['id'])!r}"
+        try:
+            check_schemes(value, where)
+        except WorkflowInvalid:
+            return value
+        if param["id"] in self.given:
+            return value
+        stage = functools.partial(self.stage_value, value, param.get("type"), _patterns(param.get("secondaryFiles")),
+                                  where)
+        if param["id"] in self.main_inputs:
+            return stage()
+        saved = (list(self.transfers), dict(self.by_dest), {k: list(v) for k, v in self.dirs_of_parent.items()},
+                 dict(self.placed), self.dir_count)
+        try:
+            return stage()
+        except InputMissing:
+            self.transfers, self.by_dest, self.dirs_of_parent, self.placed, self.dir_count = saved
+            return value
 
     def stage_schemas(self, packed: Any) -> Any:
         """The packed workflow with the local ontology files its `$schemas` names (for `format` checks) staged:

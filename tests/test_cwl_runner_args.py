@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Lando
-from test_cwl_variety import CWLTOOL, VARIETY, bare_cwltool, one_sentence
+from test_cwl_variety import CWLTOOL, VARIETY, WORKFLOWS, bare_cwltool, one_sentence
 
 from lando_ssh.runner_args import UsageError, split
 
@@ -222,6 +222,18 @@ def test_outputs_cwltool_leaves_as_links_to_the_inputs_arrive_as_copies_and_link
     assert (out / "staged_file").read_text() == "f\n" and not (out / "staged_file").is_symlink()
     assert (out / "staged_dir" / "y.txt").read_text() == "y\n" and not (out / "staged_dir").is_symlink()
     assert os.readlink(out / "alias.txt") == "own.txt" and (out / "alias.txt").read_text() == "own\n"
+
+
+def test_defaults_that_name_missing_or_foreign_files_but_go_unused_do_not_stop_the_run_as_under_cwltool(
+        lando: Lando, tmp_path: Path):
+    args = [str(WORKFLOWS / "unused_defaults.cwl"), str(WORKFLOWS / "unused_defaults.yml")]
+    expected = bare_cwltool(tmp_path / "bare", *args)
+
+    ours = lando.cli("cwl-runner", "--quiet", "--outdir", str(tmp_path / "ours"), *args)
+
+    assert ours.returncode == 0, ours.stderr
+    assert json.loads(ours.stdout)["joined"]["checksum"] == expected["joined"]["checksum"]
+    assert (tmp_path / "ours" / "joined.txt").read_text() == "hello world\nsecond line\nreference line\n"
 
 
 def test_submit_takes_run_options_for_the_vm_s_cwltool_and_refuses_anything_else(lando: Lando):

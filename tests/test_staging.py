@@ -258,6 +258,24 @@ def test_a_default_file_is_staged_and_the_packed_workflow_points_at_it_on_the_vm
     assert prepared.packed["$graph"][0]["inputs"][0]["default"]["location"] == uri(reference)  # not mutated
 
 
+def test_defaults_cwltool_would_not_use_are_left_as_they_are_and_one_it_uses_is_staged():
+    prepared = prepare(wf("unused_defaults.cwl"), wf("unused_defaults.yml"))  # the missing files: no refusal
+
+    transfers, _, packed = plan_inputs(prepared, VM)
+
+    data = WORKFLOWS / "data"
+    assert sorted(t.source for t in transfers) == [str(data / "hello.txt"), str(data / "reference.txt")]
+    text = json.dumps(packed)
+    for unused in ("data/not-here.txt", "data/not-here-either.txt", "keep:99999999999999999999999999999999+118"):
+        assert unused in text, unused  # as the workflow names it: the VM's cwltool judges it as cwltool does
+    assert uri(str(data / "reference.txt")) not in text  # the step's default that runs: on the VM
+
+
+def test_the_main_process_default_that_is_used_must_exist():
+    with pytest.raises(InputMissing, match="the default of 'text': File .*data/not-here.txt does not exist"):
+        prepare(wf("unused_defaults.cwl"), None)
+
+
 # ---- outputs ------------------------------------------------------------------------------------
 
 
