@@ -60,6 +60,7 @@ from lando_ssh.model import (
     masked,
     now,
 )
+from lando_ssh.prepared import dicts
 from lando_ssh.remote import Endpoint, Remote, preload
 
 log = logging.getLogger(__name__)
@@ -1067,10 +1068,12 @@ def inline_single_use_processes(packed: Any) -> Any:
     cwltool resolves a step's `run: "#ref"` again against a document it has already upgraded to its
     internal CWL version, which loads a second schema: ~0.4 s on every run here. An inline `run` is
     built from the document already loaded. A process named anywhere else, or by several steps,
-    stays in the graph (a second inline copy would repeat its ids). Returns a new document.
+    stays in the graph (a second inline copy would repeat its ids). So does everything when the document
+    holds a `$import` (a type one process defines and another imports again): an id inside a moved process
+    is no longer found from the graph's top. Returns a new document.
     """
     graph = packed.get("$graph") if isinstance(packed, dict) else None
-    if not isinstance(graph, list):
+    if not isinstance(graph, list) or any("$import" in obj for obj in dicts(packed)):
         return packed
     doc = json.loads(json.dumps(packed))
     by_id = {p["id"]: p for p in doc["$graph"] if isinstance(p, dict) and isinstance(p.get("id"), str)}

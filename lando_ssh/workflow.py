@@ -110,7 +110,9 @@ def prepare(workflow: str | WorkflowSource, job_order_path: str | None,
                 # cwltool packs a process shared through a YAML anchor (`run: &tool` ... `run: *tool`) as
                 # `$import`s of ids it never defines: pack again from the documents with their aliases expanded
                 packed = _pack(_load_workflow(cwl_ref, shown, options, unalias=True)[2], uri)
-                if any("$import" in obj for obj in dicts(packed)):
+                # what is left may name something the packed document holds (a type a step's tool imports
+                # again): the document that loads runs on the VM
+                if any("$import" in obj for obj in dicts(packed)) and not _packed_loads(packed, shown, options):
                     raise WorkflowInvalid(f"the workflow {shown} cannot be packed into one document, as it must be "
                                           "to run on a VM (cwltool's pack leaves references it cannot resolve)")
             if any("previously defined" in w for w in warnings):
@@ -405,6 +407,15 @@ def _check_packed_loads(packed: dict[str, Any], shown: str, warnings: list[str],
     """cwltool warned that an id is defined twice (e.g. a workflow output and a step of the same name):
     it runs such a file, but its packed form, which the VM runs, may no longer load. Refuse that now
     rather than on the VM."""
+    if not _packed_loads(packed, shown, options):
+        twice = next(w for w in warnings if "previously defined" in w)
+        raise WorkflowInvalid(f"the workflow {shown} cannot be packed into one document, as it must be to run "
+                              f"on a VM: it defines an id twice ({twice}); give its steps, inputs and outputs "
+                              "distinct names")
+
+
+def _packed_loads(packed: dict[str, Any], shown: str, options: LoadOptions) -> bool:
+    """Whether cwltool loads the packed document, as the VM's cwltool will."""
     with tempfile.TemporaryDirectory(prefix="lando-ssh-packed-") as tmp:
         path = os.path.join(tmp, "packed.cwl")
         with open(path, "w") as f:
@@ -412,10 +423,8 @@ def _check_packed_loads(packed: dict[str, Any], shown: str, warnings: list[str],
         try:
             _load_workflow(path, shown, options)
         except WorkflowInvalid:
-            twice = next(w for w in warnings if "previously defined" in w)
-            raise WorkflowInvalid(f"the workflow {shown} cannot be packed into one document, as it must be to run "
-                                  f"on a VM: it defines an id twice ({twice}); give its steps, inputs and outputs "
-                                  "distinct names") from None
+            return False
+    return True
 
 
 def _pack(loading_context: Any, uri: str) -> dict[str, Any]:

@@ -236,6 +236,18 @@ def test_defaults_that_name_missing_or_foreign_files_but_go_unused_do_not_stop_t
     assert (tmp_path / "ours" / "joined.txt").read_text() == "hello world\nsecond line\nreference line\n"
 
 
+def test_a_type_that_a_workflow_and_its_step_s_tool_both_import_runs_as_under_cwltool(lando: Lando, tmp_path: Path):
+    # cwltool packs the second import as a `$import` of the type the packed document already holds
+    wf, job = WORKFLOWS / "shared_types" / "workflow.cwl", WORKFLOWS / "shared_types" / "job.yml"
+    expected = bare_cwltool(tmp_path / "bare", str(wf), str(job))
+
+    ours = lando.cli("cwl-runner", "--quiet", "--outdir", str(tmp_path / "ours"), str(wf), str(job))
+
+    assert ours.returncode == 0, ours.stderr
+    assert json.loads(ours.stdout)["said"]["checksum"] == expected["said"]["checksum"]
+    assert (tmp_path / "ours" / "said.txt").read_text() == "s1 mouse\n"
+
+
 def test_submit_takes_run_options_for_the_vm_s_cwltool_and_refuses_anything_else(lando: Lando):
     wf = str(VARIETY / "extension.cwl")
     refused = [lando.cli("submit", "--cwltool-option=--provenance=x", wf), lando.cli("submit", wf),
