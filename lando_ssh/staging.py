@@ -24,11 +24,12 @@ import functools
 import os
 import posixpath
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from lando_ssh.errors import InputMissing, StagingFailed, WorkflowInvalid
-from lando_ssh.prepared import PreparedWorkflow, check_schemes, path_to_uri, shortname, uri_to_path
+from lando_ssh.prepared import PreparedWorkflow, check_schemes, iter_files_dirs, path_to_uri, shortname, uri_to_path
 
 Pattern = tuple[str, bool]  # (secondaryFiles pattern, required)
 
@@ -56,7 +57,7 @@ def plan_inputs(prepared: PreparedWorkflow, vm_inputs_dir: str) -> tuple[list[Tr
     inputs = prepared.main_inputs
     given = {p["id"] for name, p in inputs.items() if prepared.job_order.get(name) is not None}
     planner = _Planner(vm_inputs_dir, _named_types(prepared.packed), main_inputs={p["id"] for p in inputs.values()},
-                       given=given)
+                       given=given, directories=_local_directories(prepared.job_order))
     job_order: dict[str, Any] = {}
     for name, value in prepared.job_order.items():
         param = inputs.get(name, {})
@@ -174,11 +175,13 @@ class _Planner:
     """Accumulates transfers and hands out VM directories so that names never collide."""
 
     def __init__(self, vm_inputs_dir: str, named_types: dict[str, Any] | None = None, *,
-                 main_inputs: set[str] | None = None, given: set[str] | None = None):
+                 main_inputs: set[str] | None = None, given: set[str] | None = None,
+                 directories: Sequence[tuple[str, str]] = ()):
         self.root = vm_inputs_dir.rstrip("/") or "/"
         self.named_types = named_types or {}  # record types by name (SchemaDefRequirement), for their fields' patterns
         self.main_inputs = main_inputs or set()  # the ids of the main process's inputs
         self.given = given or set()  # ... of those the job order gives a value
+        self.directories = list(directories)  # the job order's local Directories (source, name), outermost first
         self.transfers: list[Transfer] = []
         self.by_dest: dict[str, Transfer] = {}
         self.dirs_of_parent: dict[str, list[str]] = {}  # source directory -> VM directories holding its files
@@ -276,6 +279,8 @@ class _Planner:
         name = obj.get("basename") or _location_basename(location)
         source = _source(location)
         self._check_exists(obj["class"], source, where)
+        if (inside := self._inside_directory(obj, source, name, patterns)) is not None:
+            return inside
         members = [_Member(source, name, obj["class"], obj.get("size"), obj.get("checksum"))]
         moving: dict[int, _Member] = {}  # secondary files the job order lists, by id() of their object
         for sf in obj.get("secondaryFiles", []):
@@ -309,6 +314,24 @@ class _Planner:
         if obj["class"] == "Directory" and "listing" in obj:
             staged["listing"] = self._listing_inside(obj["listing"], source, posixpath.join(vm_dir, name), where)
         return staged
+
+    def _inside_directory(self, obj: dict[str, Any], source: str, name: str,
+                          patterns: list[Pattern]) -> dict[str, Any] | None:
+        """`obj` pointing into the VM's copy of a job order Directory that holds it, as cwltool sees it locally
+        (a file inside a directory given too): sent once, and found inside it. None when it is not inside one,
+        or brings secondary files or a name of its own (then it travels on its own)."""
+        if not _is_local(obj.get("location", "")) or obj.get("secondaryFiles") or patterns \
+                or name != os.path.basename(source.rstrip("/")):
+            return None
+        for directory, dir_name in self.directories:
+            if source.startswith(directory.rstrip("/") + "/"):
+                vm_dir = self._place([_Member(directory, dir_name, "Directory")])
+                dest = posixpath.join(vm_dir, dir_name, *os.path.relpath(source, directory).split(os.sep))
+                staged = self._moved(obj, dest)
+                if obj["class"] == "Directory" and "listing" in obj:
+                    staged["listing"] = self._listing_inside(obj["listing"], source, dest, "a listing")
+                return staged
+        return None
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -425,6 +448,14 @@ def _local_size(path: str, kind: str) -> int:
             if os.path.isfile(with_link):
                 total += os.stat(with_link).st_size
     return total
+
+
+def _local_directories(job_order: Any) -> list[tuple[str, str]]:
+    """The local Directories a job order names, as (source, name on the VM), outermost first."""
+    found = {(uri_to_path(obj["location"]), obj.get("basename") or _location_basename(obj["location"]))
+             for obj in iter_files_dirs(job_order)
+             if obj.get("class") == "Directory" and _is_local(obj.get("location", ""))}
+    return sorted(found, key=lambda d: (len(d[0]), d))
 
 
 def _location_basename(location: str) -> str:

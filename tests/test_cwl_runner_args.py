@@ -248,6 +248,22 @@ def test_a_type_that_a_workflow_and_its_step_s_tool_both_import_runs_as_under_cw
     assert (tmp_path / "ours" / "said.txt").read_text() == "s1 mouse\n"
 
 
+def test_a_file_inside_a_directory_input_stays_inside_it_as_under_cwltool(lando: Lando, tmp_path: Path):
+    (tmp_path / "in dir" / "sub é").mkdir(parents=True)
+    (tmp_path / "in dir" / "sub é" / "c.txt").write_text("c\n")
+    (tmp_path / "job.yml").write_text("d: {class: Directory, path: in dir}\n"
+                                      "f: {class: File, path: in dir/sub é/c.txt}\n")
+    args = ["--relax-path-checks", str(VARIETY / "dir_and_file_in_it.cwl"), "job.yml"]
+    bare_dir, ours_dir = tmp_path / "bare", tmp_path / "ours"
+    expected = bare_cwltool(bare_dir, *args, cwd=tmp_path)
+
+    ours = lando.cli("cwl-runner", "--quiet", "--outdir", str(ours_dir), *args, cwd=tmp_path)
+
+    assert ours.returncode == 0, ours.stderr
+    assert json.loads(ours.stdout) == json.loads(json.dumps(expected).replace(str(bare_dir), str(ours_dir)))
+    assert sorted(p.name for p in ours_dir.iterdir()) == ["docs", "in dir"]  # no second copy of c.txt
+
+
 def test_submit_takes_run_options_for_the_vm_s_cwltool_and_refuses_anything_else(lando: Lando):
     wf = str(VARIETY / "extension.cwl")
     refused = [lando.cli("submit", "--cwltool-option=--provenance=x", wf), lando.cli("submit", wf),

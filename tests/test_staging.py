@@ -258,6 +258,20 @@ def test_a_default_file_is_staged_and_the_packed_workflow_points_at_it_on_the_vm
     assert prepared.packed["$graph"][0]["inputs"][0]["default"]["location"] == uri(reference)  # not mutated
 
 
+def test_a_file_inside_a_directory_input_is_sent_once_and_found_inside_the_directory_on_the_vm(tmp_path):
+    (tmp_path / "ref" / "sub").mkdir(parents=True)
+    (tmp_path / "ref" / "sub" / "genome.fa").write_text(">g\n")
+    order = {"f": file(tmp_path / "ref" / "sub" / "genome.fa"),
+             "d": {"class": "Directory", "location": str(tmp_path / "ref")}}
+    prepared = prepare(wf("variety/dir_and_file_in_it.cwl"), None, order)
+
+    transfers, vm_order, _ = plan_inputs(prepared, VM)
+
+    assert transfers == [Transfer(str(tmp_path / "ref"), f"{VM}/1/ref", "directory", 3)]
+    assert vm_order["d"]["location"] == uri(f"{VM}/1/ref")
+    assert vm_order["f"]["location"] == uri(f"{VM}/1/ref/sub/genome.fa")
+
+
 def test_defaults_cwltool_would_not_use_are_left_as_they_are_and_one_it_uses_is_staged():
     prepared = prepare(wf("unused_defaults.cwl"), wf("unused_defaults.yml"))  # the missing files: no refusal
 
