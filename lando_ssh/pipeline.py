@@ -1125,11 +1125,9 @@ def volume_mounts(value: Any) -> list[tuple[str, str]]:
 
 
 def _prepared(job: Job) -> Any:
-    from lando_ssh.prepared import PreparedWorkflow, local_files_in
+    from lando_ssh.prepared import PreparedWorkflow
 
-    doc = job.workflow_doc or {}
-    return PreparedWorkflow(source=job.workflow, packed=doc, job_order=job.job_order,
-                            default_files=local_files_in(doc))
+    return PreparedWorkflow(source=job.workflow, packed=job.workflow_doc or {}, job_order=job.job_order)
 
 
 def _set_vm_id(job: Job, vm_id: str, reason: str | None = None) -> None:

@@ -231,12 +231,12 @@ class _Planner:
         exist, and is staged. One for an input the job order gives is never used: left as it is. One of a
         step or an inner process is used only when nothing is connected to that input: staged when what it
         names is here, else left for the VM's cwltool to refuse if it comes to use it."""
+        if param["id"] in self.given:
+            return value
         where = f"the default of {shortname(param['id'])!r}"
         try:
             check_schemes(value, where)
         except WorkflowInvalid:
-            return value
-        if param["id"] in self.given:
             return value
         stage = functools.partial(self.stage_value, value, param.get("type"), _patterns(param.get("secondaryFiles")),
                                   where)
@@ -279,7 +279,7 @@ class _Planner:
         name = obj.get("basename") or _location_basename(location)
         source = _source(location)
         self._check_exists(obj["class"], source, where)
-        if (inside := self._inside_directory(obj, source, name, patterns)) is not None:
+        if (inside := self._inside_directory(obj, source, name, patterns, where)) is not None:
             return inside
         members = [_Member(source, name, obj["class"], obj.get("size"), obj.get("checksum"))]
         moving: dict[int, _Member] = {}  # secondary files the job order lists, by id() of their object
@@ -315,8 +315,8 @@ class _Planner:
             staged["listing"] = self._listing_inside(obj["listing"], source, posixpath.join(vm_dir, name), where)
         return staged
 
-    def _inside_directory(self, obj: dict[str, Any], source: str, name: str,
-                          patterns: list[Pattern]) -> dict[str, Any] | None:
+    def _inside_directory(self, obj: dict[str, Any], source: str, name: str, patterns: list[Pattern],
+                          where: str) -> dict[str, Any] | None:
         """`obj` pointing into the VM's copy of a job order Directory that holds it, as cwltool sees it locally
         (a file inside a directory given too): sent once, and found inside it. None when it is not inside one,
         or brings secondary files or a name of its own (then it travels on its own)."""
@@ -329,7 +329,7 @@ class _Planner:
                 dest = posixpath.join(vm_dir, dir_name, *os.path.relpath(source, directory).split(os.sep))
                 staged = self._moved(obj, dest)
                 if obj["class"] == "Directory" and "listing" in obj:
-                    staged["listing"] = self._listing_inside(obj["listing"], source, dest, "a listing")
+                    staged["listing"] = self._listing_inside(obj["listing"], source, dest, where)
                 return staged
         return None
 
