@@ -17,7 +17,8 @@ import statistics
 import time
 
 from lando_ssh.cloud import Flavor, Quota
-from lando_ssh.scheduler import ActiveVm, Limits, Needs, WaitingJob, schedule, workflow_needs
+from lando_ssh.flavors import Needs, workflow_needs
+from lando_ssh.scheduler import ActiveVm, Limits, WaitingJob, schedule
 
 NOW = 1_700_000_000.0
 

@@ -27,7 +27,7 @@ class Phase:
 
 
 def smallest_allowed_flavor(flavors: list[Any], allow: str | None) -> Any:
-    from lando_ssh.scheduler import flavor_allowed
+    from lando_ssh.flavors import flavor_allowed
 
     allowed = [f for f in flavors if flavor_allowed(f.name, allow)]
     if not allowed:

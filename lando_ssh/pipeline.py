@@ -172,13 +172,13 @@ class Pipeline:
                  JobStep.STORE_OUTPUT: self.store_output, JobStep.TERMINATE_VM: self.terminate_vm}
         start = STEPS.index(job.step) if job.step in STEPS else 0
         step = STEPS[start]
+        ended: JobStep | None = None
         try:
             for step in STEPS[start:]:
-                self._check_cancel(job_id)
-                self._begin(job_id, step)
+                self._enter(job_id, step, ended)
                 steps[step](job_id)
-                self._end(job_id, step)
-            return self.journal.update(job_id, lambda j: _finish(j))
+                ended = step
+            return self.journal.update(job_id, functools.partial(_finish, ended=ended))
         except JobCanceled:
             return self._finish_cancel(job_id)
         except ServerStopping:
@@ -304,7 +304,7 @@ class Pipeline:
 
     def _flavor_for(self, job: Job) -> Flavor:
         """The job's flavor, else the scheduler's choice, else vm.flavor, else the cheapest allowed that fits."""
-        from lando_ssh.scheduler import NoFlavorFits, choose_flavor, workflow_needs
+        from lando_ssh.flavors import NoFlavorFits, choose_flavor, workflow_needs
 
         named = job.vm_spec.flavor or job.facts.get("flavor") or self.config.vm.flavor
         volume = job.vm_spec.volume_size if job.vm_spec.volume_size is not None else self.config.vm.volume_size
@@ -939,21 +939,30 @@ class Pipeline:
             remote.resume()
 
     # -- step bookkeeping ------------------------------------------------------------------
-    def _begin(self, job_id: int, step: JobStep) -> None:
+    def _enter(self, job_id: int, step: JobStep, ended: JobStep | None) -> None:
+        """`ended` (the step before, if any) is over and `step` begins: one write. A job canceled meanwhile
+        in the store (by another process) is left as it is: JobCanceled."""
+        if self.cancel_event.is_set():
+            raise JobCanceled("canceled")
+        if self.stopping.is_set():
+            raise ServerStopping()
+
         def change(j: Job) -> None:
+            if j.state == JobState.CANCELING:
+                return
+            at = now()
+            if ended is not None:
+                j.timings.setdefault(ended.value, StepTiming()).finished = at
             # V runs in S until the cloud accepted the VM (then R); every later step runs in R
             running = step != JobStep.CREATE_VM or j.state == JobState.RUNNING
             j.set_state(JobState.RUNNING if running else JobState.STARTING, step)
             timing = j.timings.setdefault(step.value, StepTiming())
-            timing.started = timing.started or now()
+            timing.started = timing.started or at
             timing.finished = None
             j.reason = ""
 
-        self.journal.update(job_id, change)
-
-    def _end(self, job_id: int, step: JobStep) -> None:
-        self.journal.update(job_id, lambda j: setattr(j.timings.setdefault(step.value, StepTiming()),
-                                                      "finished", now()))
+        if self.journal.update(job_id, change).state == JobState.CANCELING:
+            raise JobCanceled("canceled")
 
     # -- helpers ---------------------------------------------------------------------------
     def keys(self, job: Job) -> JobKeys:
@@ -1142,7 +1151,9 @@ def _mark_vm_deleted(job: Job) -> None:
         job.vm.deleted = now()
 
 
-def _finish(job: Job) -> None:
+def _finish(job: Job, ended: JobStep | None = None) -> None:
+    if ended is not None:
+        job.timings.setdefault(ended.value, StepTiming()).finished = now()
     job.reason = ""
     job.set_state(JobState.FINISHED, JobStep.NONE)
 

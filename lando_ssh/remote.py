@@ -283,6 +283,19 @@ class Remote:
     def _open(self) -> paramiko.SSHClient:
         if not self.ep.host_keys:
             raise HostKeyMismatch(f"no host key is pinned for {self.ep.label}; refusing to connect")
+        # the TCP connection before paramiko: while a job's first connection waits for paramiko to finish
+        # loading, the VM's sshd forks for it and sends its banner (~8 ms here), on the VM's CPU
+        try:
+            sock = _connect_socket(self.ep.address, self.ep.port, self.connect_timeout)
+        except OSError as e:
+            raise VmUnreachable(f"cannot reach {self.ep.label}: {_os_reason(e)}") from None
+        try:
+            return self._handshake(sock)
+        except BaseException:
+            sock.close()
+            raise
+
+    def _handshake(self, sock: socket.socket) -> paramiko.SSHClient:
         paramiko = _paramiko()
         client = paramiko.SSHClient()
         hostname = self.ep.address if self.ep.port == 22 else f"[{self.ep.address}]:{self.ep.port}"
@@ -295,7 +308,6 @@ class Remote:
         except (OSError, paramiko.SSHException) as e:
             raise VmUnreachable(f"cannot read the job's SSH key {self.ep.key_path}: {e}") from None
         try:
-            sock = _connect_socket(self.ep.address, self.ep.port, self.connect_timeout)
             client.connect(self.ep.address, port=self.ep.port, username=self.ep.user, pkey=pkey, sock=sock,
                            timeout=self.connect_timeout, banner_timeout=self.connect_timeout,
                            auth_timeout=self.connect_timeout, allow_agent=False, look_for_keys=False)

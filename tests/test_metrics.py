@@ -11,9 +11,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lando_ssh.cloud import Flavor, Quota, VmInfo
 from lando_ssh.errors import ConfigError, HostKeyMismatch, VmUnreachable
+from lando_ssh.flavors import Needs
 from lando_ssh.metrics import Metrics, parse_listen, start_metrics_server
 from lando_ssh.model import Job, JobState, JobStep, StepTiming, now
-from lando_ssh.scheduler import ActiveVm, Limits, Needs, WaitingJob, schedule
+from lando_ssh.scheduler import ActiveVm, Limits, WaitingJob, schedule
 from lando_ssh.sweep import Swept
 
 

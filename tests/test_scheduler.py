@@ -9,18 +9,15 @@ import pytest
 
 from lando_ssh.cloud import Flavor, Quota
 from lando_ssh.config import LimitsConfig
+from lando_ssh.flavors import Needs, NoFlavorFits, choose_flavor, workflow_needs
 from lando_ssh.model import Job, JobState, JobStep, VmRecord, VmSpec, now
 from lando_ssh.scheduler import (
     ActiveVm,
     Limits,
-    Needs,
-    NoFlavorFits,
     WaitingJob,
     active_vms,
-    choose_flavor,
     schedule,
     waiting_job,
-    workflow_needs,
 )
 from lando_ssh.scheduler import (
     decide as decide_with_config,
