@@ -243,10 +243,6 @@ def _main(argv: Sequence[str] | None) -> int:
         argv = [*argv[:at + 1], *_source_options_first(argv[at + 1:])]
     if from_command_line and word == "job":
         _hold_gc()
-    if word in ("job", "cwl-runner"):
-        from lando_ssh.remote import preload
-
-        preload()  # the SSH library loads while the command line, the config, the store and the cloud are read
     args = build_parser(word).parse_args(argv)
     if runner is not None:
         args.cwltool_args, args.inputs, args.job_order = runner.cwltool, runner.inputs, None

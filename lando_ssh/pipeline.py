@@ -202,11 +202,11 @@ class Pipeline:
 
     # -- V: create VM ----------------------------------------------------------------------
     def create_vm(self, job_id: int) -> None:
-        preload()  # the SSH library loads while the VM boots
         job = self.journal.get(job_id)
         info = self._existing_vm(job)
         if info is None:
             info = self._request_vm(job)
+        preload()  # (a VM found again: the SSH library loads while it is looked at)
         job = self.journal.update(job_id, lambda j: j.set_state(JobState.RUNNING, JobStep.CREATE_VM))
         while True:
             try:
@@ -273,6 +273,9 @@ class Pipeline:
         mounts = volume_mounts((job.facts.get("bespin") or {}).get("vm_volume_mounts"))
         if volume and mounts and self.cloud.name != "local":  # the job source names the device and mount point
             device, work_dir = mounts[0]
+        # the SSH library loads while the key is made and the VM boots. Not sooner: until then the job is bound by
+        # this process's CPU, and a thread importing meanwhile (the GIL) holds back each of its steps by up to 5 ms
+        preload()
         public_key = self.keys(job).ensure()
         user_data = render_user_data(UserDataParams(public_key=public_key, user=user, work_dir=work_dir,
                                                     volume_device=device if volume else None))
@@ -417,8 +420,7 @@ class Pipeline:
         with self._deadline(remote, "staging"):
             if with_scripts:
                 entries = [(t.source, posixpath.relpath(t.dest, paths.job_dir)) for t in local]
-                then = ["sh", "-c", 'sh "$1" "$2" && exec sh "$3" "$4"', "sh", *df[1:],
-                        *self._sizes_argv(paths, paths.inputs)[1:]]
+                then = [*df, paths.inputs]  # lando-df DIR LIST_DIR: the free bytes, then the sizes
                 sent, out = remote.put_files(entries, paths.job_dir, then=then, files=scripts,
                                              executable=executable)
                 free_line, _, listing = out.partition("\n")

@@ -59,6 +59,13 @@ def _paramiko() -> ModuleType:
         return paramiko
 
 
+def _is_ssh_error(e: BaseException) -> bool:
+    """paramiko's SSHException, told without importing paramiko (a first connection does not wait for it:
+    its TCP connect goes ahead while paramiko loads)."""
+    paramiko = sys.modules.get("paramiko")
+    return paramiko is not None and isinstance(e, paramiko.SSHException)
+
+
 class _MetadataStandIn(types.ModuleType):
     """What `from importlib import metadata` finds while paramiko loads: its own version from its METADATA
     file; anything else from the real importlib.metadata, imported on first use (so a thread that meets the
@@ -352,7 +359,6 @@ class Remote:
         self._interrupted.clear()
 
     def _retrying(self, what: str, fn: Any, retry: bool) -> Any:
-        ssh_error = _paramiko().SSHException
         deadline = time.monotonic() + (self.retry_for if retry else 0)
         delay = 0.1
         while True:
@@ -360,7 +366,9 @@ class Remote:
                 return fn()
             except HostKeyMismatch:
                 raise
-            except (VmUnreachable, ssh_error, OSError, EOFError) as e:
+            except Exception as e:
+                if not isinstance(e, (VmUnreachable, OSError, EOFError)) and not _is_ssh_error(e):
+                    raise
                 self.close()
                 if self.abort.is_set() or self._interrupted.is_set():
                     raise VmUnreachable(f"{what} on {self.ep.label} was interrupted") from None
