@@ -189,3 +189,15 @@ def test_an_unknown_job_or_state_is_exit_2_every_time_never_an_abort(lando: Land
     # and a state code that does not exist is bad usage, not a ValueError traceback
     proc = lando.cli("status", "--state", "Z")
     assert proc.returncode == 2 and "invalid choice: 'Z'" in one_sentence(proc.stderr)
+
+
+def test_the_workflows_tools_get_ctrl_c_and_quit_as_under_a_shell_not_ignored(lando: Lando, tmp_path: Path):
+    """The run is started in the background on the VM, where sh ignores SIGINT and SIGQUIT for what it starts:
+    the workflow's tools must not inherit that (a tool's own Ctrl-C handling, `timeout --foreground`, ...)."""
+    proc = lando.cli("cwl-runner", "--outdir", str(tmp_path / "out"), str(VARIETY / "signals.cwl"))
+
+    assert proc.returncode == 0, proc.stderr
+    line = Path(json.loads(proc.stdout)["signals"]["path"]).read_text()
+    ignored = int(line.split()[1], 16)
+    for signal_number, name in ((2, "SIGINT"), (3, "SIGQUIT")):
+        assert not ignored & (1 << (signal_number - 1)), f"{name} is ignored by the tool: {line.strip()}"
