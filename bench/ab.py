@@ -5,7 +5,8 @@
 Each side is the `lando_ssh/` and `remote_scripts/` of a git ref (REF_B defaults to the working tree),
 extracted to a temporary directory and put first on PYTHONPATH; the runs alternate A B B A ... on the
 2-step workflow, so drift in the machine's speed hits both alike. It prints each side's medians (the
-job's own time, the command's CPU, the time to the first step and each step) and the paired differences
+command's wall time, its cwltool's on the VM, the job's own time, the command's CPU, the time to the first
+step and each step) and the paired differences
 B - A. A change of a few ms needs 20 or more pairs on a noisy host.
 
 Every command runs from the temporary directory: `python -c` puts the working directory first on
@@ -65,7 +66,7 @@ def one_job(tree: Path, data: Path, cwd: str) -> dict[str, float]:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     status = json.loads(lando("status", job_id, "--json", capture_output=True).stdout)
     cwltool = status["facts"]["usage"]["wall_seconds"]
-    row = {"own": wall - cwltool,
+    row = {"wall": wall, "cwltool": cwltool, "own": wall - cwltool,
            "cpu": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
            "to V": min(seconds(t["started"]) for t in status["timings"].values()) - started}
     row.update({step: t["seconds"] for step, t in status["timings"].items()})
