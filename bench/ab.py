@@ -5,9 +5,10 @@
 Each side is the `lando_ssh/` and `remote_scripts/` of a git ref (REF_B defaults to the working tree),
 extracted to a temporary directory and put first on PYTHONPATH; the runs alternate A B B A ... on the
 2-step workflow, so drift in the machine's speed hits both alike. It prints each side's medians (the
-command's wall time, its cwltool's on the VM, the job's own time, the command's CPU, the time to the first
-step and each step) and the paired differences
-B - A. A change of a few ms needs 20 or more pairs on a noisy host.
+command's wall time, its cwltool's on the VM, the job's own time, the command's CPU, the time to the
+first step and each step) and the paired differences B - A. A change of a few ms needs 20 or more
+pairs on a noisy host. Look at the wall time too: a change that slows the VM's cwltool shrinks the
+own time (the command less cwltool's wall time) without helping.
 
 Every command runs from the temporary directory: `python -c` puts the working directory first on
 sys.path, so one started in the checkout would import the checkout's code on both sides.
