@@ -15,13 +15,12 @@ WORKFLOWS = REPO / "tests" / "workflows"
 
 def write_config(root: Path, **settings: Any) -> Path:
     queue = f"lando-bench-{uuid.uuid4().hex[:8]}"
-    config = {"data_dir": str(root / "data"), "log_level": "WARNING",
+    config: dict[str, Any] = {"data_dir": str(root / "data"), "log_level": "WARNING",
               "cloud": {"driver": "local", "installation_id": queue},
               "work_queue": {"listen_queue": queue, "status_exchange": queue + "-status"}}
     for key, value in settings.items():
-        config.setdefault(key, {}) if isinstance(value, dict) else None
         if isinstance(value, dict):
-            config[key].update(value)
+            config.setdefault(key, {}).update(value)
         else:
             config[key] = value
     path = root / "lando.yml"

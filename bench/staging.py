@@ -66,9 +66,8 @@ def main() -> None:
         pipeline = Pipeline(config, journal, cloud)
         journal.update(job_id, lambda j: j.set_state(JobState.STARTING, JobStep.NONE))
         try:
-            pipeline._begin(job_id, JobStep.CREATE_VM)
+            pipeline._enter(job_id, JobStep.CREATE_VM, None)  # as the pipeline's walk begins the step
             pipeline.create_vm(job_id)
-            pipeline._end(job_id, JobStep.CREATE_VM)
             job = journal.get(job_id)
             assert job.vm is not None
             remote = pipeline.remote(job)
