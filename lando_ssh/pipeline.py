@@ -205,8 +205,9 @@ class Pipeline:
         job = self.journal.get(job_id)
         info = self._existing_vm(job)
         if info is None:
-            info = self._request_vm(job)
-        preload()  # (a VM found again: the SSH library loads while it is looked at)
+            info = self._request_vm(job)  # (it starts the SSH library loading, as the job's key is made)
+        else:
+            preload()  # a VM found again: the SSH library loads while it answers
         job = self.journal.update(job_id, lambda j: j.set_state(JobState.RUNNING, JobStep.CREATE_VM))
         while True:
             try:
