@@ -442,7 +442,7 @@ def run_job_foreground(config: Config, job_id: int, *, quiet: bool = False) -> J
 
     progress = _Progress(quiet)
     journal = _journal(config, [progress.on_change, _release_gc])
-    job = journal.get(job_id)
+    job = journal.load(job_id)
     if job.state == JobState.FINISHED:
         progress.note(job_id, "already finished")
         return job
