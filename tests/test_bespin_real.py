@@ -267,3 +267,22 @@ def landoclient(command: str, job_id: str, queue: str) -> None:
               "getattr(LandoClient(C(), sys.argv[3]), sys.argv[1])(sys.argv[2])\n")
     subprocess.run([str(HOME / "venv" / "bin" / "python"), "-c", script, command, job_id, queue], check=True,
                    capture_output=True, timeout=60)
+
+
+def test_a_job_lando_left_running_moves_to_lando_ssh_by_cancel_then_restart_from_bespin(
+        lando: Lando, bespin: RealBespin, daemon: Daemon, broker_names: dict[str, str],
+        http_files: tuple[str, Path], tmp_path: Path):
+    job_id, _ = flaky_job(bespin, broker_names["listen_queue"], http_files, tmp_path)
+    bespin.put_job(job_id, state="R", step="R", vm_instance_name="lando-worker-7")  # where lando left it
+    refused = bespin.request("user", "POST", f"jobs/{job_id}/restart/")
+    assert refused.status_code == 400 and "Job is not at ERROR or CANCEL state" in refused.text
+
+    bespin.cancel_job(job_id)
+    job = wait_state(bespin, job_id, "CE", daemon)
+    assert (job["state"], job["step"]) == ("C", "")
+    bespin.restart_job(job_id)
+    job = wait_state(bespin, job_id, "FE", daemon)
+
+    assert job["state"] == "F", bespin.errors_of(job_id)
+    assert bespin.activity_of(job_id)[-len(LANDO_RUN):] == LANDO_RUN
+    assert job["vm_instance_name"] == local_job(lando, job_id).vm.name

@@ -438,7 +438,10 @@ class BespinStore:
         else:  # between VMs (a restart): bespin keeps the name of the last one, as it did with lando
             vm_name = pushed.get("vm_instance_name", bespin.get("vm_instance_name", ""))
             volume_name = pushed.get("vm_volume_name", bespin.get("vm_volume_name", ""))
-        state, step = lando_view(job.state, job.step)
+        if job.state == JobState.RESTARTING and job.facts.get("restart_pending"):
+            state, step = job.state.value, pushed.get("step", job.step.value)  # bespin's own r, not acted on yet
+        else:
+            state, step = lando_view(job.state, job.step)
         return {"state": state, "step": step, "vm_instance_name": vm_name, "vm_volume_name": volume_name}
 
     def _enqueue(self, job_id: int, kind: str, payload: dict[str, Any]) -> None:
@@ -608,10 +611,10 @@ class BespinStore:
 
 
 def lando_view(state: JobState, step: JobStep) -> tuple[str, str]:
-    """A job's state and step as lando showed them in bespin-api. lando set R as soon as it took a start_job
-    (lando-ssh's S, waiting for a slot or creating the VM, is R there), and cleared the step as it canceled
-    (c and C have no step)."""
-    if state == JobState.STARTING:
+    """A job's state and step as lando showed them in bespin-api. lando set R as soon as it took a start or
+    restart (lando-ssh's S, waiting for a slot or creating the VM, and r once a restart is under way are R
+    there), and cleared the step as it canceled (c and C have no step)."""
+    if state in (JobState.STARTING, JobState.RESTARTING):
         return JobState.RUNNING.value, step.value
     if state in (JobState.CANCELING, JobState.CANCELED):
         return state.value, JobStep.NONE.value
@@ -620,7 +623,8 @@ def lando_view(state: JobState, step: JobStep) -> tuple[str, str]:
 
 def lando_puts(before: dict[str, str], after: dict[str, str]) -> list[dict[str, str]]:
     """The PUTs that take bespin-api's record from `before` to `after` the way lando did: it cleared the
-    step (R/'') before it set F, and a job's first PUT on start was R with the step it had."""
+    step (R/'') before it set F, and its first PUT on a start (a restart from the start too) was R with the
+    step bespin's record had."""
     if after == before:
         return []
     if after["state"] == JobState.FINISHED.value and before["state"] == JobState.RUNNING.value and before["step"]:
