@@ -679,6 +679,9 @@ def _drain(chan: paramiko.Channel, timeout: float | None = None,
     out, err = bytearray(), bytearray()
     deadline = time.monotonic() + timeout if timeout else None
     idle = 0.0
+    # poll, not select: select cannot watch a descriptor above 1023, which a daemon driving hundreds of jobs has
+    poller = select.poll()
+    poller.register(chan.fileno(), select.POLLIN)
     while True:
         if chan.recv_ready():
             out += chan.recv(65536)
@@ -700,7 +703,7 @@ def _drain(chan: paramiko.Channel, timeout: float | None = None,
                 # spinning; the exit status still wakes us at once
                 chan.status_event.wait(min(idle, wait))
                 idle = min(idle * 2, 0.05)
-            elif select.select([chan], [], [], wait)[0]:  # signalled on data, on EOF, on stderr
+            elif poller.poll(wait * 1000):  # signalled on data, on EOF, on stderr
                 idle = 0.001
 
 
