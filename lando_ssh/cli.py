@@ -109,9 +109,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
 
     s = command("sweep", help="delete resources tagged as ours that no live job owns")
-    s.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
-    s.add_argument("--grace", type=float, metavar="SECONDS", help="spare younger resources (default: sweep.grace)")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--dry-run", action="store_true",
+                   help="only list what would be deleted (VMs, volumes, floating IPs, ports, keys) and what is spared")
+    s.add_argument("--grace", type=float, metavar="SECONDS",
+                   help="spare younger orphans, listing them with their age (default: sweep.grace)")
+    s.add_argument("--json", action="store_true", help="print the list as JSON (one object per resource)")
 
     s = command("usage", help="VM-hours and core-hours per user, project or workflow, and job counts")
     s.add_argument("--since", help="a date (2025-01-31[T08:00]) or an age (30d, 12h); default: the start")
