@@ -121,13 +121,16 @@ class ServerStopping(Exception):
 
 class Pipeline:
     def __init__(self, config: Config, journal: Journal, cloud: Cloud, *, cancel: threading.Event | None = None,
-                 stopping: threading.Event | None = None, progress: Callable[[int, str], None] | None = None):
+                 stopping: threading.Event | None = None, progress: Callable[[int, str], None] | None = None,
+                 on_vm_ready: Callable[[float, float], object] | None = None):
         self.config = config
         self.journal = journal
         self.cloud = cloud
         self.cancel_event = cancel or threading.Event()
         self.stopping = stopping or threading.Event()
         self.progress = progress or (lambda job_id, text: None)
+        #: told (seconds to ACTIVE, seconds to SSH ready) of each VM this pipeline asked for, once it answers
+        self.on_vm_ready = on_vm_ready
         self._remotes: dict[int, Remote] = {}
         self._locks: dict[int, JobLock] = {}
         self._result_sizes: dict[int, str] = {}  # seen by organize_output, for store_output (a resumed one asks)
@@ -204,6 +207,7 @@ class Pipeline:
     def create_vm(self, job_id: int) -> None:
         job = self.journal.get(job_id)
         info = self._existing_vm(job)
+        asked = info is None  # a VM found again (a resumed job) booted before: its boot is not observed
         if info is None:
             info = self._request_vm(job)  # (it starts the SSH library loading, as the job's key is made)
         else:
@@ -229,6 +233,8 @@ class Pipeline:
                 job = self.journal.update(job_id, forget)
                 info = self._request_vm(job)
                 job = self.journal.get(job_id)
+                asked = True
+        active_at = now()
         host_keys = self._learn_host_keys(job, info)
         assert job.vm is not None
         keys = self.keys(job)
@@ -243,6 +249,8 @@ class Pipeline:
 
         job = self.journal.update(job_id, record)
         self._wait_ssh_ready(job)
+        if asked and self.on_vm_ready is not None and job.vm is not None and job.vm.created is not None:
+            self.on_vm_ready((active_at - job.vm.created).total_seconds(), (now() - job.vm.created).total_seconds())
 
     def _existing_vm(self, job: Job) -> VmInfo | None:
         """The VM this job already has (after a crash or a restart), if it is still usable."""
