@@ -38,6 +38,7 @@ from lando_ssh.errors import (
     LandoError,
     QuotaExceeded,
     RemoteCommandFailed,
+    SshAuthRefused,
     StagingFailed,
     StepTimeout,
     VmFailed,
@@ -87,6 +88,9 @@ def remote_scripts_dir() -> Path:
     return Path(sys.prefix) / "share" / "lando-ssh" / "remote_scripts"
 
 
+#: seconds a booted VM may refuse the job's key before the login user is taken to be wrong (cloud-init writes the
+#: key before sshd starts: a refusal that lasts is a user the image does not have, not a key on its way)
+AUTH_REFUSED_GRACE = 30.0
 #: inputs up to this size are sent with the remote scripts, in one stream (larger ones after the free disk is known)
 ONE_STREAM_BYTES = 1024 * 1024
 
@@ -276,7 +280,7 @@ class Pipeline:
         flavor = chosen.name
         image = job.vm_spec.image or self.config.vm.image
         volume = job.vm_spec.volume_size if job.vm_spec.volume_size is not None else self.config.vm.volume_size
-        user = self.config.vm.user or self.cloud.default_user()
+        user = self.cloud.default_user(image)  # vm.user, else the image's own (OpenStack: its os_admin_user)
         work_dir = self.cloud.vm_work_dir(name)
         device = "/dev/vdb"
         mounts = volume_mounts((job.facts.get("bespin") or {}).get("vm_volume_mounts"))
@@ -388,18 +392,31 @@ class Pipeline:
         deadline = time.monotonic() + self.config.vm.ssh_timeout
         delay = 0.02
         last = "no answer yet"
+        refused_since: float | None = None  # sshd answers but refuses the key: since when, without a break
         while time.monotonic() < deadline:
             self._check_cancel(job.id)
             try:
                 if self.remote(job).run(["test", "-e", marker], check=False, retry=False).exit_code == 0:
                     return
                 last = "cloud-init has not finished preparing the work dir"
+                refused_since = None
             except HostKeyMismatch:
                 raise
+            except SshAuthRefused as e:
+                last = str(e)
+                refused_since = refused_since or time.monotonic()
+                if time.monotonic() - refused_since >= AUTH_REFUSED_GRACE:
+                    break
             except VmUnreachable as e:
                 last = str(e)
+                refused_since = None
             self._sleep(job.id, delay)
             delay = min(delay * 1.5, 5.0)
+        if refused_since is not None:  # the VM is up: cloud-init put the job's key on another user than ours
+            raise VmUnreachable(
+                f"VM {job.vm.name} answers but refuses the job's SSH key for user {job.vm.user!r}: cloud-init puts "
+                f"the key on the image's default user, so that user is probably another; set vm.user to the "
+                f"image's login user (or give the image an os_admin_user property naming it)")
         raise StepTimeout(f"VM {job.vm.name} was not ready for SSH within the SSH timeout "
                           f"({self.config.vm.ssh_timeout:.0f}s): {last}")
 

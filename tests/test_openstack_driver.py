@@ -518,6 +518,25 @@ def test_console_log_is_empty_while_booting_then_shows_the_host_keys(cloud, open
         cloud.console_log(vm.id)
 
 
+def test_the_login_user_is_vm_user_else_the_images_property_else_ubuntu(openstack_api, tmp_path):
+    openstack_api.settings.images = ["debian-12", "ubuntu-22.04"]
+    openstack_api.settings.image_properties = {"debian-12": {"os_admin_user": "debian", "os_distro": "debian"},
+                                               "ubuntu-22.04": {"default_user": "ubuntu2"}}
+    image = requests.get(f"{openstack_api.url}/image/v2/images", timeout=5,
+                         headers={"X-Auth-Token": sdk(openstack_api).auth_token}).json()["images"][0]
+    assert (image["name"], image["os_admin_user"], image["status"]) == ("debian-12", "debian", "active")  # as Glance
+    cloud = OpenStackCloud(config_for(openstack_api, tmp_path))
+    debian_id = next(i.id for i in cloud._home._images() if i.name == "debian-12")
+    assert (cloud.default_user("debian-12"), cloud.default_user(debian_id)) == ("debian", "debian")
+    assert cloud.default_user("ubuntu-22.04") == "ubuntu2"  # the other property clouds use
+    openstack_api.settings.image_properties = {}
+    assert cloud.default_user("debian-12") == "ubuntu"  # neither: the usual cloud image's user
+    cloud.config.vm.user = "admin"
+    openstack_api.settings.image_properties = {"debian-12": {"os_admin_user": "debian"}}
+    assert cloud.default_user("debian-12") == "admin"  # the admin's own choice comes first
+    cloud.close()
+
+
 def test_get_vm_of_unknown_server_is_none(cloud):
     assert cloud.get_vm("00000000-0000-0000-0000-000000000000") is None
 
@@ -814,3 +833,29 @@ def test_unknown_image_fails_the_job_at_once_listing_images(lando, openstack_api
     assert job["state"] == "E"
     assert "image 'centos-7' does not exist; images: debian-12, ubuntu-22.04" in job["error"]
     assert openstack_api.inventory() == EMPTY
+
+
+def test_a_job_logs_in_as_the_images_os_admin_user(lando, local_openstack_api, tmp_path):
+    use_openstack(lando, local_openstack_api, tmp_path, user=None)  # vm.user unset
+    local_openstack_api.settings.image_properties = {"debian-12": {"os_admin_user": pwd.getpwuid(os.getuid()).pw_name}}
+    job_id = lando.submit(WORKFLOWS / "no_inputs.cwl")
+
+    proc = lando.cli("job", str(job_id), timeout=120)
+
+    assert proc.returncode == 0, proc.stderr
+    assert lando.status(job_id)["vm"]["user"] == pwd.getpwuid(os.getuid()).pw_name
+    assert local_openstack_api.inventory() == EMPTY
+
+
+def test_a_vm_that_refuses_the_login_user_fails_the_job_saying_to_set_vm_user(lando, local_openstack_api, tmp_path):
+    use_openstack(lando, local_openstack_api, tmp_path, user=None, ssh_timeout=3)
+    job_id = lando.submit(WORKFLOWS / "no_inputs.cwl")  # the image names no user: "ubuntu", not the VMs' user
+
+    proc = lando.cli("job", str(job_id), timeout=120)
+
+    assert proc.returncode == 1
+    job = lando.status(job_id)
+    assert job["state"] == "E" and job["vm"]["user"] == "ubuntu"
+    assert "answers but refuses the job's SSH key for user 'ubuntu'" in job["error"]
+    assert "set vm.user to the image's login user" in job["error"]
+    assert local_openstack_api.inventory() == EMPTY

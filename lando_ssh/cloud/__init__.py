@@ -95,8 +95,8 @@ class Cloud(Protocol):
 
     name: str
 
-    def default_user(self) -> str:
-        """The login user on this cloud's images."""
+    def default_user(self, image: str | None = None) -> str:
+        """The login user on VMs of `image` (a name or id; None: the cloud's usual one)."""
         ...
 
     def default_cwl_command(self) -> list[str]:

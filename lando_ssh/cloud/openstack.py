@@ -54,7 +54,8 @@ made); anything else becomes `CloudError` with the service's own message.
 SSH port: a VM's sshd is on port 22 unless the server's metadata carries `lando_ssh_port`
 (the local OpenStack API service used in the tests publishes its sshd ports that way).
 Address: the floating IP when there is one, else the fixed IPv4 on `network_name`.
-Login user: `vm.user`, else "ubuntu". Work dir: `vm.work_dir`, where "{vm_name}" is
+Login user: `vm.user`, else the image's `os_admin_user` property (Glance's name for it), else
+its `default_user` property, else "ubuntu". Work dir: `vm.work_dir`, where "{vm_name}" is
 replaced by the VM's name (for VMs sharing one filesystem, as the test service's do).
 A `create_vm` for a name that already has our live server returns that server.
 """
@@ -273,8 +274,12 @@ class OpenStackCloud:
         return self._in(project or None, f"VM {vm_id} is there"), server_id
 
     # ---- the Cloud protocol ------------------------------------------------------------
-    def default_user(self) -> str:
-        return self.config.vm.user or "ubuntu"
+    def default_user(self, image: str | None = None) -> str:
+        """`vm.user`, else the image's login user as Glance records it (the `os_admin_user` property, else
+        `default_user`), else "ubuntu"."""
+        if self.config.vm.user:
+            return self.config.vm.user
+        return (self._home.image_user(image) if image else None) or "ubuntu"
 
     def default_cwl_command(self) -> list[str]:
         return ["cwltool"]
@@ -383,6 +388,16 @@ class _Project:
 
     def images(self) -> list[str]:
         return [i.name for i in self._images()]
+
+    def image_user(self, name_or_id: str) -> str | None:
+        """The login user the image's properties name (`os_admin_user`, else `default_user`), if any."""
+        images = self._images()
+        match = [i for i in images if i.id == name_or_id] or [i for i in images if i.name == name_or_id]
+        if len(match) != 1:
+            return None  # unknown or ambiguous: create_vm says which, listing the images
+        properties = match[0].properties or {}
+        user = match[0].os_admin_user or properties.get("os_admin_user") or properties.get("default_user")
+        return str(user).strip() or None if user else None  # (an empty property names no one)
 
     def _images(self) -> list[Any]:
         return self._retrying("list images", lambda: [i for i in self.conn.image.images() if i.status == "active"])
