@@ -474,8 +474,9 @@ def test_dry_run_lists_the_volume_port_and_floating_ip_of_a_server_deleted_behin
     vm = cloud.create_vm(job_request(volume_size=1))
     kept = cloud.create_vm(job_request(2, volume_size=1, metadata={META_INSTALLATION: "another", META_JOB_ID: "2"}))
     conn = sdk(openstack_api)
-    conn.compute.delete_server(vm.id)
-    conn.compute.wait_for_delete(conn.compute.get_server(vm.id), interval=0.05, wait=5)
+    server = conn.compute.get_server(vm.id)
+    conn.compute.delete_server(server)
+    conn.compute.wait_for_delete(server, interval=0.05, wait=5)  # (read before: it may be gone at once)
     conn.close()
     before = openstack_api.inventory()
 
