@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import IO, TYPE_CHECKING, Any
 
-from lando_ssh.errors import HostKeyMismatch, RemoteCommandFailed, StagingFailed, VmUnreachable
+from lando_ssh.errors import HostKeyMismatch, RemoteCommandFailed, SshAuthRefused, StagingFailed, VmUnreachable
 
 if TYPE_CHECKING:
     import paramiko
@@ -324,7 +324,7 @@ class Remote:
                                   "not the pinned one; refusing to connect") from None
         except paramiko.AuthenticationException:
             client.close()
-            raise VmUnreachable(f"{self.ep.label} refused the job's SSH key") from None
+            raise SshAuthRefused(f"{self.ep.label} refused the job's SSH key") from None
         except paramiko.SSHException as e:
             client.close()
             if "not found in known_hosts" in str(e):

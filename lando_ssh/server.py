@@ -364,7 +364,7 @@ class Server:
         stop = threading.Event()
         if self.stopping.is_set():
             stop.set()
-        pipeline = Pipeline(self.config, self.journal, self.cloud, stopping=stop)
+        pipeline = Pipeline(self.config, self.journal, self.cloud, stopping=stop, on_vm_ready=METRICS.observe_vm_boot)
         thread = threading.Thread(target=self._run_job, args=(job_id, pipeline), name=f"job-{job_id}", daemon=True)
         with self._lock:
             self._running[job_id] = pipeline
