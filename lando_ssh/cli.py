@@ -21,16 +21,16 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from lando_ssh.commands import vm as vm_commands
+from lando_ssh.commands.common import EXIT_BAD_INPUT, EXIT_JOB_FAILED, EXIT_OK, journal_of
 from lando_ssh.config import Config, load_config
 from lando_ssh.errors import BadInput, BrokerUnavailable, JobConflict, LandoError
-from lando_ssh.model import ACTIVE_STATES, Job, JobState, JobStep, VmSpec, now
+from lando_ssh.model import Job, JobState, JobStep, VmSpec, now
 
 if TYPE_CHECKING:
     from lando_ssh.runner_args import RunnerArgs
 
 log = logging.getLogger("lando_ssh")
-
-EXIT_OK, EXIT_JOB_FAILED, EXIT_BAD_INPUT, EXIT_INFRA = 0, 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -318,11 +318,7 @@ def _runner_args(args: list[str]) -> RunnerArgs:
 
 
 # -- the stores and clouds a command needs -----------------------------------------------------
-def _journal(config: Config, listeners: Sequence[Any] = ()) -> Any:
-    from lando_ssh.journal import Journal
-    from lando_ssh.store import open_job_source
-
-    return Journal(open_job_source(config), listeners)
+_journal = journal_of
 
 
 # -- submit ------------------------------------------------------------------------------------
@@ -655,76 +651,6 @@ def _cwltool_log(config: Config, job: Job) -> str | None:
 
 
 # -- the admin's tools -------------------------------------------------------------------------
-def cmd_delete_vm(config: Config, args: argparse.Namespace) -> int:
-    from lando_ssh.cloud import open_cloud
-    from lando_ssh.pipeline import Pipeline
-
-    cloud = open_cloud(config)
-    try:
-        name = Pipeline(config, _journal(config), cloud).delete_kept_vm(args.job_id)
-    finally:
-        cloud.close()
-    print(f"lando-ssh: deleted VM {name} of job {args.job_id}", file=sys.stderr)
-    return EXIT_OK
-
-
-def cmd_ssh(config: Config, args: argparse.Namespace) -> int:
-    from lando_ssh.keys import JobKeys
-    from lando_ssh.remote import Endpoint, openssh_argv, quote_argv
-
-    job = _journal(config).get(args.job_id)
-    if not job.vm or not job.vm.address or job.vm.deleted:
-        gone = f" (it was deleted {job.vm.deleted.isoformat(timespec='seconds')})" if job.vm and job.vm.deleted else ""
-        raise JobConflict(f"job {job.id} has no VM to log in to{gone}")
-    keys = JobKeys(config.keys_dir, job.id)
-    if not os.path.exists(keys.private_path):
-        raise JobConflict(f"job {job.id}'s SSH key is gone ({keys.private_path})")
-    keys.pin_host(job.vm.address, job.vm.port, job.vm.host_keys)
-    ep = Endpoint(job.vm.address, job.vm.port, job.vm.user or "root", keys.private_path, job.vm.host_keys,
-                  keys.known_hosts_path)
-    cmd = [c for c in args.cmd if c != "--"] if args.cmd else []
-    argv = openssh_argv(ep, tty=not cmd and sys.stdin.isatty())
-    argv = [a for a in argv if a != "BatchMode=yes"] if not cmd else argv
-    if cmd:
-        argv.append(quote_argv(cmd))
-    os.execvp(argv[0], argv)  # noqa: S606 (argv, no shell: the admin's own ssh session)
-    return EXIT_INFRA  # not reached
-
-
-def cmd_vms(config: Config, args: argparse.Namespace) -> int:
-    from lando_ssh.cloud import META_INSTALLATION, META_JOB_ID, open_cloud
-
-    cloud = open_cloud(config)
-    vms = cloud.find_vms({META_INSTALLATION: config.cloud.installation_id})
-    journal = _journal(config)
-    rows = []
-    for vm in vms:
-        job_id = vm.metadata.get(META_JOB_ID)
-        state, activity = "-", "idle"
-        if job_id and job_id.isdigit():
-            try:
-                j = journal.get(int(job_id))
-                state = j.state.value + (j.step.value or "")
-                busy = j.state in ACTIVE_STATES and j.vm is not None and j.vm.id == vm.id
-                activity = "busy" if busy else "idle"
-            except BadInput:
-                state = "no job"
-        age = (now() - vm.created).total_seconds() if vm.created else None
-        rows.append({"name": vm.name, "id": vm.id, "project": vm.project, "job": job_id, "job_state": state,
-                     "activity": activity,
-                     "status": vm.status,
-                     "flavor": vm.flavor.name if vm.flavor else None, "address": vm.address, "port": vm.port,
-                     "age_seconds": round(age) if age is not None else None})
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        print(f"{'NAME':<28} {'JOB':>5} {'JOB STATE':<9} {'USE':<4} {'STATUS':<7} {'FLAVOR':<10} {'ADDRESS':<21} AGE")
-        for r in rows:
-            print(f"{r['name']:<28} {r['job'] or '-':>5} {r['job_state']:<9} {r['activity']:<4} {r['status']:<7} "
-                  f"{r['flavor'] or '-':<10} {r['address']}:{r['port']:<6} {r['age_seconds']}s")
-    return EXIT_OK
-
-
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     from lando_ssh.server import Server
 
@@ -774,9 +700,9 @@ COMMANDS = {
     "cwl-runner": cmd_cwl_runner,
     "status": cmd_status,
     "logs": cmd_logs,
-    "ssh": cmd_ssh,
-    "delete-vm": cmd_delete_vm,
-    "vms": cmd_vms,
+    "ssh": vm_commands.cmd_ssh,
+    "delete-vm": vm_commands.cmd_delete_vm,
+    "vms": vm_commands.cmd_vms,
     "sweep": cmd_sweep,
     "usage": cmd_usage,
 }
