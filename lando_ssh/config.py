@@ -249,12 +249,21 @@ def _read_yaml(path: str) -> dict[str, Any]:
 
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raise ConfigError(f"{path}: not valid YAML{_yaml_problem(e)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the config must be a mapping of keys, not a {type(data).__name__}")
     return data
+
+
+def _yaml_problem(e: Exception) -> str:
+    """Where and what, in one line: PyYAML's own text names an anonymous "<unicode string>" over several."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e)
+    context = getattr(e, "context", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{where}: {f'{context}: ' if context else ''}{' '.join(str(problem).split())}"
 
 
 def _apply_lando_aliases(data: dict[str, Any], where: str) -> dict[str, Any]:
@@ -325,7 +334,10 @@ def _env_value(value: str) -> Any:
         return words.get(value.lower(), value) if value else value
     import yaml
 
-    return yaml.safe_load(value)
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value  # not YAML: the words themselves (the key's type check says if they do not fit)
 
 
 def _build(cls: type, data: Any, where: str, prefix: str) -> Any:

@@ -356,7 +356,10 @@ class Server:
             if job.state == JobState.RESTARTING and job.facts.get("restart_pending"):
                 pipeline.restart(job_id)
             job = pipeline.run(job_id)
-            log.info("job %s: %s", job_id, _ending(job))
+            if job.state not in (JobState.ERROR, JobState.CANCELED):  # those were said as they happened
+                log.info("job %s: %s", job_id, _ending(job))
+        except JobConflict as e:  # another process here drives it (a foreground `job N`): it sees the command
+            log.info("job %s: left to the process that drives it, which sees the command (%s)", job_id, e)
         except LandoError as e:
             log.error("job %s: %s", job_id, e)
         except Exception:
@@ -374,7 +377,8 @@ class Server:
     # -- listeners -------------------------------------------------------------------------
     def _log_change(self, job: Job) -> None:
         step = f" step {job.step.value} ({STEP_NAMES[job.step]})" if job.step.value else ""
-        reason = f": {job.reason}" if job.reason else ""
+        # an error's reason was logged as an ERROR where it happened: said once
+        reason = f": {job.reason}" if job.reason and job.state != JobState.ERROR else ""
         log.info("job %s: state %s%s%s", job.id, job.state.value, step, reason)
 
     def _track_vm(self, job: Job) -> None:

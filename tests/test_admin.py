@@ -1,9 +1,16 @@
 """An admin's first hour (issue 16): the commands say what happened, and do what they say."""
 from __future__ import annotations
 
+import argparse
 import json
+import subprocess
+import sys
+from pathlib import Path
 
-from conftest import WORKFLOWS, Lando
+from conftest import WORKFLOWS, Daemon, Lando, finished, send, wait_job
+
+from lando_ssh.model import Job, JobState, JobStep
+from lando_ssh.store import open_store
 
 
 def kept_vm_job(lando: Lando) -> int:
@@ -48,3 +55,117 @@ def test_vms_shows_the_jobs_state_and_step_apart_and_job_ids_as_numbers(lando: L
         assert line.split()[1:5] == [str(job_id), "E", "R", "idle"]
     finally:
         assert lando.cli("delete-vm", str(job_id)).returncode == 0
+
+
+# -- the command line: one sentence for each mistake, help for each argument -----------------------
+def test_a_bad_log_level_is_one_sentence_and_exit_code_2(lando: Lando):
+    proc = lando.cli("--log-level", "LOUD", "status")
+
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == ["lando-ssh: argument --log-level: a log level is one of DEBUG, INFO, WARNING, "
+                                        "ERROR, CRITICAL, not 'LOUD' (see lando-ssh --help)"]
+
+
+def test_version_and_config_after_the_subcommand(lando: Lando):
+    from lando_ssh import __version__
+
+    version = subprocess.run([sys.executable, "-m", "lando_ssh", "--version"], capture_output=True, text=True)
+    assert (version.returncode, version.stdout) == (0, f"lando-ssh {__version__}\n")
+    job_id = lando.submit(WORKFLOWS / "no_inputs.cwl")
+    after = subprocess.run([sys.executable, "-m", "lando_ssh", "status", str(job_id), "--json",
+                            "--config", str(lando.config_path)], capture_output=True, text=True, env=lando.env())
+    assert after.returncode == 0, after.stderr
+    assert json.loads(after.stdout)["id"] == job_id
+    assert f"jobs of sqlite:///{lando.data_dir}/jobs.sqlite (config: {lando.config_path})" in after.stderr
+
+
+def test_every_argument_of_every_command_has_help():
+    from lando_ssh.cli import build_parser
+
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    missing = [f"{name} {action.dest}" for name, sub in commands.choices.items() for action in sub._actions
+               if not action.help]
+    missing += [action.dest for action in parser._actions if not action.help]
+    assert missing == []
+
+
+def test_a_yaml_mistake_in_the_config_names_the_file_line_and_column(lando: Lando):
+    lando.config_path.write_text("vm:\n  image: local\n   flavor: m1.small\n")
+
+    proc = lando.cli("status")
+
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [f"lando-ssh: {lando.config_path}: not valid YAML at line 3, column 10: "
+                                        "mapping values are not allowed here"]
+
+
+def test_logs_show_no_terminal_colours_and_the_stderr_tail_once(lando: Lando, tmp_path: Path):
+    out = tmp_path / "out"
+    (out / "docs" / "logs").mkdir(parents=True)
+    red = "\x1b[31m"
+    (out / "docs" / "logs" / "cwltool-output.log").write_text(
+        "".join(f"{red}INFO\x1b[0m line {n}\n" for n in range(1, 31)))
+    store = open_store(lando.config().store_url)
+    job = store.create(Job(0, "colours", "wf.cwl", {}, output_dir=str(out)))
+    tail = "".join(f"INFO line {n}\n" for n in range(21, 31))
+
+    def failed(j: Job) -> None:
+        j.set_state(JobState.STARTING)
+        j.set_state(JobState.RUNNING, JobStep.RUNNING)
+        j.error = f"step R (run workflow) failed: cwltool exited with code 1.\nLast 100 lines of its stderr:\n{tail}"
+        j.set_state(JobState.ERROR)
+
+    store.update(job.id, failed)
+    store.close()
+
+    text = lando.cli("logs", str(job.id), check=True).stdout
+    assert "\x1b" not in text
+    assert text.count("INFO line 25\n") == 1
+    assert "error:\nstep R (run workflow) failed: cwltool exited with code 1.\n" in text
+
+    last = lando.cli("logs", str(job.id), "--tail", "2", check=True).stdout
+    assert last.endswith("\ncwltool log:\nINFO line 29\nINFO line 30\n")
+    assert "line 28" not in last
+
+
+def test_logs_follow_prints_the_job_as_it_runs_and_ends_with_it(lando: Lando, tmp_path: Path):
+    order = tmp_path / "two.yml"
+    order.write_text("seconds: 2\n")
+    job_id = lando.submit(WORKFLOWS / "sleep.cwl", order)
+    driver = lando.popen("job", str(job_id))
+    try:
+        lando.wait_for(job_id, lambda j: j["step"] == "R")
+        follow = lando.cli("logs", str(job_id), "--follow", timeout=120)
+    finally:
+        driver.communicate(timeout=120)
+    assert driver.returncode == 0
+    assert follow.returncode == 0, follow.stderr
+    history = [line.split()[1:5] for line in follow.stdout.splitlines() if line.startswith("  20")]
+    assert history[-1] == ["state", "F", "step", "-"]  # it went on to the end, then stopped
+    assert ["state", "R", "step", "O"] in history
+    assert "Final process status is success" in follow.stdout
+
+
+def test_the_daemon_says_each_error_once_and_a_successful_cancel_is_no_error(lando: Lando, daemon: Daemon,
+                                                                              tmp_path: Path):
+    daemon.start()
+    failing = int(lando.cli("submit", str(WORKFLOWS / "fail.cwl"), "--start", check=True).stdout)
+    assert wait_job(lando, failing, finished, daemon=daemon).state == JobState.ERROR
+    said = [line for line in daemon.text().splitlines() if "explode exited with status 3" in line]
+    assert len(said) == 1 and " ERROR " in said[0], said
+
+    order = tmp_path / "long.yml"
+    order.write_text("seconds: 300\n")
+    long = lando.submit(WORKFLOWS / "sleep.cwl", order)
+    driver = lando.popen("job", str(long))  # the foreground drives it; the daemon only records the cancel
+    try:
+        lando.wait_for(long, lambda j: j["step"] == "R")
+        send(lando, "cancel_job", long)
+        _, stderr = driver.communicate(timeout=60)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 1 and f"job {long} was canceled" in stderr
+    assert lando.status(long)["state"] == "C"
+    assert " ERROR " not in daemon.text().split(f"job {long}: state c", 1)[-1], daemon.text()
