@@ -797,6 +797,8 @@ class Pipeline:
                 j.output = None  # a failed run's partial one
                 j.facts["rerun"] = reuse  # the old run's files on the VM are cleared before starting again
             j.facts.pop("restart_pending", None)
+            for again in STEPS[STEPS.index(step):]:  # the steps this attempt walks again are timed afresh
+                j.timings.pop(again.value, None)
             j.error = None
             j.reason = f"restarting at step {step.value} ({STEP_NAMES[step]})" + (" on the same VM" if reuse else "")
             j.set_state(JobState.RESTARTING, step)

@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 STOP_GRACE = 8.0  # seconds the pipelines get to reach a safe point at shutdown
 QUOTA_TTL = 15.0  # seconds the cloud's quota figures are reused
 FLAVORS_TTL = 300.0
-FRONT = 10**9  # priority of a cancel waiting for a slot
 
 
 class Server:
@@ -130,6 +129,9 @@ class Server:
             if not self._claim(job.id):
                 continue
             log.info("job %s: resuming (state %s, step %s)", job.id, job.state.value, job.step.value or "-")
+            if job.state == JobState.CANCELING:  # a cancel frees what it holds: it needs no slot
+                self._launch(job.id)
+                continue
             self._enqueue(job)
         self._schedule()
 
@@ -198,23 +200,26 @@ class Server:
         if job.state in (JobState.CANCELED, JobState.CANCELING, JobState.FINISHED, JobState.DELETED):
             log.info("job %s: cancel_job while it is %s; nothing to do", job.id, job.state.name.lower())
             return
-        has_vm = bool(job.vm and not job.vm.deleted)
+        has_vm = bool(job.vm and not job.vm.deleted)  # (a VM asked for, even without an id yet, may exist)
         if job.state in STARTABLE_STATES or (job.state == JobState.ERROR and not has_vm):
-            def cancel_now(j: Job) -> None:
-                j.reason = "canceled"
-                j.set_state(JobState.CANCELED, note="cancel_job received")
-
-            self.journal.update(job.id, cancel_now)
+            self.journal.update(job.id, _cancel_now)
             return
-        self.journal.update(job.id, lambda j: j.set_state(JobState.CANCELING, note="cancel_job received"))
-        with self._lock:
-            pipeline = self._running.get(job.id)
-        if pipeline is not None:
-            pipeline.request_cancel()
-        elif self._claim(job.id):  # waiting, or an errored job's kept VM: a pipeline finishes the cancel
-            self._enqueue(self.journal.get(job.id), front=True)
-            self._schedule()
-        # else another server runs it: its pipeline sees state c at its next check
+        with self._schedule_lock:  # no slot is given to it meanwhile
+            with self._lock:
+                pipeline = self._running.get(job.id)
+                waiting = job.id in self._waiting
+            if pipeline is None and waiting and not has_vm:  # it waits for a slot or quota: nothing to undo
+                self._unqueue(job.id)
+                self.journal.update(job.id, _cancel_now)
+                self._release(job.id)
+                return
+            self.journal.update(job.id, lambda j: j.set_state(JobState.CANCELING, note="cancel_job received"))
+            if pipeline is not None:
+                pipeline.request_cancel()
+            elif self._claim(job.id):  # an errored job's kept VM, or a waiting one's: delete it now, slot or not
+                self._unqueue(job.id)
+                self._launch(job.id)
+            # else another server runs it: its pipeline sees state c at its next check
 
     def _restart(self, job: Job) -> None:
         if job.state in RESTARTABLE_STATES:
@@ -229,15 +234,13 @@ class Server:
             _ignore_or_refuse(job, "restart_job", "restarts errored or canceled jobs")
 
     # -- slots -----------------------------------------------------------------------------
-    def _enqueue(self, job: Job, front: bool = False) -> None:
+    def _enqueue(self, job: Job) -> None:
         """Add a job to the waiting set; its workflow's needs are parsed once, here."""
         with self._lock:
             if job.id in self._waiting or job.id in self._running:
                 return
         waiting = waiting_job(job, self.config.vm.volume_size)
         waiting.flavor = waiting.flavor or self.config.vm.flavor
-        if front:  # a cancel must get a slot before any start: it frees a VM
-            waiting.priority = FRONT
         held = active_vm(job, self._flavors()) if waiting.has_vm else None
         with self._lock:
             self._waiting[job.id] = waiting
@@ -399,6 +402,11 @@ class Server:
     def running_jobs(self) -> list[int]:
         with self._lock:
             return sorted(self._running)
+
+
+def _cancel_now(job: Job) -> None:
+    job.reason = "canceled"
+    job.set_state(JobState.CANCELED, note="cancel_job received")
 
 
 def _waiting_reason(why: str) -> Callable[[Job], None]:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import WORKFLOWS, Daemon, Lando, finished, send, wait_job
+from conftest import WORKFLOWS, Daemon, Lando, finished, send, store_job, vms_created_for, wait_job
 
 from lando_ssh.model import Job, JobState, JobStep
 from lando_ssh.store import open_store
@@ -169,3 +169,39 @@ def test_the_daemon_says_each_error_once_and_a_successful_cancel_is_no_error(lan
     assert driver.returncode == 1 and f"job {long} was canceled" in stderr
     assert lando.status(long)["state"] == "C"
     assert " ERROR " not in daemon.text().split(f"job {long}: state c", 1)[-1], daemon.text()
+
+
+def test_cancel_of_a_job_waiting_for_a_slot_takes_effect_at_once(lando: Lando, daemon: Daemon, tmp_path: Path):
+    lando.settings["limits"] = {"max_concurrent_jobs": 1}
+    lando.write_config()
+    order = tmp_path / "long.yml"
+    order.write_text("seconds: 300\n")
+    daemon.start()
+    running = int(lando.cli("submit", str(WORKFLOWS / "sleep.cwl"), str(order), "--start", check=True).stdout)
+    wait_job(lando, running, lambda j: j.step.value == "R", daemon=daemon)
+    waiting = int(lando.cli("submit", str(WORKFLOWS / "no_inputs.cwl"), "--start", check=True).stdout)
+    assert wait_job(lando, waiting, lambda j: "job slots busy" in j.reason, daemon=daemon).state == JobState.STARTING
+
+    send(lando, "cancel_job", waiting)
+
+    job = wait_job(lando, waiting, lambda j: j.state != JobState.STARTING, timeout=10, daemon=daemon)
+    assert (job.state, job.reason, job.vm) == (JobState.CANCELED, "canceled", None)
+    assert store_job(lando, running).state == JobState.RUNNING  # the slot's job never noticed
+    send(lando, "cancel_job", running)
+    assert wait_job(lando, running, finished, daemon=daemon).state == JobState.CANCELED
+    assert vms_created_for(lando, waiting) == []
+
+
+def test_step_timings_after_a_restart_are_the_attempts_own(lando: Lando):
+    job_id = lando.submit(WORKFLOWS / "fail.cwl")
+    assert lando.cli("job", str(job_id)).returncode == 1
+    first = lando.status(job_id)["timings"]
+
+    assert lando.cli("job", str(job_id)).returncode == 1  # restarted from V on a new VM: it fails again
+
+    job = lando.status(job_id)
+    restarted = next(h["at"] for h in reversed(job["history"]) if h["state"] == "r")
+    assert set(job["timings"]) == {"V", "S", "R"}
+    for code, timing in job["timings"].items():
+        assert timing["started"] > restarted > first[code]["finished"], (code, timing, restarted)
+        assert timing["seconds"] < 30
