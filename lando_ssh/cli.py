@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from lando_ssh.commands import queue as queue_commands
 from lando_ssh.commands import status as status_commands
 from lando_ssh.commands import vm as vm_commands
 from lando_ssh.commands.common import EXIT_BAD_INPUT, EXIT_JOB_FAILED, EXIT_OK, journal_of
@@ -128,6 +129,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("message", metavar="MESSAGE", choices=["start_job", "cancel_job", "restart_job"],
                    help="start_job, cancel_job or restart_job")
     s.add_argument("job_id", type=int, metavar="N", help="the job's id")
+
+    s = command("dead-letters", help="the messages the daemon could not serve, and why; --requeue sends one again")
+    s.add_argument("--json", action="store_true", help="a JSON list instead of a table")
+    s.add_argument("--requeue", metavar="ID", help="move dead letter ID back to the work queue (once its cause is "
+                                                    "fixed)")
 
     command("cloud-check", help="boot the smallest allowed flavor, run uname and cwltool on it, delete it")
 
@@ -422,10 +428,15 @@ def cmd_submit(config: Config, args: argparse.Namespace) -> int:
         try:
             with Broker(config.work_queue) as broker:
                 broker.send(Command.START_JOB, job.id)
+                idle = queue_commands.no_consumer(broker)
         except BrokerUnavailable as e:
             print(job.id)  # the job is stored: scripts still learn its id
             raise BrokerUnavailable(f"job {job.id} is stored (state N) but was not started: {e}; start it later "
                                     f"with `lando-ssh send start_job {job.id}`") from None
+        if idle:  # said on the job too, until a daemon takes the start_job
+            why = f"start_job sent, but {idle}"
+            _journal(config).update(job.id, lambda j: setattr(j, "reason", why))
+            print(f"lando-ssh: warning: job {job.id}: {why}", file=sys.stderr)
     print(job.id)
     return EXIT_OK
 
@@ -594,15 +605,6 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_send(config: Config, args: argparse.Namespace) -> int:
-    from lando_ssh.broker import Broker
-    from lando_ssh.messages import Command
-
-    with Broker(config.work_queue) as broker:
-        broker.send(Command(args.message), args.job_id)
-    return EXIT_OK
-
-
 def cmd_cloud_check(config: Config, args: argparse.Namespace) -> int:
     from lando_ssh.cloudcheck import Phase, cloud_check
 
@@ -630,7 +632,8 @@ def cmd_usage(config: Config, args: argparse.Namespace) -> int:
 COMMANDS = {
     "cloud-check": cmd_cloud_check,
     "run": cmd_run,
-    "send": cmd_send,
+    "send": queue_commands.cmd_send,
+    "dead-letters": queue_commands.cmd_dead_letters,
     "submit": cmd_submit,
     "job": cmd_job,
     "cwl-runner": cmd_cwl_runner,

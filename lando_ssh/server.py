@@ -28,7 +28,7 @@ from lando_ssh.errors import CloudError, JobConflict, LandoError
 from lando_ssh.journal import Journal, recording
 from lando_ssh.messages import Command, Message
 from lando_ssh.metrics import METRICS, start_metrics_server
-from lando_ssh.model import ACTIVE_STATES, RESTARTABLE_STATES, STARTABLE_STATES, Job, JobState, JobStep
+from lando_ssh.model import ACTIVE_STATES, STARTABLE_STATES, Job, JobState, JobStep, Verdict, command_verdict
 from lando_ssh.pipeline import STEP_NAMES, Pipeline
 from lando_ssh.scheduler import ActiveVm, Limits, WaitingJob, active_vm, schedule, waiting_job
 from lando_ssh.store import open_job_source, safe_url
@@ -177,7 +177,7 @@ class Server:
             self._restart(job)
 
     def _start(self, job: Job) -> None:
-        if job.state in STARTABLE_STATES:
+        if _applies(Command.START_JOB, job):
             if not self._claim(job.id):
                 log.info("job %s: start_job, but another server holds it; nothing to do", job.id)
                 return
@@ -192,13 +192,9 @@ class Server:
                 self._told[job.id] = wait
             self._enqueue(job)
             self._schedule()
-        else:
-            _ignore_or_refuse(job, "start_job", "starts new or authorized jobs (use restart_job for errored or "
-                                                "canceled ones)")
 
     def _cancel(self, job: Job) -> None:
-        if job.state in (JobState.CANCELED, JobState.CANCELING, JobState.FINISHED, JobState.DELETED):
-            log.info("job %s: cancel_job while it is %s; nothing to do", job.id, job.state.name.lower())
+        if not _applies(Command.CANCEL_JOB, job):
             return
         has_vm = bool(job.vm and not job.vm.deleted)  # (a VM asked for, even without an id yet, may exist)
         if job.state in STARTABLE_STATES or (job.state == JobState.ERROR and not has_vm):
@@ -222,7 +218,7 @@ class Server:
             # else another server runs it: its pipeline sees state c at its next check
 
     def _restart(self, job: Job) -> None:
-        if job.state in RESTARTABLE_STATES:
+        if _applies(Command.RESTART_JOB, job):
             if not self._claim(job.id):
                 log.info("job %s: restart_job, but another server holds it; nothing to do", job.id)
                 return
@@ -230,8 +226,6 @@ class Server:
                                                           j.facts.update(restart_pending=True)))
             self._enqueue(job)
             self._schedule()
-        else:
-            _ignore_or_refuse(job, "restart_job", "restarts errored or canceled jobs")
 
     # -- slots -----------------------------------------------------------------------------
     def _enqueue(self, job: Job) -> None:
@@ -417,12 +411,15 @@ def _waiting_reason(why: str) -> Callable[[Job], None]:
     return change
 
 
-def _ignore_or_refuse(job: Job, command: str, only: str) -> None:
-    """A command for a job already being worked on is a harmless repeat; for any other state it is refused."""
-    if job.state in ACTIVE_STATES:
-        log.info("job %s: %s while it is %s; nothing to do", job.id, command, job.state.name.lower())
-        return
-    raise JobConflict(f"job {job.id} is {job.state.name.lower()} ({job.state.value}); {command} only {only}")
+def _applies(command: Command, job: Job) -> bool:
+    """Whether `command` changes `job`; a harmless repeat is logged, a command the job's state refuses raises
+    JobConflict (the message is dead-lettered with the reason)."""
+    verdict, why = command_verdict(command.value, job)
+    if verdict == Verdict.REFUSE:
+        raise JobConflict(why)
+    if verdict == Verdict.IGNORE:
+        log.info("job %s: %s", job.id, why)
+    return verdict == Verdict.APPLY
 
 
 def _ending(job: Job) -> str:

@@ -5,12 +5,37 @@ import argparse
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from conftest import WORKFLOWS, Daemon, Lando, finished, send, store_job, vms_created_for, wait_job
+import pika
+import pytest
+from bespin_api.service import BespinApiService
+from conftest import (
+    WORKFLOWS,
+    Daemon,
+    Lando,
+    finished,
+    publish_raw,
+    rabbit,
+    send,
+    store_job,
+    vms_created_for,
+    wait_job,
+)
 
 from lando_ssh.model import Job, JobState, JobStep
 from lando_ssh.store import open_store
+
+BESPIN_TOKEN = "bespin-admin-token-5678"
+
+
+@pytest.fixture
+def bespin(broker_names: dict[str, str]) -> Iterator[BespinApiService]:
+    service = BespinApiService(BESPIN_TOKEN, queue=broker_names["listen_queue"]).start()
+    yield service
+    service.stop()
 
 
 def kept_vm_job(lando: Lando) -> int:
@@ -205,3 +230,90 @@ def test_step_timings_after_a_restart_are_the_attempts_own(lando: Lando):
     for code, timing in job["timings"].items():
         assert timing["started"] > restarted > first[code]["finished"], (code, timing, restarted)
         assert timing["seconds"] < 30
+
+
+# -- the work queue: refuse before publishing what the daemon would dead-letter ----------------------
+def queued(queue: str) -> int:
+    """How many messages wait in `queue` (0 when nothing ever declared it)."""
+    connection = rabbit()
+    try:
+        return connection.channel().queue_declare(queue, passive=True).method.message_count
+    except pika.exceptions.ChannelClosedByBroker:
+        return 0
+    finally:
+        connection.close()
+
+
+def test_send_refuses_an_unknown_job_and_a_start_of_a_finished_one_and_warns_when_no_daemon_listens(
+        lando: Lando, broker_names: dict[str, str]):
+    lando.settings["work_queue"] = broker_names
+    lando.write_config()
+    queue = broker_names["listen_queue"]
+    done = lando.submit(WORKFLOWS / "no_inputs.cwl")
+    lando.cli("job", str(done), check=True)
+
+    unknown = lando.cli("send", "start_job", "999")
+    assert (unknown.returncode, unknown.stderr) == (2, "lando-ssh: there is no job 999\n")
+    finished_job = lando.cli("send", "start_job", str(done))
+    assert finished_job.returncode == 2
+    assert finished_job.stderr == (f"lando-ssh: job {done} is in state F (finished); start_job only starts new or "
+                                   "authorized jobs (use restart_job for errored or canceled ones); not sent\n")
+    assert queued(queue) == 0
+
+    fresh = lando.submit(WORKFLOWS / "no_inputs.cwl")
+    sent = lando.cli("send", "start_job", str(fresh))
+    assert sent.returncode == 0
+    assert f"start_job for job {fresh} sent, but no daemon consumes queue {queue}" in sent.stderr
+    assert queued(queue) == 1
+
+    started = lando.cli("submit", str(WORKFLOWS / "no_inputs.cwl"), "--start")
+    assert started.returncode == 0
+    job_id = int(started.stdout)
+    assert f"no daemon consumes queue {queue}" in started.stderr
+    job = lando.status(job_id)
+    assert job["state"] == "N" and f"no daemon consumes queue {queue}" in job["reason"]
+
+
+def test_send_checks_a_bespin_job_by_reading_bespin_api_and_writes_nothing(lando: Lando, bespin: BespinApiService,
+                                                                        broker_names: dict[str, str]):
+    lando.settings["work_queue"] = broker_names
+    lando.settings["bespin_api"] = {"url": bespin.url, "token": BESPIN_TOKEN}
+    lando.write_config()
+    done = bespin.add_job("http://127.0.0.1:9/never-read.cwl", {}, state="F")
+
+    finished_job = lando.cli("send", "start_job", str(done))
+    unknown = lando.cli("send", "start_job", "4242")
+
+    assert finished_job.returncode == 2 and f"job {done} is in state F (finished)" in finished_job.stderr
+    assert unknown.returncode == 2 and f"bespin-api at {bespin.url} has no job 4242" in unknown.stderr
+    assert queued(broker_names["listen_queue"]) == 0
+    assert bespin.puts_of(done) == [] and bespin.errors_of(done) == []
+    assert not (lando.data_dir / "jobs.sqlite").exists()
+
+
+def test_dead_letters_are_listed_and_one_requeued_once_its_cause_is_fixed(lando: Lando, daemon: Daemon,
+                                                                          broker_names: dict[str, str]):
+    queue = broker_names["listen_queue"]
+    daemon.start()
+    publish_raw(queue, b'{"command": "start_job", "payload": {"job_id": 1}}', "application/json")  # no job 1 yet
+    publish_raw(queue, b"not json at all", "application/json")
+    deadline = time.monotonic() + 60
+    while len(letters := json.loads(lando.cli("dead-letters", "--json", check=True).stdout)) < 2:
+        assert time.monotonic() < deadline and daemon.alive(), daemon.text()[-2000:]
+        time.sleep(0.2)
+    assert len(json.loads(lando.cli("dead-letters", "--json", check=True).stdout)) == 2  # listing takes none away
+    unknown = next(letter for letter in letters if letter["reason"] == "unknown_job")
+    assert (unknown["command"], unknown["job_id"], unknown["message"]) == ("start_job", 1, "there is no job 1")
+    table = lando.cli("dead-letters", check=True).stdout
+    assert unknown["id"] in table and "unknown_job" in table
+
+    job_id = lando.submit(WORKFLOWS / "no_inputs.cwl")  # the cause is fixed: job 1 exists
+    assert job_id == 1
+    requeued = lando.cli("dead-letters", "--requeue", unknown["id"])
+
+    assert requeued.returncode == 0, requeued.stderr
+    assert wait_job(lando, job_id, finished, daemon=daemon).state == JobState.FINISHED
+    left = json.loads(lando.cli("dead-letters", "--json", check=True).stdout)
+    assert [letter["reason"] for letter in left] == ["bad_json"]
+    again = lando.cli("dead-letters", "--requeue", unknown["id"])
+    assert again.returncode == 2 and f"there is no dead letter {unknown['id']}" in again.stderr
