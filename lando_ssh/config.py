@@ -20,11 +20,21 @@ from typing import Any
 from lando_ssh.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/lando_config.yml"
+SYSTEM_DATA_DIR = "/var/lib/lando-ssh"
 
 
-def default_data_dir() -> str:
+def default_data_dir(system: bool = False) -> str:
+    """Where the job store, keys and local VMs live when the config names no data_dir: the service's
+    (/var/lib/lando-ssh) for a system config (a file under /etc) or a process running as root, so an
+    admin with the daemon's config reads the daemon's jobs; else the user's own (~/.local/share/lando-ssh)."""
+    if system or os.geteuid() == 0:
+        return SYSTEM_DATA_DIR
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return os.path.join(base, "lando-ssh")
+
+
+def is_system_config(path: str | None) -> bool:
+    return bool(path) and os.path.abspath(str(path)).startswith("/etc/")
 
 
 @dataclass
@@ -225,6 +235,8 @@ def load_config(path: str | None = None, env: typing.Mapping[str, str] | None = 
                 raise ConfigError(f"{name} (environment): {text}") from None
         raise
     config.source = where
+    if "data_dir" not in data:
+        config.data_dir = default_data_dir(system=is_system_config(source))
     config.data_dir = os.path.expanduser(config.data_dir)
     if config.cloud.driver not in ("local", "openstack"):
         raise ConfigError(f"{where}: cloud.driver must be 'local' or 'openstack', not {config.cloud.driver!r}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -317,3 +318,34 @@ def test_dead_letters_are_listed_and_one_requeued_once_its_cause_is_fixed(lando:
     assert [letter["reason"] for letter in left] == ["bad_json"]
     again = lando.cli("dead-letters", "--requeue", unknown["id"])
     assert again.returncode == 2 and f"there is no dead letter {unknown['id']}" in again.stderr
+
+
+# -- whose jobs: the service's data dir ----------------------------------------------------------------
+def test_the_default_data_dir_is_the_services_for_a_system_config_or_root_else_the_users(monkeypatch):
+    from lando_ssh.config import SYSTEM_DATA_DIR, default_data_dir, is_system_config
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("HOME", "/home/ann")
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    assert is_system_config("/etc/lando_config.yml") and is_system_config("/etc/lando-ssh/site.yml")
+    assert not is_system_config("/home/ann/lando.yml") and not is_system_config(None)
+    assert default_data_dir(system=True) == SYSTEM_DATA_DIR == "/var/lib/lando-ssh"
+    assert default_data_dir(system=False) == "/home/ann/.local/share/lando-ssh"
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert default_data_dir(system=False) == SYSTEM_DATA_DIR
+
+
+def test_status_names_the_store_it_reads_and_creates_none(lando: Lando, tmp_path: Path):
+    home = tmp_path / "home"
+    home.mkdir()
+    lando.config_path.write_text("cloud: {driver: local}\n")  # no data_dir: the default
+    expected = "/var/lib/lando-ssh" if os.geteuid() == 0 else f"{home}/.local/share/lando-ssh"
+    existed = os.path.exists(expected)
+
+    proc = subprocess.run(lando.cli_argv("status"), capture_output=True, text=True,
+                          env={**lando.env(), "HOME": str(home), "XDG_DATA_HOME": ""})
+
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.startswith(f"lando-ssh: jobs of sqlite:///{expected}/jobs.sqlite")
+    assert proc.stderr.rstrip().endswith(f"(config: {lando.config_path})")
+    assert os.path.exists(expected) == existed  # a command that only reads made no store

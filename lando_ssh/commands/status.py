@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import Any
 
-from lando_ssh.commands.common import EXIT_OK, journal_of
+from lando_ssh.commands.common import EXIT_OK, journal_of, store_missing
 from lando_ssh.config import Config
 from lando_ssh.errors import LandoError
 from lando_ssh.model import ACTIVE_STATES, FINAL_STATES, Job, JobState, JobStep
@@ -34,8 +34,9 @@ def status_object(job: Job) -> dict[str, Any]:
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
     from lando_ssh.store import safe_url
 
-    journal = journal_of(config)
-    print(f"lando-ssh: jobs of {safe_url(config.store_url)} (config: {config.source})", file=sys.stderr)
+    journal = journal_of(config, reading=True)
+    none = " (none yet: the store does not exist)" if store_missing(config) else ""
+    print(f"lando-ssh: jobs of {safe_url(config.store_url)}{none} (config: {config.source})", file=sys.stderr)
     if args.job_id is not None:
         job = journal.get(args.job_id)
         if args.json:
@@ -150,7 +151,7 @@ class _LogReader:
 
     def __init__(self, config: Config):
         self.config = config
-        self.journal = journal_of(config)
+        self.journal = journal_of(config, reading=True)
         self._pipeline: Any = None
         self._job_id: int | None = None
 

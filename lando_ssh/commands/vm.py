@@ -26,7 +26,7 @@ def cmd_ssh(config: Config, args: argparse.Namespace) -> int:
     from lando_ssh.keys import JobKeys
     from lando_ssh.remote import Endpoint, openssh_argv
 
-    job = journal_of(config).get(args.job_id)
+    job = journal_of(config, reading=True).get(args.job_id)
     if not job.vm or not job.vm.address or job.vm.deleted:
         gone = f" (it was deleted {job.vm.deleted.isoformat(timespec='seconds')})" if job.vm and job.vm.deleted else ""
         raise JobConflict(f"job {job.id} has no VM to log in to{gone}")
@@ -62,7 +62,7 @@ def cmd_vms(config: Config, args: argparse.Namespace) -> int:
         vms = cloud.find_vms({META_INSTALLATION: config.cloud.installation_id})
     finally:
         cloud.close()
-    journal = journal_of(config)
+    journal = journal_of(config, reading=True)
     rows = []
     for vm in vms:
         tag = vm.metadata.get(META_JOB_ID) or ""
