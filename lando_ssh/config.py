@@ -194,6 +194,7 @@ class Config:
     keep_vm_on_error: bool = False
     save_outputs_on_error: bool = True  # a failed run's partial outputs and logs are pulled, as cwltool leaves them
     poll_interval: float = 5.0  # longest wait between checks of a running workflow
+    progress_interval: float = 2.0  # seconds between progress updates of a long transfer (stderr, status)
     source: str = "built-in defaults"  # where this config came from (not a key)
 
     @property

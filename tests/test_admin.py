@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -349,3 +350,67 @@ def test_status_names_the_store_it_reads_and_creates_none(lando: Lando, tmp_path
     assert proc.stderr.startswith(f"lando-ssh: jobs of sqlite:///{expected}/jobs.sqlite")
     assert proc.stderr.rstrip().endswith(f"(config: {lando.config_path})")
     assert os.path.exists(expected) == existed  # a command that only reads made no store
+
+
+# -- progress of long transfers ---------------------------------------------------------------------
+COUNT_BYTES = """cwlVersion: v1.2
+class: CommandLineTool
+baseCommand: [wc, -c]
+inputs:
+  data: {type: File, inputBinding: {position: 1}}
+stdout: count.txt
+outputs:
+  count: {type: File, outputBinding: {glob: count.txt}}
+"""
+
+
+def test_staging_and_storing_show_bytes_rate_and_time_left_on_stderr_and_in_status(lando: Lando, tmp_path: Path):
+    lando.write_config(progress_interval=0.05)
+    data = tmp_path / "data.bin"
+    with open(data, "wb") as f:
+        f.truncate(150 * 1024 * 1024)  # sparse: quick to make, 150 MiB on the wire
+    (tmp_path / "count.cwl").write_text(COUNT_BYTES)
+    (tmp_path / "count.yml").write_text(f"data: {{class: File, location: {data}}}\n")
+    (tmp_path / "big.yml").write_text("megabytes: 150\n")
+    counting = lando.submit(tmp_path / "count.cwl", tmp_path / "count.yml")
+    writing = lando.submit(WORKFLOWS / "big_output.cwl", tmp_path / "big.yml")
+
+    seen: dict[str, dict] = {}
+    for job_id in (counting, writing):
+        driver = lando.popen("job", str(job_id))
+        while driver.poll() is None:  # what `status` reads, while the job runs
+            progress = store_job(lando, job_id).facts.get("progress")
+            if progress:
+                seen.setdefault(progress["what"], progress)
+        stderr = driver.communicate(timeout=120)[1]
+        assert driver.returncode == 0, stderr
+        what = "staging" if job_id == counting else "storing"
+        said = [line for line in stderr.splitlines() if f": {what}: " in line]
+        assert said, stderr
+        assert all(re.search(rf"{what}: [\d.]+ (B|KiB|MiB) of 150\.0 MiB, [\d.]+ (B|KiB|MiB|GiB)/s"
+                             r"(, \d+ (s|min \d\d s|h \d\d min) left)?$", line) for line in said), said
+        assert any(line.endswith(" left") for line in said), said
+        assert "progress" not in lando.status(job_id)["facts"]  # done: shown no more
+    assert set(seen) == {"staging", "storing"}, seen
+    for progress in seen.values():
+        assert 0 <= progress["bytes"] <= progress["total"] + 1024 * 1024 and progress["total"] >= 150 * 1024 * 1024
+        assert progress["rate"] >= 0 and "eta_seconds" in progress
+
+
+def test_status_shows_a_transfers_progress_where_a_reason_would_be(lando: Lando):
+    store = open_store(lando.config().store_url)
+    job = store.create(Job(0, "moving", "wf.cwl", {}))
+
+    def storing(j: Job) -> None:
+        j.set_state(JobState.STARTING)
+        j.set_state(JobState.RUNNING, JobStep.STORE_OUTPUT)
+        j.facts["progress"] = {"what": "storing", "bytes": 100 * 1024 ** 2, "total": 200 * 1024 ** 2,
+                               "rate": 50 * 1024 ** 2, "eta_seconds": 2.0, "at": "2026-12-04T21:00:00.000+00:00"}
+
+    store.update(job.id, storing)
+    store.close()
+
+    table = lando.cli("status", check=True).stdout.splitlines()
+    assert table[1].endswith("storing: 100.0 MiB of 200.0 MiB, 50.0 MiB/s, 2 s left")
+    assert "  doing:   storing: 100.0 MiB of 200.0 MiB, 50.0 MiB/s, 2 s left" in lando.cli("status", "1").stdout
+    assert lando.status(job.id)["progress"]["eta_seconds"] == 2.0

@@ -28,7 +28,18 @@ def status_object(job: Job) -> dict[str, Any]:
     d.pop("workflow_doc", None)
     d["job_order"] = job.public_job_order()
     d["facts"] = {k: v for k, v in job.facts.items() if k != "vm_output"}
+    d["progress"] = job.facts.get("progress")  # a transfer under way: what, bytes, total, rate, eta_seconds
     return d
+
+
+def _doing(job: Job) -> str:
+    """Why the job waits or failed, else what it is doing when that can be said (a transfer's progress)."""
+    from lando_ssh.progress import sentence
+
+    if job.reason:
+        return job.reason
+    progress = job.facts.get("progress")
+    return sentence(progress) if progress and job.state in ACTIVE_STATES else ""
 
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
@@ -53,7 +64,7 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     for j in jobs:
         vm = j.vm.name if j.vm and not j.vm.deleted else "-"
         print(f"{j.id:>5}  {j.name[:20]:<20} {j.state.value:<5} {j.step.value or '-':<4} "
-              f"{j.updated.strftime('%Y-%m-%d %H:%M:%S'):<19}  {vm[:24]:<24} {j.reason}")
+              f"{j.updated.strftime('%Y-%m-%d %H:%M:%S'):<19}  {vm[:24]:<24} {_doing(j)}")
     return EXIT_OK
 
 
@@ -69,6 +80,8 @@ def describe_job(job: Job) -> str:
              f"  updated: {job.updated.isoformat(timespec='seconds')}"]
     if job.reason:
         lines.append(f"  reason:  {job.reason}")
+    elif _doing(job):
+        lines.append(f"  doing:   {_doing(job)}")
     if job.vm:
         where = f"{job.vm.address}:{job.vm.port}" if job.vm.address else "no address yet"
         gone = f", deleted {job.vm.deleted.isoformat(timespec='seconds')}" if job.vm.deleted else ""
