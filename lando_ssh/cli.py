@@ -505,8 +505,17 @@ def run_job_foreground(config: Config, job_id: int, *, quiet: bool = False) -> J
         progress.note(job_id, f"was {job.state.name.lower()}; restarting it")
         pipeline.restart(job_id)
     result: dict[str, Job] = {}
-    worker = threading.Thread(target=lambda: result.update(job=pipeline.run(job_id)), name=f"job-{job_id}",
-                              daemon=True)
+
+    def drive() -> None:
+        from lando_ssh.admission import wait_for_room
+
+        try:
+            wait_for_room(config, journal, cloud, job_id, pipeline.cancel_event)  # limits.*, as the daemon keeps them
+        except LandoError as e:  # the steps meet it again (the store, the cloud) and say it on the job
+            log.warning("job %s: the limits could not be checked: %s", job_id, e)
+        result.update(job=pipeline.run(job_id))
+
+    worker = threading.Thread(target=drive, name=f"job-{job_id}", daemon=True)
     previous = signal.getsignal(signal.SIGINT)
 
     def on_interrupt(signum: int, frame: Any) -> None:

@@ -61,6 +61,7 @@ class Server:
         self._running: dict[int, Pipeline] = {}
         self._threads: dict[int, threading.Thread] = {}
         self._waiting: dict[int, WaitingJob] = {}
+        self._queued: dict[int, Pipeline] = {}  # the waiting jobs' pipelines, holding their jobs' locks
         self._held: dict[int, ActiveVm] = {}  # VMs our started or resumed jobs hold or are being given
         self._told: dict[int, str] = {}  # the waiting reason each queued job was last given
         self._schedule_lock = threading.Lock()  # one decision at a time
@@ -102,6 +103,9 @@ class Server:
         with self._lock:
             for stop in self._stops.values():
                 stop.set()
+            queued = list(self._queued.items())
+        for job_id, pipeline in queued:  # waiting jobs: the next start (or a `job N`) takes them up
+            pipeline.let_go(job_id)
         deadline = time.monotonic() + STOP_GRACE
         for thread in list(self._threads.values()):
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -154,7 +158,7 @@ class Server:
                 for job_id in ours:
                     if not self.store.claim(job_id, self.owner, ttl):
                         log.warning("job %s: another server took it over (our lease ran out); letting go", job_id)
-                        self._unqueue(job_id)
+                        self._drop(job_id)
                         with self._lock:
                             stop = self._stops.get(job_id)
                         if stop is not None:
@@ -205,7 +209,7 @@ class Server:
                 pipeline = self._running.get(job.id)
                 waiting = job.id in self._waiting
             if pipeline is None and waiting and not has_vm:  # it waits for a slot or quota: nothing to undo
-                self._unqueue(job.id)
+                self._drop(job.id)
                 self.journal.update(job.id, _cancel_now)
                 self._release(job.id)
                 return
@@ -213,8 +217,7 @@ class Server:
             if pipeline is not None:
                 pipeline.request_cancel()
             elif self._claim(job.id):  # an errored job's kept VM, or a waiting one's: delete it now, slot or not
-                self._unqueue(job.id)
-                self._launch(job.id)
+                self._launch(job.id, self._unqueue(job.id))
             # else another server runs it: its pipeline sees state c at its next check
 
     def _restart(self, job: Job) -> None:
@@ -229,15 +232,24 @@ class Server:
 
     # -- slots -----------------------------------------------------------------------------
     def _enqueue(self, job: Job) -> None:
-        """Add a job to the waiting set; its workflow's needs are parsed once, here."""
+        """Add a job to the waiting set; its workflow's needs are parsed once, here. From now on this server
+        is the job's driver on this machine (its pipeline holds the job's lock while it waits: `status` sees
+        it driven, and a foreground `job N` leaves it alone); a job another process drives is left to it."""
         with self._lock:
             if job.id in self._waiting or job.id in self._running:
                 return
+        pipeline = Pipeline(self.config, self.journal, self.cloud, stopping=threading.Event())
+        try:
+            pipeline.hold(job.id)
+        except JobConflict as e:
+            log.info("job %s: left to the process that drives it (%s)", job.id, e)
+            return
         waiting = waiting_job(job, self.config.vm.volume_size)
         waiting.flavor = waiting.flavor or self.config.vm.flavor
         held = active_vm(job, self._flavors()) if waiting.has_vm else None
         with self._lock:
             self._waiting[job.id] = waiting
+            self._queued[job.id] = pipeline
             if held is not None:
                 self._held[job.id] = held
 
@@ -270,15 +282,15 @@ class Server:
             if quota is not None:
                 METRICS.observe_quota(quota)
             for placement in decision.start:
-                self._unqueue(placement.job_id)
+                pipeline = self._unqueue(placement.job_id)
                 if placement.flavor is not None:
                     flavor = placement.flavor
                     with self._lock:
                         self._held[placement.job_id] = ActiveVm(flavor.vcpus, flavor.ram_mb, counted_by_cloud=False)
                     self.journal.update(placement.job_id, recording(flavor=flavor.name))
-                self._launch(placement.job_id)
+                self._launch(placement.job_id, pipeline)
             for job_id, why in decision.failed.items():
-                self._unqueue(job_id)
+                self._drop(job_id)
                 self._refuse(job_id, why)
             for job_id, why in decision.waiting.items():
                 if self._told.get(job_id) != why:  # write a reason only when it changed
@@ -299,10 +311,18 @@ class Server:
             except Exception:
                 log.exception("sweep: internal error")
 
-    def _unqueue(self, job_id: int) -> None:
+    def _unqueue(self, job_id: int) -> Pipeline | None:
+        """Take a job out of the waiting set; returns its pipeline, still holding the job's lock."""
         with self._lock:
             self._waiting.pop(job_id, None)
             self._told.pop(job_id, None)
+            return self._queued.pop(job_id, None)
+
+    def _drop(self, job_id: int) -> None:
+        """Take a job out of the waiting set and stop being its driver."""
+        pipeline = self._unqueue(job_id)
+        if pipeline is not None:
+            pipeline.let_go(job_id)
 
     def _refuse(self, job_id: int, why: str) -> None:
         """A job that can never start as asked (no allowed flavor fits it, or it exceeds a limit outright)."""
@@ -335,11 +355,14 @@ class Server:
             self._quota_at = time.monotonic()
         return self._quota_cache
 
-    def _launch(self, job_id: int) -> None:
+    def _launch(self, job_id: int, pipeline: Pipeline | None = None) -> None:
+        """Run the job's pipeline in a thread of its own (`pipeline`: the one that held it while it waited)."""
         stop = threading.Event()
         if self.stopping.is_set():
             stop.set()
-        pipeline = Pipeline(self.config, self.journal, self.cloud, stopping=stop)
+        if pipeline is None:
+            pipeline = Pipeline(self.config, self.journal, self.cloud, stopping=stop)
+        pipeline.stopping = stop
         thread = threading.Thread(target=self._run_job, args=(job_id, pipeline), name=f"job-{job_id}", daemon=True)
         with self._lock:
             self._running[job_id] = pipeline

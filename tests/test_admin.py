@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -27,6 +28,7 @@ from conftest import (
     wait_job,
 )
 
+from lando_ssh.joblock import JobLock
 from lando_ssh.model import Job, JobState, JobStep
 from lando_ssh.store import open_store
 
@@ -409,8 +411,67 @@ def test_status_shows_a_transfers_progress_where_a_reason_would_be(lando: Lando)
 
     store.update(job.id, storing)
     store.close()
-
-    table = lando.cli("status", check=True).stdout.splitlines()
+    driver = JobLock(str(lando.data_dir / "locks"), job.id)  # this process drives it
+    driver.acquire()
+    try:
+        table = lando.cli("status", check=True).stdout.splitlines()
+        described = lando.cli("status", "1").stdout
+        as_json = lando.status(job.id)
+    finally:
+        driver.release()
     assert table[1].endswith("storing: 100.0 MiB of 200.0 MiB, 50.0 MiB/s, 2 s left")
-    assert "  doing:   storing: 100.0 MiB of 200.0 MiB, 50.0 MiB/s, 2 s left" in lando.cli("status", "1").stdout
-    assert lando.status(job.id)["progress"]["eta_seconds"] == 2.0
+    assert "  doing:   storing: 100.0 MiB of 200.0 MiB, 50.0 MiB/s, 2 s left" in described
+    assert as_json["progress"]["eta_seconds"] == 2.0
+    assert as_json["driven"] is True and as_json["driver"].startswith(f"pid {os.getpid()}: ")
+
+
+# -- the foreground job N: limits, and a driver that died ------------------------------------------
+def test_a_foreground_job_waits_in_S_for_a_job_slot_like_the_daemons_jobs(lando: Lando, tmp_path: Path):
+    lando.write_config(limits={"max_concurrent_jobs": 1})
+    order = tmp_path / "long.yml"
+    order.write_text("seconds: 300\n")
+    first = lando.submit(WORKFLOWS / "sleep.cwl", order)
+    second = lando.submit(WORKFLOWS / "no_inputs.cwl")
+    one = lando.popen("job", str(first))
+    two = None
+    try:
+        lando.wait_for(first, lambda j: j["step"] == "R")
+        two = lando.popen("job", str(second))
+        waiting = lando.wait_for(second, lambda j: j["reason"] != "")
+        assert (waiting["state"], waiting["step"]) == ("S", "")
+        assert waiting["reason"] == "waiting: 1 of 1 job slots busy (limits.max_concurrent_jobs)"
+        assert waiting["driven"] is True and vms_created_for(lando, second) == []
+        one.send_signal(signal.SIGINT)  # Ctrl-C: the first job is canceled, its slot frees
+        assert one.wait(timeout=60) == 1
+        _, stderr = two.communicate(timeout=120)
+    finally:
+        for proc in (one, two):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+    assert two.returncode == 0, stderr
+    assert "waiting: 1 of 1 job slots busy" in stderr  # said on stderr as it waited
+    assert lando.status(second)["state"] == "F" and len(vms_created_for(lando, second)) == 1
+
+
+def test_a_job_whose_driver_died_says_so_and_job_N_resumes_it(lando: Lando, tmp_path: Path):
+    order = tmp_path / "short.yml"
+    order.write_text("seconds: 4\n")
+    job_id = lando.submit(WORKFLOWS / "sleep.cwl", order)
+    driver = lando.popen("job", str(job_id))
+    lando.wait_for(job_id, lambda j: j["step"] == "R")
+    assert lando.status(job_id)["driven"] is True
+    driver.kill()  # kill -9: no time to say anything
+    driver.communicate(timeout=30)
+
+    job = lando.status(job_id)
+    assert (job["state"], job["step"], job["driven"], job["driver"]) == ("R", "R", False, None)
+    table = lando.cli("status", check=True).stdout
+    assert f"no process drives this job: `lando-ssh job {job_id}` resumes it" in table
+    assert "driver:  no process drives this job" in lando.cli("status", str(job_id), check=True).stdout
+
+    resumed = lando.cli("job", str(job_id), timeout=120)
+
+    assert resumed.returncode == 0, resumed.stderr
+    job = lando.status(job_id)
+    assert job["state"] == "F" and len(vms_created_for(lando, job_id)) == 1  # the same VM and run, waited on
+    assert (Path(job["output_dir"]) / "done.txt").read_text() == "done\n"

@@ -19,7 +19,33 @@ _STDERR_TAIL = re.compile(r"\nLast (?:\d+ )?lines of its stderr:\n")
 FOLLOW_INTERVAL = 1.0  # seconds between looks at a followed job
 
 
-def status_object(job: Job) -> dict[str, Any]:
+class Drivers:
+    """Which of the active jobs a process on this machine drives (it holds the job's lock: a foreground `job N`,
+    or the daemon, while the job runs or waits for a slot). A shared (PostgreSQL) store's jobs may be driven
+    from other machines: there it cannot be told."""
+
+    def __init__(self, config: Config):
+        self.locks_dir = os.path.join(config.data_dir, "locks")
+        self.can_tell = not config.store_url.startswith(("postgresql:", "postgres:"))
+
+    def of(self, job: Job) -> tuple[bool | None, str | None]:
+        """(driven: None when it cannot be told, the driver's description)."""
+        from lando_ssh.joblock import holder
+
+        if not self.can_tell or job.state not in ACTIVE_STATES:
+            return None, None
+        driver = holder(self.locks_dir, job.id)
+        return driver is not None, driver
+
+    def note(self, job: Job) -> str:
+        """The sentence for an active job nobody drives, else ""."""
+        if self.of(job)[0] is not False:
+            return ""
+        return (f"no process drives this job: `lando-ssh job {job.id}` resumes it (as does the daemon when it "
+                "starts)")
+
+
+def status_object(job: Job, drivers: Drivers | None = None) -> dict[str, Any]:
     d = job.to_dict()
     vm = job.vm
     d["vm"] = None if vm is None else {"name": vm.name, "id": vm.id, "address": vm.address, "port": vm.port,
@@ -29,15 +55,23 @@ def status_object(job: Job) -> dict[str, Any]:
     d["job_order"] = job.public_job_order()
     d["facts"] = {k: v for k, v in job.facts.items() if k != "vm_output"}
     d["progress"] = job.facts.get("progress")  # a transfer under way: what, bytes, total, rate, eta_seconds
+    if drivers is not None:
+        d["driven"], d["driver"] = drivers.of(job)
     return d
 
 
-def _doing(job: Job) -> str:
-    """Why the job waits or failed, else what it is doing when that can be said (a transfer's progress)."""
+def _doing(job: Job, drivers: Drivers) -> str:
+    """Why the job waits or failed, else what it is doing when that can be said (a transfer's progress); first
+    of all, that nothing drives it."""
+    note = drivers.note(job)
+    if note:
+        return f"{note}; {job.reason}" if job.reason else note
+    return job.reason or _progress(job)
+
+
+def _progress(job: Job) -> str:
     from lando_ssh.progress import sentence
 
-    if job.reason:
-        return job.reason
     progress = job.facts.get("progress")
     return sentence(progress) if progress and job.state in ACTIVE_STATES else ""
 
@@ -48,27 +82,28 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     journal = journal_of(config, reading=True)
     none = " (none yet: the store does not exist)" if store_missing(config) else ""
     print(f"lando-ssh: jobs of {safe_url(config.store_url)}{none} (config: {config.source})", file=sys.stderr)
+    drivers = Drivers(config)
     if args.job_id is not None:
         job = journal.get(args.job_id)
         if args.json:
-            print(json.dumps(status_object(job), indent=2))
+            print(json.dumps(status_object(job, drivers), indent=2))
         else:
-            print(describe_job(job))
+            print(describe_job(job, drivers))
         return EXIT_OK
     states = [JobState(s) for s in args.state] if args.state else None
     jobs = journal.list(states)
     if args.json:
-        print(json.dumps([status_object(j) for j in jobs], indent=2))
+        print(json.dumps([status_object(j, drivers) for j in jobs], indent=2))
         return EXIT_OK
     print(f"{'ID':>5}  {'NAME':<20} {'STATE':<5} {'STEP':<4} {'UPDATED':<19}  {'VM':<24} REASON")
     for j in jobs:
         vm = j.vm.name if j.vm and not j.vm.deleted else "-"
         print(f"{j.id:>5}  {j.name[:20]:<20} {j.state.value:<5} {j.step.value or '-':<4} "
-              f"{j.updated.strftime('%Y-%m-%d %H:%M:%S'):<19}  {vm[:24]:<24} {_doing(j)}")
+              f"{j.updated.strftime('%Y-%m-%d %H:%M:%S'):<19}  {vm[:24]:<24} {_doing(j, drivers)}")
     return EXIT_OK
 
 
-def describe_job(job: Job) -> str:
+def describe_job(job: Job, drivers: Drivers) -> str:
     from lando_ssh.pipeline import STEP_NAMES
 
     lines = [f"job {job.id}: {job.name}",
@@ -78,10 +113,15 @@ def describe_job(job: Job) -> str:
              f"  output:  {job.output_dir}",
              f"  created: {job.created.isoformat(timespec='seconds')}",
              f"  updated: {job.updated.isoformat(timespec='seconds')}"]
+    note = drivers.note(job)
+    if note:
+        lines.append(f"  driver:  {note}")
+    elif drivers.of(job)[1]:
+        lines.append(f"  driver:  {drivers.of(job)[1]}")
     if job.reason:
         lines.append(f"  reason:  {job.reason}")
-    elif _doing(job):
-        lines.append(f"  doing:   {_doing(job)}")
+    elif _progress(job):
+        lines.append(f"  doing:   {_progress(job)}")
     if job.vm:
         where = f"{job.vm.address}:{job.vm.port}" if job.vm.address else "no address yet"
         gone = f", deleted {job.vm.deleted.isoformat(timespec='seconds')}" if job.vm.deleted else ""
