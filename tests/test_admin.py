@@ -9,13 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pika
-import pytest
 from bespin_api.service import BespinApiService
 from conftest import (
+    BESPIN_TOKEN,
     WORKFLOWS,
     Daemon,
     Lando,
@@ -31,15 +30,6 @@ from conftest import (
 from lando_ssh.joblock import JobLock
 from lando_ssh.model import Job, JobState, JobStep
 from lando_ssh.store import open_store
-
-BESPIN_TOKEN = "bespin-admin-token-5678"
-
-
-@pytest.fixture
-def bespin(broker_names: dict[str, str]) -> Iterator[BespinApiService]:
-    service = BespinApiService(BESPIN_TOKEN, queue=broker_names["listen_queue"]).start()
-    yield service
-    service.stop()
 
 
 def kept_vm_job(lando: Lando) -> int:
