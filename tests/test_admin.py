@@ -91,11 +91,13 @@ def test_version_and_config_after_the_subcommand(lando: Lando):
     version = subprocess.run([sys.executable, "-m", "lando_ssh", "--version"], capture_output=True, text=True)
     assert (version.returncode, version.stdout) == (0, f"lando-ssh {__version__}\n")
     job_id = lando.submit(WORKFLOWS / "no_inputs.cwl")
-    after = subprocess.run([sys.executable, "-m", "lando_ssh", "status", str(job_id), "--json",
-                            "--config", str(lando.config_path)], capture_output=True, text=True, env=lando.env())
+    after = subprocess.run([sys.executable, "-m", "lando_ssh", "status", "--json", "--config", str(lando.config_path)],
+                           capture_output=True, text=True, env=lando.env())
     assert after.returncode == 0, after.stderr
-    assert json.loads(after.stdout)["id"] == job_id
-    assert f"jobs of sqlite:///{lando.data_dir}/jobs.sqlite (config: {lando.config_path})" in after.stderr
+    assert [j["id"] for j in json.loads(after.stdout)] == [job_id]
+    store = f"sqlite:///{lando.data_dir}/jobs.sqlite (config: {lando.config_path})"
+    assert after.stderr == f"lando-ssh: jobs of {store}\n"
+    assert f"\n  store:   {store}\n" in lando.cli("status", str(job_id), check=True).stdout
 
 
 def test_every_argument_of_every_command_has_help():

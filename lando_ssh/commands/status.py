@@ -81,17 +81,18 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
 
     journal = journal_of(config, reading=True)
     none = " (none yet: the store does not exist)" if store_missing(config) else ""
-    print(f"lando-ssh: jobs of {safe_url(config.store_url)}{none} (config: {config.source})", file=sys.stderr)
+    store = f"{safe_url(config.store_url)}{none} (config: {config.source})"
     drivers = Drivers(config)
     if args.job_id is not None:
         job = journal.get(args.job_id)
         if args.json:
             print(json.dumps(status_object(job, drivers), indent=2))
         else:
-            print(describe_job(job, drivers))
+            print(describe_job(job, drivers) + f"\n  store:   {store}")
         return EXIT_OK
     states = [JobState(s) for s in args.state] if args.state else None
     jobs = journal.list(states)
+    print(f"lando-ssh: jobs of {store}", file=sys.stderr)
     if args.json:
         print(json.dumps([status_object(j, drivers) for j in jobs], indent=2))
         return EXIT_OK
