@@ -464,7 +464,7 @@ def test_a_bespin_job_with_cleanup_vm_false_keeps_its_vm_after_F_spared_by_the_s
     assert job["vm_instance_name"] == local.vm.name
     assert len(lando.vm_dirs()) == 1
     (row,) = json.loads(lando.cli("vms", "--json", check=True).stdout)
-    assert (row["id"], row["job"], row["job_state"], row["activity"]) == (local.vm.id, str(job_id), "F", "idle")
+    assert (row["id"], row["job"], row["job_state"], row["activity"]) == (local.vm.id, job_id, "F", "idle")
     assert lando.cli("ssh", str(job_id), "--", "echo", "still here").stdout == "still here\n"
 
     swept = json.loads(lando.cli("sweep", "--grace", "0", "--json", check=True).stdout)
