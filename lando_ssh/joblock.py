@@ -58,10 +58,19 @@ class JobLock:
 _FLOCK = re.compile(r"FLOCK\s+\S+\s+\S+\s+\d+\s+([0-9a-f]+):([0-9a-f]+):(\d+)\s")
 
 
-def holder(locks_dir: str, job_id: int) -> str | None:
+def lock_table() -> str | None:
+    """The kernel's table of file locks (None where there is none to read)."""
+    try:
+        with open("/proc/locks") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def holder(locks_dir: str, job_id: int, table: str | None = None) -> str | None:
     """Who drives job N on this machine ("pid 123: lando-ssh job 4"), or None when no process does (it ended
     however it ended). Read without taking the lock, so a look never gets in a driver's way: the kernel's
-    table of flock locks (/proc/locks) says whether the lock file is locked."""
+    table of flock locks (`lock_table()`, read here unless given) says whether the lock file is locked."""
     path = os.path.join(locks_dir, f"job-{job_id}")
     try:
         with open(path, "rb") as f:
@@ -69,10 +78,8 @@ def holder(locks_dir: str, job_id: int) -> str | None:
             text = f.read(200).decode(errors="replace").strip()
     except FileNotFoundError:  # let go of (the file goes with the lock), or never taken
         return None
-    try:
-        with open("/proc/locks") as f:
-            table = f.read()
-    except OSError:  # no such table here: the holder's pid must at least be alive
+    table = table if table is not None else lock_table()
+    if table is None:  # no such table here: the holder's pid must at least be alive
         pid = text.split(":", 1)[0].removeprefix("pid ")
         return text if pid.isdigit() and _alive(int(pid)) else None
     for major, minor, inode in _FLOCK.findall(table):

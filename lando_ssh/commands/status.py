@@ -27,14 +27,17 @@ class Drivers:
     def __init__(self, config: Config):
         self.locks_dir = os.path.join(config.data_dir, "locks")
         self.can_tell = not config.store_url.startswith(("postgresql:", "postgres:"))
+        self._table: str | None = None  # the kernel's lock table, read once per command
 
     def of(self, job: Job) -> tuple[bool | None, str | None]:
         """(driven: None when it cannot be told, the driver's description)."""
-        from lando_ssh.joblock import holder
+        from lando_ssh.joblock import holder, lock_table
 
         if not self.can_tell or job.state not in ACTIVE_STATES:
             return None, None
-        driver = holder(self.locks_dir, job.id)
+        if self._table is None:
+            self._table = lock_table() or ""
+        driver = holder(self.locks_dir, job.id, self._table or None)
         return driver is not None, driver
 
     def note(self, job: Job) -> str:
