@@ -119,6 +119,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--by", choices=["user", "project", "workflow"], default="user")
     s.add_argument("--csv", action="store_true")
     s.add_argument("--json", action="store_true")
+
+    s = command("web", help="serve the status page from the store alone (no daemon needed) until SIGTERM")
+    s.add_argument("--listen", metavar="HOST:PORT", help="default: web.listen, else 127.0.0.1:8080")
     return p
 
 
@@ -765,6 +768,12 @@ def cmd_usage(config: Config, args: argparse.Namespace) -> int:
     return usage_command(config, args.since, args.until, args.by, "csv" if args.csv else "json" if args.json else "")
 
 
+def cmd_web(config: Config, args: argparse.Namespace) -> int:
+    from lando_ssh.web.app import serve_until_stopped
+
+    return serve_until_stopped(config, args.listen)
+
+
 COMMANDS = {
     "cloud-check": cmd_cloud_check,
     "run": cmd_run,
@@ -779,6 +788,7 @@ COMMANDS = {
     "vms": cmd_vms,
     "sweep": cmd_sweep,
     "usage": cmd_usage,
+    "web": cmd_web,
 }
 
 
