@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import WORKFLOWS
 
 from lando_ssh.cli import status_object
 from lando_ssh.config import load_config
@@ -264,7 +265,7 @@ def test_a_running_jobs_log_tail_is_read_from_its_vm_dir(web: Web, tmp_path: Pat
     work = tmp_path / "vm-work"
     run = work / f"lando-job-{running.id}" / "run"
     run.mkdir(parents=True)
-    (run / "stderr").write_text("INFO [job count] start\n")
+    (run / "stderr").write_text("\x1b[1;30mINFO\x1b[0m [job count] start\n")
 
     def on_vm(j: Job) -> None:
         assert j.vm is not None
@@ -276,3 +277,34 @@ def test_a_running_jobs_log_tail_is_read_from_its_vm_dir(web: Web, tmp_path: Pat
     assert log["live"] is True and log["log"] == "INFO [job count] start\n" and 'class="attempt"' in log["timeline"]
     (run / "stderr").write_text("INFO [job count] start\nINFO [job count] completed success\n")
     assert "completed success" in web.api(f"/api/jobs/{running.id}/log")["log"]
+
+
+def test_a_step_begun_in_one_state_and_continued_in_another_is_one_segment() -> None:
+    job = made_job("boot", "ann", JobState.RUNNING, minutes_ago=5)
+    t = job.created
+    job.history = [HistoryEntry(t, JobState.STARTING, JobStep.CREATE_VM),
+                   HistoryEntry(t + timedelta(seconds=3), JobState.RUNNING, JobStep.CREATE_VM),
+                   HistoryEntry(t + timedelta(seconds=10), JobState.RUNNING, JobStep.STAGING)]
+    [attempt] = views.timeline(job, at=t + timedelta(seconds=12))
+    assert [(s.label, s.seconds, s.running) for s in attempt] == [("V", 10.0, False), ("S", 2.0, True)]
+
+
+def test_lando_ssh_web_serves_the_page_from_the_store_alone_until_sigterm(lando: Any) -> None:
+    lando.submit(WORKFLOWS / "no_inputs.cwl", None, "--name", "just-stored")
+    proc = lando.popen("web", "--listen", "127.0.0.1:0")
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", line).group(1))  # type: ignore[union-attr]
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/api/jobs")
+        listed = json.loads(conn.getresponse().read())
+        assert [j["name"] for j in listed["jobs"]] == ["just-stored"]
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+
+
+def test_a_web_listen_that_is_not_host_port_is_refused_in_one_sentence(lando: Any) -> None:
+    proc = lando.cli("web", "--listen", "localhost")
+    assert proc.returncode == 2 and "web.listen must be HOST:PORT" in proc.stderr

@@ -4,6 +4,7 @@ as on the local cloud; over SSH with the job's key elsewhere, at most once per `
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 
@@ -13,6 +14,7 @@ from lando_ssh.model import Job
 
 TAIL_BYTES = 64 * 1024
 SSH_EVERY = 5.0
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # cwltool colours its log levels
 
 
 class LogTails:
@@ -22,6 +24,10 @@ class LogTails:
         self._cache: dict[int, tuple[float, str]] = {}  # job id -> (monotonic time read, text) over SSH
 
     def tail(self, job: Job) -> str:
+        """The last `TAIL_BYTES` of the log, without terminal colour codes ("" when there is none yet)."""
+        return _ANSI.sub("", self._tail(job))
+
+    def _tail(self, job: Job) -> str:
         local = os.path.join(job.output_dir, job.facts.get("docs_dir") or "docs", "logs", "cwltool-output.log")
         text = _tail_file(local)
         if text is not None:

@@ -43,7 +43,7 @@ def layout(title: str, body: str, *, active: str = "", scripts: Iterable[str] = 
                   for key, href, label in (("jobs", "/jobs", "Jobs"), ("vms", "/vms", "VMs"),
                                            ("plots", "/plots", "Plots")))
     nav += WHO
-    tags = "".join(f'<script src="/static/{name}"></script>' for name in scripts)
+    tags = "".join(f'<script defer src="/static/{name}"></script>' for name in scripts)
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{e(title)} - lando-ssh</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f'<link rel="stylesheet" href="/static/style.css"><link rel="icon" href="data:,">{tags}</head>'

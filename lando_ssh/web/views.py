@@ -152,8 +152,15 @@ def timeline(job: Job, at: datetime | None = None) -> list[list[Segment]]:
         label = h.step.value if h.step != JobStep.NONE and h.state in ACTIVE_STATES else h.state.value
         words = STEP_WORDS[h.step] if label == h.step.value else (
             "waiting" if h.state == JobState.STARTING else STATE_WORDS[h.state])
-        attempts[-1].append(Segment(label, words, h.at, max(0.0, (end - h.at).total_seconds()), h.note,
-                                    last and h.state not in FINAL_STATES))
+        seconds = max(0.0, (end - h.at).total_seconds())
+        running = last and h.state not in FINAL_STATES
+        prev = attempts[-1][-1] if attempts[-1] else None
+        if prev is not None and prev.label == label:  # S/V then R/V: one step, the state changed under it
+            prev.seconds += seconds
+            prev.running = running
+            prev.note = prev.note or h.note
+            continue
+        attempts[-1].append(Segment(label, words, h.at, seconds, h.note, running))
     return attempts
 
 

@@ -8,12 +8,16 @@
   function lines(id, xs, named, opts) {
     var el = document.getElementById(id);
     var names = Object.keys(named);
-    if (!xs.length || !names.length) { empty(el, "nothing in this period"); return; }
+    if (!xs.length || !names.length) { empty(el, "nothing to show in this period"); return; }
     var series = [{}], data = [xs];
+    // bars for one series; several would hide each other, so they are lines with their points marked
+    var bars = opts && opts.bars && names.length === 1;
     names.forEach(function (name, i) {
-      series.push({label: name, stroke: COLORS[i % COLORS.length], width: 2,
-                   paths: opts && opts.bars ? uPlot.paths.bars({size: [0.8, 40]}) : undefined,
-                   fill: opts && opts.bars ? COLORS[i % COLORS.length] + "88" : undefined});
+      var color = COLORS[i % COLORS.length];
+      series.push({label: name, stroke: color, width: 2, points: {show: !bars && !!(opts && opts.bars), size: 7},
+                   paths: bars ? uPlot.paths.bars({size: [0.8, 40]})
+                               : opts && opts.notime ? function () { return null; } : undefined,
+                   fill: bars ? color + "88" : undefined});
       data.push(named[name]);
     });
     new uPlot({width: width(el), height: 240, series: series,
