@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import time
 import urllib.parse
 from collections.abc import Iterator
 from datetime import timedelta
@@ -14,56 +15,13 @@ from typing import Any
 
 import pytest
 from conftest import WORKFLOWS
+from made_jobs import made_job
 
 from lando_ssh.cli import status_object
 from lando_ssh.config import load_config
-from lando_ssh.model import HistoryEntry, Job, JobState, JobStep, StepTiming, VmRecord, now
+from lando_ssh.model import HistoryEntry, Job, JobState, JobStep, now
 from lando_ssh.store import open_store
 from lando_ssh.web import start_web_server, views
-
-SECRET_DOC = {"cwlVersion": "v1.2", "class": "CommandLineTool", "id": "#main",
-              "requirements": [{"class": "http://commonwl.org/cwltool#Secrets", "secrets": ["#main/password"]}],
-              "inputs": [{"id": "#main/password", "type": "string"}], "outputs": []}
-
-
-def made_job(name: str, user: str, state: JobState, *, minutes_ago: float, project: str = "",
-             secret: bool = False, restarts: int = 0) -> Job:
-    """A job whose history walks V S R o O T (every attempt) and ends in `state`."""
-    t0 = now() - timedelta(minutes=minutes_ago)
-    job = Job(0, name, "wf.cwl", {"password": "hunter2-secret"} if secret else {"n": 1}, user=user,
-              created=t0, updated=t0, workflow_doc=SECRET_DOC if secret else None,
-              facts={"project": project} if project else {})
-    t = t0
-    history = [HistoryEntry(t, JobState.STARTING, JobStep.NONE, "waiting: 1 of 1 job slots busy")]
-    for attempt in range(restarts + 1):
-        if attempt:
-            t += timedelta(seconds=5)
-            history.append(HistoryEntry(t, JobState.RESTARTING, JobStep.NONE))
-        for step in (JobStep.CREATE_VM, JobStep.STAGING, JobStep.RUNNING, JobStep.ORGANIZE_OUTPUT,
-                     JobStep.STORE_OUTPUT, JobStep.TERMINATE_VM):
-            t += timedelta(seconds=10)
-            history.append(HistoryEntry(t, JobState.RUNNING if step != JobStep.CREATE_VM else JobState.STARTING, step))
-            job.timings[step.value] = StepTiming(t, t + timedelta(seconds=10))
-        job.past_vms.append(VmRecord(f"vm-{name}-{attempt}", id=f"id-{attempt}", address="127.0.0.1", port=2222,
-                                     flavor="m1.small", vcpus=2, created=t - timedelta(seconds=50),
-                                     deleted=t + timedelta(seconds=10)))
-    t += timedelta(seconds=10)
-    if state in (JobState.FINISHED, JobState.ERROR, JobState.CANCELED):
-        history.append(HistoryEntry(t, state, JobStep.NONE, "ended"))
-        job.error = "the workflow failed: exit 1" if state == JobState.ERROR else None
-        job.reason = "step R failed" if state == JobState.ERROR else ""
-    elif state == JobState.RUNNING:
-        history = history[:4]  # V S R: running now, on its VM
-        job.vm = job.past_vms.pop()
-        job.vm.deleted = None
-        job.timings.pop("R")
-    elif state == JobState.STARTING:
-        history, job.timings, job.past_vms = history[:1], {}, []
-        job.reason = "waiting: 1 of 1 job slots busy"
-    job.history = history
-    job.state, job.step = history[-1].state, history[-1].step
-    job.updated = history[-1].at
-    return job
 
 
 class Web:
@@ -308,3 +266,21 @@ def test_lando_ssh_web_serves_the_page_from_the_store_alone_until_sigterm(lando:
 def test_a_web_listen_that_is_not_host_port_is_refused_in_one_sentence(lando: Any) -> None:
     proc = lando.cli("web", "--listen", "localhost")
     assert proc.returncode == 2 and "web.listen must be HOST:PORT" in proc.stderr
+
+
+def test_a_job_stored_after_the_list_was_read_shows_once_it_is_read_again(web: Web,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from lando_ssh.web import app
+
+    assert web.api("/api/jobs")["total"] == 5
+    assert web.api("/api/plots?period=day")["jobs_by_state"]["waiting"][-1] == 1
+    store = open_store(web.config.store_url)
+    store.create(made_job("late", "dan", JobState.STARTING, minutes_ago=0))
+    store.close()
+    assert web.api("/api/jobs")["total"] == 5  # within LIST_TTL: the list as read
+    monkeypatch.setattr(app, "LIST_TTL", 0.0)
+    deadline = time.monotonic() + 30
+    while web.api("/api/jobs")["total"] != 6:  # served as read while it is read again in the background
+        assert time.monotonic() < deadline, "the jobs list was not read again"
+        time.sleep(0.05)
+    assert web.api("/api/plots?period=day")["jobs_by_state"]["waiting"][-1] == 2

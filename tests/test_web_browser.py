@@ -123,21 +123,23 @@ def test_the_status_page_of_a_daemon_running_real_jobs_in_a_browser(lando: Lando
         "finished") or "F" in browser.find_element(By.CSS_SELECTOR, "#state code").text)
 
     # the jobs table and its filters
-    browser.get(f"{base}/jobs")
-    rows = browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")
-    assert [int(r.get_attribute("data-job")) for r in rows] == [sleeper, failing, done]
+    def listed() -> list[int]:
+        return [int(r.get_attribute("data-job")) for r in browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")]
+
+    def reloaded(path: str) -> bool:  # the jobs list a page shows may be a few seconds old
+        browser.get(base + path)
+        return True
+
+    until("the jobs table lists every job, newest first",
+          lambda: reloaded("/jobs") and listed() == [sleeper, failing, done])
     shot(browser, tmp_path, "jobs")
     browser.find_element(By.CSS_SELECTOR, "input[name=state][value=E]").click()
     browser.find_element(By.ID, "apply").click()
-    until("the state filter leaves the failed job",
-          lambda: [r.get_attribute("data-job") for r in browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")]
-          == [str(failing)])
+    until("the state filter leaves the failed job", lambda: listed() == [failing])
     browser.get(f"{base}/jobs")
     browser.find_element(By.NAME, "name").send_keys("count")
     browser.find_element(By.ID, "apply").click()
-    until("the name filter leaves the counting job",
-          lambda: [r.get_attribute("data-job") for r in browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")]
-          == [str(done)])
+    until("the name filter leaves the counting job", lambda: listed() == [done])
 
     # a failed job: every step of its attempt, the error
     browser.get(f"{base}/jobs/{failing}")
@@ -159,9 +161,8 @@ def test_the_status_page_of_a_daemon_running_real_jobs_in_a_browser(lando: Lando
     blocker = lando.submit(WORKFLOWS / "sleep.cwl", long, "--name", "to-cancel")
     send(lando, "start_job", blocker)
     wait_job(lando, blocker, lambda j: j.state.value == "R" and j.step.value == "R", daemon=daemon)
-    browser.get(f"{base}/vms")
     until("the VMs page lists the running job's VM",
-          lambda: str(blocker) in browser.find_element(By.ID, "vms").text)
+          lambda: reloaded("/vms") and str(blocker) in browser.find_element(By.ID, "vms").text)
     shot(browser, tmp_path, "vms")
     browser.get(f"{base}/jobs/{blocker}")
     assert browser.find_elements(By.ID, "cancel") == []

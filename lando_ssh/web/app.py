@@ -1,10 +1,12 @@
 """The status page's HTTP server: routes, the JSON twins, static files, and the token that allows actions.
 
 Served by the standard library's ThreadingHTTPServer: a status page for a few admins needs no framework,
-and lando-ssh then adds no dependency. Everything is read from the job store; the jobs list is read at
-most once per `LIST_TTL` seconds however many pages ask. Read-only unless `web.token` is set: then a
-browser signs in with the token (an HttpOnly, SameSite=Strict session cookie) and each action form carries
-a CSRF token derived from the session; a script may send `Authorization: Bearer TOKEN` instead. An action
+and lando-ssh then adds no dependency. Everything is read from the job store. The jobs list (10,000 jobs
+take seconds to read) is kept: a page older than `LIST_TTL` seconds is served as it is while it is read
+again in the background, one older than `LIST_MAX_AGE` is read again first; a job's own page reads it fresh.
+Read-only unless `web.token` is set: then a browser signs in with the token (an HttpOnly, SameSite=Strict
+session cookie) and each action form carries a CSRF token derived from the session; a script may send
+`Authorization: Bearer TOKEN` instead. An action
 publishes `cancel_job` / `restart_job` to the daemon's queue, as `lando-ssh send` does.
 """
 from __future__ import annotations
@@ -30,13 +32,14 @@ from lando_ssh.config import Config
 from lando_ssh.errors import ConfigError, LandoError, StoreUnavailable, UnknownJob
 from lando_ssh.model import Job
 from lando_ssh.store import JobStore, open_job_source
-from lando_ssh.web import pages
+from lando_ssh.web import pages, views
 from lando_ssh.web.logs import LogTails
 
 log = logging.getLogger(__name__)
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
-LIST_TTL = 2.0
+LIST_TTL = 5.0
+LIST_MAX_AGE = 60.0
 COOKIE = "lando_session"
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -63,18 +66,57 @@ class StatusApp:
         self.send = send or _broker_sender(config)
         self.token = config.web.token or None
         self.logs = LogTails(config)
-        self._lock = threading.Lock()
-        self._jobs: tuple[float, list[Job]] | None = None
+        self._lock = threading.Lock()  # the cached list
+        self._jobs: tuple[float, list[Job]] | None = None  # (monotonic time read, jobs)
+        self._refreshing = False
+        self._plots: dict[tuple[str, ...], tuple[list[Job], dict[str, Any]]] = {}
 
     def jobs(self) -> list[Job]:
         with self._lock:
-            if self._jobs is None or time.monotonic() - self._jobs[0] > LIST_TTL:
-                self._jobs = (time.monotonic(), self.store.list())
-            return self._jobs[1]
+            cached = self._jobs
+            age = time.monotonic() - cached[0] if cached else LIST_MAX_AGE + 1
+            if cached is not None and age <= LIST_MAX_AGE:
+                if age > LIST_TTL and not self._refreshing:
+                    self._refreshing = True
+                    threading.Thread(target=self._refresh, name="web-list", daemon=True).start()
+                return cached[1]
+        return self._read_list()
+
+    def _refresh(self) -> None:
+        try:
+            self._read_list()
+        except LandoError as e:
+            log.warning("web: cannot read the jobs: %s", e)
+        finally:
+            with self._lock:
+                self._refreshing = False
+
+    def _read_list(self) -> list[Job]:
+        jobs = self.store.list()  # (the stores serve the daemon's threads: thread-safe)
+        with self._lock:
+            self._jobs = (time.monotonic(), jobs)
+        return jobs
+
+    def plots(self, key: tuple[str, ...], since: datetime, until: datetime) -> dict[str, Any]:
+        """The plots' series (views.plots), computed once per jobs list read and period asked."""
+        jobs = self.jobs()
+        with self._lock:
+            hit = self._plots.get(key)
+            if hit is not None and hit[0] is jobs:
+                return hit[1]
+        data = views.plots(jobs, since, until)
+        with self._lock:
+            self._plots = {k: v for k, v in self._plots.items() if v[0] is jobs}  # those of older lists go
+            self._plots[key] = (jobs, data)
+        return data
+
+    def listed_age(self) -> float:
+        """Seconds since the jobs list shown was read."""
+        with self._lock:
+            return time.monotonic() - self._jobs[0] if self._jobs else 0.0
 
     def job(self, job_id: int) -> Job:
-        with self._lock:
-            return self.store.get(job_id)
+        return self.store.get(job_id)
 
     # -- sessions and CSRF (only with a token) -------------------------------------------------
     def _sign(self, what: str) -> str:

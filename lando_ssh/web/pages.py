@@ -56,7 +56,11 @@ def state_cell(r: dict[str, Any]) -> str:
     return f'<span class="st st-{e(r["state"])}">{e(r["state_words"])}</span>{step} <code>{e(code)}</code>'
 
 
-def jobs_page(page: Page, query: JobQuery, owners: list[str], projects: list[str]) -> str:
+def _age(seconds: float) -> str:
+    return f' <small class="age">(as read {duration(seconds)} ago)</small>' if seconds >= 1 else ""
+
+
+def jobs_page(page: Page, query: JobQuery, owners: list[str], projects: list[str], age: float = 0.0) -> str:
     checks = "".join(f'<label><input type="checkbox" name="state" value="{s.value}"'
                      f'{" checked" if s.value in query.states else ""}> {e(STATE_WORDS[s])}</label>'
                      for s in JobState)
@@ -71,8 +75,8 @@ def jobs_page(page: Page, query: JobQuery, owners: list[str], projects: list[str
         f'<td>{e(r["owner"])}</td><td>{e(r["project"])}</td><td>{state_cell(r)}</td>'
         f'<td>{e(when(r["created"]))}</td><td class="num">{duration(r["elapsed"])}</td><td>{e(r["reason"])}</td></tr>'
         for r in map(row, page.jobs))
-    table = (f'<p id="total">{page.total} jobs</p><table id="jobs"><thead><tr><th>id</th><th>name</th><th>owner</th>'
-             f'<th>project</th><th>state</th><th>submitted</th><th>elapsed</th><th>reason</th></tr></thead>'
+    table = (f'<p id="total">{page.total} jobs{_age(age)}</p><table id="jobs"><thead><tr><th>id</th>'
+             f'<th>name</th><th>owner</th><th>project</th><th>state</th><th>submitted</th><th>elapsed</th><th>reason</th></tr></thead>'
              f'<tbody>{rows}</tbody></table>{_pager(page, query)}')
     return layout("Jobs", filters + table, active="jobs")
 
@@ -192,7 +196,7 @@ def _table(pairs: Iterable[tuple[str, Any]]) -> str:
     return "<table>" + "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in pairs) + "</table>"
 
 
-def vms_page(view: dict[str, Any]) -> str:
+def vms_page(view: dict[str, Any], age: float = 0.0) -> str:
     vms = "".join(
         f'<tr><td>{e(v["name"])}</td><td><a href="/jobs/{v["job"]}">{v["job"]}</a></td>'
         f'<td>{e(v["job_state"] + v["job_step"])}</td><td>{e(v["activity"])}</td><td>{e(v["flavor"])}</td>'
@@ -201,7 +205,9 @@ def vms_page(view: dict[str, Any]) -> str:
     queue = "".join(
         f'<tr><td><a href="/jobs/{w["id"]}">{w["id"]}</a></td><td>{e(w["name"])}</td><td>{e(w["owner"])}</td>'
         f'<td class="num">{duration(w["waiting_seconds"])}</td><td>{e(w["reason"])}</td></tr>' for w in view["waiting"])
-    body = (f'<h2>VMs we hold ({len(view["vms"])})</h2><table id="vms"><thead><tr><th>name</th><th>job</th>'
+    body = (f'<p>From the job records{_age(age)}: the VMs the jobs hold and the jobs waiting. '
+            f'<code>lando-ssh vms</code> asks the cloud itself.</p><h2>VMs we hold ({len(view["vms"])})</h2>'
+            f'<table id="vms"><thead><tr><th>name</th><th>job</th>'
             f'<th>job state</th><th>use</th><th>flavor</th><th>address</th><th>age</th></tr></thead>'
             f'<tbody>{vms}</tbody></table>'
             f'<h2>Jobs waiting ({len(view["waiting"])})</h2><table id="waiting"><thead><tr><th>id</th><th>name</th>'

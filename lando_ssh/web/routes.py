@@ -33,7 +33,7 @@ def route(h: Handler, method: str, path: str, params: Params) -> None:
         jobs = h.app.jobs()
         owners = sorted({j.user for j in jobs if j.user})
         projects = sorted({p for j in jobs if (p := views.project_of(j))})
-        return h.html(pages.jobs_page(views.select(jobs, query), query, owners, projects))
+        return h.html(pages.jobs_page(views.select(jobs, query), query, owners, projects, h.app.listed_age()))
     if path == "/api/jobs":
         query = views.JobQuery.from_params(params)
         page = views.select(h.app.jobs(), query)
@@ -53,7 +53,8 @@ def route(h: Handler, method: str, path: str, params: Params) -> None:
                        "live": job.state in ACTIVE_STATES, "log": h.app.logs.tail(job),
                        "timeline": pages.timeline_html(views.timeline(job))})
     if path == "/vms":
-        return h.html(pages.vms_page(views.vms_view(h.app.jobs())))
+        jobs = h.app.jobs()
+        return h.html(pages.vms_page(views.vms_view(jobs), h.app.listed_age()))
     if path == "/api/vms":
         return h.json(views.vms_view(h.app.jobs()))
     if path == "/plots":
@@ -61,8 +62,9 @@ def route(h: Handler, method: str, path: str, params: Params) -> None:
         views.period(name, *_since_until(params))  # a bad period is told here, not by the script
         return h.html(pages.plots_page(name, *(params.get(k, [""])[0] for k in ("since", "until"))))
     if path == "/api/plots":
-        since, until = views.period((params.get("period") or ["week"])[0], *_since_until(params))
-        return h.json(views.plots(h.app.jobs(), since, until))
+        key = tuple((params.get(k) or [""])[0] for k in ("period", "since", "until"))
+        since, until = views.period(key[0] or "week", *_since_until(params))
+        return h.json(h.app.plots(key, since, until))
     raise HttpError(HTTPStatus.NOT_FOUND, f"no page {path}")
 
 

@@ -231,8 +231,9 @@ def _states_over_time(jobs: list[Job], times: list[datetime]) -> dict[str, Any]:
         for h in job.history:
             if h.state in FINAL_STATES and first < h.at <= times[-1]:
                 ended[STATE_WORDS[h.state]][bisect.bisect_left(times, h.at)] += 1
-        for i, t in enumerate(times):
-            k = bisect.bisect_right(ats, t) - 1
+        end = job.updated if job.state in FINAL_STATES else times[-1]
+        for i in range(bisect.bisect_left(times, ats[0]), bisect.bisect_right(times, end)):  # the times it lived
+            k = bisect.bisect_right(ats, times[i]) - 1
             if k >= 0 and job.history[k].state not in FINAL_STATES:
                 h = job.history[k]
                 counts["waiting" if h.state == JobState.STARTING and h.step == JobStep.NONE
@@ -240,9 +241,9 @@ def _states_over_time(jobs: list[Job], times: list[datetime]) -> dict[str, Any]:
         for vm in [*job.past_vms, *([job.vm] if job.vm else [])]:
             if vm.created is None:
                 continue
-            for i, t in enumerate(times):
-                if vm.created <= t and (vm.deleted is None or vm.deleted > t):
-                    vms[i] += 1
+            gone = bisect.bisect_left(times, vm.deleted) if vm.deleted else len(times)  # first time it was gone
+            for i in range(bisect.bisect_left(times, vm.created), gone):
+                vms[i] += 1
     order = ["waiting", *(STATE_WORDS[s] for s in JobState)]
     return {"times": [t.timestamp() for t in times],
             "jobs_by_state": {k: counts[k] for k in order if k in counts},
@@ -258,13 +259,20 @@ def _core_hours_per_day(jobs: list[Job], since: datetime, until: datetime, group
         days.append(d)
         d += timedelta(days=1)
     per: dict[str, list[float]] = defaultdict(lambda: [0.0] * len(days))
+    at = now()
     for job in jobs:
-        vms = [*job.past_vms, *([job.vm] if job.vm else [])]
-        if not vms or all(v.created is None or (v.deleted is not None and v.deleted < day0) for v in vms):
+        vms = [v for v in [*job.past_vms, *([job.vm] if job.vm else [])] if v.created is not None]
+        if not vms:
+            continue
+        first = min(v.created for v in vms if v.created is not None)
+        last = max(v.deleted or at for v in vms)
+        if last < day0 or first >= until:
             continue
         name = group(job) or "-"
-        for i, day in enumerate(days):
-            per[name][i] += core_hours(job, day, day + timedelta(days=1))
+        lo = max(0, int((first - day0) / timedelta(days=1)))
+        hi = min(len(days), int((last - day0) / timedelta(days=1)) + 1)
+        for i in range(lo, hi):  # only the days its VMs lived
+            per[name][i] += core_hours(job, days[i], days[i] + timedelta(days=1))
     totals = Counter({k: sum(v) for k, v in per.items()})
     top = [k for k, _ in totals.most_common(TOP_GROUPS) if totals[k] > 0]
     series = {k: [round(x, 4) for x in per[k]] for k in top}
