@@ -11,6 +11,7 @@ import socket
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,7 @@ def test_the_status_page_of_a_daemon_running_real_jobs_in_a_browser(lando: Lando
                                                                      tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
+    began = datetime.now(UTC)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     lando.settings["web"] = {"listen": f"127.0.0.1:{port}", "token": TOKEN}
@@ -148,10 +150,11 @@ def test_the_status_page_of_a_daemon_running_real_jobs_in_a_browser(lando: Lando
     assert {"V", "S", "R"} <= set(segments) and segments[-1] == "E"
     shot(browser, tmp_path, "job-failed")
 
-    # plots drawn from these jobs
-    browser.get(f"{base}/plots?period=day")
+    # plots drawn from these jobs, over the test's own minutes (a day's samples are half an hour apart)
+    since = (began - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    browser.get(f"{base}/plots?period=custom&since={since}")
     until("the plots are drawn", lambda: browser.find_element(By.TAG_NAME, "body").get_attribute("data-plotted"))
-    for chart in ("jobs_ended", "vms", "core_hours_by_owner", "step_seconds", "boot_seconds"):
+    for chart in ("jobs_by_state", "jobs_ended", "vms", "core_hours_by_owner", "step_seconds", "boot_seconds"):
         element = browser.find_element(By.ID, chart)
         assert element.get_attribute("data-drawn"), chart
         assert element.find_element(By.TAG_NAME, "canvas").size["width"] > 100, chart

@@ -219,8 +219,9 @@ def plots_page(period: str, since: str, until: str) -> str:
     choices = "".join(f'<option{" selected" if p == period else ""}>{p}</option>'
                       for p in ("day", "week", "month", "custom"))
     form = (f'<form id="period" method="get" action="/plots"><label>period <select name="period">{choices}'
-            f'</select></label> <label>since <input type="date" name="since" value="{e(since)}"></label> '
-            f'<label>until <input type="date" name="until" value="{e(until)}"></label> <button>Show</button></form>')
+            f'</select></label> <label>since <input type="datetime-local" name="since" value="{e(_local(since))}">'
+            f'</label> <label>until <input type="datetime-local" name="until" value="{e(_local(until))}"></label> '
+            f'<button>Show</button> <small>(UTC; since and until for a custom period)</small></form>')
     charts = "".join(f'<section class="plot"><h2>{title}</h2><div id="{key}" class="chart"></div></section>'
                      for key, title in (("jobs_by_state", "Jobs by state"), ("jobs_ended", "Jobs ended"),
                                         ("vms", "VMs held"),
@@ -237,6 +238,13 @@ def who(signed_in: bool, csrf: str) -> str:
         return (f'<form method="post" action="/logout" class="who"><input type="hidden" name="csrf" '
                 f'value="{e(csrf)}"><button id="signout">Sign out</button></form>')
     return '<a class="who" id="signin-link" href="/login">Sign in</a>'
+
+
+def _local(when: str) -> str:
+    """A since/until value as a datetime-local input shows it (YYYY-MM-DDTHH:MM)."""
+    if not when:
+        return ""
+    return when[:16] if "T" in when else when[:10] + "T00:00"
 
 
 def login_page(error: str = "") -> str:

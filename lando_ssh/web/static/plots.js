@@ -21,7 +21,8 @@
       data.push(named[name]);
     });
     new uPlot({width: width(el), height: 240, series: series,
-               scales: {x: {time: !(opts && opts.notime)}},
+               scales: {x: opts && opts.range ? {time: true, range: function () { return opts.range; }}
+                           : {time: !(opts && opts.notime)}},
                axes: opts && opts.axes ? opts.axes : undefined}, data, el);
     el.dataset.drawn = String(names.length);
   }
@@ -37,11 +38,15 @@
     .then(function (res) {
       var d = res.d;
       if (!res.ok) { empty(document.getElementById("jobs_by_state"), d.error || "cannot read the plots"); return; }
-      lines("jobs_by_state", d.times, d.jobs_by_state);
-      lines("jobs_ended", d.times, d.jobs_ended, {bars: true});
-      lines("vms", d.times, {VMs: d.vms});
-      lines("core_hours_by_project", d.core_hours_by_project.days, d.core_hours_by_project.series, {bars: true});
-      lines("core_hours_by_owner", d.core_hours_by_owner.days, d.core_hours_by_owner.series, {bars: true});
+      var period = [d.since, d.until];
+      var days = d.core_hours_by_project.days;
+      var dayRange = days.length ? [days[0] - 43200, days[days.length - 1] + 43200] : period;
+      lines("jobs_by_state", d.times, d.jobs_by_state, {range: period});
+      lines("jobs_ended", d.times, d.jobs_ended, {bars: true, range: period});
+      lines("vms", d.times, {VMs: d.vms}, {range: period});
+      lines("core_hours_by_project", days, d.core_hours_by_project.series, {bars: true, range: dayRange});
+      lines("core_hours_by_owner", d.core_hours_by_owner.days, d.core_hours_by_owner.series,
+            {bars: true, range: dayRange});
       categories("step_seconds", d.step_seconds.steps,
                  d.step_seconds.steps.length ? {median: d.step_seconds.median, p90: d.step_seconds.p90,
                                                 longest: d.step_seconds.max} : {}, "seconds");
