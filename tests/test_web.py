@@ -141,6 +141,8 @@ def test_a_jobs_page_shows_every_attempts_steps_reason_error_vm_and_usage(web: W
         assert f'class="seg seg-{code}"' in page
     assert "the workflow failed: exit 1" in page and "step R failed" in page
     assert "vm-align-b-1" in page and "m1.small" in page
+    assert views.job_usage(web.jobs[failed])["core-hours"] == round(2 * 2 * 60 / 3600, 4)  # 2 VMs of 2 vCPUs, 60 s
+    assert "core-hours" in page
     timeline = views.timeline(web.jobs[failed])
     assert [s.label for s in timeline[1]] == ["r", "V", "S", "R", "o", "O", "T", "E"]
     assert all(s.seconds == 10 for s in timeline[1][1:7])

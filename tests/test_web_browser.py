@@ -89,7 +89,7 @@ def test_the_status_page_of_a_daemon_running_real_jobs_in_a_browser(lando: Lando
     lando.settings["web"] = {"listen": f"127.0.0.1:{port}", "token": TOKEN}
     lando.write_config()
     short = tmp_path / "short.yml"
-    short.write_text(yaml.safe_dump({"seconds": 12}))
+    short.write_text(yaml.safe_dump({"seconds": 20}))  # time to load its page while it runs
     long = tmp_path / "long.yml"
     long.write_text(yaml.safe_dump({"seconds": 600}))
     done = lando.submit(WORKFLOWS / "upper_count.cwl", WORKFLOWS / "upper_count.yml", "--name", "counting")

@@ -11,6 +11,7 @@ from html import escape
 from typing import Any
 
 from lando_ssh.model import ACTIVE_STATES, RESTARTABLE_STATES, Job, JobState
+from lando_ssh.web import views
 from lando_ssh.web.views import STATE_WORDS, STEP_WORDS, JobQuery, Page, Segment, row
 
 STEP_COLORS = {"V": "#8e7cc3", "S": "#6fa8dc", "R": "#93c47d", "o": "#ffd966", "O": "#f6b26b", "T": "#b7b7b7"}
@@ -129,9 +130,7 @@ def job_page(job: Job, status: dict[str, Any], attempts: list[list[Segment]], *,
         items = "".join(f"<li>{e(k)}: <code>{e(shlex.join(map(str, v)))}</code></li>"
                         for k, v in commands.items() if isinstance(v, list) and v)
         parts.append(f"<h2>Commands</h2><ul>{items}</ul>")
-    usage = facts.get("usage")
-    if isinstance(usage, dict):
-        parts.append("<h2>Usage</h2>" + _table(usage.items()))
+    parts.append('<h2>Usage</h2><div id="usage">' + _table(views.job_usage(job).items()) + "</div>")
     parts.append(f'<h2>Inputs</h2><pre id="inputs">{e(json.dumps(status["job_order"], indent=2))}</pre>'
                  f'<p><a href="/api/jobs/{job.id}">as JSON</a></p>')
     return layout(f"Job {job.id}: {job.name}", "".join(parts), active="jobs", scripts=["job.js"])

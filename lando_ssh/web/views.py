@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from lando_ssh.model import ACTIVE_STATES, FINAL_STATES, STEPS, Job, JobState, JobStep, now
-from lando_ssh.usage import core_hours
+from lando_ssh.usage import core_hours, vm_hours
 
 STATE_WORDS = {s: s.name.lower() for s in JobState}
 STEP_WORDS = {JobStep.NONE: "", JobStep.CREATE_VM: "create VM", JobStep.STAGING: "stage inputs",
@@ -123,6 +123,21 @@ def row(job: Job, at: datetime | None = None) -> dict[str, Any]:
             "state": job.state.value, "state_words": "waiting" if waiting(job) else STATE_WORDS[job.state],
             "step": job.step.value, "step_words": STEP_WORDS[job.step], "created": job.created,
             "elapsed": elapsed(job, at), "reason": job.reason}
+
+
+def job_usage(job: Job, at: datetime | None = None) -> dict[str, Any]:
+    """What the job used: its VMs' hours and core-hours (every VM it held), and what the VM recorded of
+    its run (wall time, the largest process's peak memory, cwltool's exit code), when it did."""
+    usage = job.facts.get("usage")
+    recorded: dict[str, Any] = usage if isinstance(usage, dict) else {}
+    out: dict[str, Any] = {"VM-hours": round(vm_hours(job, at=at), 4), "core-hours": round(core_hours(job, at=at), 4)}
+    if recorded.get("wall_seconds") is not None:
+        out["workflow wall time (s)"] = round(recorded["wall_seconds"], 1)
+    if recorded.get("peak_memory_kb"):
+        out["peak memory of the largest process (MiB)"] = round(recorded["peak_memory_kb"] / 1024, 1)
+    if recorded.get("exit_code") is not None:
+        out["cwltool exit code"] = recorded["exit_code"]
+    return out
 
 
 # -- a job's timeline ---------------------------------------------------------------------------
