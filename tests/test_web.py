@@ -286,3 +286,29 @@ def test_a_job_stored_after_the_list_was_read_shows_once_it_is_read_again(web: W
         assert time.monotonic() < deadline, "the jobs list was not read again"
         time.sleep(0.05)
     assert web.api("/api/plots?period=day")["jobs_by_state"]["waiting"][-1] == 2
+
+
+def test_a_running_jobs_log_is_read_over_ssh_where_its_vm_disk_is_not_on_this_host(
+        lando: Any, daemon: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import finished, send, wait_job
+
+    from lando_ssh.web import logs
+
+    order = tmp_path / "sleep.yml"
+    order.write_text("seconds: 300\n")
+    job_id = lando.submit(WORKFLOWS / "sleep.cwl", order)
+    daemon.start()
+    send(lando, "start_job", job_id)
+    job = wait_job(lando, job_id, lambda j: j.state.value == "R" and j.step.value == "R", daemon=daemon)
+    read_directly = logs._tail_file
+    monkeypatch.setattr(logs, "_tail_file", lambda path: None if path.endswith("/run/stderr") else read_directly(path))
+    monkeypatch.setattr(logs, "SSH_EVERY", 0.0)
+    tails = logs.LogTails(lando.config())
+    try:
+        deadline = time.monotonic() + 120
+        while "sleep $0" not in (text := tails.tail(job)):
+            assert time.monotonic() < deadline, f"the log over SSH is still {text!r}"
+            time.sleep(0.2)
+    finally:
+        send(lando, "cancel_job", job_id)
+        wait_job(lando, job_id, finished, daemon=daemon)

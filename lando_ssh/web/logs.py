@@ -1,6 +1,6 @@
 """The tail of a job's cwltool log for the status page: from the job's docs once its outputs are home,
 else from its VM's run directory while it runs (read directly where the VM's work dir is on this host,
-as on the local cloud; over SSH with the job's key elsewhere, at most once per `SSH_EVERY` seconds a job)."""
+as on the local cloud; else over SSH with the job's key, at most once per `SSH_EVERY` seconds a job)."""
 from __future__ import annotations
 
 import os
@@ -39,9 +39,7 @@ class LogTails:
 
         path = JobPaths.under(vm.work_dir, job.id).run + "/stderr"
         text = _tail_file(path)  # the local cloud: the VM's disk is this host's
-        if text is not None or self.config.cloud.driver == "local":
-            return text or ""
-        return self._over_ssh(job, path)
+        return text if text is not None else self._over_ssh(job, path)
 
     def _over_ssh(self, job: Job, path: str) -> str:
         with self._lock:
