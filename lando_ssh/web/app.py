@@ -1,13 +1,14 @@
 """The status page's HTTP server: routes, the JSON twins, static files, and the token that allows actions.
 
 Served by the standard library's ThreadingHTTPServer: a status page for a few admins needs no framework,
-and lando-ssh then adds no dependency. Everything is read from the job store. The jobs list (10,000 jobs
-take seconds to read) is kept: a page older than `LIST_TTL` seconds is served as it is while it is read
-again in the background, one older than `LIST_MAX_AGE` is read again first; a job's own page reads it fresh.
+and lando-ssh then adds no dependency. Everything is read from the job store. The jobs list (summaries: no
+job order, workflow or outputs; 10,000 jobs take a second or more to read) is kept: a list older than
+`LIST_TTL` seconds is served as it is while it is read again in the background, one older than
+`LIST_MAX_AGE` is read again first; a job's own page and the JSON jobs read each job whole and fresh.
 Read-only unless `web.token` is set: then a browser signs in with the token (an HttpOnly, SameSite=Strict
 session cookie) and each action form carries a CSRF token derived from the session; a script may send
-`Authorization: Bearer TOKEN` instead. An action
-publishes `cancel_job` / `restart_job` to the daemon's queue, as `lando-ssh send` does.
+`Authorization: Bearer TOKEN` instead. An action publishes `cancel_job` / `restart_job` to the daemon's
+queue, as `lando-ssh send` does.
 """
 from __future__ import annotations
 
@@ -92,7 +93,13 @@ class StatusApp:
                 self._refreshing = False
 
     def _read_list(self) -> list[Job]:
-        jobs = self.store.list()  # (the stores serve the daemon's threads: thread-safe)
+        summaries = getattr(self.store, "list_summaries", None)  # (stores are thread-safe: the daemon's threads)
+        if summaries is not None:
+            jobs = summaries()
+        else:
+            jobs = self.store.list()
+            for job in jobs:  # the same as a summary: what lists never show is not kept
+                job.job_order, job.workflow_doc, job.output = {}, None, None
         with self._lock:
             self._jobs = (time.monotonic(), jobs)
         return jobs

@@ -38,7 +38,7 @@ def route(h: Handler, method: str, path: str, params: Params) -> None:
         query = views.JobQuery.from_params(params)
         page = views.select(h.app.jobs(), query)
         return h.json({"total": page.total, "page": page.page, "pages": page.pages, "per_page": query.per_page,
-                       "jobs": [status_object(j) for j in page.jobs]})
+                       "jobs": [status_object(h.app.job(j.id)) for j in page.jobs]})  # whole, as status --json
     if m := re.fullmatch(r"/jobs/(\d+)", path):
         job = h.app.job(int(m.group(1)))
         cookie = h.cookie()
