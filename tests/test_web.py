@@ -209,6 +209,8 @@ def test_with_a_token_an_action_needs_a_session_and_its_csrf_token(web_with_toke
                                headers={"Authorization": "Bearer s3cret-token"})
     assert status == 202 and web.sent[-1] == ("restart_job", web.ids[1])
     assert "s3cret-token" not in web.get(f"/jobs/{running}", headers=cookie)
+    stale = {"Cookie": "lando_session=" + web.server.RequestHandlerClass.app.new_session(time.time() - 13 * 3600)}
+    assert web.request("POST", f"/jobs/{running}/cancel", {"csrf": csrf.group(1)}, stale)[0] == 403
 
 
 def test_pages_forbid_framing_and_foreign_scripts(web: Web) -> None:

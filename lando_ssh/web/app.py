@@ -7,8 +7,8 @@ job order, workflow or outputs; 10,000 jobs take a second or more to read) is ke
 `LIST_MAX_AGE` is read again first; a job's own page and the JSON jobs read each job whole and fresh.
 Read-only unless `web.token` is set: then a browser signs in with the token (an HttpOnly, SameSite=Strict
 session cookie) and each action form carries a CSRF token derived from the session; a script may send
-`Authorization: Bearer TOKEN` instead. An action publishes `cancel_job` / `restart_job` to the daemon's
-queue, as `lando-ssh send` does.
+`Authorization: Bearer TOKEN` instead. A sign-in lasts 12 hours. An action publishes `cancel_job` /
+`restart_job` to the daemon's queue, as `lando-ssh send` does.
 """
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ STATIC = os.path.join(os.path.dirname(__file__), "static")
 LIST_TTL = 5.0
 LIST_MAX_AGE = 60.0
 COOKIE = "lando_session"
+SESSION_SECONDS = 12 * 3600  # a sign-in lasts a working day
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
                                "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
@@ -130,15 +131,19 @@ class StatusApp:
         assert self.token is not None
         return hmac.new(self.token.encode(), what.encode(), hashlib.sha256).hexdigest()
 
-    def new_session(self) -> str:
-        nonce = secrets.token_hex(16)
+    def new_session(self, at: float | None = None) -> str:
+        """A signed session: when it began and a random part (it ends after SESSION_SECONDS, or when the
+        token changes)."""
+        nonce = f"{int(time.time() if at is None else at)}-{secrets.token_hex(16)}"
         return f"{nonce}.{self._sign('session:' + nonce)}"
 
     def session_ok(self, cookie: str | None) -> bool:
         if not self.token or not cookie or "." not in cookie:
             return False
         nonce, sig = cookie.split(".", 1)
-        return hmac.compare_digest(sig, self._sign("session:" + nonce))
+        began = nonce.split("-", 1)[0]
+        return (hmac.compare_digest(sig, self._sign("session:" + nonce)) and began.isdigit()
+                and 0 <= time.time() - int(began) < SESSION_SECONDS)
 
     def csrf_for(self, cookie: str | None) -> str:
         if cookie is None or not self.session_ok(cookie):

@@ -80,7 +80,7 @@ def status_object(job: views.Job) -> dict[str, object]:
 
 
 def _post(h: Handler, path: str) -> None:
-    from lando_ssh.web.app import COOKIE, HttpError
+    from lando_ssh.web.app import COOKIE, SESSION_SECONDS, HttpError
 
     app = h.app
     if not app.token:
@@ -97,7 +97,8 @@ def _post(h: Handler, path: str) -> None:
     if path == "/login":
         if not app.token_ok(form.get("token", "")):
             return h.html(pages.login_page("that is not the token"), HTTPStatus.FORBIDDEN)
-        return h.redirect("/jobs", {"Set-Cookie": f"{COOKIE}={app.new_session()}; HttpOnly; SameSite=Strict; Path=/"})
+        session = f"{COOKIE}={app.new_session()}; Max-Age={SESSION_SECONDS}; HttpOnly; SameSite=Strict; Path=/"
+        return h.redirect("/jobs", {"Set-Cookie": session})
     cookie = h.cookie()
     if not app.session_ok(cookie):
         raise HttpError(HTTPStatus.FORBIDDEN, "sign in with the token first")
