@@ -1,7 +1,8 @@
 """The status page in a real browser (Debian's headless Chromium, driven by Selenium through the system
 chromedriver; `scripts/browser` installs them) against `lando-ssh run` serving it while it runs real jobs
 on the local cloud: the pages render, filters work, a running job's log updates without a reload, the plots
-draw from the jobs' data, no console errors, and only a signed-in admin may cancel. Fails (never skips)
+draw from the jobs' data, no console errors, and only a signed-in admin may cancel and restart (a script
+with the token may too). Fails (never skips)
 when the browser cannot start. With LANDO_SCREENSHOTS=DIR, each page's screenshot is saved there too."""
 from __future__ import annotations
 
@@ -180,6 +181,15 @@ def test_the_status_page_of_a_daemon_running_real_jobs_in_a_browser(lando: Lando
     browser.find_element(By.ID, "cancel").click()
     job = wait_job(lando, blocker, finished, daemon=daemon)
     assert job.state.value == "C"
+    # restarted from its page, then canceled again by a script with the token
+    until("the canceled job's page offers a restart",
+          lambda: reloaded(f"/jobs/{blocker}") and browser.find_elements(By.ID, "restart"))
+    browser.find_element(By.ID, "restart").click()
+    wait_job(lando, blocker, lambda j: j.state.value == "R" and j.step.value == "R", daemon=daemon)
+    request = urllib.request.Request(f"{base}/api/jobs/{blocker}/cancel", method="POST",
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
+    assert urllib.request.urlopen(request, timeout=30).status == 202
+    assert wait_job(lando, blocker, finished, daemon=daemon).state.value == "C"
     assert store_job(lando, done).state.value == "F"
 
     errors = [e for e in console_errors(browser) if "/login" not in e]  # the wrong token's 403 is expected
