@@ -2,8 +2,8 @@
 chromedriver; `scripts/browser` installs them) against `lando-ssh run` serving it while it runs real jobs
 on the local cloud: the pages render, filters work, a running job's log updates without a reload, the plots
 draw from the jobs' data, no console errors, and only a signed-in admin may cancel and restart (a script
-with the token may too). Fails (never skips)
-when the browser cannot start. With LANDO_SCREENSHOTS=DIR, each page's screenshot is saved there too."""
+with the token may too). Fails (never skips) when the browser cannot start. With LANDO_SCREENSHOTS=DIR, each
+page's screenshot is saved there too."""
 from __future__ import annotations
 
 import os
