@@ -17,7 +17,7 @@ import pytest
 from conftest import WORKFLOWS
 from made_jobs import made_job
 
-from lando_ssh.cli import status_object
+from lando_ssh.commands.status import Drivers, status_object
 from lando_ssh.config import load_config
 from lando_ssh.model import HistoryEntry, Job, JobState, JobStep, now
 from lando_ssh.store import open_store
@@ -122,10 +122,13 @@ def test_a_bad_filter_is_one_sentence_and_a_400(web: Web) -> None:
 
 
 def test_the_json_twins_hold_what_status_json_prints(web: Web) -> None:
+    drivers = Drivers(web.config)
     for job_id, job in web.jobs.items():
-        assert web.api(f"/api/jobs/{job_id}") == json.loads(json.dumps(status_object(job)))
+        assert web.api(f"/api/jobs/{job_id}") == json.loads(json.dumps(status_object(job, drivers)))
     listed = web.api("/api/jobs?per_page=500")["jobs"]
-    assert listed == [json.loads(json.dumps(status_object(web.jobs[i]))) for i in sorted(web.ids, reverse=True)]
+    assert listed == [json.loads(json.dumps(status_object(web.jobs[i], drivers)))
+                      for i in sorted(web.ids, reverse=True)]
+    assert listed[2]["driven"] is False  # the running job: no process here drives it, as status --json says
 
 
 def test_an_unknown_job_is_a_404(web: Web) -> None:

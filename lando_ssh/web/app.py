@@ -29,10 +29,11 @@ from datetime import datetime
 from http import HTTPStatus
 from typing import Any
 
+from lando_ssh.commands.common import journal_of
 from lando_ssh.config import Config
 from lando_ssh.errors import ConfigError, LandoError, StoreUnavailable, UnknownJob
 from lando_ssh.model import Job
-from lando_ssh.store import JobStore, open_job_source
+from lando_ssh.store import JobStore
 from lando_ssh.web import pages, views
 from lando_ssh.web.logs import LogTails
 
@@ -64,7 +65,7 @@ class StatusApp:
 
     def __init__(self, config: Config, store: JobStore | None = None, send: Sender | None = None):
         self.config = config
-        self.store = store if store is not None else open_job_source(config)
+        self.store = store if store is not None else journal_of(config, reading=True).store  # (creates none)
         self.send = send or _broker_sender(config)
         self.token = config.web.token or None
         self.logs = LogTails(config)

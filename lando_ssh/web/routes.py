@@ -6,6 +6,7 @@ import re
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
+from lando_ssh.commands.status import Drivers
 from lando_ssh.model import ACTIVE_STATES
 from lando_ssh.web import pages, views
 
@@ -37,16 +38,18 @@ def route(h: Handler, method: str, path: str, params: Params) -> None:
     if path == "/api/jobs":
         query = views.JobQuery.from_params(params)
         page = views.select(h.app.jobs(), query)
+        drivers = Drivers(h.app.config)  # (the kernel's lock table, read once a request)
         return h.json({"total": page.total, "page": page.page, "pages": page.pages, "per_page": query.per_page,
-                       "jobs": [status_object(h.app.job(j.id)) for j in page.jobs]})  # whole, as status --json
+                       "jobs": [status_object(h.app.job(j.id), drivers) for j in page.jobs]})  # whole
     if m := re.fullmatch(r"/jobs/(\d+)", path):
         job = h.app.job(int(m.group(1)))
         cookie = h.cookie()
         can_act = h.app.session_ok(cookie)
-        return h.html(pages.job_page(job, status_object(job), views.timeline(job), can_act=can_act,
+        return h.html(pages.job_page(job, status_object(job, Drivers(h.app.config)), views.timeline(job),
+                                     can_act=can_act,
                                      csrf=h.app.csrf_for(cookie), log=h.app.logs.tail(job)))
     if m := re.fullmatch(r"/api/jobs/(\d+)", path):
-        return h.json(status_object(h.app.job(int(m.group(1)))))
+        return h.json(status_object(h.app.job(int(m.group(1))), Drivers(h.app.config)))
     if m := re.fullmatch(r"/api/jobs/(\d+)/log", path):
         job = h.app.job(int(m.group(1)))
         return h.json({"id": job.id, "state": job.state.value, "step": job.step.value,
@@ -73,10 +76,10 @@ def _since_until(params: Params) -> tuple[views.datetime | None, views.datetime 
             views.parse_when((params.get("until") or [""])[0], "until"))
 
 
-def status_object(job: views.Job) -> dict[str, object]:
-    from lando_ssh.cli import status_object as of
+def status_object(job: views.Job, drivers: Drivers) -> dict[str, object]:
+    from lando_ssh.commands.status import status_object as of
 
-    return of(job)
+    return of(job, drivers)
 
 
 def _post(h: Handler, path: str) -> None:
