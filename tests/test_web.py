@@ -232,9 +232,13 @@ def test_a_running_jobs_log_tail_is_read_from_its_vm_dir(web: Web, tmp_path: Pat
     run.mkdir(parents=True)
     (run / "stderr").write_text("\x1b[1;30mINFO\x1b[0m [job count] start\n")
 
+    old_docs = tmp_path / "out" / "docs" / "logs"
+    old_docs.mkdir(parents=True)
+    (old_docs / "cwltool-output.log").write_text("INFO the run before the restart\n")
+
     def on_vm(j: Job) -> None:
         assert j.vm is not None
-        j.vm.work_dir = str(work)
+        j.vm.work_dir, j.output_dir = str(work), str(tmp_path / "out")
 
     store.update(running.id, on_vm)
     store.close()

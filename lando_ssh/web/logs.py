@@ -1,4 +1,5 @@
-"""The tail of a job's cwltool log for the status page: from the job's docs once its outputs are home,
+"""The tail of a job's cwltool log for the status page: from the job's docs once its outputs are home
+(as `lando-ssh logs` reads it: not while the job runs again, when the docs hold an earlier run's),
 else from its VM's run directory while it runs (read directly where the VM's work dir is on this host,
 as on the local cloud; else over SSH with the job's key, at most once per `SSH_EVERY` seconds a job)."""
 from __future__ import annotations
@@ -10,7 +11,7 @@ import time
 
 from lando_ssh.config import Config
 from lando_ssh.errors import LandoError
-from lando_ssh.model import Job
+from lando_ssh.model import ACTIVE_STATES, Job, JobStep
 
 TAIL_BYTES = 64 * 1024
 SSH_EVERY = 5.0
@@ -29,9 +30,10 @@ class LogTails:
 
     def _tail(self, job: Job) -> str:
         local = os.path.join(job.output_dir, job.facts.get("docs_dir") or "docs", "logs", "cwltool-output.log")
-        text = _tail_file(local)
-        if text is not None:
-            return text
+        if job.state not in ACTIVE_STATES or job.step == JobStep.TERMINATE_VM:  # (an earlier run's, while active)
+            text = _tail_file(local)
+            if text is not None:
+                return text
         vm = job.vm
         if vm is None or vm.deleted or not vm.work_dir:
             return ""
