@@ -172,7 +172,7 @@ class Tenant:
         self._router = net.create_router(name=f"{self.prefix}-router", project_id=pid,
                                          external_gateway_info={"network_id": public.id})
         net.add_interface_to_router(self._router, subnet_id=subnet.id)
-        self._made += [("subnet", subnet.id), ("network", network.id)]
+        self._made += [("network", network.id), ("subnet", subnet.id)]  # deleted in reverse
         # bigger than the fake hypervisor (800,000 MB of RAM): the scheduler finds no host, the server goes to ERROR
         huge = self.admin.compute.create_flavor(name=f"{self.prefix}-huge", vcpus=1, ram=4_000_000, disk=1,
                                                 is_public=False)
