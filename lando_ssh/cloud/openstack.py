@@ -296,6 +296,12 @@ class OpenStackCloud:
     def create_vm(self, request: VmRequest) -> VmInfo:
         return self._in(request.project).create_vm(request)
 
+    def preflight(self, image: str, flavor: str, volume_size: int = 0) -> list[str]:
+        """What a VM of `image` and `flavor` lacks in the configured project, one sentence each (for
+        `lando-ssh cloud-check`): the flavor, the image, the network, security groups, floating IP pool and
+        keypair the settings name, and room in the quota."""
+        return self._home.preflight(image, flavor, volume_size)
+
     def get_vm(self, vm_id: str) -> VmInfo | None:
         project, server_id = self._locate(vm_id)
         return project.get_vm(server_id)
@@ -434,6 +440,31 @@ class _Project:
             self._undo(made)
             raise VmFailed(f"the cloud could not boot {request.name}: {info.fault or 'no reason given'}")
         return info
+
+    def preflight(self, image: str, flavor: str, volume_size: int) -> list[str]:
+        problems: list[str] = []
+
+        def missing(find: Callable[[], T]) -> T | None:
+            try:
+                return find()
+            except CloudNotFound as e:
+                problems.append(str(e))
+                return None
+
+        found = missing(lambda: self._resolve_flavor(flavor))
+        missing(lambda: self._resolve_image(image))
+        missing(self._resolve_network)
+        missing(self._resolve_security_groups)
+        if self.settings.allocate_floating_ips:
+            missing(self._resolve_floating_pool)
+        missing(lambda: self._resolve_keypair(self.settings.ssh_key_name))
+        if found is not None:
+            try:
+                self._check_quota(found, volume_size)
+            except QuotaExceeded as e:
+                room = f"one {found.name} VM" + (f" and its {volume_size} GB volume" if volume_size else "")
+                problems.append(f"the quota has no room for {room}: {str(e).split(': ', 1)[-1]}")
+        return problems
 
     def get_vm(self, vm_id: str) -> VmInfo | None:
         server = self._get_server(vm_id)
@@ -1026,4 +1057,6 @@ def _named_or_only(wanted: str | None, search: list[Any], offered: list[Any], wh
         raise CloudNotFound(f"{what} {wanted!r} does not exist; {plural}: {names}")
     if len(offered) == 1:
         return str(offered[0].id)
+    if not offered:
+        raise CloudNotFound(f"the project sees no {plural}; create one, or set {setting} to one it may use")
     raise CloudNotFound(f"set {setting} to one of the {plural}: {names}")
