@@ -4,12 +4,16 @@ of this run's own, and every server, volume, floating IP and port it makes is de
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import openstack.exceptions as os_exc
 import pytest
+from openstack_api.helpers import running_service
 from openstack_api.real import FLAVOR, IMAGE, POOL, RealOpenStack, Tenant, connect, wait_for
 
 from lando_ssh.cloud import META_INSTALLATION, META_JOB_ID, META_MANAGED_BY, VmRequest
@@ -44,6 +48,12 @@ def tenant(stack: RealOpenStack) -> Iterator[Tenant]:
     made = Tenant.make()
     yield made
     made.remove()
+
+
+@pytest.fixture(autouse=True)
+def purged(tenant: Tenant) -> Iterator[None]:
+    yield
+    tenant.purge()  # a test that failed midway leaves nothing to the next (each asserts its own cleanup)
 
 
 @pytest.fixture
@@ -367,3 +377,223 @@ def test_an_application_credential_works_in_its_own_project_and_refuses_another(
         user.identity.delete_application_credential(tenant.user_id, credential)
         user.close()
     assert tenant.leftovers() == []
+
+
+# ---- lando-ssh cloud-check ----------------------------------------------------------------------------------
+
+def openstack_settings(tenant: Tenant, project: str, **kw: Any) -> dict[str, Any]:
+    return {"auth_url": tenant.user_auth()["auth_url"], "username": tenant.user, "password": tenant.password,
+            "project_name": project, "api_retry_delay": 0.5, "api_poll_interval": 0.5, **kw}
+
+
+def test_cloud_check_names_a_missing_image_network_and_quota_in_one_sentence_each(lando: Any, tenant: Tenant):
+    tenant.set_quotas(tenant.other_project, compute={"instances": 0})  # and the second project has no network
+    lando.write_config(cloud={"driver": "openstack", "installation_id": tenant.prefix},
+                       cloud_settings=openstack_settings(tenant, tenant.other_project),
+                       vm={"image": IMAGE, "volume_size": 0})
+    try:
+        proc = lando.cli("cloud-check", "--image", "no-such-image", "--flavor", FLAVOR, "--json", timeout=120)
+    finally:
+        tenant.reset_quotas()
+
+    assert proc.returncode == 3, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["ok"] is False
+    assert report["missing"] == [
+        f"image 'no-such-image' does not exist; images: {IMAGE}",
+        "the project sees no networks; create one, or set cloud_settings.network_name to one it may use",
+        f"the quota has no room for one {FLAVOR} VM: instances 0 of 0 in use"]
+    assert "Traceback" not in proc.stderr
+    assert tenant.leftovers() == []
+
+
+def test_cloud_check_finds_everything_then_boots_and_deletes_a_server_that_never_answers_ssh(
+        lando: Any, tenant: Tenant):
+    lando.write_config(cloud={"driver": "openstack", "installation_id": tenant.prefix},
+                       cloud_settings=openstack_settings(tenant, tenant.project, network_name=tenant.network,
+                                                         allocate_floating_ips=True, floating_ip_pool_name=POOL),
+                       vm={"image": IMAGE, "volume_size": 1, "boot_timeout": 15, "boot_retries": 0})
+
+    proc = lando.cli("cloud-check", "--json", timeout=300)
+
+    report = json.loads(proc.stdout)
+    phases = {p["name"]: p for p in report["phases"]}
+    assert proc.returncode == 3 and report["ok"] is False and report["missing"] == []
+    assert phases["choose the smallest allowed flavor"]["detail"].startswith(f"{FLAVOR} (1 vCPUs, 512 MB RAM)")
+    assert phases["find the image, network and quota a job needs"] == {
+        "name": "find the image, network and quota a job needs", "ok": True, "detail": f"image {IMAGE}",
+        "missing": False, "seconds": phases["find the image, network and quota a job needs"]["seconds"]}
+    assert phases["boot the VM and wait for SSH"]["ok"] is False  # the fake hypervisor's guest has no sshd
+    assert phases["delete the VM"]["ok"] is True
+    assert tenant.leftovers() == []
+
+
+# ---- the fake (tests/openstack_api) answers as the real services do --------------------------------------------
+
+#: what Nova (Zed, microversion 2.93), Neutron and Cinder show a project member of each resource
+SERVER_KEYS = {
+    "OS-DCF:diskConfig", "OS-EXT-AZ:availability_zone", "OS-EXT-SRV-ATTR:hostname", "OS-EXT-STS:power_state",
+    "OS-EXT-STS:task_state", "OS-EXT-STS:vm_state", "OS-SRV-USG:launched_at", "OS-SRV-USG:terminated_at",
+    "accessIPv4", "accessIPv6", "addresses", "config_drive", "created", "description", "flavor", "hostId", "id",
+    "image", "key_name", "links", "locked", "locked_reason", "metadata", "name",
+    "os-extended-volumes:volumes_attached", "progress", "security_groups", "server_groups", "status", "tags",
+    "tenant_id", "trusted_image_certificates", "updated", "user_id"}
+PORT_KEYS = {
+    "admin_state_up", "allowed_address_pairs", "binding:vnic_type", "created_at", "description", "device_id",
+    "device_owner", "extra_dhcp_opts", "fixed_ips", "id", "mac_address", "name", "network_id",
+    "port_security_enabled", "project_id", "revision_number", "security_groups", "status", "tags", "tenant_id",
+    "updated_at"}
+FLOATING_IP_KEYS = {
+    "created_at", "description", "fixed_ip_address", "floating_ip_address", "floating_network_id", "id",
+    "port_details", "port_id", "project_id", "revision_number", "router_id", "status", "tags", "tenant_id",
+    "updated_at"}
+VOLUME_KEYS = {
+    "attachments", "availability_zone", "bootable", "consistencygroup_id", "consumes_quota", "created_at",
+    "description", "encrypted", "group_id", "id", "links", "metadata", "multiattach", "name",
+    "os-vol-tenant-attr:tenant_id", "replication_status", "service_uuid", "shared_targets", "size", "snapshot_id",
+    "source_volid", "status", "updated_at", "user_id", "volume_type", "volume_type_id"}
+
+
+@dataclass
+class Side:
+    """One of the two clouds the same assertions run against, seen by a project member."""
+
+    conn: Any
+    flavor: str
+    image: str
+    network: str
+    external: str
+    set_quota: Callable[[str, int], None]  # quota name (Nova, Cinder or Neutron's) -> limit
+
+
+@pytest.fixture(params=["fake", "real"])
+def side(request: pytest.FixtureRequest) -> Iterator[Side]:
+    if request.param == "fake":
+        service = running_service(compute_microversion="2.93")  # Zed's newest, as the real one
+        names = {"instances": "max_instances", "volumes": "max_volumes", "port": "max_ports",
+                 "floatingip": "max_floating_ips"}
+        conn = connect(auth_url=service.auth_url, username="lando", password="secret", project_name="lando",
+                       user_domain_name="Default", project_domain_name="Default")
+        ids = {n["name"]: n["id"] for n in service.cloud.networks()}
+        yield Side(conn, "1", service.cloud.image_ids["debian-12"], ids["private"], ids["public"],
+                   lambda name, limit: setattr(service.cloud.settings, names[name], limit))
+        conn.close()
+        service.stop()
+        return
+    tenant: Tenant = request.getfixturevalue("tenant")
+    conn = connect(**tenant.user_auth())
+    services = {"instances": "compute", "volumes": "volume", "port": "network", "floatingip": "network"}
+    networks = {n.name: n.id for n in conn.network.networks()}
+    yield Side(conn, next(f.id for f in conn.compute.flavors() if f.name == FLAVOR),
+               next(i.id for i in conn.image.images() if i.name == IMAGE), networks[tenant.network], networks[POOL],
+               lambda name, limit: tenant.set_quotas(**{services[name]: {name: limit}}))
+    conn.close()
+    tenant.reset_quotas()
+
+
+def answer(call: Callable[[], Any]) -> tuple[int, Any]:
+    """The HTTP status and JSON body of a refused call."""
+    with pytest.raises(os_exc.HttpException) as refused:
+        call()
+    return refused.value.status_code, refused.value.response.json()
+
+
+def test_both_refuse_an_unknown_flavor_and_image_with_novas_400_bodies(side: Side):
+    compute = side.conn.compute
+    missing = str(uuid.uuid4())
+
+    assert answer(lambda: compute.create_server(name="x", flavor_id="no-such-flavor", image_id=side.image,
+                                                networks="none")) == (
+        400, {"badRequest": {"code": 400, "message": "Flavor no-such-flavor could not be found."}})
+    assert answer(lambda: compute.create_server(name="x", flavor_id=side.flavor, image_id="no-such-image",
+                                                networks="none")) == (
+        400, {"badRequest": {"code": 400, "message": "Invalid input for field/attribute imageRef. Value: "
+                             "no-such-image. 'no-such-image' is not valid under any of the given schemas"}})
+    assert answer(lambda: compute.create_server(name="x", flavor_id=side.flavor, image_id=missing,
+                                                networks="none")) == (
+        400, {"badRequest": {"code": 400, "message": "Can not find requested image"}})
+    assert answer(lambda: compute.create_server(name="x", flavor_id=side.flavor, image_id=side.image,
+                                                networks="none", key_name="no-such-key")) == (
+        400, {"badRequest": {"code": 400, "message": "Invalid key_name provided."}})
+
+
+def test_both_answer_404_with_each_services_body_for_what_does_not_exist(side: Side):
+    c, missing = side.conn, str(uuid.uuid4())
+
+    assert answer(lambda: c.compute.get_server(missing)) == (
+        404, {"itemNotFound": {"code": 404, "message": f"Instance {missing} could not be found."}})
+    assert answer(lambda: c.compute.get_server_console_output(missing)) == (
+        404, {"itemNotFound": {"code": 404, "message": f"Instance {missing} could not be found."}})
+    assert answer(lambda: c.block_storage.get_volume(missing)) == (
+        404, {"itemNotFound": {"code": 404, "message": f"Volume {missing} could not be found."}})
+    assert answer(lambda: c.network.get_port(missing)) == (
+        404, {"NeutronError": {"type": "PortNotFound", "message": f"Port {missing} could not be found.", "detail": ""}})
+    assert answer(lambda: c.network.get_ip(missing)) == (
+        404, {"NeutronError": {"type": "FloatingIPNotFound", "message": f"Floating IP {missing} could not be found",
+                               "detail": ""}})
+
+
+def test_both_refuse_over_quota_with_novas_403_cinders_413_and_neutrons_409(side: Side):
+    c = side.conn
+    for name in ("instances", "volumes", "port", "floatingip"):
+        side.set_quota(name, 0)
+
+    assert answer(lambda: c.compute.create_server(name="x", flavor_id=side.flavor, image_id=side.image,
+                                                  networks="none")) == (
+        403, {"forbidden": {"code": 403, "message": "Quota exceeded for instances: Requested 1, but already used 0 "
+                            "of 0 instances"}})
+    assert answer(lambda: c.block_storage.create_volume(size=1, name="x")) == (
+        413, {"overLimit": {"code": 413, "message": "VolumeLimitExceeded: Maximum number of volumes allowed (0) "
+                            "exceeded for quota 'volumes'.", "retryAfter": "0"}})
+    assert answer(lambda: c.network.create_port(network_id=side.network)) == (
+        409, {"NeutronError": {"type": "OverQuota", "message": "Quota exceeded for resources: ['port'].",
+                               "detail": ""}})
+    assert answer(lambda: c.network.create_ip(floating_network_id=side.external)) == (
+        409, {"NeutronError": {"type": "OverQuota", "message": "Quota exceeded for resources: ['floatingip'].",
+                               "detail": ""}})
+
+
+def test_both_show_and_filter_servers_ports_floating_ips_and_volumes_alike(side: Side):
+    c = side.conn
+    port = c.network.create_port(network_id=side.network, name="parity-port")
+    made: list[tuple[str, Any]] = [("port", port)]
+    try:
+        c.network.set_tags(port, ["a=1", "b=2"])
+        fip = c.network.create_ip(floating_network_id=side.external, port_id=port.id)
+        made.append(("floating_ip", fip))
+        volume = c.block_storage.create_volume(size=1, name="parity-volume", metadata={"k": "v"})
+        made.append(("volume", volume))
+        server = c.compute.create_server(name="parity-server", flavor_id=side.flavor, image_id=side.image,
+                                         networks=[{"port": port.id}], metadata={"m": "1"},
+                                         user_data=base64.b64encode(b"#!/bin/sh\n").decode())
+        made.append(("server", server))
+        c.compute.wait_for_server(server, interval=0.5, wait=180)
+        version = c.compute.get_endpoint_data().max_microversion
+        shown = c.compute.get(f"/servers/{server.id}", microversion=f"{version[0]}.{version[1]}").json()["server"]
+
+        assert set(shown) == SERVER_KEYS  # no user_data: Nova shows it to admins only
+        assert set(c.network.get(f"/ports/{port.id}").json()["port"]) == PORT_KEYS
+        assert set(c.network.get(f"/floatingips/{fip.id}").json()["floatingip"]) == FLOATING_IP_KEYS
+        assert set(c.block_storage.get(f"/volumes/{volume.id}", microversion="3.70").json()["volume"]) == VOLUME_KEYS
+        assert VOLUME_KEYS - set(c.block_storage.get(f"/volumes/{volume.id}", microversion="3.0").json()["volume"]) \
+            == {"group_id", "service_uuid", "shared_targets", "volume_type_id", "consumes_quota"}
+        assert shown["metadata"] == {"m": "1"} and shown["flavor"]["original_name"] == "m1.tiny"
+        assert [p.id for p in c.network.ports(tags="a=1,b=2")] == [port.id]  # every tag must match
+        assert list(c.network.ports(tags="a=1,b=3")) == []
+        assert [s.id for s in c.compute.servers(name="^parity-server$")] == [server.id]  # a regular expression
+        assert [s.id for s in c.compute.servers(name="rity-ser")] == [server.id]
+        assert [v.id for v in c.block_storage.volumes(name="parity-volume")] == [volume.id]
+        assert list(c.block_storage.volumes(metadata={"k": "v"})) == []  # openstacksdk's metadata query matches none
+    finally:
+        for kind, resource in reversed(made):
+            if kind == "server":
+                c.compute.delete_server(resource)
+                c.compute.wait_for_delete(resource, interval=0.5, wait=180)
+            elif kind == "volume":
+                c.block_storage.wait_for_status(resource, "available", interval=0.5, wait=120)
+                c.block_storage.delete_volume(resource)
+                c.block_storage.wait_for_delete(resource, interval=0.5, wait=120)
+            elif kind == "floating_ip":
+                c.network.delete_ip(resource)
+            else:
+                c.network.delete_port(resource)

@@ -77,7 +77,7 @@ import openstack
 import openstack.exceptions as os_exc
 import requests
 
-from lando_ssh.cloud import META_JOB_ID, Flavor, Quota, VmInfo, VmRequest
+from lando_ssh.cloud import Flavor, Quota, VmInfo, VmRequest
 from lando_ssh.config import Config
 from lando_ssh.errors import CloudError, CloudNotFound, LandoError, QuotaExceeded, VmFailed
 
@@ -667,9 +667,11 @@ class _Project:
         name = f"{request.name}-data"
 
         def find() -> Any:
-            return next((v for v in self.conn.block_storage.volumes(details=True, name=name)
-                         if (v.metadata or {}).get(META_JOB_ID) == request.metadata.get(META_JOB_ID)
-                         and v.status != "in-use"), None)
+            # filtered here: Cinder lets a member filter by name only where its resource_filters.json allows
+            # it (else 400 "Invalid filters name are found in query options.")
+            return next((v for v in self.conn.block_storage.volumes(details=True)
+                         if v.name == name and v.status != "in-use"
+                         and all((v.metadata or {}).get(k) == val for k, val in request.metadata.items())), None)
 
         volume = self._create_once(f"create volume {name}", lambda: self.conn.block_storage.create_volume(
             size=request.volume_size, name=name, metadata=dict(request.metadata),

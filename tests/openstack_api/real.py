@@ -67,6 +67,18 @@ class RealOpenStack:
     def up(self) -> bool:
         return (OSX / "clouds.yaml").exists() and all(_answers(u) for u in APIS)
 
+    @staticmethod
+    def wait_schedulable(timeout: float = 240.0) -> None:
+        """Until Nova's compute service reports itself up: right after a start its first report may time out
+        (the conductor is still busy starting) and the scheduler puts every server in ERROR meanwhile."""
+        admin = connect(**admin_auth())
+        try:
+            wait_for(lambda: all(s.state == "up" and s.status == "enabled" for s in admin.compute.services()
+                                 if s.binary in ("nova-compute", "nova-conductor", "nova-scheduler")),
+                     "Nova's compute, conductor and scheduler services up", timeout)
+        finally:
+            admin.close()
+
     def start(self) -> RealOpenStack:
         OSX.mkdir(parents=True, exist_ok=True)
         with open(OSX / "lando-tests-start.lock", "w") as starting:  # one setup.sh at a time
@@ -76,6 +88,11 @@ class RealOpenStack:
                 self.started_here = True
             self._lock = open(OSX / "lando-tests.lock", "w")  # noqa: SIM115 - held until stop()
             fcntl.flock(self._lock, fcntl.LOCK_SH)
+        try:
+            self.wait_schedulable()
+        except AssertionError as e:
+            raise RuntimeError(f"the real OpenStack answers but cannot place servers: {e} (logs in {OSX / 'log'})"
+                               ) from None
         return self
 
     def _setup(self) -> None:
@@ -215,9 +232,33 @@ class Tenant:
                      if not (p.device_owner or "").startswith("network:")]
         return left
 
+    def purge(self) -> list[str]:
+        """Delete every server, volume, floating IP and port (but the router's) in the tenant's projects, as the
+        admin, and wait until they are gone (so a failed test leaves nothing to the next). Returns what it found."""
+        left = self.leftovers()
+        if not left:
+            return []
+        compute, storage, net = self.admin.compute, self.admin.block_storage, self.admin.network
+        for pid in self.projects.values():
+            for server in list(compute.servers(all_projects=True, project_id=pid)):
+                compute.delete_server(server)
+                compute.wait_for_delete(server, interval=1, wait=180)
+            for volume in list(storage.volumes(all_projects=True, project_id=pid)):
+                if volume.status not in ("available", "error"):  # still attached to a deleted server
+                    storage.reset_volume_status(volume, status="available", attach_status="detached",
+                                                migration_status=None)
+                storage.delete_volume(volume)
+                storage.wait_for_delete(volume, interval=1, wait=120)
+            for fip in list(net.ips(project_id=pid)):
+                net.delete_ip(fip)
+            for port in list(net.ports(project_id=pid)):
+                if not (port.device_owner or "").startswith("network:"):
+                    net.delete_port(port)
+        return left
+
     def remove(self, check: bool = True) -> None:
-        """Delete what `make` made; with `check`, first fail naming any server, volume, FIP or port left."""
-        left = self.leftovers() if check and self.projects else []
+        """Delete what `make` made (purging what the tests left); with `check`, then fail naming what was left."""
+        left = self.purge() if self.projects else []
         net = self.admin.network
         try:
             if self._router is not None:
@@ -239,8 +280,8 @@ class Tenant:
                 self.admin.identity.delete_user(self.user_id)
         finally:
             self.admin.close()
-        if left:
-            raise AssertionError("the tests left these in the real OpenStack:\n" + "\n".join(left))
+        if left and check:
+            raise AssertionError("the tests left these in the real OpenStack (now deleted):\n" + "\n".join(left))
 
 
 def wait_for(condition: Any, what: str, timeout: float = 120.0) -> Any:
