@@ -13,6 +13,7 @@ from typing import Any
 
 import openstack.exceptions as os_exc
 import pytest
+from conftest import WORKFLOWS
 from openstack_api.helpers import running_service
 from openstack_api.real import FLAVOR, IMAGE, POOL, RealOpenStack, Tenant, connect, wait_for
 
@@ -54,6 +55,7 @@ def tenant(stack: RealOpenStack) -> Iterator[Tenant]:
 def purged(tenant: Tenant) -> Iterator[None]:
     yield
     tenant.purge()  # a test that failed midway leaves nothing to the next (each asserts its own cleanup)
+    tenant.reset_quotas()
 
 
 @pytest.fixture
@@ -62,7 +64,7 @@ def admin(tenant: Tenant) -> Any:
 
 
 @pytest.fixture
-def config(tenant: Tenant, tmp_path: Path) -> Iterator[Config]:
+def config(tenant: Tenant, tmp_path: Path) -> Config:
     config = Config(data_dir=str(tmp_path / "data"))
     config.cloud.driver = "openstack"
     config.cloud.installation_id = tenant.prefix
@@ -72,8 +74,7 @@ def config(tenant: Tenant, tmp_path: Path) -> Iterator[Config]:
         allocate_floating_ips=True, floating_ip_pool_name=POOL,
         api_retries=2, api_retry_delay=0.5, api_poll_interval=0.5, resource_timeout=120.0)
     config.vm.boot_timeout = 180.0
-    yield config
-    tenant.reset_quotas()
+    return config
 
 
 @pytest.fixture
@@ -597,3 +598,27 @@ def test_both_show_and_filter_servers_ports_floating_ips_and_volumes_alike(side:
                 c.network.delete_ip(resource)
             else:
                 c.network.delete_port(resource)
+
+
+# ---- faults the real services make ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("volume_size", "quota", "reason"), [
+    (0, {"compute": {"instances": 0}}, "waiting for quota: instances 0 of 0 in use"),
+    (1, {"volume": {"volumes": 0}}, "waiting for quota: volumes 0 of 0 in use")])
+def test_a_job_waits_in_S_with_the_reason_while_the_real_quota_is_full(
+        lando: Any, tenant: Tenant, volume_size: int, quota: dict[str, dict[str, int]], reason: str):
+    tenant.set_quotas(**quota)
+    lando.write_config(cloud={"driver": "openstack", "installation_id": tenant.prefix},
+                       cloud_settings=openstack_settings(tenant, tenant.project, network_name=tenant.network),
+                       vm={"image": IMAGE, "flavor": FLAVOR, "volume_size": volume_size})
+    job_id = lando.submit(WORKFLOWS / "no_inputs.cwl")
+    proc = lando.popen("job", str(job_id))
+    try:
+        job = lando.wait_for(job_id, lambda j: "quota" in (j.get("reason") or ""), timeout=120)
+        assert (job["state"], job["reason"]) == ("S", reason)
+        assert tenant.leftovers() == []  # nothing made while it waits
+        assert proc.poll() is None  # still waiting, not failed
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
+    assert lando.status(job_id)["state"] == "C"  # `lando-ssh job` cancels its job on SIGTERM
