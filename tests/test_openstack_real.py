@@ -622,3 +622,20 @@ def test_a_job_waits_in_S_with_the_reason_while_the_real_quota_is_full(
         proc.terminate()
         proc.communicate(timeout=60)
     assert lando.status(job_id)["state"] == "C"  # `lando-ssh job` cancels its job on SIGTERM
+
+
+def test_a_job_whose_server_nova_puts_in_error_ends_E_with_novas_fault_and_leaves_nothing(
+        lando: Any, tenant: Tenant):
+    tenant.set_quotas(compute={"ram": -1})
+    lando.write_config(cloud={"driver": "openstack", "installation_id": tenant.prefix},
+                       cloud_settings=openstack_settings(tenant, tenant.project, network_name=tenant.network,
+                                                         allocate_floating_ips=True, floating_ip_pool_name=POOL),
+                       vm={"image": IMAGE, "flavor": tenant.huge_flavor, "volume_size": 1, "boot_retries": 0})
+    job_id = lando.submit(WORKFLOWS / "no_inputs.cwl")
+
+    proc = lando.cli("job", str(job_id), timeout=300)
+
+    job = lando.status(job_id)
+    assert proc.returncode == 1 and job["state"] == "E", proc.stderr
+    assert "No valid host was found" in job["error"]  # Nova's fault
+    assert tenant.leftovers() == []  # the server, its volume, port and floating IP are deleted
