@@ -38,6 +38,7 @@ from lando_ssh.errors import (
     LandoError,
     QuotaExceeded,
     RemoteCommandFailed,
+    SshAuthRefused,
     StagingFailed,
     StepTimeout,
     VmFailed,
@@ -61,6 +62,8 @@ from lando_ssh.model import (
     now,
 )
 from lando_ssh.prepared import dicts
+from lando_ssh.progress import Progress, sentence, watching
+from lando_ssh.progress import size_text as _size
 from lando_ssh.remote import Endpoint, Remote, preload
 
 log = logging.getLogger(__name__)
@@ -87,6 +90,9 @@ def remote_scripts_dir() -> Path:
     return Path(sys.prefix) / "share" / "lando-ssh" / "remote_scripts"
 
 
+#: seconds a booted VM may refuse the job's key before the login user is taken to be wrong (cloud-init writes the
+#: key before sshd starts: a refusal that lasts is a user the image does not have, not a key on its way)
+AUTH_REFUSED_GRACE = 30.0
 #: inputs up to this size are sent with the remote scripts, in one stream (larger ones after the free disk is known)
 ONE_STREAM_BYTES = 1024 * 1024
 
@@ -121,13 +127,16 @@ class ServerStopping(Exception):
 
 class Pipeline:
     def __init__(self, config: Config, journal: Journal, cloud: Cloud, *, cancel: threading.Event | None = None,
-                 stopping: threading.Event | None = None, progress: Callable[[int, str], None] | None = None):
+                 stopping: threading.Event | None = None, progress: Callable[[int, str], None] | None = None,
+                 on_vm_ready: Callable[[float, float], object] | None = None):
         self.config = config
         self.journal = journal
         self.cloud = cloud
         self.cancel_event = cancel or threading.Event()
         self.stopping = stopping or threading.Event()
         self.progress = progress or (lambda job_id, text: None)
+        #: told (seconds to ACTIVE, seconds to SSH ready) of each VM this pipeline asked for, once it answers
+        self.on_vm_ready = on_vm_ready
         self._remotes: dict[int, Remote] = {}
         self._locks: dict[int, JobLock] = {}
         self._result_sizes: dict[int, str] = {}  # seen by organize_output, for store_output (a resumed one asks)
@@ -204,6 +213,7 @@ class Pipeline:
     def create_vm(self, job_id: int) -> None:
         job = self.journal.get(job_id)
         info = self._existing_vm(job)
+        asked = info is None  # a VM found again (a resumed job) booted before: its boot is not observed
         if info is None:
             info = self._request_vm(job)  # (it starts the SSH library loading, as the job's key is made)
         else:
@@ -229,6 +239,8 @@ class Pipeline:
                 job = self.journal.update(job_id, forget)
                 info = self._request_vm(job)
                 job = self.journal.get(job_id)
+                asked = True
+        active_at = now()
         host_keys = self._learn_host_keys(job, info)
         assert job.vm is not None
         keys = self.keys(job)
@@ -243,6 +255,8 @@ class Pipeline:
 
         job = self.journal.update(job_id, record)
         self._wait_ssh_ready(job)
+        if asked and self.on_vm_ready is not None and job.vm is not None and job.vm.created is not None:
+            self.on_vm_ready((active_at - job.vm.created).total_seconds(), (now() - job.vm.created).total_seconds())
 
     def _existing_vm(self, job: Job) -> VmInfo | None:
         """The VM this job already has (after a crash or a restart), if it is still usable."""
@@ -268,7 +282,7 @@ class Pipeline:
         flavor = chosen.name
         image = job.vm_spec.image or self.config.vm.image
         volume = job.vm_spec.volume_size if job.vm_spec.volume_size is not None else self.config.vm.volume_size
-        user = self.config.vm.user or self.cloud.default_user()
+        user = self.cloud.default_user(image)  # vm.user, else the image's own (OpenStack: its os_admin_user)
         work_dir = self.cloud.vm_work_dir(name)
         device = "/dev/vdb"
         mounts = volume_mounts((job.facts.get("bespin") or {}).get("vm_volume_mounts"))
@@ -380,18 +394,31 @@ class Pipeline:
         deadline = time.monotonic() + self.config.vm.ssh_timeout
         delay = 0.02
         last = "no answer yet"
+        refused_since: float | None = None  # sshd answers but refuses the key: since when, without a break
         while time.monotonic() < deadline:
             self._check_cancel(job.id)
             try:
                 if self.remote(job).run(["test", "-e", marker], check=False, retry=False).exit_code == 0:
                     return
                 last = "cloud-init has not finished preparing the work dir"
+                refused_since = None
             except HostKeyMismatch:
                 raise
+            except SshAuthRefused as e:
+                last = str(e)
+                refused_since = refused_since or time.monotonic()
+                if time.monotonic() - refused_since >= AUTH_REFUSED_GRACE:
+                    break
             except VmUnreachable as e:
                 last = str(e)
+                refused_since = None
             self._sleep(job.id, delay)
             delay = min(delay * 1.5, 5.0)
+        if refused_since is not None:  # the VM is up: cloud-init put the job's key on another user than ours
+            raise VmUnreachable(
+                f"VM {job.vm.name} answers but refuses the job's SSH key for user {job.vm.user!r}: cloud-init puts "
+                f"the key on the image's default user, so that user is probably another; set vm.user to the "
+                f"image's login user (or give the image an os_admin_user property naming it)")
         raise StepTimeout(f"VM {job.vm.name} was not ready for SSH within the SSH timeout "
                           f"({self.config.vm.ssh_timeout:.0f}s): {last}")
 
@@ -417,8 +444,9 @@ class Pipeline:
         started = time.monotonic()
         # small inputs travel with the scripts, then the free disk and the sizes come back: one round trip. The
         # disk is checked after them: a disk too full for 1 MiB fails the transfer itself, with its own message
-        with_scripts = bool(local) and sum(t.size or 0 for t in local) <= ONE_STREAM_BYTES
-        with self._deadline(remote, "staging"):
+        from_here = sum(t.size or 0 for t in local)
+        with_scripts = bool(local) and from_here <= ONE_STREAM_BYTES
+        with self._deadline(remote, "staging"), self._reporting(job_id, remote, "staging", from_here):
             if with_scripts:
                 entries = [(t.source, posixpath.relpath(t.dest, paths.job_dir)) for t in local]
                 then = [*df, paths.inputs]  # lando-df DIR LIST_DIR: the free bytes, then the sizes
@@ -457,7 +485,8 @@ class Pipeline:
             expected.pop(rel, None)
         self._check_sizes(remote, paths, paths.inputs, expected, "input", listing)
         elapsed = time.monotonic() - started
-        self.journal.update(job_id, lambda j: j.facts.update(bytes_staged=sent, staging_seconds=round(elapsed, 3)))
+        self.journal.update(job_id, lambda j: (j.facts.update(bytes_staged=sent, staging_seconds=round(elapsed, 3)),
+                                               j.facts.pop("progress", None)))
 
     @staticmethod
     def _check_free(needed: int, free: int, paths: JobPaths) -> None:
@@ -677,7 +706,7 @@ class Pipeline:
         total = sum(sizes.values())
         try:
             os.makedirs(local_dir, exist_ok=True)
-            with self._deadline(remote, "storing output"):
+            with self._deadline(remote, "storing output"), self._reporting(job_id, remote, "storing", total):
                 received = remote.get_dir(paths.results, local_dir, total_hint=total)
         except OSError as e:  # this server's side: the output dir is not writable, or its disk is full
             raise StagingFailed(f"cannot write the outputs ({_size(total)}) to {local_dir}: {e.strerror}") from None
@@ -691,6 +720,7 @@ class Pipeline:
         def stored(j: Job) -> None:
             j.output = output
             j.facts["bytes_stored"] = received
+            j.facts.pop("progress", None)
 
         job = self.journal.update(job_id, stored)
         # lando's docs of the job are written here, not on the VM: what the VM made was pulled as it was
@@ -797,6 +827,8 @@ class Pipeline:
                 j.output = None  # a failed run's partial one
                 j.facts["rerun"] = reuse  # the old run's files on the VM are cleared before starting again
             j.facts.pop("restart_pending", None)
+            for again in STEPS[STEPS.index(step):]:  # the steps this attempt walks again are timed afresh
+                j.timings.pop(again.value, None)
             j.error = None
             j.reason = f"restarting at step {step.value} ({STEP_NAMES[step]})" + (" on the same VM" if reuse else "")
             j.set_state(JobState.RESTARTING, step)
@@ -941,6 +973,26 @@ class Pipeline:
             timer.cancel()
             remote.resume()
 
+    @contextlib.contextmanager
+    def _reporting(self, job_id: int, remote: Remote, what: str, total: int) -> Iterator[None]:
+        """A long transfer's progress, every `progress_interval` seconds: on the job (`facts.progress`, for
+        `status`; one write each, no event) and on a foreground run's stderr. A small one is over before a
+        first report: no thread is started for it."""
+        if total <= ONE_STREAM_BYTES:
+            yield
+            return
+
+        def report(p: Progress) -> None:
+            fact = p.to_fact()
+            try:
+                self.journal.update(job_id, recording(progress=fact))
+            except LandoError as e:  # the transfer matters more than its display
+                log.debug("job %s: progress not recorded: %s", job_id, e)
+            self.progress(job_id, sentence(fact))
+
+        with watching(remote.meter, what, total, report, self.config.progress_interval):
+            yield
+
     # -- step bookkeeping ------------------------------------------------------------------
     def _enter(self, job_id: int, step: JobStep, ended: JobStep | None) -> None:
         """`ended` (the step before, if any) is over and `step` begins: one write. A job canceled meanwhile
@@ -1032,7 +1084,9 @@ def _results_kept_note(job_id: int) -> str:
 
 
 def _close_timings(job: Job) -> None:
-    """The step under way ended (failed or canceled): its timing says how long it ran, not "running"."""
+    """The step under way ended (failed or canceled): its timing says how long it ran, not "running", and a
+    transfer's progress is no longer shown."""
+    job.facts.pop("progress", None)
     for timing in job.timings.values():
         if timing.started and not timing.finished:
             timing.finished = now()
@@ -1159,11 +1213,3 @@ def _finish(job: Job, ended: JobStep | None = None) -> None:
         job.timings.setdefault(ended.value, StepTiming()).finished = now()
     job.reason = ""
     job.set_state(JobState.FINISHED, JobStep.NONE)
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"

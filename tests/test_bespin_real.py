@@ -14,14 +14,21 @@ from typing import Any
 import pytest
 from bespin_api.real import HOME, RealBespin
 from conftest import WORKFLOWS, Daemon, Lando, rabbit, vms_created_for
+from openstack_api import OpenStackApiService
+from test_openstack_driver import BESPIN_KEY, EMPTY, FACILITY_KEY, use_openstack
 
+from lando_ssh.cloud.cloudinit import parse_user_data
 from lando_ssh.errors import UnknownJob
+from lando_ssh.keys import generate_keypair, known_hosts_line
 from lando_ssh.store.bespin import BespinStore
 from lando_ssh.workflow import prepare
 
 #: what lando wrote to bespin-api for a job that runs to the end (lando/server/lando.py): R as it takes the
 #: start_job, a step each, the step cleared before F
 LANDO_RUN = [("R", ""), ("R", "V"), ("R", "S"), ("R", "R"), ("R", "o"), ("R", "O"), ("R", "T"), ("R", ""), ("F", "")]
+
+
+pytest_plugins = ["openstack_api.fixtures"]  # openstack_api, local_openstack_api
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +44,19 @@ def daemon(lando: Lando, broker_names: dict[str, str], bespin: RealBespin) -> It
     lando.settings["bespin_api"] = {"url": bespin.url, "token": _admin_token()}
     lando.write_config()
     d = Daemon(lando)
-    d.start()
-    _wait(lambda: "consuming commands" in d.text(), d, "the daemon consumes commands")
+    restart(d)
     yield d
     if d.alive():
         d.stop()
+
+
+def restart(daemon: Daemon) -> None:
+    """(Re)start the daemon on its installation's config as it is now; back once it consumes commands."""
+    if daemon.alive():
+        daemon.stop()
+    start = len(daemon.text()) if daemon.log.exists() else 0
+    daemon.start()
+    _wait(lambda: "consuming commands" in daemon.text()[start:], daemon, "the daemon consumes commands")
 
 
 def _admin_token() -> str:
@@ -150,8 +165,7 @@ def test_a_failing_job_posts_a_job_error_and_a_restart_from_bespin_resumes_at_it
         http_files: tuple[str, Path], tmp_path: Path):
     lando.settings["keep_vm_on_error"] = True
     lando.write_config()
-    daemon.stop()
-    daemon.start()
+    restart(daemon)
     job_id, flag = flaky_job(bespin, broker_names["listen_queue"], http_files, tmp_path, flag_present=False)
 
     bespin.start_job(job_id)
@@ -286,3 +300,168 @@ def test_a_job_lando_left_running_moves_to_lando_ssh_by_cancel_then_restart_from
     assert job["state"] == "F", bespin.errors_of(job_id)
     assert bespin.activity_of(job_id)[-len(LANDO_RUN):] == LANDO_RUN
     assert job["vm_instance_name"] == local_job(lando, job_id).vm.name
+
+
+
+def test_a_bad_token_is_reported_clearly_never_logged_and_the_command_waits_for_a_fixed_config(
+        lando: Lando, bespin: RealBespin, daemon: Daemon, broker_names: dict[str, str],
+        http_files: tuple[str, Path], tmp_path: Path):
+    lando.settings["bespin_api"]["token"] = "wrong-token-5678"
+    lando.write_config()
+    restart(daemon)
+    job_id, _ = flaky_job(bespin, broker_names["listen_queue"], http_files, tmp_path)
+    bespin.start_job(job_id)
+
+    _wait(lambda: "refused our credentials" in daemon.text(), daemon, "the token refused")
+    assert "HTTP 401: Invalid token." in daemon.text() and "check bespin_api.token" in daemon.text()
+    assert "wrong-token-5678" not in daemon.text()
+
+    lando.settings["bespin_api"]["token"] = _admin_token()  # the admin fixes the config; the command was kept
+    lando.write_config()
+    restart(daemon)
+    job = wait_state(bespin, job_id, "FE", daemon)
+    assert job["state"] == "F", bespin.errors_of(job_id)
+
+
+def test_a_job_with_cleanup_vm_false_keeps_its_vm_after_F_until_the_admin_deletes_it(
+        lando: Lando, bespin: RealBespin, daemon: Daemon, broker_names: dict[str, str],
+        http_files: tuple[str, Path], tmp_path: Path):
+    job_id, _ = flaky_job(bespin, broker_names["listen_queue"], http_files, tmp_path)
+    bespin.put_job(job_id, cleanup_vm=False)  # an admin's choice on the job, as bespin offers it
+    bespin.start_job(job_id)
+    job = wait_state(bespin, job_id, "FE", daemon)
+
+    assert (job["state"], job["step"]) == ("F", ""), bespin.errors_of(job_id)
+    local = local_job(lando, job_id)
+    assert local.facts["vm_kept"] is True and local.vm.deleted is None
+    assert job["vm_instance_name"] == local.vm.name
+    assert lando.cli("ssh", str(job_id), "--", "echo", "still here").stdout == "still here\n"
+    swept = json.loads(lando.cli("sweep", "--grace", "0", "--json", check=True).stdout)
+    assert [i for i in swept if i["kind"] == "vm" and not i.get("spared")] == []
+    assert len(lando.vm_dirs()) == 1
+
+    deleted = lando.cli("delete-vm", str(job_id))
+    assert deleted.returncode == 0, deleted.stderr
+    assert lando.vm_dirs() == [] and bespin.job(job_id)["state"] == "F"
+
+
+# -- bespin's cloud settings on OpenStack (the OpenStack test service; bespin-api itself is the real one) ----
+
+def openstack_job(lando: Lando, cloud: OpenStackApiService, bespin: RealBespin, daemon: Daemon, queue: str,
+                  http_files: tuple[str, Path], tmp_path: Path, project: str, **spec: Any) -> int:
+    """A bespin job whose cloud settings put its VM in OpenStack project `project` (lando-ssh on `cloud`)."""
+    use_openstack(lando, cloud, tmp_path, volume_size=0)
+    cloud.settings.keypairs.setdefault("bespin-key", BESPIN_KEY)
+    restart(daemon)
+    job_id, _ = flaky_job(bespin, queue, http_files, tmp_path, image="debian-12", vm_project=project,
+                          network_name="private", **spec)
+    return job_id
+
+
+def test_a_job_in_another_openstack_project_waits_for_that_projects_quota_then_runs_there_to_F(
+        lando: Lando, bespin: RealBespin, daemon: Daemon, broker_names: dict[str, str],
+        local_openstack_api: OpenStackApiService, http_files: tuple[str, Path], tmp_path: Path):
+    job_id = openstack_job(lando, local_openstack_api, bespin, daemon, broker_names["listen_queue"], http_files,
+                           tmp_path, "lando-lab")
+    local_openstack_api.settings.project_quotas = {"lando-lab": {"max_instances": 0}}  # lando's own has room
+    bespin.start_job(job_id)
+
+    _wait(lambda: "quota" in getattr(local_job(lando, job_id), "reason", ""), daemon, "the job waits for quota")
+    waiting = local_job(lando, job_id)
+    assert waiting.state.value == "S"
+    assert waiting.reason == "waiting for quota in project 'lando-lab': instances 0 of 0 in use"
+    assert bespin.job(job_id)["state"] == "R"  # lando had it running; why it waits is lando-ssh's to say
+    local_openstack_api.settings.project_quotas = {}
+    job = wait_state(bespin, job_id, "FE", daemon)
+
+    assert job["state"] == "F", bespin.errors_of(job_id)
+    local = local_job(lando, job_id)
+    assert [(s["name"], s["project"]) for s in local_openstack_api.created("server")] == [(local.vm.name, "lando-lab")]
+    assert local_openstack_api.inventory() == EMPTY
+
+
+def test_a_job_naming_a_project_keystone_refuses_ends_E_saying_so_in_bespin(
+        lando: Lando, bespin: RealBespin, daemon: Daemon, broker_names: dict[str, str],
+        openstack_api: OpenStackApiService, http_files: tuple[str, Path], tmp_path: Path):
+    job_id = openstack_job(lando, openstack_api, bespin, daemon, broker_names["listen_queue"], http_files,
+                           tmp_path, "no-such-project")
+    bespin.start_job(job_id)
+    job = wait_state(bespin, job_id, "FE", daemon)
+
+    assert (job["state"], job["step"]) == ("E", "V")
+    (error,) = bespin.errors_of(job_id)
+    assert "cannot work in OpenStack project 'no-such-project' (the job asks for it)" in error["content"]
+    assert openstack_api.inventory() == EMPTY and openstack_api.created() == []
+
+
+def test_a_jobs_ssh_key_name_puts_that_nova_keypair_on_its_vm_so_the_admin_logs_in_with_it(
+        lando: Lando, bespin: RealBespin, daemon: Daemon, broker_names: dict[str, str],
+        local_openstack_api: OpenStackApiService, http_files: tuple[str, Path], tmp_path: Path):
+    admin_key = tmp_path / "facility-key"
+    local_openstack_api.settings.keypairs = {"facility": generate_keypair(str(admin_key), "facility admin")}
+    job_id = openstack_job(lando, local_openstack_api, bespin, daemon, broker_names["listen_queue"], http_files,
+                           tmp_path, "lando", ssh_key_name="facility",
+                           cwl_base_command=["sh", "-c", 'sleep 5; exec cwltool --no-container "$@"', "cwltool"])
+    bespin.start_job(job_id)
+
+    _wait(lambda: "run_pid" in getattr(local_job(lando, job_id), "facts", {}), daemon, "the workflow runs")
+    running = local_job(lando, job_id)
+    with local_openstack_api.cloud.lock:
+        server = dict(local_openstack_api.cloud.servers[running.vm.id])
+    known_hosts = tmp_path / "known_hosts"  # the VM's host keys as lando-ssh pinned them: nothing accepted blindly
+    known_hosts.write_text("".join(known_hosts_line(running.vm.address, running.vm.port, k) + "\n"
+                                   for k in running.vm.host_keys))
+    admin = subprocess.run(
+        ["ssh", "-i", str(admin_key), "-p", str(running.vm.port), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+         "-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes", "-F", "/dev/null",
+         f"{running.vm.user}@{running.vm.address}", "echo", "admin on the VM"],
+        capture_output=True, text=True, timeout=30)
+    job = wait_state(bespin, job_id, "FE", daemon)
+
+    assert server["key_name"] == "facility"
+    assert (admin.returncode, admin.stdout) == (0, "admin on the VM\n"), admin.stderr
+    assert job["state"] == "F", bespin.errors_of(job_id)
+    assert local_openstack_api.inventory() == EMPTY
+
+
+def test_a_job_naming_a_keypair_nova_does_not_have_ends_E_listing_the_keypairs_and_creates_nothing(
+        lando: Lando, bespin: RealBespin, daemon: Daemon, broker_names: dict[str, str],
+        openstack_api: OpenStackApiService, http_files: tuple[str, Path], tmp_path: Path):
+    openstack_api.settings.keypairs = {"facility": FACILITY_KEY}
+    job_id = openstack_job(lando, openstack_api, bespin, daemon, broker_names["listen_queue"], http_files, tmp_path,
+                           "lando", ssh_key_name="lando-key")
+    bespin.start_job(job_id)
+    job = wait_state(bespin, job_id, "FE", daemon)
+
+    assert (job["state"], job["step"]) == ("E", "V")
+    (error,) = bespin.errors_of(job_id)
+    assert "keypair 'lando-key' (ssh_key_name) does not exist for this OpenStack user; keypairs: bespin-key, " \
+           "facility" in error["content"]
+    assert openstack_api.inventory() == EMPTY and openstack_api.created() == []
+
+
+def test_a_jobs_vm_volume_mounts_name_its_data_volumes_device_and_the_work_dir_on_openstack(
+        lando: Lando, bespin: RealBespin, daemon: Daemon, broker_names: dict[str, str],
+        local_openstack_api: OpenStackApiService, http_files: tuple[str, Path], tmp_path: Path):
+    mount = tmp_path / "bespin-data" / "work"  # where the VM mounts the volume (a local VM: a dir it can make)
+    job_id = openstack_job(lando, local_openstack_api, bespin, daemon, broker_names["listen_queue"], http_files,
+                           tmp_path, "lando",
+                           cwl_base_command=["sh", "-c", 'sleep 2; exec cwltool --no-container "$@"', "cwltool"])
+    bespin.put_job(job_id, volume_size=1, vm_volume_mounts=json.dumps({"/dev/vdb1": str(mount)}))  # as bespin keeps it
+    bespin.start_job(job_id)
+
+    _wait(lambda: "run_pid" in getattr(local_job(lando, job_id), "facts", {}), daemon, "the workflow runs")
+    running = local_job(lando, job_id)
+    cloud = local_openstack_api.cloud
+    with cloud.lock:  # the server and its volume while the job runs (both are gone once it ends)
+        server = dict(cloud.servers[running.vm.id])
+        volume = dict(cloud.volumes[server["_volumes"][0][0]])
+    job = wait_state(bespin, job_id, "FE", daemon)
+
+    assert job["state"] == "F", bespin.errors_of(job_id)
+    user_data = parse_user_data(server["_user_data"])
+    assert user_data["mounts"] == [["LABEL=lando_work", str(mount), "auto", "defaults,nofail", "0", "2"]]
+    assert (volume["size"], volume["name"]) == (1, f"{running.vm.name}-data")
+    assert local_job(lando, job_id).vm.work_dir == str(mount)
+    assert (job["vm_instance_name"], job["vm_volume_name"]) == (running.vm.name, f"{running.vm.name}-data")
+    assert local_openstack_api.inventory() == EMPTY
