@@ -136,7 +136,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--requeue", metavar="ID", help="move dead letter ID back to the work queue (once its cause is "
                                                     "fixed)")
 
-    command("cloud-check", help="boot the smallest allowed flavor, run uname and cwltool on it, delete it")
+    s = command("cloud-check", help="boot the smallest allowed flavor, run uname and cwltool on it, delete it")
+    s.add_argument("--image", help="the image to boot (default: vm.image)")
+    s.add_argument("--flavor", help="the flavor to boot (default: the smallest allowed)")
+    s.add_argument("--json", action="store_true")
 
     s = command("delete-vm", help="delete the VM an ended job kept for debugging (keep_vm_on_error)")
     s.add_argument("job_id", type=int, metavar="N", help="the job's id")
@@ -623,15 +626,9 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_cloud_check(config: Config, args: argparse.Namespace) -> int:
-    from lando_ssh.cloudcheck import Phase, cloud_check
+    from lando_ssh.cloudcheck import cloud_check_command
 
-    def report(p: Phase) -> None:
-        mark = "ok  " if p.ok else "FAIL"
-        print(f"{mark} {p.seconds:7.2f}s  {p.name}{': ' + p.detail if p.detail else ''}", flush=True)
-
-    phases = cloud_check(config, report)
-    print(f"cloud-check passed in {sum(p.seconds for p in phases):.1f}s")
-    return EXIT_OK
+    return cloud_check_command(config, args.image, args.flavor, args.json)
 
 
 def cmd_sweep(config: Config, args: argparse.Namespace) -> int:

@@ -78,7 +78,7 @@ import openstack
 import openstack.exceptions as os_exc
 import requests
 
-from lando_ssh.cloud import META_JOB_ID, Flavor, Orphan, Quota, VmInfo, VmRequest
+from lando_ssh.cloud import Flavor, Orphan, Quota, VmInfo, VmRequest
 from lando_ssh.config import Config
 from lando_ssh.errors import CloudError, CloudNotFound, LandoError, QuotaExceeded, VmFailed
 
@@ -301,6 +301,12 @@ class OpenStackCloud:
     def create_vm(self, request: VmRequest) -> VmInfo:
         return self._in(request.project).create_vm(request)
 
+    def preflight(self, image: str, flavor: str, volume_size: int = 0) -> list[str]:
+        """What a VM of `image` and `flavor` lacks in the configured project, one sentence each (for
+        `lando-ssh cloud-check`): the flavor, the image, the network, security groups, floating IP pool and
+        keypair the settings name, and room in the quota."""
+        return self._home.preflight(image, flavor, volume_size)
+
     def get_vm(self, vm_id: str) -> VmInfo | None:
         project, server_id = self._locate(vm_id)
         return project.get_vm(server_id)
@@ -457,6 +463,31 @@ class _Project:
             self._undo(made)
             raise VmFailed(f"the cloud could not boot {request.name}: {info.fault or 'no reason given'}")
         return info
+
+    def preflight(self, image: str, flavor: str, volume_size: int) -> list[str]:
+        problems: list[str] = []
+
+        def missing(find: Callable[[], T]) -> T | None:
+            try:
+                return find()
+            except CloudNotFound as e:
+                problems.append(str(e))
+                return None
+
+        found = missing(lambda: self._resolve_flavor(flavor))
+        missing(lambda: self._resolve_image(image))
+        missing(self._resolve_network)
+        missing(self._resolve_security_groups)
+        if self.settings.allocate_floating_ips:
+            missing(self._resolve_floating_pool)
+        missing(lambda: self._resolve_keypair(self.settings.ssh_key_name))
+        if found is not None:
+            try:
+                self._check_quota(found, volume_size)
+            except QuotaExceeded as e:
+                room = f"one {found.name} VM" + (f" and its {volume_size} GB volume" if volume_size else "")
+                problems.append(f"the quota has no room for {room}: {str(e).split(': ', 1)[-1]}")
+        return problems
 
     def get_vm(self, vm_id: str) -> VmInfo | None:
         server = self._get_server(vm_id)
@@ -651,9 +682,11 @@ class _Project:
         name = f"{request.name}-data"
 
         def find() -> Any:
-            return next((v for v in self.conn.block_storage.volumes(details=True, name=name)
-                         if (v.metadata or {}).get(META_JOB_ID) == request.metadata.get(META_JOB_ID)
-                         and v.status != "in-use"), None)
+            # filtered here: Cinder lets a member filter by name only where its resource_filters.json allows
+            # it (else 400 "Invalid filters name are found in query options.")
+            return next((v for v in self.conn.block_storage.volumes(details=True)
+                         if v.name == name and v.status != "in-use"
+                         and all((v.metadata or {}).get(k) == val for k, val in request.metadata.items())), None)
 
         volume = self._create_once(f"create volume {name}", lambda: self.conn.block_storage.create_volume(
             size=request.volume_size, name=name, metadata=dict(request.metadata),
@@ -1041,4 +1074,6 @@ def _named_or_only(wanted: str | None, search: list[Any], offered: list[Any], wh
         raise CloudNotFound(f"{what} {wanted!r} does not exist; {plural}: {names}")
     if len(offered) == 1:
         return str(offered[0].id)
+    if not offered:
+        raise CloudNotFound(f"the project sees no {plural}; create one, or set {setting} to one it may use")
     raise CloudNotFound(f"set {setting} to one of the {plural}: {names}")

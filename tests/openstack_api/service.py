@@ -73,6 +73,8 @@ class Settings:
     # the user's Nova keypairs: name -> public key ("ssh-ed25519 AAAA... comment"); a server's key_name names one
     keypairs: dict[str, str] = field(default_factory=dict)
     compute_microversion: str = MAX_COMPUTE_MICROVERSION  # the highest compute microversion offered
+    # what resource_filters.json lets a member filter volumes by (Cinder answers 400 for any other filter)
+    volume_filters: list[str] = field(default_factory=lambda: list(CINDER_VOLUME_FILTERS))
     # quotas; -1 = unlimited
     max_instances: int = 10
     max_cores: int = 20
@@ -121,7 +123,22 @@ def nova_error(status: int, message: str) -> ApiError:
     return ApiError(status, {kind: {"code": status, "message": message}})
 
 
-cinder_error = nova_error  # Cinder uses the same fault wrapping
+def cinder_error(status: int, message: str) -> ApiError:
+    """Nova's fault wrapping; Cinder's overLimit also says when to retry (Zed: "0")."""
+    error = nova_error(status, message)
+    if status == 413:
+        error.body["overLimit"]["retryAfter"] = "0"  # type: ignore[index]
+    return error
+
+
+#: the filters a member may use on volumes: Cinder's shipped resource_filters.json
+CINDER_VOLUME_FILTERS = ["name", "status", "metadata", "bootable", "migration_status", "availability_zone",
+                         "group_id", "size", "created_at", "updated_at"]
+#: volume fields Cinder shows from a microversion on
+_VOLUME_FIELDS_SINCE = {"group_id": (3, 13), "service_uuid": (3, 48), "shared_targets": (3, 48),
+                        "volume_type_id": (3, 63), "consumes_quota": (3, 65)}
+#: a Nova imageRef must be a UUID (or a URL ending in one); anything else fails the request schema
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 
 
 def neutron_error(status: int, kind: str, message: str) -> ApiError:
@@ -609,6 +626,9 @@ class Api:
         if flavor is None:
             raise nova_error(400, f"Flavor {body.get('flavorRef')} could not be found.")
         image_ref = str(body.get("imageRef", "")).rsplit("/", 1)[-1]
+        if not _UUID.match(image_ref):
+            raise nova_error(400, f"Invalid input for field/attribute imageRef. Value: {body.get('imageRef')}. "
+                                  f"{body.get('imageRef')!r} is not valid under any of the given schemas")
         if image_ref not in c.image_ids.values():
             raise nova_error(400, "Can not find requested image")
         az = body.get("availability_zone")
@@ -753,7 +773,9 @@ class Api:
             "id": srv["id"], "name": srv["name"], "status": status, "tenant_id": project_id(srv["_project"]),
             "user_id": c.user_id, "metadata": {**srv["metadata"], **srv["_backend_metadata"]},
             "hostId": "" if status == "BUILD" else uuid.uuid5(uuid.NAMESPACE_DNS, "host").hex,
-            "image": {"id": srv["_image"], "links": []}, "flavor": flavor, "created": srv["created"],
+            "image": {"id": srv["_image"], "links": [
+                {"rel": "bookmark", "href": f"{req.base}/compute/images/{srv['_image']}"}]},
+            "flavor": flavor, "created": srv["created"],
             "updated": srv["updated"], "addresses": addresses, "accessIPv4": "", "accessIPv6": "",
             "links": [{"rel": "self", "href": f"{req.base}/compute/v2.1/servers/{srv['id']}"}],
             "key_name": srv["key_name"], "config_drive": "", "progress": 0, "locked": False, "description": None,
@@ -769,6 +791,14 @@ class Api:
         }
         if srv["fault"] and status == "ERROR":
             view["fault"] = srv["fault"]
+        if _mv(mv) >= (2, 71):
+            view["server_groups"] = []
+        if _mv(mv) >= (2, 73):
+            view["locked_reason"] = None
+        if _mv(mv) >= (2, 90):  # shown to every user from 2.90 on
+            view["OS-EXT-SRV-ATTR:hostname"] = re.sub(r"[^a-z0-9-]", "-", srv["name"].lower())[:63]
+        if _mv(mv) >= (2, 96):
+            view["pinned_availability_zone"] = None
         return view
 
     def _mv(self, req: Request) -> str:
@@ -937,7 +967,7 @@ class Api:
                 "security_groups": list(body.get("security_groups") or [c.sg_id("default")]),
                 "tags": list(body.get("tags") or []), "created_at": _now(), "updated_at": _now(),
                 "revision_number": 1, "port_security_enabled": True, "binding:vnic_type": "normal",
-                "_project": project}
+                "allowed_address_pairs": [], "extra_dhcp_opts": [], "_project": project}
         c.ports[pid] = port
         if not body.get("_nova"):
             c.made("port", port)
@@ -1014,7 +1044,7 @@ class Api:
 
     def list_floating_ips(self, req: Request) -> Reply:
         with self.cloud.lock:
-            fips = [self._public(f) for f in _in(self.cloud.floating_ips, req.project)]
+            fips = [self._fip_view(f) for f in _in(self.cloud.floating_ips, req.project)]
         return Reply(200, {"floatingips": self._filtered(req, fips)})
 
     def create_floating_ip(self, req: Request) -> Reply:
@@ -1042,7 +1072,7 @@ class Api:
                    "created_at": _now(), "updated_at": _now(), "revision_number": 1, "_project": req.project}
             c.floating_ips[fid] = fip
             c.made("floating_ip", fip)
-            return Reply(201, {"floatingip": fip})
+            return Reply(201, {"floatingip": self._fip_view(fip)})
 
     def _fip(self, req: Request, fid: str) -> dict[str, Any]:
         fip = self.cloud.floating_ips.get(fid)
@@ -1050,9 +1080,18 @@ class Api:
             raise neutron_error(404, "FloatingIPNotFound", f"Floating IP {fid} could not be found")
         return fip
 
+    def _fip_view(self, fip: dict[str, Any]) -> dict[str, Any]:
+        view = self._public(fip)
+        port = self.cloud.ports.get(fip["port_id"] or "")
+        view["port_details"] = None if port is None else {
+            "name": port["name"], "network_id": port["network_id"], "mac_address": port["mac_address"],
+            "admin_state_up": port["admin_state_up"], "status": port["status"], "device_id": port["device_id"],
+            "device_owner": port["device_owner"]}
+        return view
+
     def get_floating_ip(self, req: Request, fid: str) -> Reply:
         with self.cloud.lock:
-            return Reply(200, {"floatingip": self._fip(req, fid)})
+            return Reply(200, {"floatingip": self._fip_view(self._fip(req, fid))})
 
     def update_floating_ip(self, req: Request, fid: str) -> Reply:
         c = self.cloud
@@ -1065,7 +1104,7 @@ class Api:
                     self._port(req, port_id)
                 fip.update(port_id=port_id, status="ACTIVE" if port_id else "DOWN",
                            fixed_ip_address=c.ports[port_id]["fixed_ips"][0]["ip_address"] if port_id else None)
-            return Reply(200, {"floatingip": fip})
+            return Reply(200, {"floatingip": self._fip_view(fip)})
 
     def delete_floating_ip(self, req: Request, fid: str) -> Reply:
         with self.cloud.lock:
@@ -1076,6 +1115,10 @@ class Api:
     # ---- volume ----
     def _volume_view(self, req: Request, v: dict[str, Any]) -> dict[str, Any]:
         view = self._public(v)
+        mv = _mv(_microversion(req, "volume", "3.0", MAX_VOLUME_MICROVERSION))
+        for key, since in _VOLUME_FIELDS_SINCE.items():  # fields later microversions added
+            if mv < since:
+                view.pop(key, None)
         view["links"] = [{"rel": "self", "href": f"{req.base}/volume/v3/{project_id(v['_project'])}/volumes/{v['id']}"}]
         return view
 
@@ -1108,6 +1151,8 @@ class Api:
                  "snapshot_id": None, "source_volid": None, "user_id": c.user_id,
                  "os-vol-tenant-attr:tenant_id": project_id(req.project), "created_at": _now(), "updated_at": _now(),
                  "replication_status": None, "consistencygroup_id": None, "group_id": None,
+                 "consumes_quota": True, "service_uuid": None, "shared_targets": True,
+                 "volume_type_id": str(uuid.uuid5(uuid.NAMESPACE_DNS, "volume-type-default")),
                  "_ready_at": time.monotonic() + s.volume_delay, "_gone_at": None, "_project": req.project}
             c.volumes[vid] = v
             c.made("volume", v)
@@ -1116,10 +1161,15 @@ class Api:
     def list_volumes(self, req: Request, project: str) -> Reply:
         c = self.cloud
         name, status = req.q("name"), req.q("status")
+        filters = [k for k in req.query if k not in ("limit", "marker", "sort", "sort_key", "sort_dir", "with_count")]
+        invalid = [k for k in filters if k not in c.settings.volume_filters]
+        if invalid:
+            raise cinder_error(400, f"Invalid filters {','.join(invalid)} are found in query options.")
         with c.lock:
             c.refresh()
             views = [self._volume_view(req, v) for v in _in(c.volumes, req.project)
-                     if name in (None, v["name"]) and status in (None, v["status"])]
+                     if name in (None, v["name"]) and status in (None, v["status"])
+                     and "metadata" not in req.query]  # openstacksdk's metadata={...} matches no volume in Zed
         return Reply(200, {"volumes": views})
 
     def _volume(self, req: Request, vid: str) -> dict[str, Any]:
@@ -1138,13 +1188,11 @@ class Api:
         with c.lock:
             c.refresh()
             v = self._volume(req, vid)
-            if v["status"] == "deleting":
-                return Reply(202)
             if v["status"] not in ("available", "error", "error_restoring", "error_extending", "error_managing"):
                 raise cinder_error(400, "Invalid volume: Volume status must be available or error or error_restoring "
                                         "or error_extending or error_managing and must not be migrating, attached, "
-                                        "belong to a group, have snapshots or be disassociated from snapshots after "
-                                        "volume transfer.")
+                                        "belong to a group, have snapshots, awaiting a transfer, or be disassociated "
+                                        "from snapshots after volume transfer.")
             v["status"] = "deleting"
             v["_gone_at"] = time.monotonic() + c.settings.delete_delay
         return Reply(202)
