@@ -692,10 +692,11 @@ def cmd_ssh(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_vms(config: Config, args: argparse.Namespace) -> int:
-    from lando_ssh.cloud import META_INSTALLATION, META_JOB_ID, open_cloud
+    from lando_ssh.cloud import META_JOB_ID, open_cloud
+    from lando_ssh.installation import tagged_vms
 
     cloud = open_cloud(config)
-    vms = cloud.find_vms({META_INSTALLATION: config.cloud.installation_id})
+    vms = [vm for group in tagged_vms(config, cloud) for vm in group]  # another installation's are not listed
     journal = _journal(config)
     rows = []
     for vm in vms:

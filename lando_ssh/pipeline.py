@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lando_ssh import report
-from lando_ssh.cloud import META_INSTALLATION, META_JOB_ID, META_MANAGED_BY, Cloud, Flavor, VmInfo, VmRequest
+from lando_ssh.cloud import META_JOB_ID, Cloud, Flavor, VmInfo, VmRequest
 from lando_ssh.cloud.cloudinit import READY_MARKER, UserDataParams, host_keys_from_console, render_user_data
 from lando_ssh.config import Config
 from lando_ssh.errors import (
@@ -44,6 +44,7 @@ from lando_ssh.errors import (
     VmUnreachable,
     WorkflowFailed,
 )
+from lando_ssh.installation import ours
 from lando_ssh.joblock import JobLock
 from lando_ssh.journal import Journal, recording, setting
 from lando_ssh.keys import JobKeys
@@ -324,8 +325,7 @@ class Pipeline:
         return [v for v in self.cloud.find_vms(self._metadata(job)) if v.name == name]
 
     def _metadata(self, job: Job) -> dict[str, str]:
-        return {META_MANAGED_BY: "lando-ssh", META_INSTALLATION: self.config.cloud.installation_id,
-                META_JOB_ID: str(job.id)}
+        return {**ours(self.config), META_JOB_ID: str(job.id)}
 
     def _wait_active(self, job: Job, info: VmInfo) -> VmInfo:
         deadline = time.monotonic() + self.config.vm.boot_timeout

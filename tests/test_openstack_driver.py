@@ -24,7 +24,7 @@ from openstack_api.helpers import config_for, running_service
 
 from lando_ssh.cloud import META_INSTALLATION, META_JOB_ID, META_MANAGED_BY, VmRequest
 from lando_ssh.cloud.cloudinit import UserDataParams, host_keys_from_console, render_user_data
-from lando_ssh.cloud.local import marked_pids
+from lando_ssh.cloud.local import LocalCloud
 from lando_ssh.cloud.openstack import META_VM_ID, OpenStackCloud, quota_reason
 from lando_ssh.config import Config
 from lando_ssh.errors import CloudError, CloudNotFound, QuotaExceeded, VmFailed
@@ -659,7 +659,7 @@ def test_server_backed_by_local_vm_accepts_the_jobs_key_and_shows_its_host_key(l
     cloud.delete_vm(vm.id)
     assert local_openstack_api.inventory() == EMPTY
     assert not [p for p in (tmp_path / "vms" / "local-cloud").iterdir() if p.is_dir()]  # the sshd VM is gone too
-    assert marked_pids(vm.id) == set()  # and so are its processes
+    assert LocalCloud(Config(data_dir=str(tmp_path / "vms"))).processes(vm.id) == set()  # and its processes
     cloud.close()
 
 
@@ -783,3 +783,25 @@ def test_unknown_image_fails_the_job_at_once_listing_images(lando, openstack_api
     assert job["state"] == "E"
     assert "image 'centos-7' does not exist; images: debian-12, ubuntu-22.04" in job["error"]
     assert openstack_api.inventory() == EMPTY
+
+
+def test_a_server_of_another_installation_with_the_same_id_is_neither_adopted_nor_deleted(openstack_api, tmp_path):
+    """Two data dirs, one project, the same installation id and job 1: each create is its own server, and a
+    delete of the other's server by its id is refused."""
+    from lando_ssh.installation import ours
+
+    configs = [config_for(openstack_api, tmp_path / name) for name in ("a", "b")]
+    clouds = [OpenStackCloud(c) for c in configs]
+    try:
+        vms = [cloud.create_vm(job_request(1, metadata={**ours(c), META_JOB_ID: "1"}))
+               for cloud, c in zip(clouds, configs, strict=True)]
+        assert vms[0].id != vms[1].id  # the second create did not take the first's server for its own
+        with pytest.raises(CloudError, match="made by another lando-ssh installation"):
+            clouds[0].delete_vm(vms[1].id)
+        assert sorted(openstack_api.inventory()["servers"]) == sorted(v.id for v in vms)
+        for cloud, vm in zip(clouds, vms, strict=True):
+            cloud.delete_vm(vm.id)
+        assert openstack_api.inventory() == EMPTY
+    finally:
+        for cloud in clouds:
+            cloud.close()
