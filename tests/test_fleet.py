@@ -160,4 +160,5 @@ def test_the_daemon_serves_prometheus_metrics(lando: Lando, broker_names):
     finally:
         daemon.stop()
     assert 'state="F"' in text
-    assert "lando_ssh_step_duration_seconds" in text or "step" in text
+    for step in ("V", "S", "R", "o", "O", "T"):  # the finished job's steps, each timed once
+        assert f'lando_step_seconds_count{{step="{step}"}} 1.0' in text, step
