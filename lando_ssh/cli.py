@@ -105,6 +105,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     s = command("delete-vm", help="delete the VM an ended job kept for debugging (keep_vm_on_error)")
     s.add_argument("job_id", type=int)
 
+    s = command("set-output-dir", help="give a failed or canceled job another output directory (new or empty); "
+                                       "resuming it (`job N`, `send restart_job N`) stores its results there")
+    s.add_argument("job_id", type=int)
+    s.add_argument("dir", help="the new output directory")
+
     s = command("vms", help="every VM this installation owns")
     s.add_argument("--json", action="store_true")
 
@@ -329,13 +334,19 @@ def _journal(config: Config, listeners: Sequence[Any] = ()) -> Any:
 def submit_job(config: Config, workflow: Any, job_order: str | None, *, name: str | None = None,
                flavor: str | None = None, image: str | None = None, volume_size: int | None = None,
                output_dir: str | None = None, priority: int = 0, input_args: list[str] | None = None,
-               cwltool_args: Sequence[str] = ()) -> Job:
+               cwltool_args: Sequence[str] = (), outputs_only: bool = False) -> Job:
     """Validate with cwltool, then store the job (state N). Nothing is stored when validation fails.
 
     `workflow` is a path, a URL, or a `workflow.WorkflowSource` (zip archive, git repository). The job
     order is the file `job_order` (`-`: standard input), and/or the workflow's inputs as options
-    (`input_args`). `cwltool_args`: cwltool's run options, for the VM's cwltool (and the validation)."""
+    (`input_args`). `cwltool_args`: cwltool's run options, for the VM's cwltool (and the validation).
+    `outputs_only`: the job writes its outputs alone into `output_dir`, which may hold anything (cwl-runner's);
+    otherwise `output_dir` must be new or empty (lando-ssh never overwrites what it did not write)."""
+    from lando_ssh import outputs
     from lando_ssh.workflow import LoadOptions, prepare
+
+    if output_dir and not outputs_only:
+        outputs.check_output_dir(os.path.abspath(output_dir))
 
     prepared = prepare(workflow, job_order, input_args=input_args,
                        options=LoadOptions.from_cwltool_args(cwltool_args))
@@ -348,10 +359,16 @@ def submit_job(config: Config, workflow: Any, job_order: str | None, *, name: st
         default_name = os.path.splitext(os.path.basename((workflow.path or "").split("#", 1)[0]))[0]
     job = Job(id=0, name=name or default_name, workflow=source,
               facts={"workflow_source": prepared.source_record,
-                     **({"cwltool_args": list(cwltool_args)} if cwltool_args else {})},
+                     **({"cwltool_args": list(cwltool_args)} if cwltool_args else {}),
+                     **({outputs.OUTPUTS_ONLY: True} if outputs_only else {})},
               job_order=prepared.job_order, workflow_doc=prepared.packed,
               vm_spec=VmSpec(flavor=flavor, image=image, volume_size=volume_size), priority=priority,
               user=_user(), output_dir=os.path.abspath(output_dir) if output_dir else "")
+    from lando_ssh.vmspec import check_at_submit
+
+    unchecked = check_at_submit(config, job)  # BadInput when the cloud says the job cannot have its VM
+    if unchecked:
+        print(f"lando-ssh: {unchecked}", file=sys.stderr)
     job.set_state(JobState.NEW, JobStep.NONE)
     job.history.clear()
     job = journal.store.create(job)
@@ -527,7 +544,7 @@ def cmd_cwl_runner(config: Config, args: argparse.Namespace) -> int:
         raise BadInput(f"the output directory {outdir} is not writable")
     job = submit_job(config, workflow, job_order, name=args.name, flavor=args.flavor, image=args.image,
                      volume_size=args.volume_size, output_dir=outdir, input_args=input_args,
-                     cwltool_args=args.cwltool_args)
+                     cwltool_args=args.cwltool_args, outputs_only=True)
     _hold_gc()  # cwltool's validation is behind us
     job = run_job_foreground(config, job.id, quiet=args.quiet)
     if job.state == JobState.FINISHED:
@@ -597,6 +614,7 @@ def _describe_job(job: Job) -> str:
              f"  step:    {job.step.value or '-'} {STEP_NAMES.get(job.step, '')}".rstrip(),
              f"  workflow: {job.workflow}",
              f"  output:  {job.output_dir}",
+             *([f"  docs:    {job.facts['docs_path']}"] if job.facts.get("docs_path") else []),
              f"  created: {job.created.isoformat(timespec='seconds')}",
              f"  updated: {job.updated.isoformat(timespec='seconds')}"]
     if job.reason:
@@ -628,6 +646,8 @@ def cmd_logs(config: Config, args: argparse.Namespace) -> int:
         print(f"  {at}  state {h.state.value:<1} step {h.step.value or '-':<1}{note}")
     if job.error:
         print("\nerror:\n" + job.error)
+    if job.facts.get("docs_path"):
+        print(f"\nlando's docs of the job: {job.facts['docs_path']}")
     text = _cwltool_log(config, job)
     if text:
         print("\ncwltool log:\n" + text.rstrip())
@@ -635,7 +655,9 @@ def cmd_logs(config: Config, args: argparse.Namespace) -> int:
 
 
 def _cwltool_log(config: Config, job: Job) -> str | None:
-    local = os.path.join(job.output_dir, job.facts.get("docs_dir") or "docs", "logs", "cwltool-output.log")
+    from lando_ssh.outputs import docs_path
+
+    local = os.path.join(docs_path(config, job), "logs", "cwltool-output.log")
     if os.path.exists(local):
         with open(local, errors="replace") as f:
             return f.read()
@@ -665,6 +687,17 @@ def cmd_delete_vm(config: Config, args: argparse.Namespace) -> int:
     finally:
         cloud.close()
     print(f"lando-ssh: deleted VM {name} of job {args.job_id}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_set_output_dir(config: Config, args: argparse.Namespace) -> int:
+    from lando_ssh.outputs import set_output_dir
+
+    job = set_output_dir(config, _journal(config), args.job_id, args.dir)
+    kept = job.vm is not None and job.vm.id and not job.vm.deleted
+    where = "from its kept VM" if kept and job.step.value in ("o", "O") else "when it has run again"
+    print(f"lando-ssh: job {job.id}'s outputs go to {job.output_dir}; resume it with `lando-ssh job {job.id}` "
+          f"(or `lando-ssh send restart_job {job.id}`): it stores its results there {where}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -777,6 +810,7 @@ COMMANDS = {
     "logs": cmd_logs,
     "ssh": cmd_ssh,
     "delete-vm": cmd_delete_vm,
+    "set-output-dir": cmd_set_output_dir,
     "vms": cmd_vms,
     "sweep": cmd_sweep,
     "usage": cmd_usage,

@@ -88,9 +88,9 @@ def test_an_input_url_that_answers_404_fails_staging_with_the_http_error(lando: 
 
 def test_outputs_this_server_cannot_write_keep_the_vm_until_they_are_stored(lando: Lando, tmp_path: Path):
     blocker = tmp_path / "results"
-    blocker.write_text("a file where the output dir's parent should be\n")
     job_id = lando.submit(WORKFLOWS / "upper_count.cwl", WORKFLOWS / "upper_count.yml",
                           "--output-dir", str(blocker / "job"))
+    blocker.write_text("a file where the output dir's parent should be\n")  # (submit refuses it when there then)
 
     assert lando.cli("job", str(job_id)).returncode == 1
     job = lando.status(job_id)

@@ -127,6 +127,10 @@ class Cloud(Protocol):
     def images(self) -> list[str]:
         ...
 
+    def check_image(self, name_or_id: str) -> None:
+        """Raise CloudNotFound (listing the images) unless the image exists: what `create_vm` says of it."""
+        ...
+
     def quota(self) -> Quota:
         ...
 

@@ -76,6 +76,10 @@ class LocalCloud:
     def images(self) -> list[str]:
         return list(self.settings.images)
 
+    def check_image(self, name_or_id: str) -> None:
+        if name_or_id not in self.settings.images:
+            raise CloudNotFound(f"image {name_or_id!r} does not exist; images: {', '.join(self.settings.images)}")
+
     def quota(self) -> Quota:
         vms = self._all()
         return Quota(max_instances=self.settings.max_instances or None, instances_used=len(vms),
@@ -87,8 +91,7 @@ class LocalCloud:
         if self.settings.fail_create:
             raise CloudError("the local cloud refused to create the VM (cloud.local.fail_create is set)")
         flavor = self._flavor(request.flavor)
-        if request.image not in self.settings.images:
-            raise CloudNotFound(f"image {request.image!r} does not exist; images: {', '.join(self.settings.images)}")
+        self.check_image(request.image)
         if self.settings.max_instances and len(self._all()) >= self.settings.max_instances:
             raise QuotaExceeded(f"waiting for quota: instances {len(self._all())} of {self.settings.max_instances}")
         sshd = find_sshd()

@@ -291,6 +291,9 @@ class OpenStackCloud:
     def images(self) -> list[str]:
         return self._home.images()
 
+    def check_image(self, name_or_id: str) -> None:
+        self._home._resolve_image(name_or_id)
+
     def quota(self) -> Quota:
         """The configured project's quota (a job in another project meets that project's at create)."""
         return self._home.quota()
