@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 from conftest import TEST_INSTALLATION, WORKFLOWS, Lando, _delete_vms
+from test_job import _cmdline
+from test_sweep import make_vm
 
-from lando_ssh.cloud import META_INSTALLATION, META_JOB_ID, META_MANAGED_BY, META_TOKEN, VmRequest
+from lando_ssh.cloud import META_INSTALLATION, META_JOB_ID, META_MANAGED_BY, META_TOKEN
 from lando_ssh.cloud.local import MARKER, LocalCloud
 from lando_ssh.errors import CloudError
 from lando_ssh.installation import installation_token, ours
 from lando_ssh.model import Job, JobState, VmRecord, now
 from lando_ssh.store import open_store
 from lando_ssh.sweep import sweep
-
-USER_DATA = "#cloud-config\nruncmd: []\n"
 
 
 @pytest.fixture
@@ -33,16 +33,6 @@ def other(tmp_path: Path) -> Iterator[Lando]:
     env.write_config()
     yield env
     _delete_vms(env)
-
-
-def booted(cloud: LocalCloud, name: str, metadata: dict[str, str]) -> str:
-    vm_id = cloud.create_vm(VmRequest(name=name, flavor="m1.small", image="local", user_data=USER_DATA,
-                                      metadata=metadata)).id
-    deadline = time.monotonic() + 30
-    while (info := cloud.get_vm(vm_id)) is not None and info.status == "BUILD" and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert info is not None and info.status == "ACTIVE", info
-    return vm_id
 
 
 def sleeper(vm_dir: Path, marker: str) -> subprocess.Popen:
@@ -56,14 +46,6 @@ def delete_all(*clouds: LocalCloud) -> None:
     for vm in clouds[0].find_vms({}):
         made_by = json.loads((Path(clouds[0].root) / vm.id / "meta.json").read_text())["token"]
         next(c for c in clouds if c.token == made_by).delete_vm(vm.id)
-
-
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 def test_each_data_dir_has_its_own_token_kept_across_runs(lando: Lando, other: Lando):
@@ -84,7 +66,7 @@ def test_cancelling_a_job_never_kills_the_same_job_of_another_installation(lando
         assert names[0] == names[1] == f"{TEST_INSTALLATION}-job-1-1"
         deadline = time.monotonic() + 30
         while True:  # cwltool starts the tool's two sleeps shortly after the run step begins
-            theirs = [p for p in other.vm_processes(names[1]) if cmdline(p).startswith("sleep 300")]
+            theirs = [p for p in other.vm_processes(names[1]) if _cmdline(p).startswith("sleep 300")]
             if len(theirs) >= 2 or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
@@ -94,7 +76,7 @@ def test_cancelling_a_job_never_kills_the_same_job_of_another_installation(lando
         assert runners[0].wait(60) == 1
         assert lando.status(1)["state"] == "C" and lando.vm_dirs() == []
 
-        assert all(cmdline(p).startswith("sleep 300") for p in theirs), "the other installation's job was killed"
+        assert all(_cmdline(p).startswith("sleep 300") for p in theirs), "the other installation's job was killed"
         assert other.status(1)["state"] == "R" and len(other.vm_dirs()) == 1
         runners[1].send_signal(signal.SIGINT)
         assert runners[1].wait(60) == 1
@@ -112,7 +94,7 @@ def test_a_vm_made_before_tokens_is_still_deleted_by_its_installation_and_only_i
     clouds = [LocalCloud(env.config()) for env in (lando, other)]
     dirs = []
     for cloud in clouds:
-        booted(cloud, name, {})
+        make_vm(cloud, name, {})
         vm_dir = Path(cloud.root) / name
         meta = json.loads((vm_dir / "meta.json").read_text())
         del meta["token"]  # as the previous version wrote it
@@ -137,7 +119,7 @@ def test_a_shared_local_cloud_root_refuses_to_delete_another_installations_vm(la
     for env in (lando, other):
         env.write_config(cloud={"local": {"root": shared}})
     mine, theirs = LocalCloud(lando.config()), LocalCloud(other.config())
-    vm_id = booted(theirs, f"{TEST_INSTALLATION}-job-1-1", ours(other.config()))
+    vm_id = make_vm(theirs, f"{TEST_INSTALLATION}-job-1-1", ours(other.config()))
     proc = sleeper(Path(shared) / vm_id, theirs.marker(vm_id))
     try:
         with pytest.raises(CloudError, match="made by another lando-ssh installation"):
@@ -163,8 +145,8 @@ def test_a_sweep_spares_the_vms_of_another_installation_and_old_vms_no_record_na
     try:
         job = store.create(Job(id=0, name="mine", workflow="wf.cwl", job_order={}))
         gone = store.create(Job(id=0, name="old", workflow="wf.cwl", job_order={}))
-        live = booted(cloud, f"{TEST_INSTALLATION}-job-{job.id}-1", {**ours(config), META_JOB_ID: str(job.id)})
-        old_deleted = booted(cloud, f"{TEST_INSTALLATION}-job-{gone.id}-1", {**old_tags, META_JOB_ID: str(gone.id)})
+        live = make_vm(cloud, f"{TEST_INSTALLATION}-job-{job.id}-1", {**ours(config), META_JOB_ID: str(job.id)})
+        old_deleted = make_vm(cloud, f"{TEST_INSTALLATION}-job-{gone.id}-1", {**old_tags, META_JOB_ID: str(gone.id)})
         for j, vm_id, deleted in ((job, live, None), (gone, old_deleted, now())):
             def record(j: Job, vm_id: str = vm_id, deleted: datetime | None = deleted) -> None:
                 j.set_state(JobState.STARTING)
@@ -172,11 +154,11 @@ def test_a_sweep_spares_the_vms_of_another_installation_and_old_vms_no_record_na
 
             store.update(j.id, record)
         spared = {
-            booted(theirs, f"{TEST_INSTALLATION}-job-{job.id}-2", {**ours(other.config()), META_JOB_ID: str(job.id)}),
-            booted(theirs, f"{TEST_INSTALLATION}-job-77-1", {**ours(other.config()), META_JOB_ID: "77"}),
-            booted(theirs, f"{TEST_INSTALLATION}-job-78-1", {**old_tags, META_JOB_ID: "78"}),
+            make_vm(theirs, f"{TEST_INSTALLATION}-job-{job.id}-2", {**ours(other.config()), META_JOB_ID: str(job.id)}),
+            make_vm(theirs, f"{TEST_INSTALLATION}-job-77-1", {**ours(other.config()), META_JOB_ID: "77"}),
+            make_vm(theirs, f"{TEST_INSTALLATION}-job-78-1", {**old_tags, META_JOB_ID: "78"}),
         }
-        orphan = booted(cloud, f"{TEST_INSTALLATION}-job-99-1", {**ours(config), META_JOB_ID: "99"})
+        orphan = make_vm(cloud, f"{TEST_INSTALLATION}-job-99-1", {**ours(config), META_JOB_ID: "99"})
 
         items = sweep(config, cloud, store, grace=0)
 
