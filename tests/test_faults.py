@@ -47,7 +47,9 @@ def text_job(lando: Lando, tmp_path: Path, text: str | Path, *extra: str) -> int
 
 
 def test_a_flavor_that_does_not_exist_fails_at_once_listing_the_flavors(lando: Lando):
-    job = run_failing(lando, lando.submit(WORKFLOWS / "no_inputs.cwl", None, "--flavor", "m9.huge"))
+    job_id = lando.submit(WORKFLOWS / "no_inputs.cwl")  # (`submit --flavor m9.huge` is refused: test_submit_checks)
+    lando.write_config(vm={"flavor": "m9.huge"})  # the config's default flavor, gone from the cloud since
+    job = run_failing(lando, job_id)
     assert job["step"] == "V"
     assert "flavor 'm9.huge' does not exist; flavors: m1.small, m1.medium, m1.large" in job["reason"]
 

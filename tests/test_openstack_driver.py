@@ -772,9 +772,15 @@ def test_wrong_host_key_on_the_console_refuses_the_connection(lando, local_opens
     assert local_openstack_api.inventory() == EMPTY
 
 
-def test_unknown_image_fails_the_job_at_once_listing_images(lando, openstack_api, tmp_path):
+def test_unknown_image_is_refused_at_submit_and_fails_a_stored_job_at_once_listing_images(lando, openstack_api,
+                                                                                         tmp_path):
     use_openstack(lando, openstack_api, tmp_path, image="centos-7")
+    refused = lando.cli("submit", str(WORKFLOWS / "no_inputs.cwl"), timeout=60)
+    assert (refused.returncode, refused.stderr.strip()) == (
+        2, "lando-ssh: image 'centos-7' does not exist; images: debian-12, ubuntu-22.04")
+    use_openstack(lando, openstack_api, tmp_path)
     job_id = lando.submit(WORKFLOWS / "no_inputs.cwl")
+    use_openstack(lando, openstack_api, tmp_path, image="centos-7")  # the image went after the job was stored
 
     proc = lando.cli("job", str(job_id), timeout=60)
 
