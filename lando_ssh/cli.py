@@ -114,16 +114,20 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
 
     s = command("sweep", help="delete resources tagged as ours that no live job owns")
-    s.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
-    s.add_argument("--grace", type=float, metavar="SECONDS", help="spare younger resources (default: sweep.grace)")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--dry-run", action="store_true",
+                   help="only list what would be deleted (VMs, volumes, floating IPs, ports, keys) and what is spared")
+    s.add_argument("--grace", type=float, metavar="SECONDS",
+                   help="spare younger orphans, listing them with their age (default: sweep.grace)")
+    s.add_argument("--json", action="store_true", help="print the list as JSON (one object per resource)")
 
-    s = command("usage", help="VM-hours and core-hours per user, project or workflow, and job counts")
+    s = command("usage", help="VM-hours and core-hours per user, project, workflow, flavor or day, or per job")
     s.add_argument("--since", help="a date (2025-01-31[T08:00]) or an age (30d, 12h); default: the start")
     s.add_argument("--until", help="a date or an age; default: now")
-    s.add_argument("--by", choices=["user", "project", "workflow"], default="user")
-    s.add_argument("--csv", action="store_true")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--by", choices=["user", "project", "workflow", "flavor", "day"], default="user",
+                   help="what a row sums (day: UTC days; default: user)")
+    s.add_argument("--jobs", action="store_true", help="one line per job, like Slurm's sacct, instead of sums")
+    s.add_argument("--csv", action="store_true", help="CSV: a header, then one row per group or job (no total)")
+    s.add_argument("--json", action="store_true", help="JSON: a list of groups or jobs (no total)")
     return p
 
 
@@ -459,7 +463,7 @@ def run_job_foreground(config: Config, job_id: int, *, quiet: bool = False) -> J
 
     progress = _Progress(quiet)
     journal = _journal(config, [progress.on_change, _release_gc])
-    job = journal.get(job_id)
+    job = journal.load(job_id)
     if job.state == JobState.FINISHED:
         progress.note(job_id, "already finished")
         return job
@@ -796,7 +800,8 @@ def cmd_sweep(config: Config, args: argparse.Namespace) -> int:
 def cmd_usage(config: Config, args: argparse.Namespace) -> int:
     from lando_ssh.usage import usage_command
 
-    return usage_command(config, args.since, args.until, args.by, "csv" if args.csv else "json" if args.json else "")
+    return usage_command(config, args.since, args.until, args.by, "csv" if args.csv else "json" if args.json else "",
+                         jobs=args.jobs)
 
 
 COMMANDS = {

@@ -185,6 +185,7 @@ class Config:
     save_outputs_on_error: bool = True  # a failed run's partial outputs and logs are pulled, as cwltool leaves them
     poll_interval: float = 5.0  # longest wait between checks of a running workflow
     source: str = "built-in defaults"  # where this config came from (not a key)
+    unused: list[str] = field(default_factory=list)  # lando keys accepted but meaning nothing here (not a key)
 
     @property
     def store_url(self) -> str:
@@ -214,7 +215,7 @@ def load_config(path: str | None = None, env: typing.Mapping[str, str] | None = 
         source = DEFAULT_CONFIG_PATH
         data = _read_yaml(source)
     where = source or "built-in defaults"
-    data = _apply_lando_aliases(data, where)
+    data, unused = _apply_lando_aliases(data, where)
     from_env = _apply_env(data, env)
     try:
         config = _build(Config, data, where, "")
@@ -225,6 +226,7 @@ def load_config(path: str | None = None, env: typing.Mapping[str, str] | None = 
                 raise ConfigError(f"{name} (environment): {text}") from None
         raise
     config.source = where
+    config.unused = unused
     config.data_dir = os.path.expanduser(config.data_dir)
     if config.cloud.driver not in ("local", "openstack"):
         raise ConfigError(f"{where}: cloud.driver must be 'local' or 'openstack', not {config.cloud.driver!r}")
@@ -257,9 +259,36 @@ def _read_yaml(path: str) -> dict[str, Any]:
     return data
 
 
-def _apply_lando_aliases(data: dict[str, Any], where: str) -> dict[str, Any]:
-    """Map lando's keys onto ours, so an existing lando config file works unchanged."""
+_NOT_KEYS = ("source", "unused")
+
+#: Keys of a lando 0.11.x config (lando/server/config.py, and lando/k8s/config.py for its Kubernetes
+#: server) that mean nothing to lando-ssh, with why: accepted, so lando's file loads unchanged, and listed
+#: as unused (Config.unused; the daemon logs them once at start).
+LANDO_UNUSED_KEYS = {
+    "commands": "lando's worker commands (stage_data_command, organize_output_command, save_output_command): "
+                "lando-ssh runs its own steps on the VM over SSH",
+    "cluster_api_settings": "lando's Kubernetes server: lando-ssh runs jobs on VMs",
+    "data_store_settings": "lando's Kubernetes server (DukeDS credentials): lando-ssh does not use DukeDS",
+    "run_workflow_settings": "lando's Kubernetes server: lando-ssh runs jobs on VMs",
+    "record_output_project_settings": "lando's Kubernetes server: lando-ssh runs jobs on VMs",
+    "storage_class_name": "lando's Kubernetes server: lando-ssh runs jobs on VMs",
+    "base_stage_data_volume_size_in_g": "lando's Kubernetes server: lando-ssh runs jobs on VMs",
+}
+#: lando wrote log_level as Python's logging number as often as its name
+_LOG_LEVEL_NUMBERS = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
+
+
+def _apply_lando_aliases(data: dict[str, Any], where: str) -> tuple[dict[str, Any], list[str]]:
+    """Map lando's keys onto ours, so an existing lando config file works unchanged; the keys of lando's
+    that mean nothing here go to `unused` (with the reason)."""
     data = dict(data)
+    unused = [f"{key} ({why})" for key, why in LANDO_UNUSED_KEYS.items() if data.pop(key, None) is not None]
+    level = data.get("log_level")
+    if isinstance(level, int) and not isinstance(level, bool):
+        if level not in _LOG_LEVEL_NUMBERS:
+            raise ConfigError(f"{where}: log_level must be one of DEBUG, INFO, WARNING, ERROR (or lando's "
+                              f"10, 20, 30, 40), not {level}")
+        data["log_level"] = _LOG_LEVEL_NUMBERS[level]
     if "fake_cloud_service" in data:
         fake = data.pop("fake_cloud_service")
         if not isinstance(fake, bool):
@@ -292,7 +321,7 @@ def _apply_lando_aliases(data: dict[str, Any], where: str) -> dict[str, Any]:
         if isinstance(data.get(key), str):  # lando allowed a string; we keep argv lists
             import shlex
             data[key] = shlex.split(data[key])
-    return data
+    return data, unused
 
 
 def _apply_env(data: dict[str, Any], env: typing.Mapping[str, str]) -> dict[str, str]:
@@ -331,7 +360,7 @@ def _env_value(value: str) -> Any:
 def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: {prefix.rstrip('.') or 'the config'} must be a mapping")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in _NOT_KEYS}
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():

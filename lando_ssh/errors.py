@@ -75,6 +75,10 @@ class VmUnreachable(InfrastructureError):
     """SSH to the VM failed (refused, timed out, dropped and not coming back)."""
 
 
+class SshAuthRefused(VmUnreachable):
+    """The VM's sshd answered but refused the job's key for the login user."""
+
+
 class HostKeyMismatch(VmUnreachable):
     """The VM presented a host key other than the pinned one."""
 

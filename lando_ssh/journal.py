@@ -39,6 +39,12 @@ class Journal:
     def get(self, job_id: int) -> Job:
         return self.store.get(job_id)
 
+    def load(self, job_id: int) -> Job:
+        """The job, for a command that acts on it: a job source that reads jobs from elsewhere (bespin-api)
+        takes it in here (`get` only reads)."""
+        load = getattr(self.store, "load", None)
+        return load(job_id) if load is not None else self.store.get(job_id)
+
     def list(self, states: Iterable[JobState] | None = None) -> list[Job]:
         return self.store.list(states)
 

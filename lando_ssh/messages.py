@@ -38,6 +38,7 @@ PICKLE_CONTENT_TYPES = frozenset({"application/x-python-pickle", "application/py
 #: Content types that say nothing useful; the body is sniffed (lando sent none at all).
 SNIFF_CONTENT_TYPES = frozenset({"", "application/octet-stream", "text/plain"})
 _PICKLE_GLOBAL = re.compile(rb"c[\w.]+\n\w+\n")
+_DIGITS = re.compile(r"[0-9]{1,30}")  # ASCII digits only (str.isdigit takes other scripts' digits too)
 
 
 class Command(StrEnum):
@@ -152,9 +153,13 @@ def _command(value: object) -> Command:
 
 
 def _job_id(value: object) -> int:
-    # bool is an int subclass, and a float or a string is a sender's bug we should not guess around
+    # bespin-api sends the id as its URL gave it, a string of digits, and lando took that: so do we. A bool
+    # (an int subclass), a float or any other string is a sender's bug we should not guess around.
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise BadMessage("bad_job_id", f"the job id must be a whole number, not {_json_kind(value)}")
+        raise BadMessage("bad_job_id", f"the job id must be a whole number or a string of digits, "
+                                       f"not {_json_kind(value)}")
     if value < 1 or value > MAX_JOB_ID:
         # a pickle can carry an int too long for str() (Python's 4300-digit limit)
         shown = str(value) if abs(value) < 10**40 else "a number that large"

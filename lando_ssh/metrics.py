@@ -1,9 +1,10 @@
 """Prometheus metrics of the daemon (`metrics.listen: HOST:PORT`, default off).
 
 One registry (`METRICS`) that the daemon feeds through small hooks, and `start_metrics_server`
-serving it at http://HOST:PORT/metrics. `prometheus_client` is an optional dependency
-(`pip install lando-ssh[metrics]`): without it the hooks do nothing and only
-`start_metrics_server` complains.
+serving it at http://HOST:PORT/metrics. `prometheus_client` is a dependency of lando-ssh (so a
+daemon installed by scripts/setup serves metrics as soon as `metrics.listen` is set); where it
+is missing all the same, the hooks do nothing and only `start_metrics_server` complains. Only
+the daemon imports this module: the pipeline reports a VM's boot through a callback.
 
 Series (prometheus_client adds `_total` to counters), and the hook that feeds each:
 - `lando_jobs{state}`: jobs by state (lando's codes) -- `observe_job(job)` on every change,
@@ -12,8 +13,11 @@ Series (prometheus_client adds `_total` to counters), and the hook that feeds ea
 - `lando_step_seconds{step}`: step durations -- `observe_job` (from `job.timings`, each step
   run once) or `observe_step(step, seconds)`;
 - `lando_vm_boot_seconds`, `lando_vm_ssh_ready_seconds`: from asking for a VM to ACTIVE, and
-  to SSH answering -- `observe_vm_boot(active_seconds, ssh_seconds)`;
-- `lando_vms{status}`: this installation's VMs by the cloud's status -- `observe_vms(vms)`;
+  to SSH answering (cloud-init done) -- `observe_vm_boot(active_seconds, ssh_seconds)`, which
+  the pipeline calls for every VM it asked for once it answers;
+- `lando_vms{status}`: this installation's VMs by the cloud's status -- `observe_vms(vms)` at each
+  sweep, moved between sweeps by `observe_job` as jobs ask for VMs (BUILD), reach them (ACTIVE)
+  and delete them;
 - `lando_quota_limit{resource}`, `lando_quota_in_use{resource}` (instances, cores, ram_mb):
   the cloud's quota -- `observe_quota(quota)`;
 - `lando_ours_in_use{resource}`: what our jobs' VMs hold, counting those being created --
@@ -61,6 +65,7 @@ class Metrics:
         self._lock = threading.Lock()
         self._states: dict[int, str] = {}  # job id -> the state last counted
         self._steps_until: dict[int, float] = {}  # job id -> the latest step end already observed
+        self._vm_status: dict[str, str] = {}  # VM name -> its status (the sweep's listing, then the jobs' records)
         if not self.enabled:
             return
         r = self.registry = CollectorRegistry()
@@ -92,6 +97,7 @@ class Metrics:
         self.sweep_errors = Counter("lando_sweep_errors", "Orphaned resources the sweep could not delete.",
                                     registry=r)
         self.ssh_errors = Counter("lando_ssh_errors", "SSH failures talking to VMs.", ["kind"], registry=r)
+        self._set_vms()
 
     # -- jobs ------------------------------------------------------------------------------------
     def observe_jobs(self, jobs: Iterable[Job]) -> None:
@@ -124,6 +130,31 @@ class Metrics:
                     self.step_seconds.labels(step).observe(seconds)
             if latest > until:
                 self._steps_until[job.id] = latest
+            if self._track_vms(job):
+                self._set_vms()
+
+    def _track_vms(self, job: Job) -> bool:
+        """Follow the job's VMs in `lando_vms` between sweeps: BUILD once asked for, ACTIVE once it has an
+        address (it booted and answered), gone once deleted. Returns whether anything changed."""
+        changed = False
+        for vm in job.past_vms:
+            changed |= self._vm_status.pop(vm.name, None) is not None
+        if job.vm is not None:
+            if job.vm.deleted is not None:
+                changed |= self._vm_status.pop(job.vm.name, None) is not None
+            else:
+                status = "ACTIVE" if job.vm.address else "BUILD"
+                changed |= self._vm_status.get(job.vm.name) != status
+                self._vm_status[job.vm.name] = status
+        return changed
+
+    def _set_vms(self) -> None:
+        counts: dict[str, int] = {"BUILD": 0, "ACTIVE": 0, "ERROR": 0}
+        for status in self._vm_status.values():
+            counts[status] = counts.get(status, 0) + 1
+        self.vms.clear()
+        for status, n in counts.items():
+            self.vms.labels(status).set(n)
 
     def observe_step(self, step: str, seconds: float) -> None:
         if self.enabled:
@@ -140,16 +171,13 @@ class Metrics:
             self.ssh_seconds.observe(ssh_seconds)
 
     def observe_vms(self, vms: Sequence[VmInfo]) -> None:
-        """This installation's VMs as the cloud lists them (`find_vms` with our tags)."""
+        """This installation's VMs as the cloud lists them (`find_vms` with our tags): the truth that the
+        jobs' changes then move (`observe_job`) until the next listing."""
         if not self.enabled:
             return
-        counts: dict[str, int] = {"BUILD": 0, "ACTIVE": 0, "ERROR": 0}
-        for vm in vms:
-            counts[vm.status] = counts.get(vm.status, 0) + 1
         with self._lock:
-            self.vms.clear()
-            for status, n in counts.items():
-                self.vms.labels(status).set(n)
+            self._vm_status = {vm.name: vm.status for vm in vms if vm.status != "DELETED"}
+            self._set_vms()
 
     def observe_quota(self, quota: Quota) -> None:
         if not self.enabled:
@@ -215,7 +243,8 @@ def start_metrics_server(listen: str, metrics: Metrics = METRICS) -> Any:
     interfaces; port 0 picks a free one) in a daemon thread. Returns the server: its
     `server_address` says where it listens, `shutdown()` and `server_close()` stop it."""
     if not metrics.enabled:
-        raise ConfigError("metrics.listen needs the prometheus_client package: pip install 'lando-ssh[metrics]'")
+        raise ConfigError("metrics.listen needs the prometheus_client package, a dependency of lando-ssh that is "
+                          "missing here: run scripts/setup again (or pip install prometheus_client)")
     from prometheus_client import start_http_server
 
     host, port = parse_listen(listen)

@@ -37,6 +37,7 @@ from lando_ssh.errors import (
     LandoError,
     QuotaExceeded,
     RemoteCommandFailed,
+    SshAuthRefused,
     StagingFailed,
     StepTimeout,
     VmFailed,
@@ -87,6 +88,9 @@ def remote_scripts_dir() -> Path:
     return Path(sys.prefix) / "share" / "lando-ssh" / "remote_scripts"
 
 
+#: seconds a booted VM may refuse the job's key before the login user is taken to be wrong (cloud-init writes the
+#: key before sshd starts: a refusal that lasts is a user the image does not have, not a key on its way)
+AUTH_REFUSED_GRACE = 30.0
 #: inputs up to this size are sent with the remote scripts, in one stream (larger ones after the free disk is known)
 ONE_STREAM_BYTES = 1024 * 1024
 
@@ -121,13 +125,16 @@ class ServerStopping(Exception):
 
 class Pipeline:
     def __init__(self, config: Config, journal: Journal, cloud: Cloud, *, cancel: threading.Event | None = None,
-                 stopping: threading.Event | None = None, progress: Callable[[int, str], None] | None = None):
+                 stopping: threading.Event | None = None, progress: Callable[[int, str], None] | None = None,
+                 on_vm_ready: Callable[[float, float], object] | None = None):
         self.config = config
         self.journal = journal
         self.cloud = cloud
         self.cancel_event = cancel or threading.Event()
         self.stopping = stopping or threading.Event()
         self.progress = progress or (lambda job_id, text: None)
+        #: told (seconds to ACTIVE, seconds to SSH ready) of each VM this pipeline asked for, once it answers
+        self.on_vm_ready = on_vm_ready
         self._remotes: dict[int, Remote] = {}
         self._locks: dict[int, JobLock] = {}
         self._result_sizes: dict[int, str] = {}  # seen by organize_output, for store_output (a resumed one asks)
@@ -204,6 +211,7 @@ class Pipeline:
     def create_vm(self, job_id: int) -> None:
         job = self.journal.get(job_id)
         info = self._existing_vm(job)
+        asked = info is None  # a VM found again (a resumed job) booted before: its boot is not observed
         if info is None:
             info = self._request_vm(job)  # (it starts the SSH library loading, as the job's key is made)
         else:
@@ -229,6 +237,8 @@ class Pipeline:
                 job = self.journal.update(job_id, forget)
                 info = self._request_vm(job)
                 job = self.journal.get(job_id)
+                asked = True
+        active_at = now()
         host_keys = self._learn_host_keys(job, info)
         assert job.vm is not None
         keys = self.keys(job)
@@ -243,6 +253,8 @@ class Pipeline:
 
         job = self.journal.update(job_id, record)
         self._wait_ssh_ready(job)
+        if asked and self.on_vm_ready is not None and job.vm is not None and job.vm.created is not None:
+            self.on_vm_ready((active_at - job.vm.created).total_seconds(), (now() - job.vm.created).total_seconds())
 
     def _existing_vm(self, job: Job) -> VmInfo | None:
         """The VM this job already has (after a crash or a restart), if it is still usable."""
@@ -268,7 +280,7 @@ class Pipeline:
         flavor = chosen.name
         image = job.vm_spec.image or self.config.vm.image
         volume = job.vm_spec.volume_size if job.vm_spec.volume_size is not None else self.config.vm.volume_size
-        user = self.config.vm.user or self.cloud.default_user()
+        user = self.cloud.default_user(image)  # vm.user, else the image's own (OpenStack: its os_admin_user)
         work_dir = self.cloud.vm_work_dir(name)
         device = "/dev/vdb"
         mounts = volume_mounts((job.facts.get("bespin") or {}).get("vm_volume_mounts"))
@@ -373,18 +385,31 @@ class Pipeline:
         deadline = time.monotonic() + self.config.vm.ssh_timeout
         delay = 0.02
         last = "no answer yet"
+        refused_since: float | None = None  # sshd answers but refuses the key: since when, without a break
         while time.monotonic() < deadline:
             self._check_cancel(job.id)
             try:
                 if self.remote(job).run(["test", "-e", marker], check=False, retry=False).exit_code == 0:
                     return
                 last = "cloud-init has not finished preparing the work dir"
+                refused_since = None
             except HostKeyMismatch:
                 raise
+            except SshAuthRefused as e:
+                last = str(e)
+                refused_since = refused_since or time.monotonic()
+                if time.monotonic() - refused_since >= AUTH_REFUSED_GRACE:
+                    break
             except VmUnreachable as e:
                 last = str(e)
+                refused_since = None
             self._sleep(job.id, delay)
             delay = min(delay * 1.5, 5.0)
+        if refused_since is not None:  # the VM is up: cloud-init put the job's key on another user than ours
+            raise VmUnreachable(
+                f"VM {job.vm.name} answers but refuses the job's SSH key for user {job.vm.user!r}: cloud-init puts "
+                f"the key on the image's default user, so that user is probably another; set vm.user to the "
+                f"image's login user (or give the image an os_admin_user property naming it)")
         raise StepTimeout(f"VM {job.vm.name} was not ready for SSH within the SSH timeout "
                           f"({self.config.vm.ssh_timeout:.0f}s): {last}")
 

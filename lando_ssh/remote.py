@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import IO, TYPE_CHECKING, Any
 
-from lando_ssh.errors import HostKeyMismatch, RemoteCommandFailed, StagingFailed, VmUnreachable
+from lando_ssh.errors import HostKeyMismatch, RemoteCommandFailed, SshAuthRefused, StagingFailed, VmUnreachable
 
 if TYPE_CHECKING:
     import paramiko
@@ -324,7 +324,7 @@ class Remote:
                                   "not the pinned one; refusing to connect") from None
         except paramiko.AuthenticationException:
             client.close()
-            raise VmUnreachable(f"{self.ep.label} refused the job's SSH key") from None
+            raise SshAuthRefused(f"{self.ep.label} refused the job's SSH key") from None
         except paramiko.SSHException as e:
             client.close()
             if "not found in known_hosts" in str(e):
@@ -679,6 +679,9 @@ def _drain(chan: paramiko.Channel, timeout: float | None = None,
     out, err = bytearray(), bytearray()
     deadline = time.monotonic() + timeout if timeout else None
     idle = 0.0
+    # poll, not select: select cannot watch a descriptor above 1023, which a daemon driving hundreds of jobs has
+    poller = select.poll()
+    poller.register(chan.fileno(), select.POLLIN)
     while True:
         if chan.recv_ready():
             out += chan.recv(65536)
@@ -700,7 +703,7 @@ def _drain(chan: paramiko.Channel, timeout: float | None = None,
                 # spinning; the exit status still wakes us at once
                 chan.status_event.wait(min(idle, wait))
                 idle = min(idle * 2, 0.05)
-            elif select.select([chan], [], [], wait)[0]:  # signalled on data, on EOF, on stderr
+            elif poller.poll(wait * 1000):  # signalled on data, on EOF, on stderr
                 idle = 0.001
 
 

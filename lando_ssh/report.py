@@ -139,22 +139,25 @@ def _workflow_source_lines(record: Any) -> list[str]:
 
 
 def _share_group_lines(record: Any) -> list[str]:
-    """Who the results are for: the job source's share group (bespin-api's; lando shared its DukeDS output
-    project with its members), as the bespin store recorded it, or why it could not be read."""
+    """Who the results are meant for: the job source's share group (bespin-api's; lando shared its DukeDS output
+    project with its members, lando-ssh grants nobody access), as the bespin store recorded it, or why it could
+    not be read."""
     if not isinstance(record, dict) or not record:
         return []
-    lines = ["", "## Shared with", ""]
+    lines = ["", "## Share group", ""]
     if record.get("error"):
         reason = str(record["error"]).splitlines()[0]
         return lines + [f"The job's share group (bespin-api share group {record.get('id')}) could not be read, so "
-                        f"who these results are shared with is not known: {reason}"]
+                        f"who these results are meant for is not known: {reason}"]
     name = f"**{record.get('name') or record.get('id')}**"
     contact = f" (contact: {record['email']})" if record.get("email") else ""
+    granted = ("lando-ssh has not given anyone access to them: the results are in this directory, readable by "
+               "whoever can read it.")
     users = [u for u in record.get("users") or [] if isinstance(u, dict)]
     if not users:
-        return lines + [f"These results are shared with the bespin-api share group {name}{contact}, "
-                        "which has no members."]
-    lines.append(f"These results are shared with the members of the bespin-api share group {name}{contact}:")
+        return lines + [f"The job names the bespin-api share group {name}{contact}, which has no members. {granted}"]
+    lines.append(f"The job names the bespin-api share group {name}{contact}, whose members are listed below "
+                 f"(lando shared its results with them in DukeDS). {granted}")
     lines.append("")
     for user in users:
         label = user.get("name") or user.get("username") or user.get("email") or user.get("dds_id")

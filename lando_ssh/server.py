@@ -86,6 +86,8 @@ class Server:
             threading.Thread(target=self._leases_forever, name="leases", daemon=True).start()
         log.info("serving %s (store %s, cloud %s, up to %d jobs at once)", self.config.work_queue.listen_queue,
                  safe_url(self.config.store_url), self.cloud.name, self.config.limits.max_concurrent_jobs)
+        for key in self.config.unused:
+            log.info("config %s: lando's key %s is not used by lando-ssh", self.config.source, key)
         try:
             self.broker.consume(self.handle, self.stopping)
         finally:
@@ -167,19 +169,34 @@ class Server:
     # -- commands --------------------------------------------------------------------------
     def handle(self, message: Message) -> None:
         """Record `message` on its job (raising BadInput for an unknown job or a refused command)."""
-        job = self.journal.get(message.job_id)
-        if message.command == Command.START_JOB:
-            self._start(job)
-        elif message.command == Command.CANCEL_JOB:
-            self._cancel(job)
-        elif message.command == Command.RESTART_JOB:
-            self._restart(job)
+        job = self.journal.load(message.job_id)
+        try:
+            if message.command == Command.START_JOB:
+                changed = self._start(job)
+            elif message.command == Command.CANCEL_JOB:
+                changed = self._cancel(job)
+            else:
+                changed = self._restart(job)
+        except JobConflict:
+            self._republish(job.id)
+            raise
+        if not changed:
+            self._republish(job.id)
 
-    def _start(self, job: Job) -> None:
+    def _republish(self, job_id: int) -> None:
+        """A job source that sets a request state before it sends a command (bespin-api sets S, c or r)
+        hears the job's true state again when the command changed nothing, so its record does not stay at
+        the request for ever."""
+        republish = getattr(self.store, "republish", None)
+        if republish is not None:
+            republish(job_id)
+
+    def _start(self, job: Job) -> bool:
+        """Act on start_job; False when there was nothing to do."""
         if job.state in STARTABLE_STATES:
             if not self._claim(job.id):
                 log.info("job %s: start_job, but another server holds it; nothing to do", job.id)
-                return
+                return False
             wait = self._wait_reason(extra=1)  # recorded with the state: one write per start_job
 
             def change(j: Job) -> None:
@@ -191,14 +208,16 @@ class Server:
                 self._told[job.id] = wait
             self._enqueue(job)
             self._schedule()
-        else:
-            _ignore_or_refuse(job, "start_job", "starts new or authorized jobs (use restart_job for errored or "
-                                                "canceled ones)")
+            return True
+        _ignore_or_refuse(job, "start_job", "starts new or authorized jobs (use restart_job for errored or "
+                                            "canceled ones)")
+        return False
 
-    def _cancel(self, job: Job) -> None:
+    def _cancel(self, job: Job) -> bool:
+        """Act on cancel_job; False when there was nothing to do."""
         if job.state in (JobState.CANCELED, JobState.CANCELING, JobState.FINISHED, JobState.DELETED):
             log.info("job %s: cancel_job while it is %s; nothing to do", job.id, job.state.name.lower())
-            return
+            return False
         has_vm = bool(job.vm and not job.vm.deleted)
         if job.state in STARTABLE_STATES or (job.state == JobState.ERROR and not has_vm):
             def cancel_now(j: Job) -> None:
@@ -206,7 +225,7 @@ class Server:
                 j.set_state(JobState.CANCELED, note="cancel_job received")
 
             self.journal.update(job.id, cancel_now)
-            return
+            return True
         self.journal.update(job.id, lambda j: j.set_state(JobState.CANCELING, note="cancel_job received"))
         with self._lock:
             pipeline = self._running.get(job.id)
@@ -216,18 +235,21 @@ class Server:
             self._enqueue(self.journal.get(job.id), front=True)
             self._schedule()
         # else another server runs it: its pipeline sees state c at its next check
+        return True
 
-    def _restart(self, job: Job) -> None:
+    def _restart(self, job: Job) -> bool:
+        """Act on restart_job; False when there was nothing to do."""
         if job.state in RESTARTABLE_STATES:
             if not self._claim(job.id):
                 log.info("job %s: restart_job, but another server holds it; nothing to do", job.id)
-                return
+                return False
             job = self.journal.update(job.id, lambda j: (j.set_state(JobState.RESTARTING, note="restart_job received"),
                                                           j.facts.update(restart_pending=True)))
             self._enqueue(job)
             self._schedule()
-        else:
-            _ignore_or_refuse(job, "restart_job", "restarts errored or canceled jobs")
+            return True
+        _ignore_or_refuse(job, "restart_job", "restarts errored or canceled jobs")
+        return False
 
     # -- slots -----------------------------------------------------------------------------
     def _enqueue(self, job: Job, front: bool = False) -> None:
@@ -343,7 +365,7 @@ class Server:
         stop = threading.Event()
         if self.stopping.is_set():
             stop.set()
-        pipeline = Pipeline(self.config, self.journal, self.cloud, stopping=stop)
+        pipeline = Pipeline(self.config, self.journal, self.cloud, stopping=stop, on_vm_ready=METRICS.observe_vm_boot)
         thread = threading.Thread(target=self._run_job, args=(job_id, pipeline), name=f"job-{job_id}", daemon=True)
         with self._lock:
             self._running[job_id] = pipeline

@@ -19,9 +19,12 @@ A VM the job's record names and does not mark deleted is live, whatever the job'
 errored job's VM kept with `keep_vm_on_error` is live). The VMs are listed before the jobs are
 read, and a job records its VM's name before asking the cloud for it, so a VM being created
 is never mistaken for an orphan; the grace period covers clocks and clouds that list late.
-Then, when the driver can (OpenStack: `delete_orphans`), volumes, floating IPs and ports
-tagged as ours that no server owns any more; and the private keys in `<data_dir>/keys/` of
-jobs that are gone or ended without a VM. Nothing not tagged as ours is ever touched.
+Then, when the driver can list them (OpenStack: `find_orphans`), volumes, floating IPs and
+ports tagged as ours that no server owns any more (one made for a server now gone at any age;
+one never attached once older than the grace); and the private keys in `<data_dir>/keys/` of
+jobs that are gone or ended without a VM. Nothing not tagged as ours is ever touched. An
+orphan younger than the grace is listed as spared (`spared`, with its age), not deleted; a
+dry run lists everything, deleting nothing.
 
 The daemon calls `sweep(config, cloud, store)` every `sweep.interval` seconds; `lando-ssh
 sweep [--dry-run] [--grace SECONDS]` runs it once.
@@ -32,10 +35,10 @@ import logging
 import os
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from lando_ssh.cloud import META_JOB_ID, Cloud, VmInfo
+from lando_ssh.cloud import META_JOB_ID, Cloud, Orphan, VmInfo
 from lando_ssh.config import Config
 from lando_ssh.errors import LandoError, UnknownJob
 from lando_ssh.installation import ours, tagged_vms
@@ -50,7 +53,7 @@ class _Jobs(Protocol):
 
 @dataclass
 class Swept:
-    """One resource the sweep deleted (or, in a dry run, would delete)."""
+    """One resource no live job owns: deleted, or in a dry run would be, or spared for being young."""
 
     kind: str  # vm | volume | floating ip | port | key
     id: str
@@ -60,45 +63,68 @@ class Swept:
     age_seconds: float | None = None
     deleted: bool = False  # False in a dry run, or when the delete failed (then `error` says why)
     error: str | None = None
+    spared: bool = False  # younger than the grace: left for now (perhaps a create still in progress)
+    orphan: Orphan | None = field(default=None, repr=False)  # what the driver listed (volume, floating ip, port)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "orphan"}
 
 
 def sweep(config: Config, cloud: Cloud, store: _Jobs, dry_run: bool = False,
           grace: float | None = None) -> list[Swept]:
     """Delete (or with `dry_run` only list) this installation's resources no live job owns and
-    older than `grace` seconds (default `sweep.grace`). Returns what was found, in order."""
+    older than `grace` seconds (default `sweep.grace`); the younger ones are listed as spared.
+    Returns what was found, in order."""
     grace = config.sweep.grace if grace is None else grace
     found: list[Swept] = []
     mine, untokened = tagged_vms(config, cloud)  # listed before the jobs are read: see the module's doc
     at = now()
     for vm in [*mine, *untokened]:
         age = (at - vm.created).total_seconds() if vm.created else None
-        if age is not None and age < grace:
-            continue
         job_id, why = _orphan_vm(vm, store, recorded_only=vm not in mine)
-        if why is None:
-            continue
-        item = Swept("vm", vm.id, vm.name, job_id, why, _round(age))
-        if not dry_run:
-            try:
-                cloud.delete_vm(vm.id)
-                item.deleted = True
-            except LandoError as e:
-                item.error = str(e)
-        found.append(item)
-    found.extend(_other_resources(config, cloud, grace, dry_run))
-    found.extend(_keys(config, store, grace, dry_run))
+        if why is not None:
+            found.append(Swept("vm", vm.id, vm.name, job_id, why, _round(age),
+                               spared=age is not None and age < grace))
+    found.extend(_other_resources(config, cloud, grace))
+    found.extend(_keys(config, store, grace))
     for item in found:
-        what = f"{item.kind} {item.name}" + (f" ({item.id})" if item.id != item.name else "")
-        if item.error:
-            log.warning("sweep: could not delete %s: %s (%s)", what, item.error, item.why)
-        elif item.deleted:
-            log.info("sweep: deleted %s: %s", what, item.why)
-        else:
-            log.info("sweep: would delete %s: %s", what, item.why)
+        if not dry_run and not item.spared:
+            _delete(cloud, item)
+        _log(item, grace)
     return found
+
+
+def _delete(cloud: Cloud, item: Swept) -> None:
+    try:
+        if item.kind == "vm":
+            cloud.delete_vm(item.id)
+        elif item.kind == "key":
+            for p in (item.id, item.id + ".pub", item.id + ".known_hosts"):
+                try:
+                    os.unlink(p)
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    raise LandoError(f"cannot remove {p}: {e.strerror}") from None
+        else:
+            assert item.orphan is not None
+            getattr(cloud, "delete_orphan")(item.orphan)  # noqa: B009 (only drivers that list orphans)
+        item.deleted = True
+    except LandoError as e:
+        item.error = str(e)
+
+
+def _log(item: Swept, grace: float) -> None:
+    what = f"{item.kind} {item.name}" + (f" ({item.id})" if item.id != item.name else "")
+    if item.error:
+        log.warning("sweep: could not delete %s: %s (%s)", what, item.error, item.why)
+    elif item.deleted:
+        log.info("sweep: deleted %s: %s", what, item.why)
+    elif item.spared:
+        log.debug("sweep: spared %s for now: %s, but it is %.0f s old, younger than the grace of %g s", what,
+                 item.why, item.age_seconds or 0, grace)
+    else:
+        log.info("sweep: would delete %s: %s", what, item.why)
 
 
 def _orphan_vm(vm: VmInfo, store: _Jobs, recorded_only: bool = False) -> tuple[int | None, str | None]:
@@ -130,35 +156,29 @@ def _orphan_vm(vm: VmInfo, store: _Jobs, recorded_only: bool = False) -> tuple[i
     return job_id, None
 
 
-_ORPHAN_TEXT = re.compile(r"^(volume|floating ip|port) (\S+)(?: \(of server (\S+)\))?$")
-
-
-def _other_resources(config: Config, cloud: Cloud, grace: float, dry_run: bool) -> list[Swept]:
-    """Volumes, floating IPs and ports no server owns, where the driver can find them."""
-    delete_orphans = getattr(cloud, "delete_orphans", None)
-    if delete_orphans is None:
+def _other_resources(config: Config, cloud: Cloud, grace: float) -> list[Swept]:
+    """Volumes, floating IPs and ports no server owns, where the driver can find them. One that was made
+    for a server now gone is an orphan at any age; one never attached is spared while younger than the
+    grace (a create may be in progress)."""
+    find_orphans = getattr(cloud, "find_orphans", None)
+    if find_orphans is None:
         return []  # the local cloud makes none
-    if dry_run:
-        log.info("sweep: a dry run does not list orphaned volumes, floating IPs and ports (the %s driver "
-                 "finds and deletes them in one pass)", cloud.name)
-        return []
     try:
-        texts = delete_orphans(ours(config), min_age=grace)
+        orphans: list[Orphan] = find_orphans(ours(config))
     except LandoError as e:
         return [Swept("volume/floating ip/port", "-", "-", None, "no server owns them", error=str(e))]
     out = []
-    for text in texts:
-        m = _ORPHAN_TEXT.match(text)
-        kind, rid, server = (m.group(1), m.group(2), m.group(3)) if m else ("resource", text, None)
-        why = f"its server {server} is gone" if server else "it was never attached to a server"
-        out.append(Swept(kind, rid, rid, None, why, deleted=True))
+    for o in orphans:
+        why = f"its server {o.server} is gone" if o.server else "it was never attached to a server"
+        young = o.server is None and o.age_seconds is not None and o.age_seconds < grace
+        out.append(Swept(o.kind, o.id, o.name, None, why, _round(o.age_seconds), spared=young, orphan=o))
     return out
 
 
 _KEY_FILE = re.compile(r"^job-(\d+)$")
 
 
-def _keys(config: Config, store: _Jobs, grace: float, dry_run: bool) -> list[Swept]:
+def _keys(config: Config, store: _Jobs, grace: float) -> list[Swept]:
     """Private keys (and their .pub and .known_hosts) of jobs that are gone or ended without a VM."""
     try:
         names = sorted(os.listdir(config.keys_dir))
@@ -174,8 +194,6 @@ def _keys(config: Config, store: _Jobs, grace: float, dry_run: bool) -> list[Swe
             age = time.time() - os.stat(path).st_mtime
         except FileNotFoundError:
             continue
-        if age < grace:
-            continue
         job_id = int(m.group(1))
         try:
             job = store.get(job_id)
@@ -189,17 +207,7 @@ def _keys(config: Config, store: _Jobs, grace: float, dry_run: bool) -> list[Swe
                 why = f"job {job_id} ended ({job.state.name.lower()}) and has no VM"
             else:
                 continue
-        item = Swept("key", path, name, job_id, why, _round(age))
-        if not dry_run:
-            for p in (path, path + ".pub", path + ".known_hosts"):
-                try:
-                    os.unlink(p)
-                except FileNotFoundError:
-                    pass
-                except OSError as e:
-                    item.error = f"cannot remove {p}: {e.strerror}"
-            item.deleted = item.error is None
-        out.append(item)
+        out.append(Swept("key", path, name, job_id, why, _round(age), spared=age < grace))
     return out
 
 
@@ -207,26 +215,41 @@ def _round(age: float | None) -> float | None:
     return None if age is None else round(age, 1)
 
 
-def describe(items: list[Swept], dry_run: bool) -> str:
+def describe(items: list[Swept], dry_run: bool, grace: float) -> str:
     """The text `lando-ssh sweep` prints: one line per resource, then a summary."""
     if not items:
-        return "nothing to sweep: every resource tagged as ours belongs to a live job (or is within the grace period)"
+        return "nothing to sweep: every resource tagged as ours belongs to a live job"
     lines = [f"{'KIND':<12} {'NAME':<32} {'JOB':>5} {'AGE':>8}  {'RESULT':<14} WHY"]
     for i in items:
-        result = "error" if i.error else ("deleted" if i.deleted else "would delete")
-        age = f"{i.age_seconds:.0f}s" if i.age_seconds is not None else "-"
+        result = "error" if i.error else "deleted" if i.deleted else "spared (young)" if i.spared else "would delete"
         why = i.why + (f" ({i.error})" if i.error else "")
-        lines.append(f"{i.kind:<12} {i.name[:32]:<32} {i.job_id if i.job_id is not None else '-':>5} {age:>8}  "
-                     f"{result:<14} {why}")
-    done = sum(1 for i in items if i.deleted)
-    failed = sum(1 for i in items if i.error)
+        lines.append(f"{i.kind:<12} {i.name[:32]:<32} {i.job_id if i.job_id is not None else '-':>5} "
+                     f"{_age_text(i.age_seconds):>8}  {result:<14} {why}")
+    spared = sum(1 for i in items if i.spared)
     if dry_run:
-        lines.append(f"dry run: {len(items)} would be deleted; nothing was")
+        summary = f"dry run: {len(items) - spared} would be deleted"
     else:
-        lines.append(f"{done} deleted" + (f", {failed} could not be (see above)" if failed else ""))
+        failed = sum(1 for i in items if i.error)
+        summary = f"{sum(1 for i in items if i.deleted)} deleted" + (
+            f", {failed} could not be (see above)" if failed else "")
+    if spared:
+        summary += f"; {spared} spared for being younger than the grace ({_age_text(grace)}; --grace SECONDS)"
+    lines.append(summary + ("; nothing was deleted" if dry_run else ""))
     return "\n".join(lines)
 
 
+def _age_text(seconds: float | None) -> str:
+    """95 -> "1m35s", 7300 -> "2h01m", 200000 -> "2d07h"."""
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
 def sweep_command(config: Config, dry_run: bool, grace: float | None, as_json: bool) -> int:
@@ -247,5 +270,6 @@ def sweep_command(config: Config, dry_run: bool, grace: float | None, as_json: b
     finally:
         store.close()
         cloud.close()
-    print(json.dumps([i.to_dict() for i in items], indent=2) if as_json else describe(items, dry_run))
+    print(json.dumps([i.to_dict() for i in items], indent=2) if as_json
+          else describe(items, dry_run, config.sweep.grace if grace is None else grace))
     return 3 if any(i.error for i in items) else 0

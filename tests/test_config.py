@@ -103,3 +103,59 @@ def test_environment_overrides_keys_at_both_levels(tmp_path: Path):
 def test_lando_config_env_names_the_file(tmp_path: Path):
     path = write(tmp_path, "log_level: ERROR\n")
     assert load_config(None, env={"LANDO_CONFIG": path}).log_level == "ERROR"
+
+
+#: A complete lando 0.11.3 server config: every key lando/server/config.py reads (its own test's GOOD_CONFIG,
+#: with fake_cloud_service and a log level as lando wrote it, Python's logging number).
+LANDO_0_11_3 = """
+fake_cloud_service: false
+log_level: 10
+work_queue:
+  host: 10.109.253.74
+  username: lando
+  password: odnal
+  worker_username: lobot
+  worker_password: tobol
+  listen_queue: lando
+cloud_settings:
+  auth_url: http://10.109.252.9:5000/v3
+  username: jpb67
+  user_domain_name: Default
+  project_name: jpb67
+  project_domain_name: Default
+  password: secret
+bespin_api:
+  url: http://localhost:8000/api
+  token: 10498124091240e
+commands:
+  stage_data_command: ["python", "-m", "lando_util.stagedata"]
+  organize_output_command: ["python", "-m", "lando_util.organize_project"]
+  save_output_command: ["python", "-m", "lando_util.upload"]
+"""
+
+
+def test_a_complete_lando_0_11_3_config_loads_unchanged_and_names_what_lando_ssh_does_not_use(tmp_path: Path):
+    config = load_config(write(tmp_path, LANDO_0_11_3), env={})
+
+    assert config.cloud.driver == "openstack"
+    assert (config.work_queue.host, config.work_queue.username, config.work_queue.listen_queue) == \
+        ("10.109.253.74", "lando", "lando")
+    assert (config.cloud_settings.auth_url, config.cloud_settings.project_name) == \
+        ("http://10.109.252.9:5000/v3", "jpb67")
+    assert config.bespin_api is not None and config.bespin_api.token == "10498124091240e"
+    assert config.log_level == "DEBUG"
+    (unused,) = config.unused
+    assert unused.startswith("commands (lando's worker commands") and "runs its own steps on the VM" in unused
+
+
+def test_lando_keys_that_mean_nothing_here_are_listed_as_unused_and_lando_ssh_keys_stay_strict(tmp_path: Path):
+    from lando_ssh.config import LANDO_UNUSED_KEYS
+
+    text = "commands: {stage_data_command: [x]}\nstorage_class_name: fast\n"
+    config = load_config(write(tmp_path, text), env={})
+    assert [u.split(" ")[0] for u in config.unused] == ["commands", "storage_class_name"]
+    assert set(LANDO_UNUSED_KEYS) >= {"commands", "cluster_api_settings", "data_store_settings"}
+    with pytest.raises(ConfigError, match="unknown key unused"):
+        load_config(write(tmp_path, "unused: [x]\n"), env={})
+    with pytest.raises(ConfigError, match="log_level must be one of"):
+        load_config(write(tmp_path, "log_level: 15\n"), env={})

@@ -99,7 +99,7 @@ def test_a_bad_message_is_bad_input_with_a_reason_and_a_sentence():
     assert "-3" in str(caught.value)
 
 
-@pytest.mark.parametrize("job_id", [0, -1, True, "5", 1.5, None, MAX_JOB_ID + 1])
+@pytest.mark.parametrize("job_id", [0, -1, True, "5x", 1.5, None, MAX_JOB_ID + 1])
 def test_encode_refuses_a_job_id_a_consumer_would_refuse(job_id):
     with pytest.raises(BadMessage):
         encode_message("start_job", job_id)
@@ -144,7 +144,14 @@ JSON_CORPUS = [
     (_job(-1), None, "job_id_out_of_range"),
     (_job(0), None, "job_id_out_of_range"),
     (_job(2**64), None, "job_id_out_of_range"),
-    (_job("5"), None, "bad_job_id"),
+    (_job("5.0"), None, "bad_job_id"),
+    (_job(" 5"), None, "bad_job_id"),
+    (_job("5a"), None, "bad_job_id"),
+    (_job("-5"), None, "bad_job_id"),
+    (_job("\u0665"), None, "bad_job_id"),  # ARABIC-INDIC DIGIT FIVE: a digit to str.isdigit, not to bespin's URL
+    (_job(""), None, "bad_job_id"),
+    (_job("0"), None, "job_id_out_of_range"),
+    (_job("9" * 25), None, "job_id_out_of_range"),
     (_job(5.0), None, "bad_job_id"),
     (_job(True), None, "bad_job_id"),
     (_job(None), None, "bad_job_id"),
@@ -192,6 +199,22 @@ def test_a_work_request_written_by_python_2_is_read():
     assert parse_message(PY2_START_JOB_1, None, LIMIT) == Message(Command.START_JOB, 1, None, "lando-pickle")
     as_long = PY2_START_JOB_1.replace(b"I1\n", b"L123456789012L\n")
     assert parse_message(as_long, None, LIMIT).job_id == 123456789012
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_a_job_id_sent_as_a_string_of_digits_is_read_as_bespin_api_sends_it(lando_messaging, protocol):
+    # bespin-api's views hand the URL's primary key, a string, to LandoJob: WorkRequest carries job_id='20'
+    body = pickle.dumps(lando_messaging.WorkRequest("cancel_job", lando_messaging.CancelJobPayload("20")), protocol)
+    assert parse_message(body, None, LIMIT) == Message(Command.CANCEL_JOB, 20, None, "lando-pickle")
+    assert parse_message(_job("0042"), None, LIMIT).job_id == 42
+
+
+def test_a_string_job_id_written_by_python_2_is_read():
+    as_string = PY2_START_JOB_1.replace(b"I1\n", b"S'20'\n")
+    assert parse_message(as_string, None, LIMIT) == Message(Command.START_JOB, 20, None, "lando-pickle")
+    as_unicode = PY2_START_JOB_1.replace(b"I1\n", b"V\\u00e4\n")
+    with pytest.raises(BadMessage, match="string of digits"):
+        parse_message(as_unicode, None, LIMIT)
 
 
 def test_a_work_request_with_a_plain_dict_payload_is_read(lando_messaging):
@@ -268,7 +291,7 @@ def _hostile_corpus(marker: Path, lm: types.SimpleNamespace) -> list[tuple[str, 
         ("payload-none", pickle.dumps(lm.WorkRequest("start_job", None)), "bad_payload"),
         ("payload-string", pickle.dumps(lm.WorkRequest("start_job", "1")), "bad_payload"),
         ("payload-without-job-id", pickle.dumps(lm.WorkRequest("start_job", {})), "missing_job_id"),
-        ("job-id-string", pickle.dumps(lm.WorkRequest("start_job", lm.StartJobPayload("7"))), "bad_job_id"),
+        ("job-id-not-digits", pickle.dumps(lm.WorkRequest("start_job", lm.StartJobPayload("7 OR 1=1"))), "bad_job_id"),
         ("job-id-negative", pickle.dumps(lm.WorkRequest("start_job", lm.StartJobPayload(-7))), "job_id_out_of_range"),
         ("job-id-huge", pickle.dumps(lm.WorkRequest("start_job", lm.StartJobPayload(10**20000))),
          "job_id_out_of_range"),

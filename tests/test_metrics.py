@@ -13,7 +13,7 @@ from lando_ssh.cloud import Flavor, Quota, VmInfo
 from lando_ssh.errors import ConfigError, HostKeyMismatch, VmUnreachable
 from lando_ssh.flavors import Needs
 from lando_ssh.metrics import Metrics, parse_listen, start_metrics_server
-from lando_ssh.model import Job, JobState, JobStep, StepTiming, now
+from lando_ssh.model import Job, JobState, JobStep, StepTiming, VmRecord, now
 from lando_ssh.scheduler import ActiveVm, Limits, WaitingJob, schedule
 from lando_ssh.sweep import Swept
 
@@ -111,3 +111,89 @@ def test_listen_addresses_and_a_busy_port():
         s.listen()
         with pytest.raises(ConfigError, match="cannot listen there"):
             start_metrics_server(f"127.0.0.1:{s.getsockname()[1]}", Metrics())
+
+
+def test_lando_vms_follow_the_jobs_vms_between_sweeps(served):
+    metrics, url = served
+    metrics.observe_vms([VmInfo("v9", "orphan-9", "ACTIVE")])  # a sweep's listing: the truth until the next
+    job = Job(id=3, name="c", workflow="wf", job_order={}, state=JobState.STARTING)
+    metrics.observe_job(job)
+    job.vm = VmRecord(name="lando-job-3-1", created=now())  # asked for
+    job.set_state(JobState.RUNNING, JobStep.CREATE_VM)
+    metrics.observe_job(job)
+    got = scrape(url)
+    assert (got[("lando_vms", (("status", "BUILD"),))], got[("lando_vms", (("status", "ACTIVE"),))]) == (1, 1)
+
+    job.vm.address = "127.0.0.1"  # it booted and answered
+    job.set_state(JobState.RUNNING, JobStep.STAGING)
+    metrics.observe_job(job)
+    got = scrape(url)
+    assert (got[("lando_vms", (("status", "BUILD"),))], got[("lando_vms", (("status", "ACTIVE"),))]) == (0, 2)
+
+    job.retire_vm()  # deleted (as after a boot retry or at the end)
+    job.set_state(JobState.FINISHED, JobStep.NONE)
+    metrics.observe_job(job)
+    assert scrape(url)[("lando_vms", (("status", "ACTIVE"),))] == 1  # the orphan the sweep saw
+
+    kept = Job(id=4, name="d", workflow="wf", job_order={}, state=JobState.ERROR,
+               vm=VmRecord(name="lando-job-4-1", address="10.0.0.4"))  # kept on error, at the daemon's start
+    metrics.observe_jobs([kept])
+    assert scrape(url)[("lando_vms", (("status", "ACTIVE"),))] == 2
+    metrics.observe_vms([])
+    assert scrape(url)[("lando_vms", (("status", "ACTIVE"),))] == 0
+
+
+def test_every_library_the_metrics_module_imports_is_installed_with_lando_ssh():
+    """scripts/setup (and pip) install lando-ssh's dependencies: metrics.listen must need nothing more."""
+    import ast
+    import importlib.metadata
+    import re
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    import lando_ssh.metrics
+
+    tree = ast.parse(Path(lando_ssh.metrics.__file__).read_text())
+    modules = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+               for alias in node.names}
+    modules |= {node.module.split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
+    third_party = modules - set(sys.stdlib_module_names) - {"__future__", "lando_ssh"}
+    assert third_party == {"prometheus_client"}
+    pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    required = {re.split(r"[<>=\[; ]", d)[0].lower().replace("-", "_") for d in pyproject["project"]["dependencies"]}
+    distributions = importlib.metadata.packages_distributions()
+    for module in third_party:
+        assert {d.lower().replace("-", "_") for d in distributions[module]} & required, module
+
+
+def test_the_daemon_observes_each_vms_boot_and_counts_vms_as_jobs_run(lando, broker_names):
+    from conftest import WORKFLOWS, Daemon, finished, send, wait_job
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/metrics"
+    lando.settings["work_queue"] = {**broker_names, "heartbeat": 10}
+    lando.settings.update(metrics={"listen": f"127.0.0.1:{port}"}, sweep={"interval": 0})  # no sweep moves them
+    lando.write_config()
+    order = lando.root / "sleep.yml"
+    order.write_text("seconds: 30\n")
+    job_id = lando.submit(WORKFLOWS / "sleep.cwl", order)
+    daemon = Daemon(lando)
+    daemon.start()
+    try:
+        send(lando, "start_job", job_id)
+        wait_job(lando, job_id, lambda j: j.step.value == "R", daemon=daemon)
+        running = scrape(url)
+        send(lando, "cancel_job", job_id)
+        wait_job(lando, job_id, finished, daemon=daemon)
+        ended = scrape(url)
+    finally:
+        daemon.stop()
+    assert running[("lando_vm_boot_seconds_count", ())] == 1
+    assert running[("lando_vm_ssh_ready_seconds_count", ())] == 1
+    assert 0 < running[("lando_vm_boot_seconds_sum", ())] <= running[("lando_vm_ssh_ready_seconds_sum", ())]
+    assert running[("lando_vms", (("status", "ACTIVE"),))] == 1
+    assert ended[("lando_vms", (("status", "ACTIVE"),))] == 0 and ended[("lando_vms", (("status", "BUILD"),))] == 0

@@ -51,6 +51,13 @@ def job_request(job_id: int = 1, **kw: object) -> VmRequest:
     return VmRequest(**args)
 
 
+def our_request(config: Config, job_id: int = 1, **kw: object) -> VmRequest:
+    """A request as the pipeline makes it: tagged as this installation's (its id and its data dir's token)."""
+    from lando_ssh.installation import ours
+
+    return job_request(job_id, **{"metadata": {**ours(config), META_JOB_ID: str(job_id)}, **kw})
+
+
 @pytest.fixture
 def cloud(openstack_config: Config):
     c = OpenStackCloud(openstack_config)
@@ -432,30 +439,62 @@ def test_delete_vm_does_not_touch_other_jobs(cloud, openstack_api):
     cloud.delete_vm(other.id)
 
 
-def test_orphans_of_a_create_that_stopped_midway_are_swept_once_old_enough(cloud, openstack_api):
-    request = job_request(7, volume_size=1)
-    cloud._home._create_volume(request)  # as if the process died before creating the port and server
-    mine = {META_INSTALLATION: "lando-ssh"}
-    assert cloud.delete_orphans(mine) == []  # young: perhaps a create still in progress
-    other = cloud.create_vm(job_request(8, volume_size=1))
-    deleted = cloud.delete_orphans(mine, min_age=0)
-    assert len(deleted) == 1 and deleted[0].startswith("volume ")
-    inventory = openstack_api.inventory()
-    assert inventory["servers"] == [other.id] and len(inventory["volumes"]) == 1  # a live VM's volume stays
-    cloud.delete_vm(other.id)
+class NoJobs:
+    """A job store that holds no job (the sweep asks it only about VMs and keys)."""
+
+    def get(self, job_id: int):  # type: ignore[no-untyped-def]
+        from lando_ssh.errors import UnknownJob
+
+        raise UnknownJob(f"no job {job_id}")
 
 
-def test_resources_of_a_server_deleted_behind_our_back_are_swept(openstack_api, tmp_path):
-    cloud = OpenStackCloud(config_for(openstack_api, tmp_path, allocate_floating_ips=True))
-    vm = cloud.create_vm(job_request(volume_size=1))
+def test_orphans_of_a_create_that_stopped_midway_are_spared_while_young_then_swept(cloud, openstack_api):
+    from lando_ssh.sweep import describe, sweep
+
+    config = cloud.config
+    config.cloud.installation_id = "lando-ssh"
+    request = our_request(config, 7, volume_size=1)
+    volume_id = cloud._home._create_volume(request)  # as if the process died before creating the port and server
+    other = cloud.create_vm(our_request(config, 8, volume_size=1))
+
+    items = sweep(config, cloud, NoJobs(), dry_run=True)  # the default grace: 600 s
+    orphans = [i for i in items if i.kind != "vm"]
+    assert [(i.kind, i.id, i.name, i.spared, i.deleted) for i in orphans] == [
+        ("volume", volume_id, "lando-job-7-data", True, False)]
+    assert 0 <= orphans[0].age_seconds < 600 and orphans[0].why == "it was never attached to a server"
+    assert [i.id for i in items if i.kind == "vm"] == [other.id]  # job 8 is not in this store: an orphan too
+    text = describe(items, True, 600)
+    assert "spared (young)" in text and "2 spared for being younger than the grace (10m00s" in text
+    assert len(openstack_api.inventory()["volumes"]) == 2  # nothing deleted
+
+    items = sweep(config, cloud, NoJobs(), grace=0)
+    assert sorted((i.kind, i.deleted) for i in items) == [("vm", True), ("volume", True)]
+    assert openstack_api.inventory() == EMPTY
+
+
+def test_dry_run_lists_the_volume_port_and_floating_ip_of_a_server_deleted_behind_our_back(openstack_api, tmp_path):
+    from lando_ssh.sweep import sweep
+
+    config = config_for(openstack_api, tmp_path, allocate_floating_ips=True)
+    config.cloud.installation_id = "lando-ssh"
+    cloud = OpenStackCloud(config)
+    vm = cloud.create_vm(our_request(config, volume_size=1))
     kept = cloud.create_vm(job_request(2, volume_size=1, metadata={META_INSTALLATION: "another", META_JOB_ID: "2"}))
     conn = sdk(openstack_api)
-    conn.compute.delete_server(vm.id)
-    conn.compute.wait_for_delete(conn.compute.get_server(vm.id), interval=0.05, wait=5)
+    server = conn.compute.get_server(vm.id)
+    conn.compute.delete_server(server)
+    conn.compute.wait_for_delete(server, interval=0.05, wait=5)  # (read before: it may be gone at once)
     conn.close()
-    deleted = cloud.delete_orphans({META_INSTALLATION: "lando-ssh"})
-    assert sorted(d.split()[0] for d in deleted) == ["floating", "port", "volume"]
-    assert all(d.endswith(f"(of server {vm.id})") for d in deleted)
+    before = openstack_api.inventory()
+
+    listed = sweep(config, cloud, NoJobs(), dry_run=True)  # a made-for server that is gone: at any age
+    assert sorted(i.kind for i in listed) == ["floating ip", "port", "volume"]
+    assert all(i.why == f"its server {vm.id} is gone" and not i.spared and not i.deleted for i in listed)
+    assert next(i for i in listed if i.kind == "port").name == "lando-job-1-port"
+    assert openstack_api.inventory() == before
+
+    swept = sweep(config, cloud, NoJobs())
+    assert sorted((i.kind, i.deleted) for i in swept) == [("floating ip", True), ("port", True), ("volume", True)]
     inventory = openstack_api.inventory()
     assert inventory["servers"] == [kept.id] and len(inventory["volumes"]) == 1  # another installation's
     cloud.delete_vm(kept.id)
@@ -485,6 +524,25 @@ def test_console_log_is_empty_while_booting_then_shows_the_host_keys(cloud, open
     cloud.delete_vm(vm.id)
     with pytest.raises(CloudNotFound):
         cloud.console_log(vm.id)
+
+
+def test_the_login_user_is_vm_user_else_the_images_property_else_ubuntu(openstack_api, tmp_path):
+    openstack_api.settings.images = ["debian-12", "ubuntu-22.04"]
+    openstack_api.settings.image_properties = {"debian-12": {"os_admin_user": "debian", "os_distro": "debian"},
+                                               "ubuntu-22.04": {"default_user": "ubuntu2"}}
+    image = requests.get(f"{openstack_api.url}/image/v2/images", timeout=5,
+                         headers={"X-Auth-Token": sdk(openstack_api).auth_token}).json()["images"][0]
+    assert (image["name"], image["os_admin_user"], image["status"]) == ("debian-12", "debian", "active")  # as Glance
+    cloud = OpenStackCloud(config_for(openstack_api, tmp_path))
+    debian_id = next(i.id for i in cloud._home._images() if i.name == "debian-12")
+    assert (cloud.default_user("debian-12"), cloud.default_user(debian_id)) == ("debian", "debian")
+    assert cloud.default_user("ubuntu-22.04") == "ubuntu2"  # the other property clouds use
+    openstack_api.settings.image_properties = {}
+    assert cloud.default_user("debian-12") == "ubuntu"  # neither: the usual cloud image's user
+    cloud.config.vm.user = "admin"
+    openstack_api.settings.image_properties = {"debian-12": {"os_admin_user": "debian"}}
+    assert cloud.default_user("debian-12") == "admin"  # the admin's own choice comes first
+    cloud.close()
 
 
 def test_get_vm_of_unknown_server_is_none(cloud):
@@ -525,8 +583,8 @@ def test_the_sweep_covers_projects_used_here_and_those_configured(openstack_api,
 
     config = config_for(openstack_api, tmp_path / "here", allocate_floating_ips=True)
     cloud = OpenStackCloud(config)
-    lost = cloud.create_vm(job_request(8, project="lando-lab"))  # job 8 is in no job store
-    half = job_request(9, volume_size=1, project="lando-lab")
+    lost = cloud.create_vm(our_request(config, 8, project="lando-lab"))  # job 8 is in no job store
+    half = our_request(config, 9, volume_size=1, project="lando-lab")
     cloud._in("lando-lab")._create_volume(half)  # as if the process died before the port and server
     cloud.close()
 
@@ -727,12 +785,9 @@ def test_job_waits_in_s_for_quota_then_runs(lando, local_openstack_api, tmp_path
 
 
 def test_vms_and_sweep_find_a_vm_in_another_project_from_a_new_process(lando, openstack_api, tmp_path):
-    from conftest import TEST_INSTALLATION
-
     use_openstack(lando, openstack_api, tmp_path)
     cloud = OpenStackCloud(lando.config())
-    vm = cloud.create_vm(job_request(77, project="lando-lab", metadata={
-        META_MANAGED_BY: "lando-ssh", META_INSTALLATION: TEST_INSTALLATION, META_JOB_ID: "77"}))
+    vm = cloud.create_vm(our_request(lando.config(), 77, project="lando-lab"))
     cloud.close()
 
     listed = json.loads(lando.cli("vms", "--json", check=True).stdout)
@@ -811,3 +866,29 @@ def test_a_server_of_another_installation_with_the_same_id_is_neither_adopted_no
     finally:
         for cloud in clouds:
             cloud.close()
+
+
+def test_a_job_logs_in_as_the_images_os_admin_user(lando, local_openstack_api, tmp_path):
+    use_openstack(lando, local_openstack_api, tmp_path, user=None)  # vm.user unset
+    local_openstack_api.settings.image_properties = {"debian-12": {"os_admin_user": pwd.getpwuid(os.getuid()).pw_name}}
+    job_id = lando.submit(WORKFLOWS / "no_inputs.cwl")
+
+    proc = lando.cli("job", str(job_id), timeout=120)
+
+    assert proc.returncode == 0, proc.stderr
+    assert lando.status(job_id)["vm"]["user"] == pwd.getpwuid(os.getuid()).pw_name
+    assert local_openstack_api.inventory() == EMPTY
+
+
+def test_a_vm_that_refuses_the_login_user_fails_the_job_saying_to_set_vm_user(lando, local_openstack_api, tmp_path):
+    use_openstack(lando, local_openstack_api, tmp_path, user=None, ssh_timeout=3)
+    job_id = lando.submit(WORKFLOWS / "no_inputs.cwl")  # the image names no user: "ubuntu", not the VMs' user
+
+    proc = lando.cli("job", str(job_id), timeout=120)
+
+    assert proc.returncode == 1
+    job = lando.status(job_id)
+    assert job["state"] == "E" and job["vm"]["user"] == "ubuntu"
+    assert "answers but refuses the job's SSH key for user 'ubuntu'" in job["error"]
+    assert "set vm.user to the image's login user" in job["error"]
+    assert local_openstack_api.inventory() == EMPTY

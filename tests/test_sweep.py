@@ -63,6 +63,7 @@ def test_sweep_deletes_exactly_the_tagged_orphans_and_dry_run_deletes_nothing(la
     cloud, vms = leave_orphans(lando)
     orphans = {vms["finished"], vms["no-job"]}
 
+    keys = lando.data_dir / "keys"
     proc = lando.cli("sweep", "--dry-run", "--grace", "0", "--json", check=True)
     listed = json.loads(proc.stdout)
     assert {i["id"] for i in listed if i["kind"] == "vm"} == orphans
@@ -73,8 +74,16 @@ def test_sweep_deletes_exactly_the_tagged_orphans_and_dry_run_deletes_nothing(la
     assert {v.id for v in cloud.find_vms({})} == set(vms.values())  # nothing deleted
     assert (lando.data_dir / "keys" / "job-4242").exists()
 
-    # the default grace period (10 minutes) spares VMs this young
-    assert "nothing to sweep" in lando.cli("sweep", check=True).stdout
+    # the default grace period (10 minutes) spares orphans this young, naming each with its age
+    listed = json.loads(lando.cli("sweep", "--json", check=True).stdout)
+    assert {(i["kind"], i["id"]) for i in listed if i["spared"]} == {("vm", vms["finished"]), ("vm", vms["no-job"]),
+                                                                      ("key", str(keys / "job-4242"))}
+    assert all(0 <= i["age_seconds"] < 600 and not i["deleted"] for i in listed)
+    text = lando.cli("sweep", check=True).stdout
+    no_job = next(line for line in text.splitlines() if f"{TEST_INSTALLATION}-job-999-1" in line)
+    assert "spared (young)" in no_job and "job 999 is not in the job store" in no_job
+    assert text.splitlines()[-1] == "0 deleted; 3 spared for being younger than the grace (10m00s; --grace SECONDS)"
+    assert {v.id for v in cloud.find_vms({})} == set(vms.values())
 
     proc = lando.cli("sweep", "--grace", "0", check=True)
     assert "3 deleted" in proc.stdout, proc.stdout  # two VMs and the stray key

@@ -80,13 +80,24 @@ class VmInfo:
     project: str | None = None  # the OpenStack project it is in, when not the configured one
 
 
+@dataclass
+class Orphan:
+    """A volume, floating IP or port carrying our metadata that no live server owns (`find_orphans`)."""
+
+    kind: str  # volume | floating ip | port
+    id: str  # as the driver hands it out (OpenStack: "<project>/<id>" outside the configured project)
+    name: str
+    server: str | None  # the id of the server it was made for, now gone; None: it never had one
+    age_seconds: float | None = None  # None: the cloud gave no creation time
+
+
 class Cloud(Protocol):
     """The interface every VM driver implements. Errors raised are `lando_ssh.errors.CloudError`s."""
 
     name: str
 
-    def default_user(self) -> str:
-        """The login user on this cloud's images."""
+    def default_user(self, image: str | None = None) -> str:
+        """The login user on VMs of `image` (a name or id; None: the cloud's usual one)."""
         ...
 
     def default_cwl_command(self) -> list[str]:

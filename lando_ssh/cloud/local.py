@@ -60,8 +60,8 @@ class LocalCloud:
         self.token = installation_token(config.data_dir)
 
     # -- facts -----------------------------------------------------------------------------
-    def default_user(self) -> str:
-        return self.user
+    def default_user(self, image: str | None = None) -> str:
+        return self.user  # every local "image" logs in the user running the VMs
 
     def default_cwl_command(self) -> list[str]:
         return ["cwltool", "--no-container"]  # no Docker on the local "image"

@@ -14,7 +14,7 @@ saying so, as does a project Keystone refuses (401: it does not exist, or the us
 role in it). The id of a VM outside the configured project is "<project>/<server id>", so
 `get_vm`, `console_log`, `delete_vm` and `wait_until_active` reach it from the id alone
 (after a restart too); ids in the configured project are the bare server ids. `find_vms`
-and `delete_orphans` cover the configured project, `cloud_settings.projects`, and every
+and `find_orphans` cover the configured project, `cloud_settings.projects`, and every
 project noted in `<data_dir>/openstack-projects` (appended when a connection to a project is
 first made). `flavors`, `images` and `quota` are the configured project's; a quota refusal in
 another project names it ("waiting for quota in project 'lab': instances 10 of 10").
@@ -44,8 +44,8 @@ detached it), the floating IP and the port, and verifies each is gone; what cann
 deleted raises `CloudError` naming it (the caller records it and retries later). A server carrying
 another installation's token (installation.py) is refused, never deleted.
 Beyond the `Cloud` protocol: `wait_until_active(vm_id)` (VmFailed with Nova's fault on
-ERROR) and `delete_orphans(metadata)`, which deletes volumes, floating IPs and ports
-carrying our metadata that no live server owns (for the sweep).
+ERROR), and for the sweep `find_orphans(metadata)`, which lists volumes, floating IPs and
+ports carrying our metadata that no live server owns (with their age), and `delete_orphan`.
 
 Errors: quota refusals (403/413/409 "Quota exceeded", "Maximum number of ... exceeded")
 become `QuotaExceeded`; 5xx, 429 and dropped connections are retried `api_retries` times
@@ -55,7 +55,8 @@ made); anything else becomes `CloudError` with the service's own message.
 SSH port: a VM's sshd is on port 22 unless the server's metadata carries `lando_ssh_port`
 (the local OpenStack API service used in the tests publishes its sshd ports that way).
 Address: the floating IP when there is one, else the fixed IPv4 on `network_name`.
-Login user: `vm.user`, else "ubuntu". Work dir: `vm.work_dir`, where "{vm_name}" is
+Login user: `vm.user`, else the image's `os_admin_user` property (Glance's name for it), else
+its `default_user` property, else "ubuntu". Work dir: `vm.work_dir`, where "{vm_name}" is
 replaced by the VM's name (for VMs sharing one filesystem, as the test service's do).
 A `create_vm` for a name that already has our live server returns that server.
 """
@@ -78,7 +79,7 @@ import openstack
 import openstack.exceptions as os_exc
 import requests
 
-from lando_ssh.cloud import META_JOB_ID, META_TOKEN, Flavor, Quota, VmInfo, VmRequest
+from lando_ssh.cloud import META_JOB_ID, META_TOKEN, Flavor, Orphan, Quota, VmInfo, VmRequest
 from lando_ssh.config import Config
 from lando_ssh.errors import CloudError, CloudNotFound, LandoError, QuotaExceeded, VmFailed
 from lando_ssh.installation import is_anothers
@@ -275,8 +276,12 @@ class OpenStackCloud:
         return self._in(project or None, f"VM {vm_id} is there"), server_id
 
     # ---- the Cloud protocol ------------------------------------------------------------
-    def default_user(self) -> str:
-        return self.config.vm.user or "ubuntu"
+    def default_user(self, image: str | None = None) -> str:
+        """`vm.user`, else the image's login user as Glance records it (the `os_admin_user` property, else
+        `default_user`), else "ubuntu"."""
+        if self.config.vm.user:
+            return self.config.vm.user
+        return (self._home.image_user(image) if image else None) or "ubuntu"
 
     def default_cwl_command(self) -> list[str]:
         return ["cwltool"]
@@ -329,19 +334,27 @@ class OpenStackCloud:
         project, server_id = self._locate(vm_id)
         project.delete_vm(server_id)
 
-    def delete_orphans(self, metadata: dict[str, str], min_age: float = 600.0) -> list[str]:
-        """Delete volumes, floating IPs and ports carrying `metadata` that no server owns any more, in every
-        project `find_vms` covers (see `_Project.delete_orphans`). Returns what was deleted, as text."""
-        deleted: list[str] = []
+    def find_orphans(self, metadata: dict[str, str]) -> list[Orphan]:
+        """Volumes, floating IPs and ports carrying `metadata` that no live server owns, in every project
+        `find_vms` covers (see `_Project.find_orphans`); deleted with `delete_orphan`."""
+        found: list[Orphan] = []
         failed: list[str] = []
         for project in self._covered():
             try:
-                deleted += project.delete_orphans(metadata, min_age)
+                found += project.find_orphans(metadata)
             except CloudError as e:
                 failed.append(str(e))
         if failed:
-            raise CloudError("; ".join(failed) + (f" (deleted meanwhile: {', '.join(deleted)})" if deleted else ""))
-        return deleted
+            raise CloudError("; ".join(failed))
+        return found
+
+    def delete_orphan(self, orphan: Orphan) -> None:
+        """Delete one resource `find_orphans` listed and wait until it is gone (CloudError naming it if not)."""
+        project, rid = self._locate(orphan.id)
+        left: list[str] = []
+        project._delete_one(orphan.kind.replace(" ", "_"), rid, left)
+        if left:
+            raise CloudError(f"could not delete orphaned {', '.join(left)}")
 
     def close(self) -> None:
         with self._lock:
@@ -380,6 +393,16 @@ class _Project:
 
     def images(self) -> list[str]:
         return [i.name for i in self._images()]
+
+    def image_user(self, name_or_id: str) -> str | None:
+        """The login user the image's properties name (`os_admin_user`, else `default_user`), if any."""
+        images = self._images()
+        match = [i for i in images if i.id == name_or_id] or [i for i in images if i.name == name_or_id]
+        if len(match) != 1:
+            return None  # unknown or ambiguous: create_vm says which, listing the images
+        properties = match[0].properties or {}
+        user = match[0].os_admin_user or properties.get("os_admin_user") or properties.get("default_user")
+        return str(user).strip() or None if user else None  # (an empty property names no one)
 
     def _images(self) -> list[Any]:
         return self._retrying("list images", lambda: [i for i in self.conn.image.images() if i.status == "active"])
@@ -509,12 +532,12 @@ class _Project:
         if left:
             raise CloudError(f"could not delete {', '.join(left)} of server {vm_id}")
 
-    def delete_orphans(self, metadata: dict[str, str], min_age: float = 600.0) -> list[str]:
-        """Delete volumes, floating IPs and ports carrying `metadata` that no server owns any more.
+    def find_orphans(self, metadata: dict[str, str]) -> list[Orphan]:
+        """Volumes, floating IPs and ports carrying `metadata` that no live server owns, with their age.
 
-        Owned means marked with a server that still exists. Unmarked ones (a create_vm that
-        stopped before its server existed) count as orphans once older than `min_age` seconds,
-        so a create in progress elsewhere is left alone. Returns what was deleted, as text.
+        Owned means marked with a server that still exists. Unmarked ones are a create_vm that stopped
+        before its server existed, or one still in progress elsewhere: the caller spares the young ones.
+        A volume attached to something (in-use) is not ours to judge and is not listed.
         """
         tags = ",".join(_tags(metadata))
         net = self.conn.network
@@ -522,7 +545,7 @@ class _Project:
         volumes = self._retrying("list volumes", lambda: list(self.conn.block_storage.volumes(details=True)))
         for v in volumes:
             meta = v.metadata or {}
-            if all(meta.get(k) == val for k, val in metadata.items()):
+            if all(meta.get(k) == val for k, val in metadata.items()) and v.status != "in-use":
                 found.append(("volume", v, meta))
 
         def listing(lister: Callable[..., Any]) -> list[Any]:
@@ -532,8 +555,7 @@ class _Project:
             listed = self._retrying(f"list {kind}s", functools.partial(listing, lister))
             for r in listed:
                 found.append((kind, r, dict(t.split("=", 1) for t in r.tags or [] if "=" in t)))
-        deleted: list[str] = []
-        left: list[str] = []
+        orphans: list[Orphan] = []
         servers: dict[str, bool] = {}
         now = datetime.now(UTC)
         for kind, r, meta in found:
@@ -543,18 +565,11 @@ class _Project:
                     servers[owner] = self._get_server(owner) is not None
                 if servers[owner]:
                     continue
-            elif _age(r.created_at, now) < min_age:
-                continue
-            if kind == "volume" and r.status == "in-use":
-                continue  # attached to something: not ours to judge
-            before = len(left)
-            self._delete_one(kind, str(r.id), left)
-            if len(left) == before:
-                deleted.append(f"{kind.replace('_', ' ')} {self._qualified(r.id)}"
-                               + (f" (of server {self._qualified(owner)})" if owner else ""))
-        if left:
-            raise CloudError(f"could not delete orphaned {', '.join(left)}")
-        return deleted
+            age = _age(r.created_at, now)
+            name = str(getattr(r, "floating_ip_address", None) if kind == "floating_ip" else r.name or r.id)
+            orphans.append(Orphan(kind.replace("_", " "), self._qualified(r.id), name,
+                                  self._qualified(owner) if owner else None, None if age == float("inf") else age))
+        return orphans
 
     def close(self) -> None:
         try:

@@ -335,15 +335,28 @@ class BespinStore:
                        "or use a config without bespin_api to run local jobs")
 
     def get(self, job_id: int) -> Job:
+        """The job as lando-ssh knows it; one it has not loaded yet as bespin-api has it (not validated, not
+        kept). Reading never writes, to bespin-api or to the local store: `load` does, for a command."""
         try:
-            job = self.local.get(job_id)
+            return self.get_local(job_id)
+        except UnknownJob:
+            pass
+        data = self._get_bespin_job(job_id)
+        job = self._new_job(data, facts_of(data), None, None)
+        job.reason = (f"not loaded by lando-ssh yet: bespin-api has it in state {data.get('state') or 'N'}; it is "
+                      "loaded (and its workflow checked) when a command for it arrives")
+        return job
+
+    def load(self, job_id: int) -> Job:
+        """The job, for a command that acts on it: read from bespin-api, its workflow fetched and validated, and
+        kept in the local store the first time; a job whose workflow did not validate is read again. A workflow
+        that does not validate ends the job E, with a JobError in bespin-api, and raises."""
+        try:
+            job = self.get_local(job_id)
         except UnknownJob:
             return self._load(job_id)
-        if "bespin" not in job.facts:
-            raise ConfigError(f"the local store {self.config.store_url} already holds a job {job_id} that did not "
-                              "come from bespin-api; give bespin jobs a store of their own (store.url)")
-        if job.workflow_doc is None:  # its workflow did not validate when it was loaded: try again
-            return self._load(job_id, job)
+        if job.workflow_doc is None and job.state in (JobState.NEW, JobState.AUTHORIZED, JobState.ERROR):
+            return self._load(job_id, job)  # its workflow did not validate when it was loaded: try again
         return job
 
     def update(self, job_id: int, change: Callable[[Job], object]) -> Job:
@@ -356,7 +369,7 @@ class BespinStore:
         try:
             job = self.local.update(job_id, wrapped)
         except UnknownJob:
-            self.get(job_id)
+            self.load(job_id)
             job = self.local.update(job_id, wrapped)
         self._announce(job, seen["fields"], seen["error"])
         return job
@@ -394,6 +407,15 @@ class BespinStore:
                 self._enqueue(job.id, "error", {"job_step": job.step.value or JobStep.CREATE_VM.value,
                                                 "content": job.error})
 
+    def republish(self, job_id: int) -> None:
+        """Send bespin-api the job's state and step again: it set a request state (S, c or r) before the
+        command that turned out to change nothing, and must not stay at it (lando always answered)."""
+        try:
+            job = self.get_local(job_id)
+        except UnknownJob:
+            return
+        self._enqueue(job.id, "put", self._fields(job))
+
     def _announce(self, job: Job, before: dict[str, str], error_before: str | None) -> None:
         fields = self._fields(job)
         # the error first: whoever sees the job in E in bespin-api finds its job-error there already
@@ -401,21 +423,26 @@ class BespinStore:
             # JobError.job_step is one of bespin's step codes (never blank): a failure before any step is 'V'
             self._enqueue(job.id, "error", {"job_step": job.step.value or JobStep.CREATE_VM.value,
                                             "content": job.error})
-        if fields != before:
-            self._enqueue(job.id, "put", fields)
+        for put in lando_puts(before, fields):
+            self._enqueue(job.id, "put", put)
 
     def _fields(self, job: Job) -> dict[str, str]:
-        """What bespin-api's job has fields for: the state, the step, the VM's and its volume's names."""
+        """What bespin-api's job has fields for, as lando set them: the state and step (`lando_view`), the
+        VM's name and its data volume's name ('' where the VM has no volume)."""
         bespin = job.facts.get("bespin") or {}
         pushed = job.facts.get("bespin_pushed") or {}
         if job.vm is not None:
             volume = job.vm_spec.volume_size if job.vm_spec.volume_size is not None else self.config.vm.volume_size
-            vm_name, volume_name = job.vm.name, f"{job.vm.name}-data" if volume else ""
+            has_volume = bool(volume) and self.config.cloud.driver != "local"  # a local VM has no volumes
+            vm_name, volume_name = job.vm.name, f"{job.vm.name}-data" if has_volume else ""
         else:  # between VMs (a restart): bespin keeps the name of the last one, as it did with lando
             vm_name = pushed.get("vm_instance_name", bespin.get("vm_instance_name", ""))
             volume_name = pushed.get("vm_volume_name", bespin.get("vm_volume_name", ""))
-        return {"state": job.state.value, "step": job.step.value, "vm_instance_name": vm_name,
-                "vm_volume_name": volume_name}
+        if job.state == JobState.RESTARTING and job.facts.get("restart_pending"):
+            state, step = job.state.value, pushed.get("step", job.step.value)  # bespin's own r, not acted on yet
+        else:
+            state, step = lando_view(job.state, job.step)
+        return {"state": state, "step": step, "vm_instance_name": vm_name, "vm_volume_name": volume_name}
 
     def _enqueue(self, job_id: int, kind: str, payload: dict[str, Any]) -> None:
         with self._cond:
@@ -483,12 +510,7 @@ class BespinStore:
                     return self.get_local(job_id)
                 except UnknownJob:
                     pass
-            try:
-                data = self.api.get_job(job_id)
-            except BespinRejected as e:
-                if e.status == 404:
-                    raise UnknownBespinJob(job_id, self.api.base) from None
-                raise
+            data = self._get_bespin_job(job_id)
             facts = facts_of(data)
             document = (data.get("workflow_version") or {}).get("methods_document")
             if document:  # lando put it beside the results (docs/Methods); we do too
@@ -509,10 +531,18 @@ class BespinStore:
                 job = self._insert(self._new_job(data, facts, prepared, error))
             else:
                 job = self.local.update(job_id, lambda j: self._refresh(j, facts, prepared, error))
-            if error is not None:
-                self._announce(job, self._fields(job) | {"state": ""}, None)
+            if error is not None:  # bespin-api hears E (it may have set S or r meanwhile); the same error once
+                self._announce(job, self._fields(job) | {"state": ""}, existing.error if existing else None)
                 raise error
             return job
+
+    def _get_bespin_job(self, job_id: int) -> dict[str, Any]:
+        try:
+            return self.api.get_job(job_id)
+        except BespinRejected as e:
+            if e.status == 404:
+                raise UnknownBespinJob(job_id, self.api.base) from None
+            raise
 
     def _share_group(self, job_id: int, group_id: Any) -> dict[str, Any]:
         """The job's share group as recorded on it; one that cannot be read is recorded with the reason
@@ -578,6 +608,31 @@ class BespinStore:
         except sqlite3.IntegrityError:  # loaded meanwhile by another process
             pass
         return self.get_local(job.id)
+
+
+def lando_view(state: JobState, step: JobStep) -> tuple[str, str]:
+    """A job's state and step as lando showed them in bespin-api. lando set R as soon as it took a start or
+    restart (lando-ssh's S, waiting for a slot or creating the VM, and r once a restart is under way are R
+    there), and cleared the step as it canceled (c and C have no step)."""
+    if state in (JobState.STARTING, JobState.RESTARTING):
+        return JobState.RUNNING.value, step.value
+    if state in (JobState.CANCELING, JobState.CANCELED):
+        return state.value, JobStep.NONE.value
+    return state.value, step.value
+
+
+def lando_puts(before: dict[str, str], after: dict[str, str]) -> list[dict[str, str]]:
+    """The PUTs that take bespin-api's record from `before` to `after` the way lando did: it cleared the
+    step (R/'') before it set F, and its first PUT on a start (a restart from the start too) was R with the
+    step bespin's record had."""
+    if after == before:
+        return []
+    if after["state"] == JobState.FINISHED.value and before["state"] == JobState.RUNNING.value and before["step"]:
+        return [before | {"step": JobStep.NONE.value}, after]
+    if after["state"] == JobState.RUNNING.value and before["state"] != JobState.RUNNING.value \
+            and after["step"] != before["step"] and before["state"]:
+        return [after | {"step": before["step"]}, after]
+    return [after]
 
 
 def _digest(text: str) -> str:

@@ -230,8 +230,8 @@ class BespinApiService:
         """lando-messaging's LandoClient: a durable message on the lando queue, the pickled WorkRequest."""
         import pika
 
-        if fmt == "pickle":
-            body = lando_work_request(command, job_id)
+        if fmt == "pickle":  # bespin's views hand LandoJob the URL's primary key: a string
+            body = lando_work_request(command, str(job_id))
         else:
             body = json.dumps({"command": command, "payload": {"job_id": job_id}, "version": "1"}).encode()
         r = self.rabbit
@@ -256,7 +256,7 @@ class WorkRequest:
 
 
 class _JobPayload:
-    def __init__(self, job_id: int):
+    def __init__(self, job_id: int | str):
         self.job_id = job_id
 
 
@@ -276,7 +276,7 @@ _PAYLOADS = {"start_job": StartJobPayload, "cancel_job": CancelJobPayload, "rest
 _pickle_lock = threading.Lock()
 
 
-def lando_work_request(command: str, job_id: int) -> bytes:
+def lando_work_request(command: str, job_id: int | str) -> bytes:
     """`pickle.dumps(WorkRequest(command, <Command>JobPayload(job_id)))` with the classes living where
     lando-messaging keeps them (lando_messaging.workqueue, lando_messaging.messaging)."""
     with _pickle_lock:

@@ -127,8 +127,13 @@ class MemoryBackend:
             self._servers.clear()
 
 
+#: how the local cloud's fault begins when the user data's runcmd failed (its sshd still runs)
+CLOUD_INIT_FAILED = "cloud-init runcmd failed"
+
+
 class LocalBackend:
-    """Each server is a LocalCloud VM: a real sshd on 127.0.0.1 honouring the user data."""
+    """Each server is a LocalCloud VM: a real sshd on 127.0.0.1 honouring the user data. A VM whose
+    cloud-init failed (e.g. its runcmd named a user the machine does not have) is ACTIVE, as in Nova."""
 
     fixed_address: str | None = "127.0.0.1"
 
@@ -177,10 +182,12 @@ class LocalBackend:
         vm = self._cloud.get_vm(vm_id)
         if vm is None:
             return BackendState("ERROR", "the machine behind this server is gone")
-        status = vm.status
+        status, fault = vm.status, vm.fault
+        if status == "ERROR" and (fault or "").startswith(CLOUD_INIT_FAILED):
+            status, fault = "ACTIVE", None  # as in Nova: cloud-init's failures show on the console, not the status
         if status == "ACTIVE" and time.monotonic() < not_before:
             status = "BUILD"
-        return BackendState(status, vm.fault, {SSH_PORT_METADATA: str(vm.port)})
+        return BackendState(status, fault, {SSH_PORT_METADATA: str(vm.port)})
 
     def console(self, server_id: str) -> str:
         with self._lock:

@@ -63,6 +63,9 @@ class Settings:
     region: str = "RegionOne"
     flavors: list[dict[str, Any]] = field(default_factory=_default_flavors)
     images: list[str] = field(default_factory=lambda: ["debian-12", "ubuntu-22.04"])
+    # image name -> its custom properties ({"os_admin_user": "debian"}): Glance shows them as top-level string
+    # fields of the image, beside its core fields (which no property may replace)
+    image_properties: dict[str, dict[str, str]] = field(default_factory=dict)
     networks: list[str] = field(default_factory=lambda: ["private"])
     external_networks: list[str] = field(default_factory=lambda: ["public"])
     security_groups: list[str] = field(default_factory=lambda: ["default", "ssh"])
@@ -855,11 +858,14 @@ class Api:
 
     # ---- image ----
     def _image_view(self, name: str, iid: str) -> dict[str, Any]:
-        return {"id": iid, "name": name, "status": "active", "visibility": "public", "protected": False,
-                "os_hidden": False, "disk_format": "qcow2", "container_format": "bare", "size": 536870912,
-                "min_disk": 0, "min_ram": 0, "checksum": None, "owner": "admin", "tags": [],
-                "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z",
-                "self": f"/v2/images/{iid}", "file": f"/v2/images/{iid}/file", "schema": "/v2/schemas/image"}
+        core: dict[str, Any] = {
+            "id": iid, "name": name, "status": "active", "visibility": "public", "protected": False,
+            "os_hidden": False, "disk_format": "qcow2", "container_format": "bare", "size": 536870912,
+            "min_disk": 0, "min_ram": 0, "checksum": None, "owner": "admin", "tags": [],
+            "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z",
+            "self": f"/v2/images/{iid}", "file": f"/v2/images/{iid}/file", "schema": "/v2/schemas/image"}
+        extra = self.cloud.settings.image_properties.get(name) or {}
+        return {**{str(k): str(v) for k, v in extra.items() if k not in core}, **core}
 
     def list_images(self, req: Request) -> Reply:
         name = req.q("name")
