@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -32,7 +34,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -136,6 +138,67 @@ class Broker:
                         raise BrokerUnavailable(f"could not send {name} for job {job_id}: {where} RabbitMQ "
                                                 f"at {self.url}: {self._describe(e)}")
                     # a kept connection may have gone stale (broker restart, missed heartbeats): retry once
+
+    def consumers(self) -> int:
+        """How many consumers the work queue has now (0: no daemon serves it)."""
+        with self._send_lock:
+            try:
+                channel = self._sending_channel()
+                return int(channel.queue_declare(self.queue, passive=True).method.consumer_count)
+            except _BROKER_ERRORS as e:
+                self._close_send()
+                raise BrokerUnavailable(f"cannot ask RabbitMQ at {self.url} about queue {self.queue}: "
+                                        f"{self._describe(e)}") from None
+
+    # ---- dead letters ----------------------------------------------------------------------
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """The messages in the dead-letter queue, oldest first; they stay there."""
+        letters: list[DeadLetter] = []
+        with self._dead_letter_channel() as channel:
+            while True:
+                method, properties, body = channel.basic_get(self.dead_letter_queue, auto_ack=False)
+                if method is None:
+                    return letters  # (closing the channel without acks puts every one back)
+                letters.append(DeadLetter.of(properties, body, self.config.max_message_bytes))
+
+    def requeue_dead_letter(self, letter_id: str) -> DeadLetter:
+        """Move dead letter `letter_id` back to the work queue, without its error headers. The copy is
+        confirmed by RabbitMQ before the dead letter is acked: a failure in between leaves it in both
+        queues, never in neither."""
+        with self._dead_letter_channel() as channel:
+            channel.confirm_delivery()
+            while True:
+                method, properties, body = channel.basic_get(self.dead_letter_queue, auto_ack=False)
+                if method is None:
+                    raise BadInput(f"there is no dead letter {letter_id} in queue {self.dead_letter_queue} (see "
+                                   "`lando-ssh dead-letters`)")
+                letter = DeadLetter.of(properties, body, self.config.max_message_bytes)
+                if letter.id != letter_id:
+                    continue
+                headers = {k: v for k, v in (properties.headers or {}).items() if not k.startswith("x-lando-")}
+                copy = pika.BasicProperties(content_type=properties.content_type,
+                                            content_encoding=properties.content_encoding, headers=headers or None,
+                                            delivery_mode=2, message_id=properties.message_id,
+                                            correlation_id=properties.correlation_id, timestamp=properties.timestamp,
+                                            app_id=properties.app_id, type=properties.type)
+                channel.basic_publish("", self.queue, body, copy, mandatory=True)
+                channel.basic_ack(method.delivery_tag)
+                return letter
+
+    @contextlib.contextmanager
+    def _dead_letter_channel(self) -> Iterator[BlockingChannel]:
+        connection = None
+        try:
+            connection = self._connect("dead-letters")
+            self._declare_all(connection)
+            yield connection.channel()
+        except _BROKER_ERRORS as e:
+            raise BrokerUnavailable(f"cannot read queue {self.dead_letter_queue} at {self.url}: "
+                                    f"{self._describe(e)}") from None
+        finally:
+            if connection is not None:
+                _close_quietly(connection)
 
     def publish_status(self, job_id: int, state: str | Enum, step: str | Enum) -> None:
         """Queue a job_status event {"job", "state", "step"}; returns at once, from any thread."""
@@ -341,6 +404,33 @@ class Broker:
         if password and len(password) >= 3 and password != self.config.username:  # the URL shows the user anyway
             text = text.replace(password, "***")
         return text
+
+
+@dataclass
+class DeadLetter:
+    """A message the daemon could not serve, as the dead-letter queue holds it."""
+
+    id: str  # its message_id, else a digest of the message: what `dead-letters --requeue` takes
+    reason: str  # the short code (unknown_job, job_conflict, bad_json...)
+    message: str  # the sentence
+    failed_at: str | None
+    command: str | None  # what it asked, when it can be read
+    job_id: int | None
+    body: str  # the body as text, cut at 500 characters
+
+    @classmethod
+    def of(cls, properties: pika.BasicProperties, body: bytes, max_bytes: int) -> DeadLetter:
+        headers = properties.headers or {}
+        failed_at = headers.get("x-lando-failed-at")
+        digest = hashlib.sha256(bytes(body) + str(failed_at).encode()).hexdigest()[:12]
+        try:
+            message: Message | None = parse_message(body, properties.content_type, max_bytes)
+        except BadInput:
+            message = None
+        return cls(id=str(properties.message_id or digest), reason=str(headers.get(ERROR_HEADER, "")),
+                   message=str(headers.get(ERROR_MESSAGE_HEADER, "")), failed_at=str(failed_at) if failed_at else None,
+                   command=message.command.value if message else None, job_id=message.job_id if message else None,
+                   body=bytes(body[:500]).decode(errors="replace"))
 
 
 class _CannotConnect(BrokerUnavailable):

@@ -21,23 +21,35 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from lando_ssh.commands import queue as queue_commands
+from lando_ssh.commands import status as status_commands
+from lando_ssh.commands import vm as vm_commands
+from lando_ssh.commands.common import EXIT_BAD_INPUT, EXIT_JOB_FAILED, EXIT_OK, journal_of
 from lando_ssh.config import Config, load_config
 from lando_ssh.errors import BadInput, BrokerUnavailable, JobConflict, LandoError
-from lando_ssh.model import ACTIVE_STATES, Job, JobState, JobStep, VmSpec, now
+from lando_ssh.model import Job, JobState, JobStep, VmSpec, now
 
 if TYPE_CHECKING:
     from lando_ssh.runner_args import RunnerArgs
 
 log = logging.getLogger("lando_ssh")
 
-EXIT_OK, EXIT_JOB_FAILED, EXIT_BAD_INPUT, EXIT_INFRA = 0, 1, 2, 3
-
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # argparse's usage errors exit 2, as ours do
-        self.print_usage(sys.stderr)
-        print(f"lando-ssh: {message}", file=sys.stderr)
+    def error(self, message: str) -> Any:  # argparse's usage errors exit 2, as ours do, in one sentence
+        print(f"{self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+CONFIG_HELP = "YAML config file (default: $LANDO_CONFIG, /etc/lando_config.yml, built-in)"
+LOG_LEVEL_HELP = "override the config's log_level: DEBUG, INFO, WARNING or ERROR"
+
+
+def _log_level(text: str) -> str:
+    if text.upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"a log level is one of {', '.join(LOG_LEVELS)}, not {text!r}")
+    return text.upper()
 
 
 class _Unused:
@@ -50,13 +62,25 @@ class _Unused:
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The command line; with `only`, just that subcommand is defined (the rest are not needed to parse)."""
+    from lando_ssh import __version__
+
     p = _Parser(prog="lando-ssh", description="Run CWL workflows on per-job VMs, driven over SSH.")
-    p.add_argument("--config", help="YAML config file (default: $LANDO_CONFIG, /etc/lando_config.yml, built-in)")
-    p.add_argument("--log-level", help="override log_level (DEBUG, INFO, WARNING, ERROR)")
-    subparsers = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p.add_argument("--config", help=CONFIG_HELP)
+    p.add_argument("--log-level", type=_log_level, help=LOG_LEVEL_HELP)
+    p.add_argument("--version", action="version", version=f"lando-ssh {__version__}",
+                   help="print lando-ssh's version and exit")
+    subparsers = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND",
+                                  help="what to do; `lando-ssh COMMAND --help` tells more")
 
     def command(name: str, **kwargs: Any) -> Any:
-        return subparsers.add_parser(name, **kwargs) if only in (None, name) else _Unused()
+        if only not in (None, name):
+            return _Unused()
+        s = subparsers.add_parser(name, description=kwargs.get("help"), **kwargs)
+        if name != "cwl-runner":  # (its words after the workflow are the workflow's inputs, as cwltool reads them)
+            # after the subcommand too; SUPPRESS: absent unless given there, so the one before it stays
+            s.add_argument("--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
+            s.add_argument("--log-level", type=_log_level, default=argparse.SUPPRESS, help=LOG_LEVEL_HELP)
+        return s
 
     s = command("submit", help="validate a workflow and job order, store the job, print its id")
     _job_options(s)
@@ -66,52 +90,63 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         "--on-error=continue (repeatable)")
 
     s = command("job", help="run job N in the foreground, without the broker")
-    s.add_argument("job_id", type=int)
+    s.add_argument("job_id", type=int, metavar="N", help="the job's id (from submit)")
 
     s = command("cwl-runner", help="submit and run in one go; print the CWL output object like cwltool",
                 usage="lando-ssh cwl-runner [options] WORKFLOW [JOB_ORDER | -] [WORKFLOW INPUTS AS --NAME VALUE]")
     s.add_argument("--outdir", help="where the outputs go (default: the current directory)")
     s.add_argument("--write-summary", "-w", metavar="FILE", help="write the output object to FILE instead of stdout")
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no progress on stderr, only warnings and errors")
     s.add_argument("--debug", action="store_true", help="also given to the VM's cwltool")
-    s.add_argument("--name")
-    s.add_argument("--flavor")
-    s.add_argument("--image")
-    s.add_argument("--volume-size", type=_gigabytes)
+    s.add_argument("--name", help="a name for the job (default: the workflow's file name)")
+    s.add_argument("--flavor", help="VM flavor (default: vm.flavor in the config)")
+    s.add_argument("--image", help="VM image (default: vm.image in the config)")
+    s.add_argument("--volume-size", type=_gigabytes, metavar="GB", help="data volume in GB (default: vm.volume_size)")
     _source_options(s)
-    s.add_argument("workflow", nargs="?")
+    s.add_argument("workflow", nargs="?", help="a CWL workflow or tool (path or URL); after it the job order "
+                                               "and/or the workflow's inputs as --NAME VALUE")
 
     s = command("status", help="one job or all")
-    s.add_argument("job_id", nargs="?", type=int)
-    s.add_argument("--json", action="store_true")
+    s.add_argument("job_id", nargs="?", type=int, metavar="N", help="one job's details (default: a table of all)")
+    s.add_argument("--json", action="store_true", help="JSON: one object, or a list of all jobs")
     s.add_argument("--state", action="append", choices=[state.value for state in JobState],
                    help="only jobs in this state code (repeatable)")
 
     s = command("logs", help="cwltool's log and the job's history")
-    s.add_argument("job_id", type=int)
+    s.add_argument("job_id", type=int, metavar="N", help="the job's id")
+    s.add_argument("--follow", "-f", action="store_true",
+                   help="keep printing new history entries and log lines until the job ends")
+    s.add_argument("--tail", type=_count, metavar="LINES", help="only the last LINES lines of cwltool's log")
 
     s = command("ssh", help="a shell (or one command) on job N's VM, with its key and pinned host key")
-    s.add_argument("job_id", type=int)
-    s.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD...: run one command instead of a shell")
+    s.add_argument("job_id", type=int, metavar="N", help="the job's id")
+    s.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD",
+                   help="a command line for the VM's shell instead of a shell (the words joined, as ssh does)")
 
     s = command("run", help="the daemon: serve start_job/cancel_job/restart_job from RabbitMQ until SIGTERM")
 
     s = command("send", help="publish one command to the daemon's queue")
-    s.add_argument("message", metavar="command", choices=["start_job", "cancel_job", "restart_job"])
-    s.add_argument("job_id", type=int)
+    s.add_argument("message", metavar="MESSAGE", choices=["start_job", "cancel_job", "restart_job"],
+                   help="start_job, cancel_job or restart_job")
+    s.add_argument("job_id", type=int, metavar="N", help="the job's id")
+
+    s = command("dead-letters", help="the messages the daemon could not serve, and why; --requeue sends one again")
+    s.add_argument("--json", action="store_true", help="a JSON list instead of a table")
+    s.add_argument("--requeue", metavar="ID", help="move dead letter ID back to the work queue (once its cause is "
+                                                    "fixed)")
 
     command("cloud-check", help="boot the smallest allowed flavor, run uname and cwltool on it, delete it")
 
     s = command("delete-vm", help="delete the VM an ended job kept for debugging (keep_vm_on_error)")
-    s.add_argument("job_id", type=int)
+    s.add_argument("job_id", type=int, metavar="N", help="the job's id")
 
     s = command("set-output-dir", help="give a failed or canceled job another output directory (new or empty); "
                                        "resuming it (`job N`, `send restart_job N`) stores its results there")
-    s.add_argument("job_id", type=int)
-    s.add_argument("dir", help="the new output directory")
+    s.add_argument("job_id", type=int, metavar="N", help="the job's id")
+    s.add_argument("dir", metavar="DIR", help="the new output directory: new, or empty (for a cwl-runner job's, any)")
 
     s = command("vms", help="every VM this installation owns")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="a JSON list instead of a table")
 
     s = command("sweep", help="delete resources tagged as ours that no live job owns")
     s.add_argument("--dry-run", action="store_true",
@@ -129,6 +164,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--csv", action="store_true", help="CSV: a header, then one row per group or job (no total)")
     s.add_argument("--json", action="store_true", help="JSON: a list of groups or jobs (no total)")
     return p
+
+
+def _count(text: str) -> int:
+    """A number of lines: a whole number, 0 or more."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"a number of lines is a whole number, 0 or more, not {text!r}")
+    return int(text)
 
 
 def _gigabytes(text: str) -> int:
@@ -327,11 +369,7 @@ def _runner_args(args: list[str]) -> RunnerArgs:
 
 
 # -- the stores and clouds a command needs -----------------------------------------------------
-def _journal(config: Config, listeners: Sequence[Any] = ()) -> Any:
-    from lando_ssh.journal import Journal
-    from lando_ssh.store import open_job_source
-
-    return Journal(open_job_source(config), listeners)
+_journal = journal_of
 
 
 # -- submit ------------------------------------------------------------------------------------
@@ -411,10 +449,15 @@ def cmd_submit(config: Config, args: argparse.Namespace) -> int:
         try:
             with Broker(config.work_queue) as broker:
                 broker.send(Command.START_JOB, job.id)
+                idle = queue_commands.no_consumer(broker)
         except BrokerUnavailable as e:
             print(job.id)  # the job is stored: scripts still learn its id
             raise BrokerUnavailable(f"job {job.id} is stored (state N) but was not started: {e}; start it later "
                                     f"with `lando-ssh send start_job {job.id}`") from None
+        if idle:  # said on the job too, until a daemon takes the start_job
+            why = f"start_job sent, but {idle}"
+            _journal(config).update(job.id, lambda j: setattr(j, "reason", why))
+            print(f"lando-ssh: warning: job {job.id}: {why}", file=sys.stderr)
     print(job.id)
     return EXIT_OK
 
@@ -483,8 +526,17 @@ def run_job_foreground(config: Config, job_id: int, *, quiet: bool = False) -> J
         progress.note(job_id, f"was {job.state.name.lower()}; restarting it")
         pipeline.restart(job_id)
     result: dict[str, Job] = {}
-    worker = threading.Thread(target=lambda: result.update(job=pipeline.run(job_id)), name=f"job-{job_id}",
-                              daemon=True)
+
+    def drive() -> None:
+        from lando_ssh.admission import wait_for_room
+
+        try:
+            wait_for_room(config, journal, cloud, job_id, pipeline.cancel_event)  # limits.*, as the daemon keeps them
+        except LandoError as e:  # the steps meet it again (the store, the cloud) and say it on the job
+            log.warning("job %s: the limits could not be checked: %s", job_id, e)
+        result.update(job=pipeline.run(job_id))
+
+    worker = threading.Thread(target=drive, name=f"job-{job_id}", daemon=True)
     previous = signal.getsignal(signal.SIGINT)
 
     def on_interrupt(signum: int, frame: Any) -> None:
@@ -575,125 +627,7 @@ def _print_output(output: dict[str, Any], summary: str | None) -> None:
         print(f"lando-ssh: the summary {summary} cannot be written: {e.strerror}", file=sys.stderr)
 
 
-# -- status and logs ---------------------------------------------------------------------------
-def status_object(job: Job) -> dict[str, Any]:
-    d = job.to_dict()
-    vm = job.vm
-    d["vm"] = None if vm is None else {"name": vm.name, "id": vm.id, "address": vm.address, "port": vm.port,
-                                       "user": vm.user, "flavor": vm.flavor,
-                                       "created": d["vm"]["created"], "deleted": d["vm"]["deleted"]}
-    d.pop("workflow_doc", None)
-    d["job_order"] = job.public_job_order()
-    d["facts"] = {k: v for k, v in job.facts.items() if k != "vm_output"}
-    return d
-
-
-def cmd_status(config: Config, args: argparse.Namespace) -> int:
-    journal = _journal(config)
-    if args.job_id is not None:
-        job = journal.get(args.job_id)
-        if args.json:
-            print(json.dumps(status_object(job), indent=2))
-        else:
-            print(_describe_job(job))
-        return EXIT_OK
-    states = [JobState(s) for s in args.state] if args.state else None
-    jobs = journal.list(states)
-    if args.json:
-        print(json.dumps([status_object(j) for j in jobs], indent=2))
-        return EXIT_OK
-    print(f"{'ID':>5}  {'NAME':<20} {'STATE':<5} {'STEP':<4} {'UPDATED':<19}  {'VM':<24} REASON")
-    for j in jobs:
-        vm = j.vm.name if j.vm and not j.vm.deleted else "-"
-        print(f"{j.id:>5}  {j.name[:20]:<20} {j.state.value:<5} {j.step.value or '-':<4} "
-              f"{j.updated.strftime('%Y-%m-%d %H:%M:%S'):<19}  {vm[:24]:<24} {j.reason}")
-    return EXIT_OK
-
-
-def _describe_job(job: Job) -> str:
-    from lando_ssh.pipeline import STEP_NAMES
-
-    lines = [f"job {job.id}: {job.name}",
-             f"  state:   {job.state.value} ({job.state.name.lower()})",
-             f"  step:    {job.step.value or '-'} {STEP_NAMES.get(job.step, '')}".rstrip(),
-             f"  workflow: {job.workflow}",
-             f"  output:  {job.output_dir}",
-             *([f"  docs:    {job.facts['docs_path']}"] if job.facts.get("docs_path") else []),
-             f"  created: {job.created.isoformat(timespec='seconds')}",
-             f"  updated: {job.updated.isoformat(timespec='seconds')}"]
-    if job.reason:
-        lines.append(f"  reason:  {job.reason}")
-    if job.vm:
-        where = f"{job.vm.address}:{job.vm.port}" if job.vm.address else "no address yet"
-        gone = f", deleted {job.vm.deleted.isoformat(timespec='seconds')}" if job.vm.deleted else ""
-        lines.append(f"  vm:      {job.vm.name} ({job.vm.id or 'not created'}, {where}, flavor {job.vm.flavor}{gone})")
-        if not job.vm.deleted and job.vm.address:
-            lines.append(f"           log in with: lando-ssh ssh {job.id}")
-    if job.timings:
-        lines.append("  timings:")
-        for code, t in job.timings.items():
-            secs = f"{t.seconds:.2f}s" if t.seconds is not None else "running"
-            lines.append(f"    {code} {STEP_NAMES.get(JobStep(code), ''):<16} {secs}")
-    if job.error:
-        lines.append("  error:")
-        lines.extend("    " + line for line in job.error.splitlines())
-    return "\n".join(lines)
-
-
-def cmd_logs(config: Config, args: argparse.Namespace) -> int:
-    journal = _journal(config)
-    job = journal.get(args.job_id)
-    print(f"job {job.id} history:")
-    for h in job.history:
-        note = f"  {h.note}" if h.note else ""
-        at = h.at.isoformat(timespec="milliseconds")
-        print(f"  {at}  state {h.state.value:<1} step {h.step.value or '-':<1}{note}")
-    if job.error:
-        print("\nerror:\n" + job.error)
-    if job.facts.get("docs_path"):
-        print(f"\nlando's docs of the job: {job.facts['docs_path']}")
-    text = _cwltool_log(config, job)
-    if text:
-        print("\ncwltool log:\n" + text.rstrip())
-    return EXIT_OK
-
-
-def _cwltool_log(config: Config, job: Job) -> str | None:
-    from lando_ssh.outputs import docs_path
-
-    local = os.path.join(docs_path(config, job), "logs", "cwltool-output.log")
-    if os.path.exists(local):
-        with open(local, errors="replace") as f:
-            return f.read()
-    if job.vm and job.vm.address and not job.vm.deleted and job.vm.work_dir:
-        from lando_ssh.cloud import open_cloud
-        from lando_ssh.pipeline import JobPaths, Pipeline
-
-        pipeline = Pipeline(config, _journal(config), open_cloud(config))
-        try:
-            path = JobPaths.under(job.vm.work_dir, job.id).run + "/stderr"
-            return pipeline.remote(job).run(["cat", path], check=False, retry=False).stdout
-        except LandoError as e:
-            return f"(cannot read it from the VM: {e})"
-        finally:
-            pipeline.close(job.id)
-    return None
-
-
 # -- the admin's tools -------------------------------------------------------------------------
-def cmd_delete_vm(config: Config, args: argparse.Namespace) -> int:
-    from lando_ssh.cloud import open_cloud
-    from lando_ssh.pipeline import Pipeline
-
-    cloud = open_cloud(config)
-    try:
-        name = Pipeline(config, _journal(config), cloud).delete_kept_vm(args.job_id)
-    finally:
-        cloud.close()
-    print(f"lando-ssh: deleted VM {name} of job {args.job_id}", file=sys.stderr)
-    return EXIT_OK
-
-
 def cmd_set_output_dir(config: Config, args: argparse.Namespace) -> int:
     from lando_ssh.outputs import set_output_dir
 
@@ -705,77 +639,10 @@ def cmd_set_output_dir(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_ssh(config: Config, args: argparse.Namespace) -> int:
-    from lando_ssh.keys import JobKeys
-    from lando_ssh.remote import Endpoint, openssh_argv, quote_argv
-
-    job = _journal(config).get(args.job_id)
-    if not job.vm or not job.vm.address or job.vm.deleted:
-        gone = f" (it was deleted {job.vm.deleted.isoformat(timespec='seconds')})" if job.vm and job.vm.deleted else ""
-        raise JobConflict(f"job {job.id} has no VM to log in to{gone}")
-    keys = JobKeys(config.keys_dir, job.id)
-    if not os.path.exists(keys.private_path):
-        raise JobConflict(f"job {job.id}'s SSH key is gone ({keys.private_path})")
-    keys.pin_host(job.vm.address, job.vm.port, job.vm.host_keys)
-    ep = Endpoint(job.vm.address, job.vm.port, job.vm.user or "root", keys.private_path, job.vm.host_keys,
-                  keys.known_hosts_path)
-    cmd = [c for c in args.cmd if c != "--"] if args.cmd else []
-    argv = openssh_argv(ep, tty=not cmd and sys.stdin.isatty())
-    argv = [a for a in argv if a != "BatchMode=yes"] if not cmd else argv
-    if cmd:
-        argv.append(quote_argv(cmd))
-    os.execvp(argv[0], argv)  # noqa: S606 (argv, no shell: the admin's own ssh session)
-    return EXIT_INFRA  # not reached
-
-
-def cmd_vms(config: Config, args: argparse.Namespace) -> int:
-    from lando_ssh.cloud import META_JOB_ID, open_cloud
-    from lando_ssh.installation import tagged_vms
-
-    cloud = open_cloud(config)
-    vms = [vm for group in tagged_vms(config, cloud) for vm in group]  # another installation's are not listed
-    journal = _journal(config)
-    rows = []
-    for vm in vms:
-        job_id = vm.metadata.get(META_JOB_ID)
-        state, activity = "-", "idle"
-        if job_id and job_id.isdigit():
-            try:
-                j = journal.get(int(job_id))
-                state = j.state.value + (j.step.value or "")
-                busy = j.state in ACTIVE_STATES and j.vm is not None and j.vm.id == vm.id
-                activity = "busy" if busy else "idle"
-            except BadInput:
-                state = "no job"
-        age = (now() - vm.created).total_seconds() if vm.created else None
-        rows.append({"name": vm.name, "id": vm.id, "project": vm.project, "job": job_id, "job_state": state,
-                     "activity": activity,
-                     "status": vm.status,
-                     "flavor": vm.flavor.name if vm.flavor else None, "address": vm.address, "port": vm.port,
-                     "age_seconds": round(age) if age is not None else None})
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        print(f"{'NAME':<28} {'JOB':>5} {'JOB STATE':<9} {'USE':<4} {'STATUS':<7} {'FLAVOR':<10} {'ADDRESS':<21} AGE")
-        for r in rows:
-            print(f"{r['name']:<28} {r['job'] or '-':>5} {r['job_state']:<9} {r['activity']:<4} {r['status']:<7} "
-                  f"{r['flavor'] or '-':<10} {r['address']}:{r['port']:<6} {r['age_seconds']}s")
-    return EXIT_OK
-
-
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     from lando_ssh.server import Server
 
     Server(config).serve()
-    return EXIT_OK
-
-
-def cmd_send(config: Config, args: argparse.Namespace) -> int:
-    from lando_ssh.broker import Broker
-    from lando_ssh.messages import Command
-
-    with Broker(config.work_queue) as broker:
-        broker.send(Command(args.message), args.job_id)
     return EXIT_OK
 
 
@@ -807,16 +674,17 @@ def cmd_usage(config: Config, args: argparse.Namespace) -> int:
 COMMANDS = {
     "cloud-check": cmd_cloud_check,
     "run": cmd_run,
-    "send": cmd_send,
+    "send": queue_commands.cmd_send,
+    "dead-letters": queue_commands.cmd_dead_letters,
     "submit": cmd_submit,
     "job": cmd_job,
     "cwl-runner": cmd_cwl_runner,
-    "status": cmd_status,
-    "logs": cmd_logs,
-    "ssh": cmd_ssh,
-    "delete-vm": cmd_delete_vm,
+    "status": status_commands.cmd_status,
+    "logs": status_commands.cmd_logs,
+    "ssh": vm_commands.cmd_ssh,
+    "delete-vm": vm_commands.cmd_delete_vm,
     "set-output-dir": cmd_set_output_dir,
-    "vms": cmd_vms,
+    "vms": vm_commands.cmd_vms,
     "sweep": cmd_sweep,
     "usage": cmd_usage,
 }

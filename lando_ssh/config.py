@@ -20,11 +20,21 @@ from typing import Any
 from lando_ssh.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/lando_config.yml"
+SYSTEM_DATA_DIR = "/var/lib/lando-ssh"
 
 
-def default_data_dir() -> str:
+def default_data_dir(system: bool = False) -> str:
+    """Where the job store, keys and local VMs live when the config names no data_dir: the service's
+    (/var/lib/lando-ssh) for a system config (a file under /etc) or a process running as root, so an
+    admin with the daemon's config reads the daemon's jobs; else the user's own (~/.local/share/lando-ssh)."""
+    if system or os.geteuid() == 0:
+        return SYSTEM_DATA_DIR
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return os.path.join(base, "lando-ssh")
+
+
+def is_system_config(path: str | None) -> bool:
+    return bool(path) and os.path.abspath(str(path)).startswith("/etc/")
 
 
 @dataclass
@@ -184,6 +194,7 @@ class Config:
     keep_vm_on_error: bool = False
     save_outputs_on_error: bool = True  # a failed run's partial outputs and logs are pulled, as cwltool leaves them
     poll_interval: float = 5.0  # longest wait between checks of a running workflow
+    progress_interval: float = 2.0  # seconds between progress updates of a long transfer (stderr, status)
     source: str = "built-in defaults"  # where this config came from (not a key)
     unused: list[str] = field(default_factory=list)  # lando keys accepted but meaning nothing here (not a key)
 
@@ -227,6 +238,8 @@ def load_config(path: str | None = None, env: typing.Mapping[str, str] | None = 
         raise
     config.source = where
     config.unused = unused
+    if "data_dir" not in data:
+        config.data_dir = default_data_dir(system=is_system_config(source))
     config.data_dir = os.path.expanduser(config.data_dir)
     if config.cloud.driver not in ("local", "openstack"):
         raise ConfigError(f"{where}: cloud.driver must be 'local' or 'openstack', not {config.cloud.driver!r}")
@@ -251,12 +264,21 @@ def _read_yaml(path: str) -> dict[str, Any]:
 
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raise ConfigError(f"{path}: not valid YAML{_yaml_problem(e)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the config must be a mapping of keys, not a {type(data).__name__}")
     return data
+
+
+def _yaml_problem(e: Exception) -> str:
+    """Where and what, in one line: PyYAML's own text names an anonymous "<unicode string>" over several."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e)
+    context = getattr(e, "context", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{where}: {f'{context}: ' if context else ''}{' '.join(str(problem).split())}"
 
 
 _NOT_KEYS = ("source", "unused")
@@ -354,7 +376,10 @@ def _env_value(value: str) -> Any:
         return words.get(value.lower(), value) if value else value
     import yaml
 
-    return yaml.safe_load(value)
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value  # not YAML: the words themselves (the key's type check says if they do not fit)
 
 
 def _build(cls: type, data: Any, where: str, prefix: str) -> Any:

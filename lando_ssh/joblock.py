@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 
 from lando_ssh.errors import JobConflict
 
@@ -52,6 +53,49 @@ class JobLock:
             pass
         os.close(self._fd)
         self._fd = None
+
+
+_FLOCK = re.compile(r"FLOCK\s+\S+\s+\S+\s+\d+\s+([0-9a-f]+):([0-9a-f]+):(\d+)\s")
+
+
+def lock_table() -> str | None:
+    """The kernel's table of file locks (None where there is none to read)."""
+    try:
+        with open("/proc/locks") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def holder(locks_dir: str, job_id: int, table: str | None = None) -> str | None:
+    """Who drives job N on this machine ("pid 123: lando-ssh job 4"), or None when no process does (it ended
+    however it ended). Read without taking the lock, so a look never gets in a driver's way: the kernel's
+    table of flock locks (`lock_table()`, read here unless given) says whether the lock file is locked."""
+    path = os.path.join(locks_dir, f"job-{job_id}")
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            text = f.read(200).decode(errors="replace").strip()
+    except FileNotFoundError:  # let go of (the file goes with the lock), or never taken
+        return None
+    table = table if table is not None else lock_table()
+    if table is None:  # no such table here: the holder's pid must at least be alive
+        pid = text.split(":", 1)[0].removeprefix("pid ")
+        return text if pid.isdigit() and _alive(int(pid)) else None
+    for major, minor, inode in _FLOCK.findall(table):
+        if int(inode) == st.st_ino and (int(major, 16), int(minor, 16)) == (os.major(st.st_dev), os.minor(st.st_dev)):
+            return text or "a process starting"
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: alive
+        pass
+    return True
 
 
 def _command_line() -> str:

@@ -292,3 +292,30 @@ def secret_inputs(packed: dict[str, Any]) -> list[str]:
 
 def masked(job_order: dict[str, Any], names: list[str]) -> dict[str, Any]:
     return {k: (MASK if k in names and v is not None else v) for k, v in job_order.items()} if names else job_order
+
+
+class Verdict(enum.Enum):
+    """What the daemon makes of a command for a job in a given state."""
+
+    APPLY = "apply"
+    IGNORE = "ignore"  # a harmless repeat: acked, nothing changes
+    REFUSE = "refuse"  # dead-lettered with the reason
+
+
+def command_verdict(command: str, job: Job) -> tuple[Verdict, str]:
+    """The daemon's rule for start_job, cancel_job and restart_job (`send` checks it before publishing), and
+    the sentence that says why when the command is ignored or refused."""
+    state = f"job {job.id} is in state {job.state.value} ({job.state.name.lower()})"
+    if command == "cancel_job":
+        if job.state in (JobState.CANCELED, JobState.CANCELING, JobState.FINISHED, JobState.DELETED):
+            return Verdict.IGNORE, f"{state}; cancel_job changes nothing"
+        return Verdict.APPLY, ""
+    if command == "start_job":
+        applies, only = STARTABLE_STATES, "starts new or authorized jobs (use restart_job for errored or canceled ones)"
+    else:
+        applies, only = RESTARTABLE_STATES, "restarts errored or canceled jobs"
+    if job.state in applies:
+        return Verdict.APPLY, ""
+    if job.state in ACTIVE_STATES:
+        return Verdict.IGNORE, f"{state}; {command} changes nothing"
+    return Verdict.REFUSE, f"{state}; {command} only {only}"

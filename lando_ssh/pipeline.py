@@ -62,6 +62,8 @@ from lando_ssh.model import (
     now,
 )
 from lando_ssh.prepared import dicts
+from lando_ssh.progress import Progress, sentence, watching
+from lando_ssh.progress import size_text as _size
 from lando_ssh.remote import Endpoint, Remote, preload
 
 log = logging.getLogger(__name__)
@@ -435,8 +437,9 @@ class Pipeline:
         started = time.monotonic()
         # small inputs travel with the scripts, then the free disk and the sizes come back: one round trip. The
         # disk is checked after them: a disk too full for 1 MiB fails the transfer itself, with its own message
-        with_scripts = bool(local) and sum(t.size or 0 for t in local) <= ONE_STREAM_BYTES
-        with self._deadline(remote, "staging"):
+        from_here = sum(t.size or 0 for t in local)
+        with_scripts = bool(local) and from_here <= ONE_STREAM_BYTES
+        with self._deadline(remote, "staging"), self._reporting(job_id, remote, "staging", from_here):
             if with_scripts:
                 entries = [(t.source, posixpath.relpath(t.dest, paths.job_dir)) for t in local]
                 then = [*df, paths.inputs]  # lando-df DIR LIST_DIR: the free bytes, then the sizes
@@ -475,7 +478,8 @@ class Pipeline:
             expected.pop(rel, None)
         self._check_sizes(remote, paths, paths.inputs, expected, "input", listing)
         elapsed = time.monotonic() - started
-        self.journal.update(job_id, lambda j: j.facts.update(bytes_staged=sent, staging_seconds=round(elapsed, 3)))
+        self.journal.update(job_id, lambda j: (j.facts.update(bytes_staged=sent, staging_seconds=round(elapsed, 3)),
+                                               j.facts.pop("progress", None)))
 
     @staticmethod
     def _check_free(needed: int, free: int, paths: JobPaths) -> None:
@@ -700,7 +704,7 @@ class Pipeline:
             if not apart:
                 self._claim_output_dir(job, sizes, docs_dir)
             os.makedirs(local_dir, exist_ok=True)
-            with self._deadline(remote, "storing output"):
+            with self._deadline(remote, "storing output"), self._reporting(job_id, remote, "storing", total):
                 received = remote.get_dir(paths.results, local_dir, total_hint=total)
                 if apart:
                     remote.get_dir(paths.docs, docs_dir)
@@ -717,6 +721,7 @@ class Pipeline:
             j.output = output
             j.facts["bytes_stored"] = received
             j.facts["docs_path"] = docs_dir
+            j.facts.pop("progress", None)
 
         job = self.journal.update(job_id, stored)
         # lando's docs of the job are written here, not on the VM: what the VM made was pulled as it was
@@ -836,6 +841,8 @@ class Pipeline:
                 j.output = None  # a failed run's partial one
                 j.facts["rerun"] = reuse  # the old run's files on the VM are cleared before starting again
             j.facts.pop("restart_pending", None)
+            for again in STEPS[STEPS.index(step):]:  # the steps this attempt walks again are timed afresh
+                j.timings.pop(again.value, None)
             j.error = None
             j.reason = f"restarting at step {step.value} ({STEP_NAMES[step]})" + (" on the same VM" if reuse else "")
             j.set_state(JobState.RESTARTING, step)
@@ -980,6 +987,26 @@ class Pipeline:
             timer.cancel()
             remote.resume()
 
+    @contextlib.contextmanager
+    def _reporting(self, job_id: int, remote: Remote, what: str, total: int) -> Iterator[None]:
+        """A long transfer's progress, every `progress_interval` seconds: on the job (`facts.progress`, for
+        `status`; one write each, no event) and on a foreground run's stderr. A small one is over before a
+        first report: no thread is started for it."""
+        if total <= ONE_STREAM_BYTES:
+            yield
+            return
+
+        def report(p: Progress) -> None:
+            fact = p.to_fact()
+            try:
+                self.journal.update(job_id, recording(progress=fact))
+            except LandoError as e:  # the transfer matters more than its display
+                log.debug("job %s: progress not recorded: %s", job_id, e)
+            self.progress(job_id, sentence(fact))
+
+        with watching(remote.meter, what, total, report, self.config.progress_interval):
+            yield
+
     # -- step bookkeeping ------------------------------------------------------------------
     def _enter(self, job_id: int, step: JobStep, ended: JobStep | None) -> None:
         """`ended` (the step before, if any) is over and `step` begins: one write. A job canceled meanwhile
@@ -1071,7 +1098,9 @@ def _results_kept_note(job_id: int) -> str:
 
 
 def _close_timings(job: Job) -> None:
-    """The step under way ended (failed or canceled): its timing says how long it ran, not "running"."""
+    """The step under way ended (failed or canceled): its timing says how long it ran, not "running", and a
+    transfer's progress is no longer shown."""
+    job.facts.pop("progress", None)
     for timing in job.timings.values():
         if timing.started and not timing.finished:
             timing.finished = now()
@@ -1198,11 +1227,3 @@ def _finish(job: Job, ended: JobStep | None = None) -> None:
         job.timings.setdefault(ended.value, StepTiming()).finished = now()
     job.reason = ""
     job.set_state(JobState.FINISHED, JobStep.NONE)
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"

@@ -147,6 +147,7 @@ log = logging.getLogger(__name__)
 
 IDLE_WAKEUP = 2.0  # seconds an idle SSH reader sleeps between checks (data and EOF wake it at once)
 BULK_BYTES = 8 * 1024 * 1024  # above this, transfers go through OpenSSH's ssh
+SENDFILE_PIECE = 16 * 1024 * 1024  # one sendfile moves at most this much: the progress display sees it move
 COPY_BUF = 1024 * 1024
 
 
@@ -247,18 +248,41 @@ def _connect_socket(address: str, port: int, timeout: float) -> socket.socket:
     raise error
 
 
+class Meter:
+    """The bytes a connection's transfers have moved so far (tar streams, both ways): read from another
+    thread by a progress display."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+
 class _ChannelWriter(io.RawIOBase):
     """A channel's stdin as a file, for tarfile."""
 
-    def __init__(self, channel: paramiko.Channel):
+    def __init__(self, channel: paramiko.Channel, meter: Meter):
         self.channel = channel
+        self.meter = meter
 
     def writable(self) -> bool:
         return True
 
     def write(self, b: Any) -> int:
         self.channel.sendall(bytes(b))
+        self.meter.bytes += len(b)
         return len(b)
+
+
+class _Counted:
+    """A stream read through, its bytes counted on a Meter."""
+
+    def __init__(self, stream: IO[bytes], meter: Meter):
+        self.stream = stream
+        self.meter = meter
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.meter.bytes += len(data)
+        return data
 
 
 class Remote:
@@ -270,6 +294,7 @@ class Remote:
         self.abort = abort or threading.Event()  # set (and close()): calls in flight fail, none reconnect
         self._interrupted = threading.Event()  # a deadline passed: calls in flight fail, none reconnect
         self._procs: set[subprocess.Popen[bytes]] = set()  # OpenSSH bulk transfers under way
+        self.meter = Meter()
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
 
@@ -437,7 +462,8 @@ class Remote:
                     tar.add(local, arcname=dest.lstrip("/"), recursive=True)
 
         out = self._retrying("staging", lambda: self._push_tar(fill, remote_dir, total, then=then,
-                                                               stream=lambda fd: _send_tar(fd, entries, made)),
+                                                               stream=lambda fd: _send_tar(fd, entries, made,
+                                                                                           self.meter)),
                              retry)
         return total, str(out)
 
@@ -486,7 +512,7 @@ class Remote:
         chan = self.connect().open_session(timeout=self.connect_timeout)
         try:
             chan.exec_command(command)
-            writer = io.BufferedWriter(_ChannelWriter(chan), buffer_size=256 * 1024)
+            writer = io.BufferedWriter(_ChannelWriter(chan, self.meter), buffer_size=256 * 1024)
             try:
                 fill(writer)
                 writer.flush()
@@ -511,7 +537,7 @@ class Remote:
             try:
                 assert proc.stdout is not None
                 _grow_pipe(proc.stdout.fileno())
-                received = _extract(proc.stdout, local_dir)
+                received = _extract(_Counted(proc.stdout, self.meter), local_dir)
                 err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
                 if proc.wait() != 0:
                     raise _transfer_error(err, proc.returncode, self.ep.label)
@@ -523,7 +549,7 @@ class Remote:
             chan.exec_command(command)
             chan.shutdown_write()
             reader = io.BufferedReader(_ChannelReader(chan), buffer_size=256 * 1024)
-            received = _extract(reader, local_dir)
+            received = _extract(_Counted(reader, self.meter), local_dir)
             stderr = b""
             while True:
                 chunk = chan.recv_stderr(65536)
@@ -565,12 +591,13 @@ def _byte_members(files: dict[str, bytes], executable: Collection[str]) -> list[
 
 
 def _send_tar(fd: int, entries: Sequence[tuple[str, str]],
-              made: Sequence[tuple[tarfile.TarInfo, bytes]] = ()) -> None:
+              made: Sequence[tuple[tarfile.TarInfo, bytes]] = (), meter: Meter | None = None) -> None:
     """What `tarfile` writes for `entries` (PAX, symlinks followed), onto the pipe `fd`, with the
     file contents moved by `os.sendfile` from the page cache into the pipe: Python's tarfile
     copies every byte three times on the way, which held the bulk path well below scp."""
     tar = tarfile.TarFile(fileobj=io.BytesIO(), mode="w", dereference=True, format=tarfile.PAX_FORMAT)
     written = 0
+    meter = meter or Meter()
 
     def write(data: bytes) -> None:
         nonlocal written
@@ -579,6 +606,7 @@ def _send_tar(fd: int, entries: Sequence[tuple[str, str]],
             n = os.write(fd, view)
             view = view[n:]
             written += n
+            meter.bytes += n
 
     def add(path: str, arcname: str) -> None:
         nonlocal written
@@ -591,7 +619,7 @@ def _send_tar(fd: int, entries: Sequence[tuple[str, str]],
                 offset = 0
                 while offset < info.size:
                     try:
-                        n = os.sendfile(fd, f.fileno(), offset, min(info.size - offset, 1 << 30))
+                        n = os.sendfile(fd, f.fileno(), offset, min(info.size - offset, SENDFILE_PIECE))
                     except OSError as e:
                         if e.errno not in (errno.EINVAL, errno.ENOSYS) or offset:
                             raise
@@ -600,6 +628,7 @@ def _send_tar(fd: int, entries: Sequence[tuple[str, str]],
                         raise StagingFailed(f"{path} shrank while it was being sent")
                     offset += n
                     written += n
+                    meter.bytes += n
             write(tarfile.NUL * (-info.size % tarfile.BLOCKSIZE))
         elif info.isdir():
             for name in sorted(os.listdir(path)):
@@ -635,10 +664,10 @@ def _copy_plain(f: IO[bytes], fd: int, size: int) -> int:
     return copied
 
 
-def _extract(stream: IO[bytes], local_dir: str) -> int:
+def _extract(stream: _Counted, local_dir: str) -> int:
     received = 0
     dir_modes: list[tuple[str, int]] = []  # set once all is in: a read-only directory takes no files
-    with tarfile.open(fileobj=stream, mode="r|", bufsize=COPY_BUF) as tar:
+    with tarfile.open(fileobj=stream, mode="r|", bufsize=COPY_BUF) as tar:  # type: ignore[call-overload]
         # file contents in COPY_BUF pieces too: the default 16 KiB pieces each re-slice the 1 MiB read-ahead
         tar.copybufsize = COPY_BUF  # type: ignore[attr-defined]
         for member in tar:

@@ -29,7 +29,7 @@ from lando_ssh.installation import tagged_vms
 from lando_ssh.journal import Journal, recording
 from lando_ssh.messages import Command, Message
 from lando_ssh.metrics import METRICS, start_metrics_server
-from lando_ssh.model import ACTIVE_STATES, RESTARTABLE_STATES, STARTABLE_STATES, Job, JobState, JobStep
+from lando_ssh.model import ACTIVE_STATES, STARTABLE_STATES, Job, JobState, JobStep, Verdict, command_verdict
 from lando_ssh.pipeline import STEP_NAMES, Pipeline
 from lando_ssh.scheduler import ActiveVm, Limits, WaitingJob, active_vm, schedule, waiting_job
 from lando_ssh.store import open_job_source, safe_url
@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 STOP_GRACE = 8.0  # seconds the pipelines get to reach a safe point at shutdown
 QUOTA_TTL = 15.0  # seconds the cloud's quota figures are reused
 FLAVORS_TTL = 300.0
-FRONT = 10**9  # priority of a cancel waiting for a slot
 
 
 class Server:
@@ -63,6 +62,7 @@ class Server:
         self._running: dict[int, Pipeline] = {}
         self._threads: dict[int, threading.Thread] = {}
         self._waiting: dict[int, WaitingJob] = {}
+        self._queued: dict[int, Pipeline] = {}  # the waiting jobs' pipelines, holding their jobs' locks
         self._held: dict[int, ActiveVm] = {}  # VMs our started or resumed jobs hold or are being given
         self._told: dict[int, str] = {}  # the waiting reason each queued job was last given
         self._schedule_lock = threading.Lock()  # one decision at a time
@@ -106,6 +106,9 @@ class Server:
         with self._lock:
             for stop in self._stops.values():
                 stop.set()
+            queued = list(self._queued.items())
+        for job_id, pipeline in queued:  # waiting jobs: the next start (or a `job N`) takes them up
+            pipeline.let_go(job_id)
         deadline = time.monotonic() + STOP_GRACE
         for thread in list(self._threads.values()):
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -133,6 +136,9 @@ class Server:
             if not self._claim(job.id):
                 continue
             log.info("job %s: resuming (state %s, step %s)", job.id, job.state.value, job.step.value or "-")
+            if job.state == JobState.CANCELING:  # a cancel frees what it holds: it needs no slot
+                self._launch(job.id)
+                continue
             self._enqueue(job)
         self._schedule()
 
@@ -155,7 +161,7 @@ class Server:
                 for job_id in ours:
                     if not self.store.claim(job_id, self.owner, ttl):
                         log.warning("job %s: another server took it over (our lease ran out); letting go", job_id)
-                        self._unqueue(job_id)
+                        self._drop(job_id)
                         with self._lock:
                             stop = self._stops.get(job_id)
                         if stop is not None:
@@ -193,7 +199,7 @@ class Server:
 
     def _start(self, job: Job) -> bool:
         """Act on start_job; False when there was nothing to do."""
-        if job.state in STARTABLE_STATES:
+        if _applies(Command.START_JOB, job):
             if not self._claim(job.id):
                 log.info("job %s: start_job, but another server holds it; nothing to do", job.id)
                 return False
@@ -209,37 +215,36 @@ class Server:
             self._enqueue(job)
             self._schedule()
             return True
-        _ignore_or_refuse(job, "start_job", "starts new or authorized jobs (use restart_job for errored or "
-                                            "canceled ones)")
         return False
 
     def _cancel(self, job: Job) -> bool:
         """Act on cancel_job; False when there was nothing to do."""
-        if job.state in (JobState.CANCELED, JobState.CANCELING, JobState.FINISHED, JobState.DELETED):
-            log.info("job %s: cancel_job while it is %s; nothing to do", job.id, job.state.name.lower())
+        if not _applies(Command.CANCEL_JOB, job):
             return False
-        has_vm = bool(job.vm and not job.vm.deleted)
+        has_vm = bool(job.vm and not job.vm.deleted)  # (a VM asked for, even without an id yet, may exist)
         if job.state in STARTABLE_STATES or (job.state == JobState.ERROR and not has_vm):
-            def cancel_now(j: Job) -> None:
-                j.reason = "canceled"
-                j.set_state(JobState.CANCELED, note="cancel_job received")
-
-            self.journal.update(job.id, cancel_now)
+            self.journal.update(job.id, _cancel_now)
             return True
-        self.journal.update(job.id, lambda j: j.set_state(JobState.CANCELING, note="cancel_job received"))
-        with self._lock:
-            pipeline = self._running.get(job.id)
-        if pipeline is not None:
-            pipeline.request_cancel()
-        elif self._claim(job.id):  # waiting, or an errored job's kept VM: a pipeline finishes the cancel
-            self._enqueue(self.journal.get(job.id), front=True)
-            self._schedule()
-        # else another server runs it: its pipeline sees state c at its next check
+        with self._schedule_lock:  # no slot is given to it meanwhile
+            with self._lock:
+                pipeline = self._running.get(job.id)
+                waiting = job.id in self._waiting
+            if pipeline is None and waiting and not has_vm:  # it waits for a slot or quota: nothing to undo
+                self._drop(job.id)
+                self.journal.update(job.id, _cancel_now)
+                self._release(job.id)
+                return True
+            self.journal.update(job.id, lambda j: j.set_state(JobState.CANCELING, note="cancel_job received"))
+            if pipeline is not None:
+                pipeline.request_cancel()
+            elif self._claim(job.id):  # an errored job's kept VM, or a waiting one's: delete it now, slot or not
+                self._launch(job.id, self._unqueue(job.id))
+            # else another server runs it: its pipeline sees state c at its next check
         return True
 
     def _restart(self, job: Job) -> bool:
         """Act on restart_job; False when there was nothing to do."""
-        if job.state in RESTARTABLE_STATES:
+        if _applies(Command.RESTART_JOB, job):
             if not self._claim(job.id):
                 log.info("job %s: restart_job, but another server holds it; nothing to do", job.id)
                 return False
@@ -248,22 +253,29 @@ class Server:
             self._enqueue(job)
             self._schedule()
             return True
-        _ignore_or_refuse(job, "restart_job", "restarts errored or canceled jobs")
         return False
 
     # -- slots -----------------------------------------------------------------------------
-    def _enqueue(self, job: Job, front: bool = False) -> None:
-        """Add a job to the waiting set; its workflow's needs are parsed once, here."""
+    def _enqueue(self, job: Job) -> None:
+        """Add a job to the waiting set; its workflow's needs are parsed once, here. From now on this server
+        is the job's driver on this machine (its pipeline holds the job's lock while it waits: `status` sees
+        it driven, and a foreground `job N` leaves it alone); a job another process drives is left to it."""
         with self._lock:
             if job.id in self._waiting or job.id in self._running:
                 return
+        pipeline = Pipeline(self.config, self.journal, self.cloud, stopping=threading.Event(),
+                            on_vm_ready=METRICS.observe_vm_boot)
+        try:
+            pipeline.hold(job.id)
+        except JobConflict as e:
+            log.info("job %s: left to the process that drives it (%s)", job.id, e)
+            return
         waiting = waiting_job(job, self.config.vm.volume_size)
         waiting.flavor = waiting.flavor or self.config.vm.flavor
-        if front:  # a cancel must get a slot before any start: it frees a VM
-            waiting.priority = FRONT
         held = active_vm(job, self._flavors()) if waiting.has_vm else None
         with self._lock:
             self._waiting[job.id] = waiting
+            self._queued[job.id] = pipeline
             if held is not None:
                 self._held[job.id] = held
 
@@ -296,15 +308,15 @@ class Server:
             if quota is not None:
                 METRICS.observe_quota(quota)
             for placement in decision.start:
-                self._unqueue(placement.job_id)
+                pipeline = self._unqueue(placement.job_id)
                 if placement.flavor is not None:
                     flavor = placement.flavor
                     with self._lock:
                         self._held[placement.job_id] = ActiveVm(flavor.vcpus, flavor.ram_mb, counted_by_cloud=False)
                     self.journal.update(placement.job_id, recording(flavor=flavor.name))
-                self._launch(placement.job_id)
+                self._launch(placement.job_id, pipeline)
             for job_id, why in decision.failed.items():
-                self._unqueue(job_id)
+                self._drop(job_id)
                 self._refuse(job_id, why)
             for job_id, why in decision.waiting.items():
                 if self._told.get(job_id) != why:  # write a reason only when it changed
@@ -325,10 +337,18 @@ class Server:
             except Exception:
                 log.exception("sweep: internal error")
 
-    def _unqueue(self, job_id: int) -> None:
+    def _unqueue(self, job_id: int) -> Pipeline | None:
+        """Take a job out of the waiting set; returns its pipeline, still holding the job's lock."""
         with self._lock:
             self._waiting.pop(job_id, None)
             self._told.pop(job_id, None)
+            return self._queued.pop(job_id, None)
+
+    def _drop(self, job_id: int) -> None:
+        """Take a job out of the waiting set and stop being its driver."""
+        pipeline = self._unqueue(job_id)
+        if pipeline is not None:
+            pipeline.let_go(job_id)
 
     def _refuse(self, job_id: int, why: str) -> None:
         """A job that can never start as asked (no allowed flavor fits it, or it exceeds a limit outright)."""
@@ -361,11 +381,15 @@ class Server:
             self._quota_at = time.monotonic()
         return self._quota_cache
 
-    def _launch(self, job_id: int) -> None:
+    def _launch(self, job_id: int, pipeline: Pipeline | None = None) -> None:
+        """Run the job's pipeline in a thread of its own (`pipeline`: the one that held it while it waited)."""
         stop = threading.Event()
         if self.stopping.is_set():
             stop.set()
-        pipeline = Pipeline(self.config, self.journal, self.cloud, stopping=stop, on_vm_ready=METRICS.observe_vm_boot)
+        if pipeline is None:
+            pipeline = Pipeline(self.config, self.journal, self.cloud, stopping=stop,
+                                on_vm_ready=METRICS.observe_vm_boot)
+        pipeline.stopping = stop
         thread = threading.Thread(target=self._run_job, args=(job_id, pipeline), name=f"job-{job_id}", daemon=True)
         with self._lock:
             self._running[job_id] = pipeline
@@ -379,7 +403,10 @@ class Server:
             if job.state == JobState.RESTARTING and job.facts.get("restart_pending"):
                 pipeline.restart(job_id)
             job = pipeline.run(job_id)
-            log.info("job %s: %s", job_id, _ending(job))
+            if job.state not in (JobState.ERROR, JobState.CANCELED):  # those were said as they happened
+                log.info("job %s: %s", job_id, _ending(job))
+        except JobConflict as e:  # another process here drives it (a foreground `job N`): it sees the command
+            log.info("job %s: left to the process that drives it, which sees the command (%s)", job_id, e)
         except LandoError as e:
             log.error("job %s: %s", job_id, e)
         except Exception:
@@ -397,7 +424,8 @@ class Server:
     # -- listeners -------------------------------------------------------------------------
     def _log_change(self, job: Job) -> None:
         step = f" step {job.step.value} ({STEP_NAMES[job.step]})" if job.step.value else ""
-        reason = f": {job.reason}" if job.reason else ""
+        # an error's reason was logged as an ERROR where it happened: said once
+        reason = f": {job.reason}" if job.reason and job.state != JobState.ERROR else ""
         log.info("job %s: state %s%s%s", job.id, job.state.value, step, reason)
 
     def _track_vm(self, job: Job) -> None:
@@ -420,6 +448,11 @@ class Server:
             return sorted(self._running)
 
 
+def _cancel_now(job: Job) -> None:
+    job.reason = "canceled"
+    job.set_state(JobState.CANCELED, note="cancel_job received")
+
+
 def _waiting_reason(why: str) -> Callable[[Job], None]:
     def change(job: Job) -> None:
         if job.state in (JobState.STARTING, JobState.RESTARTING):  # it may have moved on meanwhile
@@ -428,12 +461,15 @@ def _waiting_reason(why: str) -> Callable[[Job], None]:
     return change
 
 
-def _ignore_or_refuse(job: Job, command: str, only: str) -> None:
-    """A command for a job already being worked on is a harmless repeat; for any other state it is refused."""
-    if job.state in ACTIVE_STATES:
-        log.info("job %s: %s while it is %s; nothing to do", job.id, command, job.state.name.lower())
-        return
-    raise JobConflict(f"job {job.id} is {job.state.name.lower()} ({job.state.value}); {command} only {only}")
+def _applies(command: Command, job: Job) -> bool:
+    """Whether `command` changes `job`; a harmless repeat is logged, a command the job's state refuses raises
+    JobConflict (the message is dead-lettered with the reason)."""
+    verdict, why = command_verdict(command.value, job)
+    if verdict == Verdict.REFUSE:
+        raise JobConflict(why)
+    if verdict == Verdict.IGNORE:
+        log.info("job %s: %s", job.id, why)
+    return verdict == Verdict.APPLY
 
 
 def _ending(job: Job) -> str:

@@ -202,6 +202,19 @@ def broker_names() -> Iterator[dict[str, str]]:
     connection.close()
 
 
+BESPIN_TOKEN = "bespin-secret-token-1234"
+
+
+@pytest.fixture
+def bespin(broker_names: dict[str, str]) -> Iterator[Any]:
+    """A local bespin-api (tests/bespin_api) that publishes its commands on the test's work queue."""
+    from bespin_api import BespinApiService
+
+    service = BespinApiService(BESPIN_TOKEN, queue=broker_names["listen_queue"]).start()
+    yield service
+    service.stop()
+
+
 @pytest.fixture
 def daemon(lando: Lando, broker_names: dict[str, str]) -> Iterator[Daemon]:
     lando.settings["work_queue"] = {**broker_names, "heartbeat": 10}

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from bespin_api import BespinApiService
+from conftest import BESPIN_TOKEN as TOKEN
 from conftest import WORKFLOWS, Daemon, Lando
 
 from lando_ssh.errors import UnknownJob
@@ -20,16 +21,6 @@ from lando_ssh.store.bespin import BespinStore
 from lando_ssh.workflow import prepare
 
 pytest_plugins = ["openstack_api.fixtures"]  # openstack_api, local_openstack_api
-
-TOKEN = "bespin-secret-token-1234"
-
-
-@pytest.fixture
-def bespin(broker_names: dict[str, str]) -> Iterator[BespinApiService]:
-    service = BespinApiService(TOKEN, queue=broker_names["listen_queue"]).start()
-    yield service
-    service.stop()
-
 
 @pytest.fixture
 def bespin_daemon(lando: Lando, broker_names: dict[str, str], bespin: BespinApiService) -> Iterator[Daemon]:

@@ -197,7 +197,7 @@ HOSTILE_BODIES: list[bytes] = [
     b'{"command": "start_job", "payload": {}}',
     b'{"command": "start_job", "payload": {"job_id": -1}}',
     b'{"command": "start_job", "payload": {"job_id": 0}}',
-    b'{"command": "start_job", "payload": {"job_id": "1"}}',
+    b'{"command": "start_job", "payload": {"job_id": "1; DROP TABLE jobs"}}',
     b'{"command": "start_job", "payload": {"job_id": true}}',
     b'{"command": "start_job", "payload": {"job_id": 1.5}}',
     b'{"command": "start_job", "payload": {"job_id": 99999}}',

@@ -791,8 +791,8 @@ def test_vms_and_sweep_find_a_vm_in_another_project_from_a_new_process(lando, op
     cloud.close()
 
     listed = json.loads(lando.cli("vms", "--json", check=True).stdout)
-    assert [(r["id"], r["project"], r["job"], r["job_state"]) for r in listed] == \
-        [(vm.id, "lando-lab", "77", "no job")]
+    assert [(r["id"], r["project"], r["job"], r["job_state"], r["activity"]) for r in listed] == \
+        [(vm.id, "lando-lab", 77, None, "no job")]
     swept = json.loads(lando.cli("sweep", "--grace", "0", "--json", check=True).stdout)
     assert [(i["kind"], i["id"], i["deleted"]) for i in swept] == [("vm", vm.id, True)]
     assert openstack_api.inventory() == EMPTY

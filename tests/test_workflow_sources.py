@@ -176,7 +176,7 @@ def test_a_bespin_zipped_workflow_is_fetched_validated_and_recorded_when_the_job
         lando.write_config()
         store = BespinStore(lando.config())
         try:
-            job = store.get(job_id)
+            job = store.load(job_id)  # a command loads it (reading alone never does)
         finally:
             store.close()
     finally:
