@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from lando_ssh.commands import queue as queue_commands
 from lando_ssh.commands import status as status_commands
 from lando_ssh.commands import vm as vm_commands
+from lando_ssh.commands import web as web_commands
 from lando_ssh.commands.common import EXIT_BAD_INPUT, EXIT_JOB_FAILED, EXIT_OK, journal_of
 from lando_ssh.config import Config, load_config
 from lando_ssh.errors import BadInput, BrokerUnavailable, JobConflict, LandoError
@@ -163,6 +164,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--jobs", action="store_true", help="one line per job, like Slurm's sacct, instead of sums")
     s.add_argument("--csv", action="store_true", help="CSV: a header, then one row per group or job (no total)")
     s.add_argument("--json", action="store_true", help="JSON: a list of groups or jobs (no total)")
+
+    s = command("web", help="serve the status page from the store alone (no daemon needed) until SIGTERM")
+    s.add_argument("--listen", metavar="HOST:PORT", help="default: web.listen, else 127.0.0.1:8080")
     return p
 
 
@@ -687,6 +691,7 @@ COMMANDS = {
     "vms": vm_commands.cmd_vms,
     "sweep": cmd_sweep,
     "usage": cmd_usage,
+    "web": web_commands.cmd_web,
 }
 
 

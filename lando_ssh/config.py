@@ -159,6 +159,12 @@ class MetricsConfig:
 
 
 @dataclass
+class WebConfig:
+    listen: str | None = None  # "HOST:PORT" for the status page, e.g. 127.0.0.1:8080 (None: off)
+    token: str | None = None  # set: cancel and restart from the page, after logging in with it (None: read-only)
+
+
+@dataclass
 class StoreConfig:
     url: str | None = None  # sqlite:///path | postgresql://...; default sqlite in data_dir
     lease_ttl: float = 60.0  # shared (PostgreSQL) store: seconds a server's claim on a job lasts unrenewed
@@ -188,6 +194,7 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     cwl_base_command: list[str] | None = None  # default: the cloud's (cwltool; --no-container locally)
     cwl_post_process_command: list[str] | None = None
     cwl_pre_process_command: list[str] | None = None

@@ -256,9 +256,9 @@ def start_metrics_server(listen: str, metrics: Metrics = METRICS) -> Any:
     return server
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
+def parse_listen(listen: str, key: str = "metrics.listen") -> tuple[str, int]:
     host, sep, port = listen.strip().rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"metrics.listen must be HOST:PORT (e.g. 127.0.0.1:9464), not {listen!r}")
+        raise ConfigError(f"{key} must be HOST:PORT (e.g. 127.0.0.1:9464), not {listen!r}")
     host = host.strip("[]") or "0.0.0.0"  # noqa: S104 (":PORT" asks for every interface)
     return host, int(port)

@@ -79,6 +79,11 @@ class Server:
             signal.signal(signal.SIGINT, lambda *_: self.stop())
         self.broker.declare()
         metrics_server = start_metrics_server(self.config.metrics.listen) if self.config.metrics.listen else None
+        web_server = None
+        if self.config.web.listen:
+            from lando_ssh.web import start_web_server
+
+            web_server = start_web_server(self.config)
         METRICS.observe_jobs(self.journal.list())
         self.recover()
         threading.Thread(target=self._sweep_forever, name="sweep", daemon=True).start()
@@ -92,9 +97,10 @@ class Server:
             self.broker.consume(self.handle, self.stopping)
         finally:
             self._shutdown()
-            if metrics_server is not None:
-                metrics_server.shutdown()
-                metrics_server.server_close()
+            for http_server in (metrics_server, web_server):
+                if http_server is not None:
+                    http_server.shutdown()
+                    http_server.server_close()
 
     def stop(self) -> None:
         if not self.stopping.is_set():

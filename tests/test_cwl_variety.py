@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -30,7 +31,9 @@ def bare_cwltool(outdir: Path, *args: str, cwd: Path | None = None) -> dict:
 def one_sentence(stderr: str) -> str:
     """The error line of a command that failed before running anything: no traceback."""
     assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if line.startswith("lando-ssh: ") and "note:" not in line]
+    # "lando-ssh: ..." from the command, "lando-ssh status: ..." from its argument parser (a usage error)
+    lines = [line for line in stderr.splitlines()
+             if re.match(r"lando-ssh( [a-z-]+)?: ", line) and "note:" not in line]
     assert len(lines) == 1, stderr
     return lines[0]
 

@@ -325,3 +325,23 @@ def test_a_job_submitted_and_run_through_the_cli_is_kept_in_postgresql(lando: La
         assert [h.state.value for h in stored.history][-1] == "F"
     finally:
         s.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_list_summaries_are_the_jobs_without_job_order_workflow_and_output(kind: str, fresh_schema_url: str,
+                                                                           tmp_path: Path) -> None:
+    s = PostgresStore(fresh_schema_url) if kind == "postgres" else SqliteStore(f"sqlite:///{tmp_path}/jobs.sqlite")
+    try:
+        for n in range(3):
+            job = Job(0, f"job-{n}", "wf.cwl", {"secret": "s3cret"}, user="ann", facts={"project": "p"},
+                      workflow_doc={"class": "Workflow", "doc": "x" * 1000}, output={"out": {"class": "File"}})
+            job.set_state(JobState.STARTING, JobStep.CREATE_VM, "start")
+            s.create(job)
+        whole, summaries = s.list(), s.list_summaries()
+        assert [j.id for j in summaries] == [j.id for j in whole]
+        for full, summary in zip(whole, summaries, strict=True):
+            assert (summary.job_order, summary.workflow_doc, summary.output) == ({}, None, None)
+            full.job_order, full.workflow_doc, full.output = {}, None, None
+            assert summary.to_dict() == full.to_dict()
+    finally:
+        s.close()

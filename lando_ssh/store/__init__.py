@@ -24,6 +24,9 @@ class JobStore(Protocol):
     - `release(job_id, owner)`: give up `owner`'s lease on the job.
     - `owned_or_orphaned(states, owner) -> list[Job]`: jobs in `states` whose lease is `owner`'s, expired or
       absent (candidates to resume: claim each first).
+
+    A store may also offer `list_summaries() -> list[Job]`: every job, oldest first, without its job order,
+    workflow and output object (what the status page lists: a fraction of the reading).
     """
 
     def create(self, job: Job) -> Job:

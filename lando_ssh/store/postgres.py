@@ -145,6 +145,12 @@ class PostgresStore:
                 "SELECT data FROM lando_jobs WHERE state = ANY(%s) ORDER BY id", (codes,)).fetchall())
         return [Job.from_dict(r[0]) for r in rows]
 
+    def list_summaries(self) -> builtins.list[Job]:
+        """Every job, oldest first, without its job order and workflow (the bulk of a record)."""
+        rows = self._run(lambda conn: conn.execute(
+            "SELECT data - 'job_order' - 'workflow_doc' - 'output' FROM lando_jobs ORDER BY id").fetchall())
+        return [Job.from_dict(r[0]) for r in rows]
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

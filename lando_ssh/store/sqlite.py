@@ -138,6 +138,13 @@ class SqliteStore:
             rows = db.execute(query, codes).fetchall()
         return [Job.from_dict(json.loads(r[0])) for r in rows]
 
+    @_translated
+    def list_summaries(self) -> builtins.list[Job]:
+        """Every job, oldest first, without its job order and workflow (the bulk of a record)."""
+        rows = self._conn().execute("SELECT json_remove(data, '$.job_order', '$.workflow_doc', '$.output') FROM jobs "
+                                    "ORDER BY id").fetchall()
+        return [Job.from_dict(json.loads(r[0])) for r in rows]
+
     # -- leases: one server owns a SQLite store, so every job is always its to claim --------
     @_translated
     def claim(self, job_id: int, owner: str, ttl: float) -> bool:

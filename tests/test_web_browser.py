@@ -1,0 +1,196 @@
+"""The status page in a real browser (Debian's headless Chromium, driven by Selenium through the system
+chromedriver; `scripts/browser` installs them) against `lando-ssh run` serving it while it runs real jobs
+on the local cloud: the pages render, filters work, a running job's log updates without a reload, the plots
+draw from the jobs' data, no console errors, and only a signed-in admin may cancel and restart (a script
+with the token may too). Fails (never skips) when the browser cannot start. With LANDO_SCREENSHOTS=DIR, each
+page's screenshot is saved there too."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import WORKFLOWS, Daemon, Lando, finished, send, store_job, wait_job
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+TOKEN = "browser-test-token"  # noqa: S105 (a test's own)
+WAIT = 120.0  # seconds any one condition may take (a busy 2-core machine)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    for path in (CHROMIUM, CHROMEDRIVER):
+        assert os.access(path, os.X_OK), f"{path} is missing: run scripts/browser (apt-get install chromium " \
+                                         f"chromium-driver)"
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1300,1000", f"--user-data-dir={tmp_path / 'chromium'}"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(WAIT)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def until(what: str, condition: Callable[[], Any], timeout: float = WAIT) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = condition()
+        except Exception as e:  # noqa: BLE001 (a page in the middle of changing: ask again)
+            value, last = None, e
+        else:
+            last = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not so within {timeout:.0f}s" + (f" ({last})" if last else ""))
+        time.sleep(0.2)
+
+
+def console_errors(driver: Any) -> list[str]:
+    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def shot(driver: Any, tmp_path: Path, name: str) -> None:
+    driver.save_screenshot(str(tmp_path / f"{name}.png"))
+    if os.environ.get("LANDO_SCREENSHOTS"):
+        Path(os.environ["LANDO_SCREENSHOTS"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / f"{name}.png", Path(os.environ["LANDO_SCREENSHOTS"]) / f"{name}.png")
+
+
+def test_the_status_page_of_a_daemon_running_real_jobs_in_a_browser(lando: Lando, daemon: Daemon, browser: Any,
+                                                                     tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    began = datetime.now(UTC)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    lando.settings["web"] = {"listen": f"127.0.0.1:{port}", "token": TOKEN}
+    lando.write_config()
+    short = tmp_path / "short.yml"
+    short.write_text(yaml.safe_dump({"seconds": 20}))  # time to load its page while it runs
+    long = tmp_path / "long.yml"
+    long.write_text(yaml.safe_dump({"seconds": 600}))
+    done = lando.submit(WORKFLOWS / "upper_count.cwl", WORKFLOWS / "upper_count.yml", "--name", "counting")
+    failing = lando.submit(WORKFLOWS / "fail.cwl", None, "--name", "exploding")
+    daemon.start()
+    until("the status page answers", lambda: urllib.request.urlopen(base + "/jobs", timeout=10).status == 200)
+    for job_id in (done, failing):
+        send(lando, "start_job", job_id)
+    wait_job(lando, done, finished, daemon=daemon)
+    wait_job(lando, failing, finished, daemon=daemon)
+    sleeper = lando.submit(WORKFLOWS / "sleep.cwl", short, "--name", "sleeping")
+    send(lando, "start_job", sleeper)
+    running = wait_job(lando, sleeper, lambda j: j.state.value == "R" and j.step.value == "R", daemon=daemon)
+    assert running.vm is not None
+
+    # a running job's page: its log grows in place (the page is not loaded again)
+    browser.get(f"{base}/jobs/{sleeper}")
+    try:
+        until("the job page shows the workflow's start in its log",
+              lambda: "sleep" in browser.find_element(By.ID, "log").get_attribute("textContent"))
+    except AssertionError:
+        print(browser.page_source[:5000], browser.get_log("browser"), urllib.request.urlopen(
+            f"{base}/api/jobs/{sleeper}/log").read()[:3000])
+        raise
+    assert "Final process status" not in browser.find_element(By.ID, "log").get_attribute("textContent")
+    browser.execute_script("window.notReloaded = true")
+    shot(browser, tmp_path, "job-running")
+    until("the log shows the end of the workflow without a reload",
+          lambda: "Final process status is success" in browser.find_element(By.ID, "log").get_attribute("textContent"))
+    assert browser.execute_script("return window.notReloaded === true")
+    wait_job(lando, sleeper, finished, daemon=daemon)
+    until("the timeline shows the finished job", lambda: browser.find_element(By.ID, "state").text.startswith(
+        "finished") or "F" in browser.find_element(By.CSS_SELECTOR, "#state code").text)
+
+    # the jobs table and its filters
+    def listed() -> list[int]:
+        return [int(r.get_attribute("data-job")) for r in browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")]
+
+    def reloaded(path: str) -> bool:  # the jobs list a page shows may be a few seconds old
+        browser.get(base + path)
+        return True
+
+    until("the jobs table lists every job, newest first",
+          lambda: reloaded("/jobs") and listed() == [sleeper, failing, done])
+    shot(browser, tmp_path, "jobs")
+    browser.find_element(By.CSS_SELECTOR, "input[name=state][value=E]").click()
+    browser.find_element(By.ID, "apply").click()
+    until("the state filter leaves the failed job", lambda: listed() == [failing])
+    browser.get(f"{base}/jobs")
+    browser.find_element(By.NAME, "name").send_keys("count")
+    browser.find_element(By.ID, "apply").click()
+    until("the name filter leaves the counting job", lambda: listed() == [done])
+
+    # a failed job: every step of its attempt, the error
+    browser.get(f"{base}/jobs/{failing}")
+    assert "explode" in browser.find_element(By.ID, "error").text
+    segments = [s.text for s in browser.find_elements(By.CSS_SELECTOR, ".gantt .seg")]
+    assert {"V", "S", "R"} <= set(segments) and segments[-1] == "E"
+    shot(browser, tmp_path, "job-failed")
+
+    # plots drawn from these jobs, over the test's own minutes (a day's samples are half an hour apart)
+    since = (began - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    browser.get(f"{base}/plots?period=custom&since={since}")
+    until("the plots are drawn", lambda: browser.find_element(By.TAG_NAME, "body").get_attribute("data-plotted"))
+    for chart in ("jobs_by_state", "jobs_ended", "vms", "core_hours_by_owner", "step_seconds", "boot_seconds"):
+        element = browser.find_element(By.ID, chart)
+        assert element.get_attribute("data-drawn"), chart
+        assert element.find_element(By.TAG_NAME, "canvas").size["width"] > 100, chart
+    shot(browser, tmp_path, "plots")
+
+    # the token gates actions: a long job is canceled only once signed in
+    blocker = lando.submit(WORKFLOWS / "sleep.cwl", long, "--name", "to-cancel")
+    send(lando, "start_job", blocker)
+    wait_job(lando, blocker, lambda j: j.state.value == "R" and j.step.value == "R", daemon=daemon)
+    until("the VMs page lists the running job's VM",
+          lambda: reloaded("/vms") and str(blocker) in browser.find_element(By.ID, "vms").text)
+    shot(browser, tmp_path, "vms")
+    browser.get(f"{base}/jobs/{blocker}")
+    assert browser.find_elements(By.ID, "cancel") == []
+    browser.find_element(By.ID, "signin-link").click()
+    browser.find_element(By.ID, "token").send_keys("not the token")
+    browser.find_element(By.ID, "signin").click()
+    until("a wrong token is refused", lambda: "not the token" in browser.find_element(By.CLASS_NAME, "error").text)
+    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    browser.find_element(By.ID, "signin").click()
+    until("signed in", lambda: browser.find_elements(By.ID, "signout"))
+    browser.get(f"{base}/jobs/{blocker}")
+    browser.find_element(By.ID, "cancel").click()
+    job = wait_job(lando, blocker, finished, daemon=daemon)
+    assert job.state.value == "C"
+    # restarted from its page, then canceled again by a script with the token
+    until("the canceled job's page offers a restart",
+          lambda: reloaded(f"/jobs/{blocker}") and browser.find_elements(By.ID, "restart"))
+    browser.find_element(By.ID, "restart").click()
+    wait_job(lando, blocker, lambda j: j.state.value == "R" and j.step.value == "R", daemon=daemon)
+    request = urllib.request.Request(f"{base}/api/jobs/{blocker}/cancel", method="POST",
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
+    assert urllib.request.urlopen(request, timeout=30).status == 202
+    assert wait_job(lando, blocker, finished, daemon=daemon).state.value == "C"
+    assert store_job(lando, done).state.value == "F"
+
+    errors = [e for e in console_errors(browser) if "/login" not in e]  # the wrong token's 403 is expected
+    assert errors == []
