@@ -144,6 +144,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     s = command("delete-vm", help="delete the VM an ended job kept for debugging (keep_vm_on_error)")
     s.add_argument("job_id", type=int, metavar="N", help="the job's id")
 
+    s = command("set-output-dir", help="give a failed or canceled job another output directory (new or empty); "
+                                       "resuming it (`job N`, `send restart_job N`) stores its results there")
+    s.add_argument("job_id", type=int, metavar="N", help="the job's id")
+    s.add_argument("dir", metavar="DIR", help="the new output directory: new, or empty (for a cwl-runner job's, any)")
+
     s = command("vms", help="every VM this installation owns")
     s.add_argument("--json", action="store_true", help="a JSON list instead of a table")
 
@@ -378,13 +383,19 @@ _journal = journal_of
 def submit_job(config: Config, workflow: Any, job_order: str | None, *, name: str | None = None,
                flavor: str | None = None, image: str | None = None, volume_size: int | None = None,
                output_dir: str | None = None, priority: int = 0, input_args: list[str] | None = None,
-               cwltool_args: Sequence[str] = ()) -> Job:
+               cwltool_args: Sequence[str] = (), outputs_only: bool = False) -> Job:
     """Validate with cwltool, then store the job (state N). Nothing is stored when validation fails.
 
     `workflow` is a path, a URL, or a `workflow.WorkflowSource` (zip archive, git repository). The job
     order is the file `job_order` (`-`: standard input), and/or the workflow's inputs as options
-    (`input_args`). `cwltool_args`: cwltool's run options, for the VM's cwltool (and the validation)."""
+    (`input_args`). `cwltool_args`: cwltool's run options, for the VM's cwltool (and the validation).
+    `outputs_only`: the job writes its outputs alone into `output_dir`, which may hold anything (cwl-runner's);
+    otherwise `output_dir` must be new or empty (lando-ssh never overwrites what it did not write)."""
+    from lando_ssh import outputs
     from lando_ssh.workflow import LoadOptions, prepare
+
+    if output_dir and not outputs_only:
+        outputs.check_output_dir(os.path.abspath(output_dir))
 
     prepared = prepare(workflow, job_order, input_args=input_args,
                        options=LoadOptions.from_cwltool_args(cwltool_args))
@@ -397,10 +408,16 @@ def submit_job(config: Config, workflow: Any, job_order: str | None, *, name: st
         default_name = os.path.splitext(os.path.basename((workflow.path or "").split("#", 1)[0]))[0]
     job = Job(id=0, name=name or default_name, workflow=source,
               facts={"workflow_source": prepared.source_record,
-                     **({"cwltool_args": list(cwltool_args)} if cwltool_args else {})},
+                     **({"cwltool_args": list(cwltool_args)} if cwltool_args else {}),
+                     **({outputs.OUTPUTS_ONLY: True} if outputs_only else {})},
               job_order=prepared.job_order, workflow_doc=prepared.packed,
               vm_spec=VmSpec(flavor=flavor, image=image, volume_size=volume_size), priority=priority,
               user=_user(), output_dir=os.path.abspath(output_dir) if output_dir else "")
+    from lando_ssh.vmspec import check_at_submit
+
+    unchecked = check_at_submit(config, job)  # BadInput when the cloud says the job cannot have its VM
+    if unchecked:
+        print(f"lando-ssh: {unchecked}", file=sys.stderr)
     job.set_state(JobState.NEW, JobStep.NONE)
     job.history.clear()
     job = journal.store.create(job)
@@ -590,7 +607,7 @@ def cmd_cwl_runner(config: Config, args: argparse.Namespace) -> int:
         raise BadInput(f"the output directory {outdir} is not writable")
     job = submit_job(config, workflow, job_order, name=args.name, flavor=args.flavor, image=args.image,
                      volume_size=args.volume_size, output_dir=outdir, input_args=input_args,
-                     cwltool_args=args.cwltool_args)
+                     cwltool_args=args.cwltool_args, outputs_only=True)
     _hold_gc()  # cwltool's validation is behind us
     job = run_job_foreground(config, job.id, quiet=args.quiet)
     if job.state == JobState.FINISHED:
@@ -618,6 +635,17 @@ def _print_output(output: dict[str, Any], summary: str | None) -> None:
 
 
 # -- the admin's tools -------------------------------------------------------------------------
+def cmd_set_output_dir(config: Config, args: argparse.Namespace) -> int:
+    from lando_ssh.outputs import set_output_dir
+
+    job = set_output_dir(config, _journal(config), args.job_id, args.dir)
+    kept = job.vm is not None and job.vm.id and not job.vm.deleted
+    where = "from its kept VM" if kept and job.step.value in ("o", "O") else "when it has run again"
+    print(f"lando-ssh: job {job.id}'s outputs go to {job.output_dir}; resume it with `lando-ssh job {job.id}` "
+          f"(or `lando-ssh send restart_job {job.id}`): it stores its results there {where}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     from lando_ssh.server import Server
 
@@ -656,6 +684,7 @@ COMMANDS = {
     "logs": status_commands.cmd_logs,
     "ssh": vm_commands.cmd_ssh,
     "delete-vm": vm_commands.cmd_delete_vm,
+    "set-output-dir": cmd_set_output_dir,
     "vms": vm_commands.cmd_vms,
     "sweep": cmd_sweep,
     "usage": cmd_usage,

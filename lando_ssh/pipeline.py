@@ -25,13 +25,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lando_ssh import report
-from lando_ssh.cloud import META_INSTALLATION, META_JOB_ID, META_MANAGED_BY, Cloud, Flavor, VmInfo, VmRequest
+from lando_ssh import outputs, report
+from lando_ssh.cloud import META_JOB_ID, Cloud, Flavor, VmInfo, VmRequest
 from lando_ssh.cloud.cloudinit import READY_MARKER, UserDataParams, host_keys_from_console, render_user_data
 from lando_ssh.config import Config
 from lando_ssh.errors import (
     CloudError,
-    CloudNotFound,
     HostKeyMismatch,
     JobCanceled,
     JobConflict,
@@ -45,6 +44,7 @@ from lando_ssh.errors import (
     VmUnreachable,
     WorkflowFailed,
 )
+from lando_ssh.installation import ours
 from lando_ssh.joblock import JobLock
 from lando_ssh.journal import Journal, recording, setting
 from lando_ssh.keys import JobKeys
@@ -108,7 +108,7 @@ class JobPaths:
         return cls(posixpath.join(work_dir, f"lando-job-{job_id}"))
 
     def __getattr__(self, name: str) -> str:
-        if name in ("bin", "scripts", "inputs", "results", "run", "tmp"):
+        if name in ("bin", "scripts", "inputs", "results", "run", "tmp", "docs"):
             return posixpath.join(self.job_dir, name)
         raise AttributeError(name)
 
@@ -322,15 +322,9 @@ class Pipeline:
 
     def _flavor_for(self, job: Job) -> Flavor:
         """The job's flavor, else the scheduler's choice, else vm.flavor, else the cheapest allowed that fits."""
-        from lando_ssh.flavors import NoFlavorFits, choose_flavor, workflow_needs
+        from lando_ssh.vmspec import job_flavor
 
-        named = job.vm_spec.flavor or job.facts.get("flavor") or self.config.vm.flavor
-        volume = job.vm_spec.volume_size if job.vm_spec.volume_size is not None else self.config.vm.volume_size
-        try:
-            return choose_flavor(workflow_needs(job.workflow_doc), self.cloud.flavors(), self.config.flavors.allow,
-                                 named=named, volume_gb=volume or 0)
-        except NoFlavorFits as e:
-            raise CloudNotFound(str(e)) from None
+        return job_flavor(self.config, self.cloud, job)
 
     def _asked_for(self, job: Job) -> list[VmInfo]:
         """The VMs named as the job's VM and tagged with its id: it was asked for, but its id never recorded."""
@@ -338,8 +332,7 @@ class Pipeline:
         return [v for v in self.cloud.find_vms(self._metadata(job)) if v.name == name]
 
     def _metadata(self, job: Job) -> dict[str, str]:
-        return {META_MANAGED_BY: "lando-ssh", META_INSTALLATION: self.config.cloud.installation_id,
-                META_JOB_ID: str(job.id)}
+        return {**ours(self.config), META_JOB_ID: str(job.id)}
 
     def _wait_active(self, job: Job, info: VmInfo) -> VmInfo:
         deadline = time.monotonic() + self.config.vm.boot_timeout
@@ -682,7 +675,8 @@ class Pipeline:
         # sizes (for the store step that follows): one round trip
         token = os.urandom(16).hex()
         organize = ["sh", "-c", _ORGANIZE_AND_REPORT, "sh", posixpath.join(paths.bin, "lando-organize"),
-                    paths.job_dir, token, str(STDERR_TAIL_LINES), posixpath.join(paths.bin, "lando-sizes")]
+                    paths.job_dir, token, str(STDERR_TAIL_LINES), posixpath.join(paths.bin, "lando-sizes"),
+                    paths.docs if outputs.docs_apart(job) else ""]
         parts = _report_parts(remote.run(organize, what="organizing output").stdout, token)
         output = _output_object(parts.get("stdout", ""))
         docs_dir = parts.get("docs_dir", "").strip() or "docs"  # lando-docs when the workflow has a docs output
@@ -704,10 +698,16 @@ class Pipeline:
         local_dir = os.path.abspath(job.output_dir)
         sizes = self._check_sizes(remote, paths, paths.results, {}, "output", self._result_sizes.pop(job_id, None))
         total = sum(sizes.values())
+        apart = outputs.docs_apart(job)  # cwl-runner's: the outputs alone, into a dir that may hold anything
+        docs_dir = outputs.docs_path(self.config, job)
         try:
+            if not apart:
+                self._claim_output_dir(job, sizes, docs_dir)
             os.makedirs(local_dir, exist_ok=True)
             with self._deadline(remote, "storing output"), self._reporting(job_id, remote, "storing", total):
                 received = remote.get_dir(paths.results, local_dir, total_hint=total)
+                if apart:
+                    remote.get_dir(paths.docs, docs_dir)
         except OSError as e:  # this server's side: the output dir is not writable, or its disk is full
             raise StagingFailed(f"cannot write the outputs ({_size(total)}) to {local_dir}: {e.strerror}") from None
         for rel, size in sizes.items():
@@ -720,13 +720,13 @@ class Pipeline:
         def stored(j: Job) -> None:
             j.output = output
             j.facts["bytes_stored"] = received
+            j.facts["docs_path"] = docs_dir
             j.facts.pop("progress", None)
 
         job = self.journal.update(job_id, stored)
         # lando's docs of the job are written here, not on the VM: what the VM made was pulled as it was
         docs = report.docs_files(job, job.facts.get("usage") or {}, job.facts.get("cwltool_version"))
         docs["logs/cwl-output.json"] = (json.dumps(output, indent=2) + "\n").encode()
-        docs_dir = os.path.join(local_dir, job.facts.get("docs_dir") or "docs")
         if job.secret_inputs:  # the VM's job order held the secrets cwltool needed; the docs' copy does not
             ran = os.path.join(docs_dir, "scripts", "job-order.json")
             with open(ran) as vm_order:
@@ -741,6 +741,19 @@ class Pipeline:
         except OSError as e:
             raise StagingFailed(f"cannot write the job's docs to {docs_dir}: {e.strerror}") from None
         self.progress(job_id, f"stored {_size(received)} in {local_dir}")
+
+    def _claim_output_dir(self, job: Job, sizes: dict[str, int], docs_dir: str) -> None:
+        """Refuse an output dir holding files the job did not write; note what it is about to write there."""
+        foreign = outputs.foreign_files(self.config, job)
+        if foreign:
+            more = ", ..." if len(foreign) == 3 else ""
+            raise StagingFailed(f"the output directory {job.output_dir} holds files this job did not write "
+                                f"({', '.join(foreign)}{more}); lando-ssh does not overwrite them. Free the directory, "
+                                f"or give the job another with `lando-ssh set-output-dir {job.id} DIR`, then resume "
+                                f"it (`lando-ssh job {job.id}` or `lando-ssh send restart_job {job.id}`)")
+        docs_rel = os.path.relpath(docs_dir, os.path.abspath(job.output_dir))
+        ours = report.docs_files(job, {}, None).keys() | {"logs/cwl-output.json"}
+        outputs.note_written(self.config, job, set(sizes) | {os.path.join(docs_rel, name) for name in ours})
 
     # -- T: terminate VM -------------------------------------------------------------------
     def terminate_vm(self, job_id: int) -> None:
@@ -822,7 +835,8 @@ class Pipeline:
                 j.retire_vm()
             if STEPS.index(step) <= STEPS.index(JobStep.RUNNING):
                 for fact in ("run_pid", "run_started", "commands", "exit_code", "vm_output", "usage",
-                             "partial_output", "bytes_stored", "cwltool_version", "docs_dir", "output_printed"):
+                             "partial_output", "bytes_stored", "cwltool_version", "docs_dir", "output_printed",
+                             "docs_path"):
                     j.facts.pop(fact, None)
                 j.output = None  # a failed run's partial one
                 j.facts["rerun"] = reuse  # the old run's files on the VM are cleared before starting again
@@ -1060,9 +1074,9 @@ def _pid(line: str) -> int:
         raise RemoteCommandFailed(f"lando-start printed {line.strip()[:200]!r} instead of a pid", 1, line) from None
 
 
-# sh -c: lando-organize JOBDIR, then each of the run's files after a line "TOKEN NAME"
+# sh -c: lando-organize JOBDIR [DOCSDIR], then each of the run's files after a line "TOKEN NAME"
 _ORGANIZE_AND_REPORT = (
-    'sh "$1" "$2" || exit; printf "\\n%s stdout\\n" "$3"; cat "$2/run/stdout" 2>/dev/null; '
+    'sh "$1" "$2" ${6:+"$6"} || exit; printf "\\n%s stdout\\n" "$3"; cat "$2/run/stdout" 2>/dev/null; '
     # the one-line files by the shell's own read: a process less each
     'for f in started finished maxrss_kb exit_code docs_dir; do printf "\\n%s %s\\n" "$3" "$f"; v=; '
     '[ -r "$2/run/$f" ] && { IFS= read -r v < "$2/run/$f" || :; }; printf "%s\\n" "$v"; done; '

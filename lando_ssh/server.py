@@ -22,9 +22,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from lando_ssh.cloud import META_INSTALLATION, Cloud, Flavor, Quota, open_cloud
+from lando_ssh.cloud import Cloud, Flavor, Quota, open_cloud
 from lando_ssh.config import Config
 from lando_ssh.errors import CloudError, JobConflict, LandoError
+from lando_ssh.installation import tagged_vms
 from lando_ssh.journal import Journal, recording
 from lando_ssh.messages import Command, Message
 from lando_ssh.metrics import METRICS, start_metrics_server
@@ -336,7 +337,7 @@ class Server:
         while not self.stopping.wait(interval):
             try:
                 METRICS.observe_sweep(sweep(self.config, self.cloud, self.journal))
-                METRICS.observe_vms(self.cloud.find_vms({META_INSTALLATION: self.config.cloud.installation_id}))
+                METRICS.observe_vms([vm for group in tagged_vms(self.config, self.cloud) for vm in group])
             except LandoError as e:
                 log.error("sweep: %s", e)
             except Exception:

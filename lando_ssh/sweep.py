@@ -2,12 +2,18 @@
 
 After a crash, a failed delete, or a job deleted in the job API, a VM (and its volume, floating
 IP, port) can outlive its job. `sweep()` finds every VM tagged as ours (metadata
-`managed_by: lando-ssh` and `lando_installation: <cloud.installation_id>`) and deletes it when
-it is older than the grace period and its job does not own it:
+`managed_by: lando-ssh`, `lando_installation: <cloud.installation_id>` and this data dir's
+`lando_installation_token`: see installation.py) and deletes it when it is older than the
+grace period and its job does not own it:
 
 - the VM names no job, or the job is not in the job store;
 - the job was deleted (state D);
 - the job's record says this VM was deleted (a delete that failed), or names another VM.
+
+A VM made before tokens (the id alone) may be another installation's sharing the id and
+counting jobs the same way: it is deleted only for what this installation's record of it says
+(the record names it by id and marks it deleted, or its job was deleted or ended without
+keeping it), never for a job that is missing or names another VM.
 
 A VM the job's record names and does not mark deleted is live, whatever the job's state (an
 errored job's VM kept with `keep_vm_on_error` is live). The VMs are listed before the jobs are
@@ -32,9 +38,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from lando_ssh.cloud import META_INSTALLATION, META_JOB_ID, META_MANAGED_BY, Cloud, Orphan, VmInfo
+from lando_ssh.cloud import META_JOB_ID, Cloud, Orphan, VmInfo
 from lando_ssh.config import Config
 from lando_ssh.errors import LandoError, UnknownJob
+from lando_ssh.installation import ours, tagged_vms
 from lando_ssh.model import FINAL_STATES, Job, JobState, now
 
 log = logging.getLogger(__name__)
@@ -63,11 +70,6 @@ class Swept:
         return {k: v for k, v in asdict(self).items() if k != "orphan"}
 
 
-def ours(config: Config) -> dict[str, str]:
-    """The metadata every resource of this installation carries."""
-    return {META_MANAGED_BY: "lando-ssh", META_INSTALLATION: config.cloud.installation_id}
-
-
 def sweep(config: Config, cloud: Cloud, store: _Jobs, dry_run: bool = False,
           grace: float | None = None) -> list[Swept]:
     """Delete (or with `dry_run` only list) this installation's resources no live job owns and
@@ -75,11 +77,11 @@ def sweep(config: Config, cloud: Cloud, store: _Jobs, dry_run: bool = False,
     Returns what was found, in order."""
     grace = config.sweep.grace if grace is None else grace
     found: list[Swept] = []
-    vms = cloud.find_vms(ours(config))  # listed before the jobs are read: see the module's doc
+    mine, untokened = tagged_vms(config, cloud)  # listed before the jobs are read: see the module's doc
     at = now()
-    for vm in vms:
+    for vm in [*mine, *untokened]:
         age = (at - vm.created).total_seconds() if vm.created else None
-        job_id, why = _orphan_vm(vm, store)
+        job_id, why = _orphan_vm(vm, store, recorded_only=vm not in mine)
         if why is not None:
             found.append(Swept("vm", vm.id, vm.name, job_id, why, _round(age),
                                spared=age is not None and age < grace))
@@ -125,19 +127,22 @@ def _log(item: Swept, grace: float) -> None:
         log.info("sweep: would delete %s: %s", what, item.why)
 
 
-def _orphan_vm(vm: VmInfo, store: _Jobs) -> tuple[int | None, str | None]:
-    """(its job id, why no live job owns the VM) or (job id, None) when its job owns it."""
+def _orphan_vm(vm: VmInfo, store: _Jobs, recorded_only: bool = False) -> tuple[int | None, str | None]:
+    """(its job id, why no live job owns the VM) or (job id, None) when its job owns it. `recorded_only`
+    (a VM made before tokens): (job id, None) unless the job's record names this VM by its id."""
     tag = vm.metadata.get(META_JOB_ID, "")
     if not tag.isdigit():
-        return None, "it is tagged as ours but names no job"
+        return None, None if recorded_only else "it is tagged as ours but names no job"
     job_id = int(tag)
     try:
         job = store.get(job_id)
     except UnknownJob:
-        return job_id, f"job {job_id} is not in the job store"
+        return job_id, None if recorded_only else f"job {job_id} is not in the job store"
+    rec = job.vm
+    if recorded_only and (rec is None or rec.id != vm.id):
+        return job_id, None
     if job.state == JobState.DELETED:
         return job_id, f"job {job_id} was deleted"
-    rec = job.vm
     if rec is None:
         return job_id, f"job {job_id} ({job.state.name.lower()}) has no VM recorded"
     same = rec.id == vm.id if rec.id else rec.name == vm.name  # no id yet: it was asked for, by name

@@ -101,6 +101,12 @@ class Lando:
                 raise AssertionError(f"job {job_id} did not get there in {timeout}s; it is {where}")
             time.sleep(0.2)
 
+    def vm_processes(self, vm_name: str) -> set[int]:
+        """The processes of this installation's local VM `vm_name` (found by its marker, as deleting it does)."""
+        from lando_ssh.cloud.local import LocalCloud
+
+        return LocalCloud(self.config()).processes(vm_name)
+
     def vm_dirs(self) -> list[Path]:
         root = self.data_dir / "local-cloud"
         return sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []

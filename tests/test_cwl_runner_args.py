@@ -140,7 +140,7 @@ def test_cwltool_s_run_options_reach_the_vm_s_cwltool_and_the_validation(lando: 
     job = json.loads(lando.cli("status", "--json", check=True).stdout)[-1]
     assert job["facts"]["cwltool_args"] == ["--relax-path-checks"]
     assert "--relax-path-checks" in job["facts"]["commands"]["cwl_base_command"]
-    assert "--relax-path-checks" in (tmp_path / "relaxed" / "docs" / "README.md").read_text()
+    assert "--relax-path-checks" in (Path(job["facts"]["docs_path"]) / "README.md").read_text()
 
     plain = lando.cli("cwl-runner", "--outdir", str(tmp_path / "plain"), str(VARIETY / "extension.cwl"))
     extended = lando.cli("cwl-runner", "--quiet", "--enable-ext", "--outdir", str(tmp_path / "ext"),
@@ -261,7 +261,7 @@ def test_a_file_inside_a_directory_input_stays_inside_it_as_under_cwltool(lando:
 
     assert ours.returncode == 0, ours.stderr
     assert json.loads(ours.stdout) == json.loads(json.dumps(expected).replace(str(bare_dir), str(ours_dir)))
-    assert sorted(p.name for p in ours_dir.iterdir()) == ["docs", "in dir"]  # no second copy of c.txt
+    assert sorted(p.name for p in ours_dir.iterdir()) == ["in dir"]  # no second copy of c.txt, no lando docs
 
 
 def test_submit_takes_run_options_for_the_vm_s_cwltool_and_refuses_anything_else(lando: Lando):
@@ -351,12 +351,13 @@ def test_a_secret_input_runs_but_is_shown_nowhere(lando: Lando, tmp_path: Path):
 
     assert ran.returncode == 0, ran.stderr
     assert (out / "counted.txt").read_text().strip() == "14"  # it reached the tool
-    shown = [lando.cli("status", "--json", check=True).stdout, lando.cli("logs", "1", check=True).stdout, ran.stderr,
-             *(p.read_text() for p in out.rglob("*") if p.is_file())]
-    assert not [text for text in shown if "hunter2-sesame" in text]
     job = json.loads(lando.cli("status", "1", "--json", check=True).stdout)
+    docs = Path(job["facts"]["docs_path"])  # lando's docs of a cwl-runner job, with its record
+    shown = [lando.cli("status", "--json", check=True).stdout, lando.cli("logs", "1", check=True).stdout, ran.stderr,
+             *(p.read_text() for d in (out, docs) for p in d.rglob("*") if p.is_file())]
+    assert not [text for text in shown if "hunter2-sesame" in text]
     assert job["job_order"] == {"password": "(secret)", "user": "ada"}
-    assert json.loads((out / "docs" / "scripts" / "job-order.json").read_text())["password"] == "(secret)"
+    assert json.loads((docs / "scripts" / "job-order.json").read_text())["password"] == "(secret)"
 
 
 def test_abbreviated_options_bad_option_values_and_the_summary_file(lando: Lando, tmp_path: Path):

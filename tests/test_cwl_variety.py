@@ -52,20 +52,21 @@ def test_anchored_tool_docs_output_and_local_schemas_give_what_cwltool_gives(lan
     assert ours.returncode == 0, ours.stderr
     assert json.loads(ours.stdout) == json.loads(json.dumps(expected).replace(str(bare_dir), str(ours_dir)))
     assert "cwltool option --provenance is not used" in ours.stderr
-    # the workflow's own docs/ is untouched; lando's docs went beside it
+    # the outdir holds what cwltool's holds: the workflow's own docs/ as it made it, nothing of lando's
+    assert sorted(p.name for p in ours_dir.iterdir()) == sorted(p.name for p in bare_dir.iterdir())
     assert sorted(p.name for p in (ours_dir / "docs").iterdir()) == ["README.md"]
     assert (ours_dir / "docs" / "README.md").read_text() == "the workflow own docs\n"
-    lando_docs = ours_dir / "lando-docs"
+    job_id = max(j["id"] for j in json.loads(lando.cli("status", "--json", check=True).stdout))
+    lando_docs = lando.data_dir / "jobs" / f"job-{job_id}" / "docs"  # with the job's record
     for doc in ("README.md", "scripts/workflow.cwl", "logs/cwltool-output.log", "logs/cwl-output.json"):
         assert (lando_docs / doc).is_file(), doc
-    assert "`lando-docs/scripts/`" in (lando_docs / "README.md").read_text()
+    assert "`docs/scripts/`" in (lando_docs / "README.md").read_text()
     assert "\x1b[" not in (lando_docs / "logs" / "cwltool-output.log").read_text()  # plain text, not colours
     # the ontology went to the VM with the inputs, and the workflow run there named that copy
     ran = json.loads((lando_docs / "scripts" / "workflow.cwl").read_text())
     [schema] = ran["$schemas"]
     assert "/lando-job-" in schema and schema.endswith("/formats.owl"), schema
     assert (ours_dir / "sample_dir.txt").read_text() == "sample.bam\nsample.bam.bai\n"
-    job_id = max(j["id"] for j in json.loads(lando.cli("status", "--json", check=True).stdout))
     logs = lando.cli("logs", str(job_id), check=True).stdout
     assert "Final process status is success" in logs and "\x1b[" not in logs
 

@@ -26,8 +26,6 @@ from conftest import (
     wait_job,
 )
 
-from lando_ssh.cloud.local import marked_pids
-
 
 def url_job(lando: Lando, tmp_path: Path, url: str) -> int:
     order = tmp_path / f"url-{uuid.uuid4().hex[:6]}.yml"
@@ -90,7 +88,7 @@ def test_cancel_during_boot_staging_and_run_leaves_no_vm_or_process(lando: Lando
     send(lando, "cancel_job", booting)
     job = wait_job(lando, booting, finished, timeout=30, daemon=daemon)
     assert job.state.value == "C"
-    assert marked_pids(job.vm.name) == set()
+    assert lando.vm_processes(job.vm.name) == set()
 
     lando.settings["cloud"] = {"local": {"boot_delay": 0.0}}
     lando.write_config()
@@ -110,7 +108,7 @@ def test_cancel_during_boot_staging_and_run_leaves_no_vm_or_process(lando: Lando
         job = wait_job(lando, job_id, finished, timeout=30, daemon=daemon)
         assert job.state.value == "C", job.reason
         assert [h.state.value for h in job.history][-2:] == ["c", "C"]
-        assert marked_pids(job.vm.name) == set()
+        assert lando.vm_processes(job.vm.name) == set()
     assert lando.vm_dirs() == []
     assert daemon.alive()
 

@@ -60,8 +60,9 @@ def test_a_job_gets_the_cheapest_flavor_that_fits_and_one_no_allowed_flavor_fits
     assert job["vm"]["flavor"] == "m1.large"
     assert (Path(job["output_dir"]) / "cores.txt").read_text() == "3\n"
 
+    stored = lando.submit(WORKFLOWS / "needs_cores.cwl")  # (submitted now, `submit` would refuse it)
     lando.write_config(flavors={"allow": "^m1[.](small|medium)$"})
-    refused = lando.cli("job", str(lando.submit(WORKFLOWS / "needs_cores.cwl")))
+    refused = lando.cli("job", str(stored))
     assert refused.returncode == 1
     assert ("no allowed flavor fits the job: it needs 3 cores" in refused.stderr
             and "the largest allowed flavor, m1.medium, has 2 vCPUs" in refused.stderr)
@@ -160,4 +161,5 @@ def test_the_daemon_serves_prometheus_metrics(lando: Lando, broker_names):
     finally:
         daemon.stop()
     assert 'state="F"' in text
-    assert "lando_ssh_step_duration_seconds" in text or "step" in text
+    for step in ("V", "S", "R", "o", "O", "T"):  # the finished job's steps, each timed once
+        assert f'lando_step_seconds_count{{step="{step}"}} 1.0' in text, step

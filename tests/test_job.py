@@ -15,8 +15,6 @@ from pathlib import Path
 import yaml
 from conftest import WORKFLOWS, Lando
 
-from lando_ssh.cloud.local import marked_pids
-
 ALL_STEPS = ["V", "S", "R", "o", "O", "T"]
 
 
@@ -214,7 +212,7 @@ def test_ctrl_c_during_run_kills_cwltool_and_its_children_and_deletes_the_vm(lan
         vm_name = job["vm"]["name"]
         deadline = time.monotonic() + 30
         while True:  # cwltool starts the tool's two sleeps shortly after the run step begins
-            sleepers = [p for p in marked_pids(vm_name) if _cmdline(p).startswith("sleep 300")]
+            sleepers = [p for p in lando.vm_processes(vm_name) if _cmdline(p).startswith("sleep 300")]
             if len(sleepers) >= 2 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
@@ -239,7 +237,7 @@ def test_ctrl_c_during_run_kills_cwltool_and_its_children_and_deletes_the_vm(lan
     job = lando.status(job_id)
     assert job["state"] == "C"
     assert [h["state"] for h in job["history"]][-2:] == ["c", "C"]
-    assert marked_pids(vm_name) == set()
+    assert lando.vm_processes(vm_name) == set()
     # a killed process may linger as a zombie until PID 1 reaps it; a zombie has no command line
     assert not any(_cmdline(p).startswith("sleep 300") for p in sleepers)
     assert lando.vm_dirs() == [] and not key.exists()

@@ -24,7 +24,7 @@ from openstack_api.helpers import config_for, running_service
 
 from lando_ssh.cloud import META_INSTALLATION, META_JOB_ID, META_MANAGED_BY, VmRequest
 from lando_ssh.cloud.cloudinit import UserDataParams, host_keys_from_console, render_user_data
-from lando_ssh.cloud.local import marked_pids
+from lando_ssh.cloud.local import LocalCloud
 from lando_ssh.cloud.openstack import META_VM_ID, OpenStackCloud, quota_reason
 from lando_ssh.config import Config
 from lando_ssh.errors import CloudError, CloudNotFound, QuotaExceeded, VmFailed
@@ -49,6 +49,13 @@ def job_request(job_id: int = 1, **kw: object) -> VmRequest:
                   "metadata": {META_MANAGED_BY: "lando-ssh", META_INSTALLATION: "lando-ssh", META_JOB_ID: str(job_id)}}
     args.update(kw)
     return VmRequest(**args)
+
+
+def our_request(config: Config, job_id: int = 1, **kw: object) -> VmRequest:
+    """A request as the pipeline makes it: tagged as this installation's (its id and its data dir's token)."""
+    from lando_ssh.installation import ours
+
+    return job_request(job_id, **{"metadata": {**ours(config), META_JOB_ID: str(job_id)}, **kw})
 
 
 @pytest.fixture
@@ -446,9 +453,9 @@ def test_orphans_of_a_create_that_stopped_midway_are_spared_while_young_then_swe
 
     config = cloud.config
     config.cloud.installation_id = "lando-ssh"
-    request = job_request(7, volume_size=1)
+    request = our_request(config, 7, volume_size=1)
     volume_id = cloud._home._create_volume(request)  # as if the process died before creating the port and server
-    other = cloud.create_vm(job_request(8, volume_size=1))
+    other = cloud.create_vm(our_request(config, 8, volume_size=1))
 
     items = sweep(config, cloud, NoJobs(), dry_run=True)  # the default grace: 600 s
     orphans = [i for i in items if i.kind != "vm"]
@@ -471,7 +478,7 @@ def test_dry_run_lists_the_volume_port_and_floating_ip_of_a_server_deleted_behin
     config = config_for(openstack_api, tmp_path, allocate_floating_ips=True)
     config.cloud.installation_id = "lando-ssh"
     cloud = OpenStackCloud(config)
-    vm = cloud.create_vm(job_request(volume_size=1))
+    vm = cloud.create_vm(our_request(config, volume_size=1))
     kept = cloud.create_vm(job_request(2, volume_size=1, metadata={META_INSTALLATION: "another", META_JOB_ID: "2"}))
     conn = sdk(openstack_api)
     server = conn.compute.get_server(vm.id)
@@ -576,8 +583,8 @@ def test_the_sweep_covers_projects_used_here_and_those_configured(openstack_api,
 
     config = config_for(openstack_api, tmp_path / "here", allocate_floating_ips=True)
     cloud = OpenStackCloud(config)
-    lost = cloud.create_vm(job_request(8, project="lando-lab"))  # job 8 is in no job store
-    half = job_request(9, volume_size=1, project="lando-lab")
+    lost = cloud.create_vm(our_request(config, 8, project="lando-lab"))  # job 8 is in no job store
+    half = our_request(config, 9, volume_size=1, project="lando-lab")
     cloud._in("lando-lab")._create_volume(half)  # as if the process died before the port and server
     cloud.close()
 
@@ -710,7 +717,7 @@ def test_server_backed_by_local_vm_accepts_the_jobs_key_and_shows_its_host_key(l
     cloud.delete_vm(vm.id)
     assert local_openstack_api.inventory() == EMPTY
     assert not [p for p in (tmp_path / "vms" / "local-cloud").iterdir() if p.is_dir()]  # the sshd VM is gone too
-    assert marked_pids(vm.id) == set()  # and so are its processes
+    assert LocalCloud(Config(data_dir=str(tmp_path / "vms"))).processes(vm.id) == set()  # and its processes
     cloud.close()
 
 
@@ -778,12 +785,9 @@ def test_job_waits_in_s_for_quota_then_runs(lando, local_openstack_api, tmp_path
 
 
 def test_vms_and_sweep_find_a_vm_in_another_project_from_a_new_process(lando, openstack_api, tmp_path):
-    from conftest import TEST_INSTALLATION
-
     use_openstack(lando, openstack_api, tmp_path)
     cloud = OpenStackCloud(lando.config())
-    vm = cloud.create_vm(job_request(77, project="lando-lab", metadata={
-        META_MANAGED_BY: "lando-ssh", META_INSTALLATION: TEST_INSTALLATION, META_JOB_ID: "77"}))
+    vm = cloud.create_vm(our_request(lando.config(), 77, project="lando-lab"))
     cloud.close()
 
     listed = json.loads(lando.cli("vms", "--json", check=True).stdout)
@@ -823,9 +827,15 @@ def test_wrong_host_key_on_the_console_refuses_the_connection(lando, local_opens
     assert local_openstack_api.inventory() == EMPTY
 
 
-def test_unknown_image_fails_the_job_at_once_listing_images(lando, openstack_api, tmp_path):
+def test_unknown_image_is_refused_at_submit_and_fails_a_stored_job_at_once_listing_images(lando, openstack_api,
+                                                                                         tmp_path):
     use_openstack(lando, openstack_api, tmp_path, image="centos-7")
+    refused = lando.cli("submit", str(WORKFLOWS / "no_inputs.cwl"), timeout=60)
+    assert (refused.returncode, refused.stderr.strip()) == (
+        2, "lando-ssh: image 'centos-7' does not exist; images: debian-12, ubuntu-22.04")
+    use_openstack(lando, openstack_api, tmp_path)
     job_id = lando.submit(WORKFLOWS / "no_inputs.cwl")
+    use_openstack(lando, openstack_api, tmp_path, image="centos-7")  # the image went after the job was stored
 
     proc = lando.cli("job", str(job_id), timeout=60)
 
@@ -834,6 +844,28 @@ def test_unknown_image_fails_the_job_at_once_listing_images(lando, openstack_api
     assert job["state"] == "E"
     assert "image 'centos-7' does not exist; images: debian-12, ubuntu-22.04" in job["error"]
     assert openstack_api.inventory() == EMPTY
+
+
+def test_a_server_of_another_installation_with_the_same_id_is_neither_adopted_nor_deleted(openstack_api, tmp_path):
+    """Two data dirs, one project, the same installation id and job 1: each create is its own server, and a
+    delete of the other's server by its id is refused."""
+    from lando_ssh.installation import ours
+
+    configs = [config_for(openstack_api, tmp_path / name) for name in ("a", "b")]
+    clouds = [OpenStackCloud(c) for c in configs]
+    try:
+        vms = [cloud.create_vm(job_request(1, metadata={**ours(c), META_JOB_ID: "1"}))
+               for cloud, c in zip(clouds, configs, strict=True)]
+        assert vms[0].id != vms[1].id  # the second create did not take the first's server for its own
+        with pytest.raises(CloudError, match="made by another lando-ssh installation"):
+            clouds[0].delete_vm(vms[1].id)
+        assert sorted(openstack_api.inventory()["servers"]) == sorted(v.id for v in vms)
+        for cloud, vm in zip(clouds, vms, strict=True):
+            cloud.delete_vm(vm.id)
+        assert openstack_api.inventory() == EMPTY
+    finally:
+        for cloud in clouds:
+            cloud.close()
 
 
 def test_a_job_logs_in_as_the_images_os_admin_user(lando, local_openstack_api, tmp_path):

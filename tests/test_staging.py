@@ -95,10 +95,13 @@ def test_a_basename_given_in_the_job_order_cannot_clash_with_a_file_of_that_name
                                                        (str(tmp_path / "x.txt"), f"{VM}/2/y.txt")]
 
 
-def test_planning_the_same_job_twice_gives_the_same_plan():
+def test_the_plan_keeps_the_job_orders_order_so_a_resumed_job_plans_the_same_vm_paths():
     prepared = prepare(wf("scatter.cwl"), wf("scatter.yml"))
 
-    assert plan_inputs(prepared, VM) == plan_inputs(prepared, VM)
+    transfers, order, _ = plan_inputs(prepared, VM)
+
+    assert [(t.source, t.dest) for t in transfers] == [(wf(f"data/s{i}.txt"), f"{VM}/1/s{i}.txt") for i in (1, 2, 3)]
+    assert order == {"samples": [{"class": "File", "location": f"file://{VM}/1/s{i}.txt"} for i in (1, 2, 3)]}
 
 
 def test_a_vm_path_with_spaces_is_a_quoted_file_uri():

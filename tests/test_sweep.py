@@ -7,16 +7,17 @@ import time
 
 from conftest import TEST_INSTALLATION, WORKFLOWS, Lando
 
-from lando_ssh.cloud import META_INSTALLATION, META_JOB_ID, META_MANAGED_BY, VmRequest
+from lando_ssh.cloud import META_INSTALLATION, META_JOB_ID, VmRequest
 from lando_ssh.cloud.local import LocalCloud
+from lando_ssh.installation import ours
 from lando_ssh.store import open_store
 from lando_ssh.sweep import sweep
 
 USER_DATA = "#cloud-config\nruncmd: []\n"
 
 
-def tagged(job_id: int | str) -> dict[str, str]:
-    return {META_MANAGED_BY: "lando-ssh", META_INSTALLATION: TEST_INSTALLATION, META_JOB_ID: str(job_id)}
+def tagged(lando: Lando, job_id: int | str) -> dict[str, str]:
+    return {**ours(lando.config()), META_JOB_ID: str(job_id)}
 
 
 def make_vm(cloud: LocalCloud, name: str, metadata: dict[str, str]) -> str:
@@ -45,10 +46,10 @@ def leave_orphans(lando: Lando) -> tuple[LocalCloud, dict[str, str]]:
     cloud = LocalCloud(lando.config())
     vms = {
         # the finished job's own VM, as if its delete had failed: same name and id, recorded deleted
-        "finished": make_vm(cloud, status["vm"]["name"], tagged(finished)),
-        "no-job": make_vm(cloud, f"{TEST_INSTALLATION}-job-999-1", tagged(999)),
+        "finished": make_vm(cloud, status["vm"]["name"], tagged(lando, finished)),
+        "no-job": make_vm(cloud, f"{TEST_INSTALLATION}-job-999-1", tagged(lando, 999)),
         "other-installation": make_vm(cloud, f"{TEST_INSTALLATION}-other-job-1-1",
-                                      {**tagged(1), META_INSTALLATION: "someone-else"}),
+                                      {**tagged(lando, 1), META_INSTALLATION: "someone-else"}),
         "untagged": make_vm(cloud, f"{TEST_INSTALLATION}-pet", {}),
         "kept": lando.status(kept)["vm"]["id"],
     }
@@ -109,8 +110,8 @@ def test_the_daemons_sweep_function_spares_a_vm_being_created(lando: Lando):
             j.vm = VmRecord(name=name, created=now())
 
         Journal(store).update(job.id, asked_for)
-        booting = make_vm(cloud, name, tagged(job.id))
-        older = make_vm(cloud, f"{TEST_INSTALLATION}-job-{job.id}-0", tagged(job.id))  # an earlier attempt's
+        booting = make_vm(cloud, name, tagged(lando, job.id))
+        older = make_vm(cloud, f"{TEST_INSTALLATION}-job-{job.id}-0", tagged(lando, job.id))  # an earlier attempt's
         items = sweep(config, cloud, store, grace=0)
         assert [(i.kind, i.id, i.deleted) for i in items] == [("vm", older, True)]
         assert items[0].why == f"job {job.id}'s VM is {name}, not this one"

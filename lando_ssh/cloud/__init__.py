@@ -3,7 +3,7 @@
 A driver only creates, inspects, lists and deletes VMs and reports the cloud's facts
 (flavors, images, quota). It never runs anything on a VM: that is `remote.py`'s job. Every
 resource a driver creates carries the metadata in `VmRequest.metadata` (lando-ssh, the
-installation id, the job id) so that `find_vms` and the orphan sweep can find ours.
+installation id and token, the job id) so that `find_vms` and the orphan sweep can find ours.
 
 A VM id is whatever the driver returned in `VmInfo.id`; callers store it and hand it back
 unchanged. A driver whose VMs live in several places (OpenStack projects) makes the id say
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 #: metadata keys every resource we create carries
 META_MANAGED_BY = "managed_by"  # value: "lando-ssh"
 META_INSTALLATION = "lando_installation"
+META_TOKEN = "lando_installation_token"  # noqa: S105 (not a secret: the data dir's random id, installation.py)
 META_JOB_ID = "lando_job_id"
 
 
@@ -135,6 +136,10 @@ class Cloud(Protocol):
         ...
 
     def images(self) -> list[str]:
+        ...
+
+    def check_image(self, name_or_id: str) -> None:
+        """Raise CloudNotFound (listing the images) unless the image exists: what `create_vm` says of it."""
         ...
 
     def quota(self) -> Quota:

@@ -5,8 +5,12 @@ Creating a VM writes its directory and launches a detached `boot.sh` (its own se
 VM outlives the server like a real VM does): it runs the `runcmd` of the cloud-config user
 data the way cloud-init would, starts sshd, prints the host keys to `console.log` the way
 cloud-init does, and marks the VM ACTIVE. Every process of the VM carries the environment
-variable LANDO_LOCAL_VM=<name> (sshd's `SetEnv`); deleting the VM kills every process in
-the sessions of those processes, then removes the directory. The data volume is not
+variable LANDO_LOCAL_VM=<name>@<installation token> (sshd's `SetEnv`; the token is the data
+dir's, see installation.py, so another installation's VM of the same name is never taken for
+this one); deleting the VM kills every process in the sessions of those processes, then
+removes the directory. A VM made before tokens (LANDO_LOCAL_VM=<name>, no token in its
+meta.json) is this data dir's by its directory: its processes are those with that marker
+whose working directory is inside the VM's directory (boot.sh, the job's runner). The data volume is not
 simulated: the work dir is a plain directory inside the VM's. Fault knobs live in
 `cloud.local` (boot_delay, fail_create).
 """
@@ -24,12 +28,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from lando_ssh.cloud import Flavor, Quota, VmInfo, VmRequest
 from lando_ssh.cloud.cloudinit import parse_user_data
 from lando_ssh.config import Config
 from lando_ssh.errors import CloudError, CloudNotFound, QuotaExceeded
+from lando_ssh.installation import installation_token
 from lando_ssh.keys import write_private
 
 MARKER = "LANDO_LOCAL_VM"
@@ -51,6 +57,7 @@ class LocalCloud:
         self.root = os.path.abspath(config.local_cloud_root)
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         self.user = config.vm.user or pwd.getpwuid(os.getuid()).pw_name
+        self.token = installation_token(config.data_dir)
 
     # -- facts -----------------------------------------------------------------------------
     def default_user(self, image: str | None = None) -> str:
@@ -69,6 +76,10 @@ class LocalCloud:
     def images(self) -> list[str]:
         return list(self.settings.images)
 
+    def check_image(self, name_or_id: str) -> None:
+        if name_or_id not in self.settings.images:
+            raise CloudNotFound(f"image {name_or_id!r} does not exist; images: {', '.join(self.settings.images)}")
+
     def quota(self) -> Quota:
         vms = self._all()
         return Quota(max_instances=self.settings.max_instances or None, instances_used=len(vms),
@@ -80,8 +91,7 @@ class LocalCloud:
         if self.settings.fail_create:
             raise CloudError("the local cloud refused to create the VM (cloud.local.fail_create is set)")
         flavor = self._flavor(request.flavor)
-        if request.image not in self.settings.images:
-            raise CloudNotFound(f"image {request.image!r} does not exist; images: {', '.join(self.settings.images)}")
+        self.check_image(request.image)
         if self.settings.max_instances and len(self._all()) >= self.settings.max_instances:
             raise QuotaExceeded(f"waiting for quota: instances {len(self._all())} of {self.settings.max_instances}")
         sshd = find_sshd()
@@ -100,19 +110,19 @@ class LocalCloud:
         keys = user_data.get("ssh_authorized_keys") or []
         write_private(os.path.join(vm_dir, "authorized_keys"), "".join(k.strip() + "\n" for k in keys))
         port = _free_port()
-        self._write(vm_dir, "sshd_config", self._sshd_config(vm_dir, request.name, port))
+        self._write(vm_dir, "sshd_config", self._sshd_config(vm_dir, self.marker(request.name), port))
         self._write(vm_dir, "runcmd.sh", _runcmd_script(user_data.get("runcmd") or []))
         self._write(vm_dir, "boot.sh", _BOOT_SCRIPT)
         meta = {"id": request.name, "name": request.name, "port": port, "flavor": flavor.name,
                 "image": request.image, "metadata": request.metadata, "volume_size": request.volume_size,
-                "created": datetime.now(UTC).isoformat()}
+                "created": datetime.now(UTC).isoformat(), "token": self.token}
         self._write(vm_dir, "meta.json", json.dumps(meta))
         if self.settings.disk_mb:
             _mount_disk(os.path.join(vm_dir, "work"), self.settings.disk_mb)
         self._write(vm_dir, "status", "BUILD\n")
         with open(os.path.join(self.root, "created.log"), "a") as f:  # an audit trail: every VM ever created
             f.write(f"{meta['created']} {request.name} {json.dumps(request.metadata, sort_keys=True)}\n")
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), MARKER: request.name,
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), MARKER: self.marker(request.name),
                "LANG": "C.UTF-8", "HOME": pwd.getpwuid(os.getuid()).pw_dir}
         if os.geteuid() == 0:
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation dir
@@ -137,9 +147,24 @@ class LocalCloud:
         except FileNotFoundError:
             return ""
 
+    def marker(self, vm_name: str) -> str:
+        """The value of LANDO_LOCAL_VM in the processes of this installation's VM `vm_name`."""
+        return f"{vm_name}@{self.token}"
+
+    def processes(self, vm_id: str) -> set[int]:
+        """The VM's processes (its sshd aside: sshd scrubs its environment)."""
+        vm_dir = self._dir(vm_id)
+        meta = _meta(vm_dir)
+        if meta and "token" not in meta:  # made before tokens: see the module's doc
+            return marked_pids(vm_id, inside=os.path.realpath(vm_dir))
+        if meta.get("token", self.token) != self.token:  # cloud.local.root shared by two data dirs
+            raise CloudError(f"VM {vm_id} in {vm_dir} was made by another lando-ssh installation (another data "
+                             f"dir's token); it is not this one's to touch")
+        return marked_pids(self.marker(vm_id))
+
     def delete_vm(self, vm_id: str) -> None:
         vm_dir = self._dir(vm_id)
-        kill_marked_processes(vm_id)  # boot.sh first, so it starts no sshd after this
+        kill_processes(lambda: self.processes(vm_id))  # boot.sh first, so it starts no sshd after this
         _kill_sshd(vm_dir)  # sshd scrubs its environment (no marker); its command line names its config
         _unmount_below(vm_dir)
         shutil.rmtree(vm_dir, ignore_errors=True)
@@ -164,12 +189,13 @@ class LocalCloud:
         return [i for i in infos if i]
 
     def _info(self, vm_dir: str) -> VmInfo | None:
+        meta = _meta(vm_dir)
         try:
-            with open(os.path.join(vm_dir, "meta.json")) as f:
-                meta = json.load(f)
             with open(os.path.join(vm_dir, "status")) as f:
                 status = f.read().strip() or "BUILD"
-        except (FileNotFoundError, json.JSONDecodeError):
+        except FileNotFoundError:
+            return None
+        if not meta:
             return None
         fault = None
         if status == "ERROR":
@@ -190,7 +216,7 @@ class LocalCloud:
         names = ", ".join(f.name for f in self.flavors())
         raise CloudNotFound(f"flavor {name_or_id!r} does not exist; flavors: {names}")
 
-    def _sshd_config(self, vm_dir: str, name: str, port: int) -> str:
+    def _sshd_config(self, vm_dir: str, marker: str, port: int) -> str:
         path = [*self.settings.path, os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin",
                 "/usr/local/sbin", "/usr/sbin", "/sbin"]
         q = _sshd_quote
@@ -212,7 +238,7 @@ class LocalCloud:
             "AllowTcpForwarding no",
             "Subsystem sftp internal-sftp",
             # SHLVL=1 keeps bash from sourcing ~/.bashrc for ssh commands (costly for root here)
-            f"SetEnv {q('PATH=' + ':'.join(path))} SHLVL=1 {MARKER}={name}",
+            f"SetEnv {q('PATH=' + ':'.join(path))} SHLVL=1 {MARKER}={q(marker)}",
             "MaxStartups 200:30:400",
             "MaxSessions 100",
             "ClientAliveInterval 30",
@@ -336,9 +362,19 @@ def _cmdline_has(pid: int, needle: bytes) -> bool:
         return False
 
 
-def marked_pids(vm_name: str) -> set[int]:
-    """Processes carrying LANDO_LOCAL_VM=vm_name, and every process in their sessions."""
-    needle = f"{MARKER}={vm_name}\0".encode()
+def _meta(vm_dir: str) -> dict:
+    try:
+        with open(os.path.join(vm_dir, "meta.json")) as f:
+            meta = json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def marked_pids(marker: str, inside: str | None = None) -> set[int]:
+    """Processes carrying LANDO_LOCAL_VM=marker (with `inside`: only those working in that directory or
+    below), and every process in their sessions."""
+    needle = f"{MARKER}={marker}\0".encode()
     marked, sessions = set(), set()
     stats: dict[int, int] = {}
     for entry in os.listdir("/proc"):
@@ -351,7 +387,7 @@ def marked_pids(vm_name: str) -> set[int]:
             sid = int(stat[stat.rindex(b")") + 2:].split()[3])
             stats[pid] = sid
             with open(f"/proc/{pid}/environ", "rb") as f:
-                if b"\0" + needle in b"\0" + f.read() + b"\0":
+                if b"\0" + needle in b"\0" + f.read() + b"\0" and (inside is None or _works_in(pid, inside)):
                     marked.add(pid)
                     sessions.add(sid)
         except (OSError, ValueError):
@@ -360,10 +396,19 @@ def marked_pids(vm_name: str) -> set[int]:
     return marked | {pid for pid, sid in stats.items() if sid in sessions}
 
 
-def kill_marked_processes(vm_name: str, grace: float = 2.0) -> None:
+def _works_in(pid: int, directory: str) -> bool:
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return False
+    return cwd == directory or cwd.startswith(directory + "/")
+
+
+def kill_processes(find: Callable[[], set[int]], grace: float = 2.0) -> None:
+    """TERM, then KILL, what `find` finds (again after each signal), until nothing is left."""
     me = os.getpid()
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = marked_pids(vm_name) - {me}
+        pids = find() - {me}
         if not pids:
             return
         for pid in pids:
@@ -373,6 +418,6 @@ def kill_marked_processes(vm_name: str, grace: float = 2.0) -> None:
                 pass
         deadline = time.monotonic() + grace
         pause = 0.002  # processes usually go within milliseconds of the signal
-        while time.monotonic() < deadline and marked_pids(vm_name) - {me}:
+        while time.monotonic() < deadline and find() - {me}:
             time.sleep(pause)
             pause = min(pause * 2, 0.05)

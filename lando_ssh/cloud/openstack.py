@@ -41,7 +41,8 @@ made is deleted before the error is raised.
 
 `delete_vm` deletes the server, waits for it to be gone, then the volume (once Nova has
 detached it), the floating IP and the port, and verifies each is gone; what cannot be
-deleted raises `CloudError` naming it (the caller records it and retries later).
+deleted raises `CloudError` naming it (the caller records it and retries later). A server carrying
+another installation's token (installation.py) is refused, never deleted.
 Beyond the `Cloud` protocol: `wait_until_active(vm_id)` (VmFailed with Nova's fault on
 ERROR), and for the sweep `find_orphans(metadata)`, which lists volumes, floating IPs and
 ports carrying our metadata that no live server owns (with their age), and `delete_orphan`.
@@ -78,9 +79,10 @@ import openstack
 import openstack.exceptions as os_exc
 import requests
 
-from lando_ssh.cloud import Flavor, Orphan, Quota, VmInfo, VmRequest
+from lando_ssh.cloud import META_TOKEN, Flavor, Orphan, Quota, VmInfo, VmRequest
 from lando_ssh.config import Config
 from lando_ssh.errors import CloudError, CloudNotFound, LandoError, QuotaExceeded, VmFailed
+from lando_ssh.installation import is_anothers
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +295,9 @@ class OpenStackCloud:
 
     def images(self) -> list[str]:
         return self._home.images()
+
+    def check_image(self, name_or_id: str) -> None:
+        self._home._resolve_image(name_or_id)
 
     def quota(self) -> Quota:
         """The configured project's quota (a job in another project meets that project's at create)."""
@@ -533,6 +538,9 @@ class _Project:
         fips: set[str] = set()
         if server is not None:  # only what we made for it: a volume someone else attached survives
             meta = server.metadata or {}
+            if is_anothers(self.config, meta):
+                raise CloudError(f"server {vm_id} ({server.name}) was made by another lando-ssh installation (its "
+                                 f"{META_TOKEN} is not this data dir's); it is not this one's to delete")
             volumes |= {meta[META_VOLUME_ID]} if META_VOLUME_ID in meta else set()
             ports |= {meta[META_PORT_ID]} if META_PORT_ID in meta else set()
             fips |= {meta[META_FLOATING_IP_ID]} if META_FLOATING_IP_ID in meta else set()

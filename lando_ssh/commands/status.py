@@ -115,6 +115,7 @@ def describe_job(job: Job, drivers: Drivers) -> str:
              f"  step:    {job.step.value or '-'} {STEP_NAMES.get(job.step, '')}".rstrip(),
              f"  workflow: {job.workflow}",
              f"  output:  {job.output_dir}",
+             *([f"  docs:    {job.facts['docs_path']}"] if job.facts.get("docs_path") else []),
              f"  created: {job.created.isoformat(timespec='seconds')}",
              f"  updated: {job.updated.isoformat(timespec='seconds')}"]
     note = drivers.note(job)
@@ -150,6 +151,8 @@ def cmd_logs(config: Config, args: argparse.Namespace) -> int:
         job = reader.journal.get(args.job_id)
         print(f"job {job.id} history:")
         seen = _print_history(job, 0)
+        if job.facts.get("docs_path"):
+            print(f"lando's docs of the job: {job.facts['docs_path']}")
         log_lines = reader.lines(job)
         shown = max(0, len(log_lines) - args.tail) if args.tail is not None else 0
         if not args.follow:
@@ -214,7 +217,9 @@ class _LogReader:
 
     def lines(self, job: Job, after: int = 0) -> list[str]:
         """The log's lines after the first `after` (a follower asks the VM only for what is new)."""
-        local = os.path.join(job.output_dir, job.facts.get("docs_dir") or "docs", "logs", "cwltool-output.log")
+        from lando_ssh.outputs import docs_path
+
+        local = os.path.join(docs_path(self.config, job), "logs", "cwltool-output.log")
         if os.path.exists(local) and (job.state not in ACTIVE_STATES or job.step == JobStep.TERMINATE_VM):
             with open(local, errors="replace") as f:
                 return _ANSI.sub("", f.read()).splitlines()[after:]

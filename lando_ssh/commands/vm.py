@@ -55,11 +55,12 @@ def cmd_delete_vm(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_vms(config: Config, args: argparse.Namespace) -> int:
-    from lando_ssh.cloud import META_INSTALLATION, META_JOB_ID, open_cloud
+    from lando_ssh.cloud import META_JOB_ID, open_cloud
+    from lando_ssh.installation import tagged_vms
 
     cloud = open_cloud(config)
     try:
-        vms = cloud.find_vms({META_INSTALLATION: config.cloud.installation_id})
+        vms = [vm for group in tagged_vms(config, cloud) for vm in group]  # another installation's are not listed
     finally:
         cloud.close()
     journal = journal_of(config, reading=True)

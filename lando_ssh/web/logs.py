@@ -29,7 +29,9 @@ class LogTails:
         return _ANSI.sub("", self._tail(job))
 
     def _tail(self, job: Job) -> str:
-        local = os.path.join(job.output_dir, job.facts.get("docs_dir") or "docs", "logs", "cwltool-output.log")
+        from lando_ssh.outputs import docs_path
+
+        local = os.path.join(docs_path(self.config, job), "logs", "cwltool-output.log")
         if job.state not in ACTIVE_STATES or job.step == JobStep.TERMINATE_VM:  # (an earlier run's, while active)
             text = _tail_file(local)
             if text is not None:
