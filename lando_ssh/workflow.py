@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import copy
 import hashlib
-import json
 import logging
 import os
 import re
@@ -38,6 +37,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lando_ssh import exactjson
 from lando_ssh.errors import InputMissing, WorkflowInvalid
 from lando_ssh.prepared import (
     PreparedWorkflow,
@@ -398,7 +398,7 @@ def _unaliasing_fetcher() -> Any:
     class _UnaliasingFetcher(DefaultFetcher):
         def fetch_text(self, url: str, content_types: list[str] | None = None) -> str:
             text = super().fetch_text(url, content_types)
-            return json.dumps(YAML(typ="safe", pure=True).load(text), default=str)
+            return exactjson.dumps(YAML(typ="rt").load(text))  # each float's text kept
 
     return _UnaliasingFetcher
 
@@ -419,7 +419,7 @@ def _packed_loads(packed: dict[str, Any], shown: str, options: LoadOptions) -> b
     with tempfile.TemporaryDirectory(prefix="lando-ssh-packed-") as tmp:
         path = os.path.join(tmp, "packed.cwl")
         with open(path, "w") as f:
-            json.dump(packed, f)
+            f.write(exactjson.dumps(packed))
         try:
             _load_workflow(path, shown, options)
         except WorkflowInvalid:
@@ -428,13 +428,45 @@ def _packed_loads(packed: dict[str, Any], shown: str, options: LoadOptions) -> b
 
 
 def _pack(loading_context: Any, uri: str) -> dict[str, Any]:
-    from cwltool.pack import pack
+    import cwltool.pack
 
-    packed: Any = pack(loading_context, uri)
+    # cwltool's pack makes every object whose id it has seen before an `$import` of that id; for a tool whose
+    # input and output share a name (`testdir` in and out) that drops the output's binding, and the packed tool
+    # no longer runs as the file does. Only a true repeat becomes an `$import` here (under `_lock`)
+    original = cwltool.pack.import_embed
+    cwltool.pack.import_embed = _import_repeats  # type: ignore[assignment]
+    try:
+        packed: Any = cwltool.pack.pack(loading_context, uri)
+    finally:
+        cwltool.pack.import_embed = original
     graph = packed["$graph"]
     # like `cwltool --pack`: a single process is printed on its own, not inside a $graph
     doc = graph[0] if len(graph) == 1 else packed
-    return json.loads(json.dumps(doc, default=str))
+    return exactjson.plain(doc)  # each float as the document wrote it, as the VM's cwltool must read it
+
+
+def _import_repeats(node: Any, seen: Any, first: dict[str, Any] | None = None) -> None:
+    """cwltool's `import_embed`, but an object is made an `$import` of an id seen before only when it repeats
+    that object (the same content): two different objects of one id (a tool's input and output of the same
+    name, which cwltool runs with a warning) both stay."""
+    first = {} if first is None else first
+    if isinstance(node, list):
+        for item in node:
+            _import_repeats(item, seen, first)
+        return
+    if not isinstance(node, dict):
+        return
+    for key in ("id", "name"):
+        ident = node.get(key)
+        if isinstance(ident, str):
+            if ident not in first:
+                first[ident] = node
+            elif first[ident] is not node and first[ident] == node:
+                node.clear()
+                node["$import"] = ident
+            break
+    for key in sorted(node):
+        _import_repeats(node[key], seen, first)
 
 
 def _load_job_order(path: str | None, given: dict[str, Any] | None) -> Any:
@@ -577,7 +609,7 @@ def _yaml_kind(value: Any) -> str:
 
 def _plain_job_order(loaded: Any) -> dict[str, Any]:
     """Plain JSON data, as the job record stores it, with local locations properly %-quoted."""
-    order = json.loads(json.dumps(loaded, default=str))
+    order = exactjson.plain(loaded)  # each float as the job order wrote it: cwltool prints it so
     for obj in iter_files_dirs(order):
         if obj.get("location", "").startswith("file://"):
             obj["location"] = path_to_uri(uri_to_path(obj["location"]))  # cwltool's loader leaves spaces raw
