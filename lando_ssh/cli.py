@@ -339,6 +339,8 @@ def submit_job(config: Config, workflow: Any, job_order: str | None, *, name: st
 
     prepared = prepare(workflow, job_order, input_args=input_args,
                        options=LoadOptions.from_cwltool_args(cwltool_args))
+    if prepared.odd_names and "--relax-path-checks" not in cwltool_args:  # names CWL allows, cwltool refuses
+        cwltool_args = [*cwltool_args, "--relax-path-checks"]
     journal = _journal(config)
     if isinstance(workflow, str):
         source = workflow if "://" in workflow else os.path.abspath(workflow)

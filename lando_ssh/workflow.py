@@ -144,7 +144,7 @@ def prepare(workflow: str | WorkflowSource, job_order_path: str | None,
         _list_secondary_files(order, discovered)
     check_schemes(order, "input")
     prepared = PreparedWorkflow(source=shown, packed=packed, job_order=order, default_files=default_files,
-                                warnings=list(warnings), source_record=record)
+                                warnings=list(warnings), source_record=record, odd_names=_odd_names(order))
     # planning onto a dummy VM dir checks that every local file and secondary file exists, now
     from lando_ssh.staging import plan_inputs
     plan_inputs(prepared, "/nonexistent")
@@ -592,6 +592,20 @@ def _inputs_from_args(process: Any, args: list[str], shown: str,
         if "location" in obj and "://" not in obj["location"]:
             obj["location"] = urllib.parse.urljoin(base, obj["location"])
     return path or job_order_path, {namemap.get(k, k): v for k, v in given.items()}
+
+
+def _odd_names(order: Any) -> list[str]:
+    """The names of the job order's Files and Directories that cwltool's default (strict) path checks refuse: CWL
+    allows any name without a `/` (`item #1.txt`, from `item%20%231.txt`)."""
+    from cwltool.command_line_tool import PathCheckingMode
+
+    names = []
+    for obj in iter_files_dirs(order):
+        location = obj.get("location", "")
+        name = obj.get("basename") or (uri_to_path(location).rstrip("/").rsplit("/", 1)[-1] if location else "")
+        if name and not PathCheckingMode.STRICT.value.match(name) and name not in names:
+            names.append(name)
+    return names
 
 
 def _yaml_kind(value: Any) -> str:

@@ -86,3 +86,18 @@ def test_cwl_runner_gives_what_bare_cwltool_gives(lando: Lando, tmp_path: Path, 
         assert Path(got["path"]).read_bytes() == Path(want["path"]).read_bytes()
     else:
         assert [e["basename"] for e in got["listing"]] == [e["basename"] for e in want["listing"]] == ["inner"]
+
+
+def test_a_file_name_cwl_allows_and_cwltool_refuses_is_run_with_relaxed_path_checks(lando: Lando, tmp_path: Path):
+    """`item #1.txt` (a `%23` in the job order's location): cwltool's default path checks refuse it, CWL does not
+    (the conformance test filename_with_hash_mark)."""
+    assert prepare(str(FIDELITY / "cat.cwl"), str(FIDELITY / "octo.yml")).odd_names == ["item #1.txt"]
+    assert prepare(str(FIDELITY / "floats.cwl"), str(FIDELITY / "floats.yml")).odd_names == []
+
+    ran = lando.cli("cwl-runner", "--quiet", "--outdir", str(tmp_path), str(FIDELITY / "cat.cwl"),
+                    str(FIDELITY / "octo.yml"))
+
+    assert ran.returncode == 0, ran.stderr
+    assert Path(json.loads(ran.stdout)["output"]["path"]).read_text() == "hashed\n"
+    job = json.loads(lando.cli("status", "--json", check=True).stdout)[0]
+    assert job["facts"]["cwltool_args"] == ["--relax-path-checks"]
