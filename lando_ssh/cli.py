@@ -335,8 +335,11 @@ def submit_job(config: Config, workflow: Any, job_order: str | None, *, name: st
     `workflow` is a path, a URL, or a `workflow.WorkflowSource` (zip archive, git repository). The job
     order is the file `job_order` (`-`: standard input), and/or the workflow's inputs as options
     (`input_args`). `cwltool_args`: cwltool's run options, for the VM's cwltool (and the validation)."""
-    from lando_ssh.workflow import LoadOptions, prepare
+    from lando_ssh import schemacache
+    from lando_ssh.workflow import LoadOptions, import_cwltool, prepare
 
+    import_cwltool()
+    schemacache.install(schemacache.schemas_dir(schemacache.root_in(config.data_dir)))  # ~0.5 s less, and the VM's
     prepared = prepare(workflow, job_order, input_args=input_args,
                        options=LoadOptions.from_cwltool_args(cwltool_args))
     if prepared.odd_names and "--relax-path-checks" not in cwltool_args:  # names CWL allows, cwltool refuses

@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lando_ssh import exactjson, report
+from lando_ssh import exactjson, report, schemacache
 from lando_ssh.cloud import META_INSTALLATION, META_JOB_ID, META_MANAGED_BY, Cloud, Flavor, VmInfo, VmRequest
 from lando_ssh.cloud.cloudinit import READY_MARKER, UserDataParams, host_keys_from_console, render_user_data
 from lando_ssh.config import Config
@@ -408,6 +408,7 @@ class Pipeline:
         needed = sum(t.size or 0 for t in transfers)
         scripts = {f"bin/{p.name}": p.read_bytes() for p in sorted(remote_scripts_dir().iterdir()) if p.is_file()}
         executable = list(scripts)  # the docs copy the workflow and job order: those stay 0644
+        scripts.update(schemacache.files_for_vm(schemacache.root_in(self.config.data_dir)))  # see lando-cwltool
         # each float as the user wrote it, each character as it is: the VM's cwltool prints floats from their text
         scripts["scripts/workflow.cwl"] = exactjson.dumps(inline_single_use_processes(vm_workflow), indent=2).encode()
         scripts["scripts/job-order.json"] = exactjson.dumps(vm_order, indent=2).encode()
@@ -561,6 +562,8 @@ class Pipeline:
         base += job.facts.get("cwltool_args") or []  # cwltool's run options given to cwl-runner
         argv = [*base, "--outdir", paths.results, "--tmpdir-prefix", paths.tmp + "/",
                 "--tmp-outdir-prefix", paths.tmp + "/", paths.workflow, paths.job_order]
+        if base and posixpath.basename(base[0]) == "cwltool":  # with the CWL schemas the server loaded (~0.5 s less)
+            argv = ["sh", posixpath.join(paths.bin, "lando-cwltool"), posixpath.join(paths.job_dir, "schemas"), *argv]
         pre = self._command(job, "cwl_pre_process_command")
         if pre:  # lando's cwl_pre_process_command, in the results dir, just before the workflow
             argv = ["sh", posixpath.join(paths.bin, "lando-then"), paths.results, str(len(pre)), *pre, *argv]

@@ -101,7 +101,7 @@ def prepare(workflow: str | WorkflowSource, job_order_path: str | None,
     """
     source = workflow if isinstance(workflow, WorkflowSource) else WorkflowSource(workflow)
     shown = source.describe()
-    _import_cwltool()  # before our log capture: importing cwltool adds its own stderr handler
+    import_cwltool()  # before our log capture: importing cwltool adds its own stderr handler
     with fetched(source) as (cwl_ref, record, scratch):
         with _lock, _captured_cwltool_logs() as warnings, _schemas(options):
             uri, process, loading_context = _load_workflow(cwl_ref, shown, options)
@@ -334,7 +334,7 @@ def _sha256_file(path: str) -> str:
             digest.update(chunk)
     return digest.hexdigest()
 
-def _import_cwltool() -> None:
+def import_cwltool() -> None:
     logging.getLogger("pydot").setLevel(logging.WARNING)  # cwltool imports pydot, which logs its start at DEBUG
     import cwltool.main  # noqa: F401  (imports the loader, packer, validator, and sets up cwltool's logger)
 
@@ -595,15 +595,16 @@ def _inputs_from_args(process: Any, args: list[str], shown: str,
 
 
 def _odd_names(order: Any) -> list[str]:
-    """The names of the job order's Files and Directories that cwltool's default (strict) path checks refuse: CWL
-    allows any name without a `/` (`item #1.txt`, from `item%20%231.txt`)."""
+    """The names with a `#` among the job order's Files and Directories that cwltool's default (strict) path checks
+    refuse: CWL's conformance tests require such a name to work (`item #1.txt`, from `item%20%231.txt`). A name
+    refused for anything else (`my reads.txt`) is refused, as under cwltool."""
     from cwltool.command_line_tool import PathCheckingMode
 
     names = []
     for obj in iter_files_dirs(order):
         location = obj.get("location", "")
         name = obj.get("basename") or (uri_to_path(location).rstrip("/").rsplit("/", 1)[-1] if location else "")
-        if name and not PathCheckingMode.STRICT.value.match(name) and name not in names:
+        if "#" in name and not PathCheckingMode.STRICT.value.match(name) and name not in names:
             names.append(name)
     return names
 

@@ -69,6 +69,8 @@ def test_a_tool_whose_input_and_output_share_a_name_is_packed_with_both():
     ("floats.cwl", "floats.yml", "floats"),
     ("positions.cwl", None, "said"),
     ("subdir.cwl", "subdir.yml", "dir"),
+    # a workflow output and a step of the same name (cwltool runs it, warning that an id is defined twice)
+    ("../variety/twice.cwl", "../variety/twice.yml", "greeting"),
 ])
 def test_cwl_runner_gives_what_bare_cwltool_gives(lando: Lando, tmp_path: Path, tool: str, job: str | None,
                                                   output: str):

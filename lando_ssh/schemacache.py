@@ -1,0 +1,126 @@
+"""cwltool's CWL schemas, loaded once and kept in files: the server's and the VM's cwltool each load them from
+scratch (~0.5 s of YAML parsing for v1.2 and v1.0, which every run loads), the same objects every time.
+
+`install(directory)` makes cwltool's `get_schema` take a schema from `directory` (a pickle of exactly what
+`get_schema` built) and save one it had to build, and nothing else changes: a schema made with cwltool's
+extensions (`--enable-ext`) is never saved or taken. The files are kept per cwltool and schema-salad version
+(`schemas_dir`); a directory of other versions is never read.
+
+This file also runs on the VM, shipped with the job (standard library only, cwltool imported when run):
+
+    python3 lando_schemacache.py DIR CWLTOOL [ARG...]
+
+runs cwltool (the console script CWLTOOL, by its own Python) with the schemas of DIR, which the server sends
+when its cwltool is the VM's version: one load of the CWL schemas serves the server and every VM.
+"""
+from __future__ import annotations
+
+import copyreg
+import logging
+import os
+import pickle
+import sys
+import tempfile
+from typing import Any
+
+log = logging.getLogger(__name__)
+_installed: list[str] = []  # the directory in use (one per process)
+
+
+def versions_tag() -> str:
+    """`cwltool-3.3.2026...-salad-8.10...`: the versions a schema file belongs to."""
+    from importlib.metadata import version
+
+    return f"cwltool-{version('cwltool')}-salad-{version('schema-salad')}"
+
+
+def schemas_dir(root: str) -> str:
+    """The directory under `root` for this cwltool's schemas."""
+    return os.path.join(root, versions_tag())
+
+
+def root_in(data_dir: str) -> str:
+    """Where an installation keeps its schema files: `<data_dir>/cwl-schemas`."""
+    return os.path.join(data_dir, "cwl-schemas")
+
+
+def files_for_vm(root: str) -> dict[str, bytes]:
+    """What a job sends its VM so that its cwltool need not load the schemas again (`lando-cwltool`): this module
+    as `bin/lando_schemacache.py`, and `schemas/<versions>/*.pickle`, the schemas this cwltool saved in `root`."""
+    with open(__file__, "rb") as f:
+        sent = {"bin/lando_schemacache.py": f.read()}
+    try:
+        directory = schemas_dir(root)
+        for name in sorted(os.listdir(directory)):
+            if name.endswith(".pickle"):
+                with open(os.path.join(directory, name), "rb") as f:
+                    sent[f"schemas/{os.path.basename(directory)}/{name}"] = f.read()
+    except OSError:  # none saved yet, or cwltool not installed here: the VM's cwltool loads its own
+        pass
+    return sent
+
+
+def install(directory: str) -> None:
+    """Make cwltool take its schemas from `directory` (and save those it builds there). Idempotent."""
+    import cwltool.load_tool
+    import cwltool.process
+    from schema_salad.ref_resolver import NormDict
+
+    if _installed:
+        return
+    _installed.append(directory)
+    copyreg.pickle(NormDict, _reduce_normdict)  # a dict whose items need its normalize function first
+    build = cwltool.process.get_schema
+    cache = cwltool.process.SCHEMA_CACHE
+
+    def get_schema(version: str) -> Any:
+        if version in cache or version in cwltool.process.custom_schemas:
+            return build(version)
+        path = os.path.join(directory, f"{version.split('#')[-1]}.pickle")
+        try:
+            with open(path, "rb") as f:
+                cache[version] = pickle.load(f)  # noqa: S301  (written by lando-ssh itself, see save)
+            return cache[version]
+        except FileNotFoundError:
+            pass
+        except Exception as e:  # a damaged file: build it again
+            log.debug("the cached CWL schema %s cannot be read: %s", path, e)
+        schema = build(version)
+        _save(schema, path)
+        return schema
+
+    cwltool.process.get_schema = get_schema
+    cwltool.load_tool.get_schema = get_schema
+
+
+def _save(schema: Any, path: str) -> None:
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        data = pickle.dumps(schema, protocol=pickle.HIGHEST_PROTOCOL)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".schema-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)  # whole or not at all: another process may be reading
+    except (OSError, pickle.PicklingError, RecursionError, TypeError, AttributeError) as e:
+        log.debug("the CWL schema cannot be cached in %s: %s", path, e)
+
+
+def _reduce_normdict(d: Any) -> Any:
+    """NormDict(normalize), then its items: read back with schema-salad alone (as on the VM)."""
+    return type(d), (d.normalize,), None, None, iter(d.items())
+
+
+def _run_cwltool(argv: list[str]) -> int:
+    """`lando_schemacache.py DIR CWLTOOL [ARG...]` on the VM: cwltool's own main, with DIR's schemas when they
+    are this cwltool's versions."""
+    directory, cwltool_path, args = argv[0], argv[1], argv[2:]
+    import cwltool.main
+
+    if os.path.basename(directory.rstrip("/")) == versions_tag():
+        install(directory)
+    sys.argv = [cwltool_path, *args]
+    return cwltool.main.run()
+
+
+if __name__ == "__main__":
+    sys.exit(_run_cwltool(sys.argv[1:]))
