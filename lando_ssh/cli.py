@@ -241,7 +241,7 @@ def _main(argv: Sequence[str] | None) -> int:
         argv = [*argv[:at + 1], *runner.lando]
     elif at is not None:
         argv = [*argv[:at + 1], *_source_options_first(argv[at + 1:])]
-    if from_command_line and word == "job":
+    if from_command_line and word in ("job", "cwl-runner"):  # cwl-runner: cwltool's load too (~60 ms)
         _hold_gc()
     args = build_parser(word).parse_args(argv)
     if runner is not None:
