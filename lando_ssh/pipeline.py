@@ -562,8 +562,9 @@ class Pipeline:
         base += job.facts.get("cwltool_args") or []  # cwltool's run options given to cwl-runner
         argv = [*base, "--outdir", paths.results, "--tmpdir-prefix", paths.tmp + "/",
                 "--tmp-outdir-prefix", paths.tmp + "/", paths.workflow, paths.job_order]
-        if base and posixpath.basename(base[0]) == "cwltool":  # with the CWL schemas the server loaded (~0.5 s less)
-            argv = ["sh", posixpath.join(paths.bin, "lando-cwltool"), posixpath.join(paths.job_dir, "schemas"), *argv]
+        if base and posixpath.basename(base[0]) == "cwltool":  # the server's CWL schemas, CWL's link rule
+            argv = ["sh", posixpath.join(paths.bin, "lando-cwltool"), paths.job_dir,
+                    posixpath.join(paths.job_dir, "schemas"), *argv]
         pre = self._command(job, "cwl_pre_process_command")
         if pre:  # lando's cwl_pre_process_command, in the results dir, just before the workflow
             argv = ["sh", posixpath.join(paths.bin, "lando-then"), paths.results, str(len(pre)), *pre, *argv]

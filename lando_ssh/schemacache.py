@@ -6,12 +6,8 @@ scratch (~0.5 s of YAML parsing for v1.2 and v1.0, which every run loads), the s
 extensions (`--enable-ext`) is never saved or taken. The files are kept per cwltool and schema-salad version
 (`schemas_dir`); a directory of other versions is never read.
 
-This file also runs on the VM, shipped with the job (standard library only, cwltool imported when run):
-
-    python3 lando_schemacache.py DIR CWLTOOL [ARG...]
-
-runs cwltool (the console script CWLTOOL, by its own Python) with the schemas of DIR, which the server sends
-when its cwltool is the VM's version: one load of the CWL schemas serves the server and every VM.
+This file is also sent with each job (standard library only, cwltool imported when used), with the schemas:
+`vmcwltool` installs them in the VM's cwltool when it is of the same versions.
 """
 from __future__ import annotations
 
@@ -19,7 +15,6 @@ import copyreg
 import logging
 import os
 import pickle
-import sys
 import tempfile
 from typing import Any
 
@@ -45,10 +40,12 @@ def root_in(data_dir: str) -> str:
 
 
 def files_for_vm(root: str) -> dict[str, bytes]:
-    """What a job sends its VM so that its cwltool need not load the schemas again (`lando-cwltool`): this module
-    as `bin/lando_schemacache.py`, and `schemas/<versions>/*.pickle`, the schemas this cwltool saved in `root`."""
-    with open(__file__, "rb") as f:
-        sent = {"bin/lando_schemacache.py": f.read()}
+    """What a job sends its VM for `lando-cwltool`: this module and `vmcwltool` as `bin/lando_schemacache.py` and
+    `bin/lando_vmcwltool.py`, and `schemas/<versions>/*.pickle`, the schemas this cwltool saved in `root`."""
+    sent = {}
+    for module in ("schemacache", "vmcwltool"):
+        with open(os.path.join(os.path.dirname(__file__), f"{module}.py"), "rb") as f:
+            sent[f"bin/lando_{module}.py"] = f.read()
     try:
         directory = schemas_dir(root)
         for name in sorted(os.listdir(directory)):
@@ -108,19 +105,3 @@ def _save(schema: Any, path: str) -> None:
 def _reduce_normdict(d: Any) -> Any:
     """NormDict(normalize), then its items: read back with schema-salad alone (as on the VM)."""
     return type(d), (d.normalize,), None, None, iter(d.items())
-
-
-def _run_cwltool(argv: list[str]) -> int:
-    """`lando_schemacache.py DIR CWLTOOL [ARG...]` on the VM: cwltool's own main, with DIR's schemas when they
-    are this cwltool's versions."""
-    directory, cwltool_path, args = argv[0], argv[1], argv[2:]
-    import cwltool.main
-
-    if os.path.basename(directory.rstrip("/")) == versions_tag():
-        install(directory)
-    sys.argv = [cwltool_path, *args]
-    return cwltool.main.run()
-
-
-if __name__ == "__main__":
-    sys.exit(_run_cwltool(sys.argv[1:]))

@@ -103,3 +103,17 @@ def test_a_file_name_cwl_allows_and_cwltool_refuses_is_run_with_relaxed_path_che
     assert Path(json.loads(ran.stdout)["output"]["path"]).read_text() == "hashed\n"
     job = json.loads(lando.cli("status", "--json", check=True).stdout)[0]
     assert job["facts"]["cwltool_args"] == ["--relax-path-checks"]
+
+
+def test_an_output_linking_out_of_the_jobs_inputs_and_outputs_fails_the_run_as_cwl_says(lando: Lando,
+                                                                                        tmp_path: Path):
+    """The conformance test illegal_symlink: cwltool without a container lets such an output through."""
+    target = tmp_path / "outside.txt"
+
+    ran = lando.cli("cwl-runner", "--outdir", str(tmp_path / "out"), str(FIDELITY / "link_out.cwl"),
+                    "--target", str(target))
+
+    assert ran.returncode == 1, ran.stderr
+    assert f"the output link.txt is a symbolic link to {target}, outside the workflow's inputs and outputs" \
+        in ran.stderr
+    assert lando.vm_dirs() == []

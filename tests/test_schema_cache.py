@@ -44,7 +44,8 @@ def _vm_side(tmp_path: Path, tag: str, schema: object) -> subprocess.CompletedPr
     (tmp_path / "schemas" / tag / "v1.2.pickle").write_bytes(pickle.dumps(schema))
     (tmp_path / "bin" / "lando-cwltool").write_bytes((REPO / "remote_scripts" / "lando-cwltool").read_bytes())
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    return subprocess.run(["sh", str(tmp_path / "bin" / "lando-cwltool"), str(tmp_path / "schemas"), "cwltool",
+    return subprocess.run(["sh", str(tmp_path / "bin" / "lando-cwltool"), str(tmp_path), str(tmp_path / "schemas"),
+                           "cwltool",
                            "--validate", str(WORKFLOWS / "scatter.cwl")], capture_output=True, text=True, env=env)
 
 
@@ -53,6 +54,8 @@ def test_the_vms_cwltool_takes_the_schemas_of_its_own_version_from_the_server(tm
     ran = _vm_side(tmp_path, schemacache.versions_tag(), ("not", "a", "schema"))
 
     assert ran.returncode != 0
+    assert "is valid CWL" not in ran.stdout + ran.stderr
+    assert "'str' object has no attribute 'ctx'" in ran.stdout + ran.stderr  # the 3 words taken as its schema
 
 
 def test_the_vms_cwltool_loads_its_own_schemas_when_the_servers_are_of_another_version(tmp_path: Path):
