@@ -11,11 +11,8 @@ This file is also sent with each job (standard library only, cwltool imported wh
 """
 from __future__ import annotations
 
-import copyreg
 import logging
 import os
-import pickle
-import tempfile
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -24,9 +21,24 @@ _installed: list[str] = []  # the directory in use (one per process)
 
 def versions_tag() -> str:
     """`cwltool-3.3.2026...-salad-8.10...`: the versions a schema file belongs to."""
+    return f"cwltool-{_version('cwltool')}-salad-{_version('schema_salad')}"
+
+
+def _version(package: str) -> str:
+    """An installed package's version, from the name of its dist-info directory beside it (importlib.metadata's
+    first call costs ~50-500 ms, paid by every job here), else from importlib.metadata."""
+    import glob
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)  # found, not imported
+    if spec is not None and spec.origin:
+        site = os.path.dirname(os.path.dirname(spec.origin))
+        found = glob.glob(os.path.join(glob.escape(site), f"{package}-*.dist-info"))
+        if len(found) == 1:
+            return os.path.basename(found[0])[len(package) + 1:-len(".dist-info")]
     from importlib.metadata import version
 
-    return f"cwltool-{version('cwltool')}-salad-{version('schema-salad')}"
+    return version(package)
 
 
 def schemas_dir(root: str) -> str:
@@ -59,6 +71,9 @@ def files_for_vm(root: str) -> dict[str, bytes]:
 
 def install(directory: str) -> None:
     """Make cwltool take its schemas from `directory` (and save those it builds there). Idempotent."""
+    import copyreg
+    import pickle
+
     import cwltool.load_tool
     import cwltool.process
     from schema_salad.ref_resolver import NormDict
@@ -91,6 +106,9 @@ def install(directory: str) -> None:
 
 
 def _save(schema: Any, path: str) -> None:
+    import pickle
+    import tempfile
+
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         data = pickle.dumps(schema, protocol=pickle.HIGHEST_PROTOCOL)
