@@ -336,7 +336,11 @@ def _sha256_file(path: str) -> str:
 
 def import_cwltool() -> None:
     logging.getLogger("pydot").setLevel(logging.WARNING)  # cwltool imports pydot, which logs its start at DEBUG
-    import cwltool.main  # noqa: F401  (imports the loader, packer, validator, and sets up cwltool's logger)
+    # the loader, packer and validator, and cwltool's logger (its stderr handler); not cwltool.main, whose command
+    # line, executors and provenance a submit does not use (~60 ms)
+    import cwltool.loghandler  # noqa: F401
+    import cwltool.pack  # noqa: F401
+    import cwltool.workflow  # noqa: F401
 
 
 @contextlib.contextmanager
@@ -471,7 +475,7 @@ def _import_repeats(node: Any, seen: Any, first: dict[str, Any] | None = None) -
 
 def _load_job_order(path: str | None, given: dict[str, Any] | None) -> Any:
     """The job order as cwltool's loader reads it: locations absolute, line numbers kept for messages."""
-    from cwltool.main import jobloaderctx
+    from cwltool.load_tool import jobloaderctx
     from cwltool.utils import path_to_loc, visit_files_directories
     from schema_salad.ref_resolver import Loader, file_uri
     from schema_salad.sourceline import cmap
