@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lando_ssh import outputs, report
+from lando_ssh import exactjson, outputs, report, schemacache
 from lando_ssh.cloud import META_JOB_ID, Cloud, Flavor, VmInfo, VmRequest
 from lando_ssh.cloud.cloudinit import READY_MARKER, UserDataParams, host_keys_from_console, render_user_data
 from lando_ssh.config import Config
@@ -428,8 +428,10 @@ class Pipeline:
         needed = sum(t.size or 0 for t in transfers)
         scripts = {f"bin/{p.name}": p.read_bytes() for p in sorted(remote_scripts_dir().iterdir()) if p.is_file()}
         executable = list(scripts)  # the docs copy the workflow and job order: those stay 0644
-        scripts["scripts/workflow.cwl"] = json.dumps(inline_single_use_processes(vm_workflow), indent=2).encode()
-        scripts["scripts/job-order.json"] = json.dumps(vm_order, indent=2).encode()
+        scripts.update(schemacache.files_for_vm(schemacache.root_in(self.config.data_dir)))  # see lando-cwltool
+        # each float as the user wrote it, each character as it is: the VM's cwltool prints floats from their text
+        scripts["scripts/workflow.cwl"] = exactjson.dumps(inline_single_use_processes(vm_workflow), indent=2).encode()
+        scripts["scripts/job-order.json"] = exactjson.dumps(vm_order, indent=2).encode()
         df = ["sh", posixpath.join(paths.bin, "lando-df"), paths.job_dir]
         sent = 0
         optional_missing: set[str] = set()
@@ -582,6 +584,9 @@ class Pipeline:
         base += job.facts.get("cwltool_args") or []  # cwltool's run options given to cwl-runner
         argv = [*base, "--outdir", paths.results, "--tmpdir-prefix", paths.tmp + "/",
                 "--tmp-outdir-prefix", paths.tmp + "/", paths.workflow, paths.job_order]
+        if base and posixpath.basename(base[0]) == "cwltool":  # the server's CWL schemas, CWL's link rule
+            argv = ["sh", posixpath.join(paths.bin, "lando-cwltool"), paths.job_dir,
+                    posixpath.join(paths.job_dir, "schemas"), *argv]
         pre = self._command(job, "cwl_pre_process_command")
         if pre:  # lando's cwl_pre_process_command, in the results dir, just before the workflow
             argv = ["sh", posixpath.join(paths.bin, "lando-then"), paths.results, str(len(pre)), *pre, *argv]
@@ -730,8 +735,8 @@ class Pipeline:
         if job.secret_inputs:  # the VM's job order held the secrets cwltool needed; the docs' copy does not
             ran = os.path.join(docs_dir, "scripts", "job-order.json")
             with open(ran) as vm_order:
-                order = masked(json.load(vm_order), job.secret_inputs)
-            docs["scripts/job-order.json"] = json.dumps(order, indent=2).encode()
+                order = masked(exactjson.loads(vm_order.read()), job.secret_inputs)
+            docs["scripts/job-order.json"] = exactjson.dumps(order, indent=2).encode()
         try:
             for rel, data in docs.items():
                 path = os.path.join(docs_dir, rel)
@@ -1155,7 +1160,7 @@ def inline_single_use_processes(packed: Any) -> Any:
     graph = packed.get("$graph") if isinstance(packed, dict) else None
     if not isinstance(graph, list) or any("$import" in obj for obj in dicts(packed)):
         return packed
-    doc = json.loads(json.dumps(packed))
+    doc = exactjson.loads(exactjson.dumps(packed))
     by_id = {p["id"]: p for p in doc["$graph"] if isinstance(p, dict) and isinstance(p.get("id"), str)}
     mentions: dict[str, int] = {}
 

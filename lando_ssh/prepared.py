@@ -29,6 +29,8 @@ class PreparedWorkflow:
     warnings: list[str] = field(default_factory=list)  # what cwltool warned about while loading
     #: what was fetched and validated: kind, url/resolved_url or repository/ref/commit, path, sha256
     source_record: dict[str, Any] = field(default_factory=dict)
+    #: the job order's file names with a `#` that cwltool's default path checks refuse (`item #1.txt`); CWL allows them
+    odd_names: list[str] = field(default_factory=list)
 
     @property
     def main(self) -> dict[str, Any]:

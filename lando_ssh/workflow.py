@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import copy
 import hashlib
-import json
 import logging
 import os
 import re
@@ -38,6 +37,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lando_ssh import exactjson
 from lando_ssh.errors import InputMissing, WorkflowInvalid
 from lando_ssh.prepared import (
     PreparedWorkflow,
@@ -101,7 +101,7 @@ def prepare(workflow: str | WorkflowSource, job_order_path: str | None,
     """
     source = workflow if isinstance(workflow, WorkflowSource) else WorkflowSource(workflow)
     shown = source.describe()
-    _import_cwltool()  # before our log capture: importing cwltool adds its own stderr handler
+    import_cwltool()  # before our log capture: importing cwltool adds its own stderr handler
     with fetched(source) as (cwl_ref, record, scratch):
         with _lock, _captured_cwltool_logs() as warnings, _schemas(options):
             uri, process, loading_context = _load_workflow(cwl_ref, shown, options)
@@ -144,7 +144,7 @@ def prepare(workflow: str | WorkflowSource, job_order_path: str | None,
         _list_secondary_files(order, discovered)
     check_schemes(order, "input")
     prepared = PreparedWorkflow(source=shown, packed=packed, job_order=order, default_files=default_files,
-                                warnings=list(warnings), source_record=record)
+                                warnings=list(warnings), source_record=record, odd_names=_odd_names(order))
     # planning onto a dummy VM dir checks that every local file and secondary file exists, now
     from lando_ssh.staging import plan_inputs
     plan_inputs(prepared, "/nonexistent")
@@ -334,9 +334,13 @@ def _sha256_file(path: str) -> str:
             digest.update(chunk)
     return digest.hexdigest()
 
-def _import_cwltool() -> None:
+def import_cwltool() -> None:
     logging.getLogger("pydot").setLevel(logging.WARNING)  # cwltool imports pydot, which logs its start at DEBUG
-    import cwltool.main  # noqa: F401  (imports the loader, packer, validator, and sets up cwltool's logger)
+    # the loader, packer and validator, and cwltool's logger (its stderr handler); not cwltool.main, whose command
+    # line, executors and provenance a submit does not use (~60 ms)
+    import cwltool.loghandler  # noqa: F401
+    import cwltool.pack  # noqa: F401
+    import cwltool.workflow  # noqa: F401
 
 
 @contextlib.contextmanager
@@ -398,7 +402,7 @@ def _unaliasing_fetcher() -> Any:
     class _UnaliasingFetcher(DefaultFetcher):
         def fetch_text(self, url: str, content_types: list[str] | None = None) -> str:
             text = super().fetch_text(url, content_types)
-            return json.dumps(YAML(typ="safe", pure=True).load(text), default=str)
+            return exactjson.dumps(YAML(typ="rt").load(text))  # each float's text kept
 
     return _UnaliasingFetcher
 
@@ -419,7 +423,7 @@ def _packed_loads(packed: dict[str, Any], shown: str, options: LoadOptions) -> b
     with tempfile.TemporaryDirectory(prefix="lando-ssh-packed-") as tmp:
         path = os.path.join(tmp, "packed.cwl")
         with open(path, "w") as f:
-            json.dump(packed, f)
+            f.write(exactjson.dumps(packed))
         try:
             _load_workflow(path, shown, options)
         except WorkflowInvalid:
@@ -428,18 +432,50 @@ def _packed_loads(packed: dict[str, Any], shown: str, options: LoadOptions) -> b
 
 
 def _pack(loading_context: Any, uri: str) -> dict[str, Any]:
-    from cwltool.pack import pack
+    import cwltool.pack
 
-    packed: Any = pack(loading_context, uri)
+    # cwltool's pack makes every object whose id it has seen before an `$import` of that id; for a tool whose
+    # input and output share a name (`testdir` in and out) that drops the output's binding, and the packed tool
+    # no longer runs as the file does. Only a true repeat becomes an `$import` here (under `_lock`)
+    original = cwltool.pack.import_embed
+    cwltool.pack.import_embed = _import_repeats  # type: ignore[assignment]
+    try:
+        packed: Any = cwltool.pack.pack(loading_context, uri)
+    finally:
+        cwltool.pack.import_embed = original
     graph = packed["$graph"]
     # like `cwltool --pack`: a single process is printed on its own, not inside a $graph
     doc = graph[0] if len(graph) == 1 else packed
-    return json.loads(json.dumps(doc, default=str))
+    return exactjson.plain(doc)  # each float as the document wrote it, as the VM's cwltool must read it
+
+
+def _import_repeats(node: Any, seen: Any, first: dict[str, Any] | None = None) -> None:
+    """cwltool's `import_embed`, but an object is made an `$import` of an id seen before only when it repeats
+    that object (the same content): two different objects of one id (a tool's input and output of the same
+    name, which cwltool runs with a warning) both stay."""
+    first = {} if first is None else first
+    if isinstance(node, list):
+        for item in node:
+            _import_repeats(item, seen, first)
+        return
+    if not isinstance(node, dict):
+        return
+    for key in ("id", "name"):
+        ident = node.get(key)
+        if isinstance(ident, str):
+            if ident not in first:
+                first[ident] = node
+            elif first[ident] is not node and first[ident] == node:
+                node.clear()
+                node["$import"] = ident
+            break
+    for key in sorted(node):
+        _import_repeats(node[key], seen, first)
 
 
 def _load_job_order(path: str | None, given: dict[str, Any] | None) -> Any:
     """The job order as cwltool's loader reads it: locations absolute, line numbers kept for messages."""
-    from cwltool.main import jobloaderctx
+    from cwltool.load_tool import jobloaderctx
     from cwltool.utils import path_to_loc, visit_files_directories
     from schema_salad.ref_resolver import Loader, file_uri
     from schema_salad.sourceline import cmap
@@ -562,6 +598,21 @@ def _inputs_from_args(process: Any, args: list[str], shown: str,
     return path or job_order_path, {namemap.get(k, k): v for k, v in given.items()}
 
 
+def _odd_names(order: Any) -> list[str]:
+    """The names with a `#` among the job order's Files and Directories that cwltool's default (strict) path checks
+    refuse: CWL's conformance tests require such a name to work (`item #1.txt`, from `item%20%231.txt`). A name
+    refused for anything else (`my reads.txt`) is refused, as under cwltool."""
+    from cwltool.command_line_tool import PathCheckingMode
+
+    names = []
+    for obj in iter_files_dirs(order):
+        location = obj.get("location", "")
+        name = obj.get("basename") or (uri_to_path(location).rstrip("/").rsplit("/", 1)[-1] if location else "")
+        if "#" in name and not PathCheckingMode.STRICT.value.match(name) and name not in names:
+            names.append(name)
+    return names
+
+
 def _yaml_kind(value: Any) -> str:
     """What a YAML/JSON document holds, in words: `list`, `string`, `number`..."""
     if isinstance(value, list):
@@ -577,7 +628,7 @@ def _yaml_kind(value: Any) -> str:
 
 def _plain_job_order(loaded: Any) -> dict[str, Any]:
     """Plain JSON data, as the job record stores it, with local locations properly %-quoted."""
-    order = json.loads(json.dumps(loaded, default=str))
+    order = exactjson.plain(loaded)  # each float as the job order wrote it: cwltool prints it so
     for obj in iter_files_dirs(order):
         if obj.get("location", "").startswith("file://"):
             obj["location"] = path_to_uri(uri_to_path(obj["location"]))  # cwltool's loader leaves spaces raw

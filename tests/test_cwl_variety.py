@@ -143,9 +143,6 @@ def test_documents_that_cannot_run_are_refused_at_submit_in_one_sentence(lando: 
         (tmp_path / name / "sub" / "link").symlink_to(target)
         (tmp_path / f"{name}.yml").write_text(f"dir: {{class: Directory, path: {name}}}\n")
     cases = {
-        # an id defined twice: cwltool runs the file, but not the packed document a VM gets
-        ("submit", str(VARIETY / "twice.cwl"), str(VARIETY / "twice.yml")):
-            "cannot be packed into one document",
         ("submit", str(tmp_path / "empty.cwl")): "is empty",
         ("submit", str(tmp_path / "list.cwl")): "holds a list, not a mapping",
         ("submit", str(tmp_path / "nowhere.cwl")): "does not exist",

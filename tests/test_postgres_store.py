@@ -345,3 +345,21 @@ def test_list_summaries_are_the_jobs_without_job_order_workflow_and_output(kind:
             assert summary.to_dict() == full.to_dict()
     finally:
         s.close()
+
+
+def test_a_job_orders_floats_come_back_as_written_from_both_stores(store: PostgresStore, tmp_path: Path):
+    """cwltool prints a float on a tool's command line from its text (`1.50`, not 1.5): the stores keep it.
+    (PostgreSQL's jsonb keeps `1.50` and `0.0000001`; it writes `2.5e3` as 2500, which cwltool prints alike.)"""
+    from lando_ssh import exactjson
+
+    order = exactjson.loads('{"trailing": 1.50, "small": 0.0000001, "list": [2.5e3]}')
+    local = SqliteStore(f"sqlite:///{tmp_path / 'jobs.sqlite'}")
+    try:
+        for s in (store, local):
+            job = s.create(Job(id=0, name="floats", workflow="wf.cwl", job_order=order))
+            back = s.get(job.id).job_order
+            assert exactjson.dumps(back["trailing"]) == "1.50" and exactjson.dumps(back["small"]) == "0.0000001"
+            assert float(back["list"][0]) == 2500
+        assert exactjson.dumps(local.get(1).job_order) == '{"trailing": 1.50, "small": 0.0000001, "list": [2.5e3]}'
+    finally:
+        local.close()

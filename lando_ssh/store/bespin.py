@@ -47,6 +47,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from lando_ssh import exactjson
 from lando_ssh.config import BespinApiConfig, Config
 from lando_ssh.errors import BadInput, ConfigError, InfrastructureError, LandoError, UnknownJob, WorkflowInvalid
 from lando_ssh.model import HistoryEntry, Job, JobState, JobStep, VmSpec, now
@@ -217,7 +218,7 @@ def job_order_of(data: dict[str, Any], stage_group: dict[str, Any] | None) -> di
     (lando downloaded url_files to destination_path beside the job order; we download them on the VM)."""
     raw = data.get("job_order") or "{}"
     try:
-        order = json.loads(raw) if isinstance(raw, str) else raw
+        order = exactjson.loads(raw) if isinstance(raw, str) else raw  # its floats as written
     except ValueError as e:
         raise WorkflowInvalid(f"bespin-api's job {data.get('id')} has a job_order that is not JSON: {e}") from None
     if not isinstance(order, dict):
@@ -604,7 +605,7 @@ class BespinStore:
         try:
             db.execute("INSERT INTO jobs (id, state, step, priority, created, data) VALUES (?,?,?,?,?,?)",
                        (job.id, job.state.value, job.step.value, job.priority, job.created.isoformat(),
-                        json.dumps(job.to_dict())))
+                        exactjson.dumps(job.to_dict())))
         except sqlite3.IntegrityError:  # loaded meanwhile by another process
             pass
         return self.get_local(job.id)

@@ -19,13 +19,14 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from lando_ssh import exactjson
 from lando_ssh.errors import ConfigError, StoreUnavailable, UnknownJob
 from lando_ssh.model import Job, JobState, now
 from lando_ssh.store import safe_url
 
 try:
     import psycopg
-    from psycopg.types.json import Jsonb
+    from psycopg.types.json import Jsonb, set_json_loads
 except ImportError:  # an optional dependency: only installations that use PostgreSQL need it
     psycopg = None  # type: ignore[assignment]
 
@@ -100,7 +101,7 @@ class PostgresStore:
                 "SELECT n.id, %s, %s, %s, %s, %s, jsonb_set(%s, '{id}', to_jsonb(n.id)) "
                 "FROM (SELECT nextval(pg_get_serial_sequence('lando_jobs', 'id')) AS id) AS n RETURNING id",
                 (job.state.value, job.step.value, job.priority, job.created, job.updated,
-                 Jsonb(job.to_dict()))).fetchone()
+                 _jsonb(job))).fetchone()
             assert row is not None
             return int(row[0])
 
@@ -126,7 +127,7 @@ class PostgresStore:
                 job.updated = max(job.updated, now())
                 conn.execute("UPDATE lando_jobs SET state = %s, step = %s, priority = %s, updated = %s, data = %s "
                              "WHERE id = %s",
-                             (job.state.value, job.step.value, job.priority, job.updated, Jsonb(job.to_dict()),
+                             (job.state.value, job.step.value, job.priority, job.updated, _jsonb(job),
                               job_id))
                 conn.execute("COMMIT")
             except BaseException:
@@ -235,9 +236,11 @@ class PostgresStore:
 
     def _connect(self) -> psycopg.Connection:
         try:
-            return psycopg.connect(self._url, **self._extra)
+            conn = psycopg.connect(self._url, **self._extra)
         except psycopg.Error as e:
             raise self._unavailable(e) from None
+        set_json_loads(exactjson.loads, conn)  # a job order's floats as jsonb keeps them (`1.50`, not 1.5)
+        return conn
 
     def _give_back(self, conn: psycopg.Connection) -> None:
         healthy = not conn.closed and not conn.broken and \
@@ -306,3 +309,8 @@ def _sentence(error: Exception) -> str:
     text = lines[0] if lines else type(error).__name__
     text = text.rsplit(" failed: ", 1)[-1]
     return text.removeprefix("FATAL:").strip()
+
+
+def _jsonb(job: Job) -> Any:
+    """The job as jsonb, its floats as written (a job order's `1.50` stays 1.50: cwltool prints it so)."""
+    return Jsonb(job.to_dict(), dumps=exactjson.dumps)

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import builtins
 import functools
-import json
 import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from lando_ssh import exactjson  # a job order's floats kept as written (cwltool prints them so)
 from lando_ssh.errors import ConfigError, StoreUnavailable, UnknownJob
 from lando_ssh.model import Job, JobState, now
 
@@ -93,7 +93,7 @@ class SqliteStore:
             job.id = int(cur.lastrowid or 0)
             if not job.history:
                 job.history = []
-            db.execute("UPDATE jobs SET data=? WHERE id=?", (json.dumps(job.to_dict()), job.id))
+            db.execute("UPDATE jobs SET data=? WHERE id=?", (exactjson.dumps(job.to_dict()), job.id))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -105,7 +105,7 @@ class SqliteStore:
         row = self._conn().execute("SELECT data FROM jobs WHERE id=?", (job_id,)).fetchone()
         if row is None:
             raise UnknownJob(job_id)
-        return Job.from_dict(json.loads(row[0]))
+        return Job.from_dict(exactjson.loads(row[0]))
 
     @_translated
     def update(self, job_id: int, change: Callable[[Job], object]) -> Job:
@@ -115,11 +115,11 @@ class SqliteStore:
             row = db.execute("SELECT data FROM jobs WHERE id=?", (job_id,)).fetchone()
             if row is None:
                 raise UnknownJob(job_id)
-            job = Job.from_dict(json.loads(row[0]))
+            job = Job.from_dict(exactjson.loads(row[0]))
             change(job)
             job.updated = max(job.updated, now())
             db.execute("UPDATE jobs SET state=?, step=?, priority=?, data=? WHERE id=?",
-                       (job.state.value, job.step.value, job.priority, json.dumps(job.to_dict()), job_id))
+                       (job.state.value, job.step.value, job.priority, exactjson.dumps(job.to_dict()), job_id))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -136,14 +136,14 @@ class SqliteStore:
             marks = ",".join("?" * len(codes))
             query = f"SELECT data FROM jobs WHERE state IN ({marks}) ORDER BY id"  # noqa: S608 (only '?' marks)
             rows = db.execute(query, codes).fetchall()
-        return [Job.from_dict(json.loads(r[0])) for r in rows]
+        return [Job.from_dict(exactjson.loads(r[0])) for r in rows]
 
     @_translated
     def list_summaries(self) -> builtins.list[Job]:
         """Every job, oldest first, without its job order and workflow (the bulk of a record)."""
         rows = self._conn().execute("SELECT json_remove(data, '$.job_order', '$.workflow_doc', '$.output') FROM jobs "
                                     "ORDER BY id").fetchall()
-        return [Job.from_dict(json.loads(r[0])) for r in rows]
+        return [Job.from_dict(exactjson.loads(r[0])) for r in rows]
 
     # -- leases: one server owns a SQLite store, so every job is always its to claim --------
     @_translated
