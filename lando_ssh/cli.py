@@ -139,7 +139,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     s = command("cloud-check", help="boot the smallest allowed flavor, run uname and cwltool on it, delete it")
     s.add_argument("--image", help="the image to boot (default: vm.image)")
     s.add_argument("--flavor", help="the flavor to boot (default: the smallest allowed)")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="what was checked and found, as one JSON object")
 
     s = command("delete-vm", help="delete the VM an ended job kept for debugging (keep_vm_on_error)")
     s.add_argument("job_id", type=int, metavar="N", help="the job's id")
