@@ -21,6 +21,7 @@ from lando_ssh.cloud import META_INSTALLATION, META_JOB_ID, META_MANAGED_BY, VmR
 from lando_ssh.cloud.openstack import META_FLOATING_IP_ID, META_PORT_ID, META_VM_ID, META_VOLUME_ID, OpenStackCloud
 from lando_ssh.config import CloudSettings, Config
 from lando_ssh.errors import CloudError, CloudNotFound, QuotaExceeded, UnknownJob, VmFailed
+from lando_ssh.installation import ours
 from lando_ssh.sweep import sweep
 
 pytestmark = [
@@ -297,8 +298,9 @@ def test_a_full_neutron_quota_makes_the_job_wait_and_undoes_what_was_made(
 
 def test_the_sweep_deletes_vms_no_job_owns_and_the_volume_port_and_ip_a_deleted_server_left(
         config: Config, cloud: OpenStackCloud, tenant: Tenant, admin: Any):
-    orphan = cloud.create_vm(job_request(tenant, 8, volume_size=1))
-    behind = cloud.create_vm(job_request(tenant, 9, volume_size=1))
+    # tagged as the pipeline tags them: this installation's id and its data dir's token
+    orphan = cloud.create_vm(job_request(tenant, 8, volume_size=1, metadata={**ours(config), META_JOB_ID: "8"}))
+    behind = cloud.create_vm(job_request(tenant, 9, volume_size=1, metadata={**ours(config), META_JOB_ID: "9"}))
     other = cloud.create_vm(job_request(tenant, 10, metadata={
         META_MANAGED_BY: "lando-ssh", META_INSTALLATION: f"{tenant.prefix}-other", META_JOB_ID: "10"}))
     try:
