@@ -276,13 +276,16 @@ def test_send_checks_a_bespin_job_by_reading_bespin_api_and_writes_nothing(lando
     lando.settings["bespin_api"] = {"url": bespin.url, "token": BESPIN_TOKEN}
     lando.write_config()
     done = bespin.add_job("http://127.0.0.1:9/never-read.cwl", {}, state="F")
+    left_running = bespin.add_job("http://127.0.0.1:9/never-read.cwl", {}, state="R")  # as lando left it
 
     finished_job = lando.cli("send", "start_job", str(done))
     unknown = lando.cli("send", "start_job", "4242")
+    restart = lando.cli("send", "restart_job", str(left_running))  # the daemon loads it as E: restartable
 
     assert finished_job.returncode == 2 and f"job {done} is in state F (finished)" in finished_job.stderr
     assert unknown.returncode == 2 and f"bespin-api at {bespin.url} has no job 4242" in unknown.stderr
-    assert queued(broker_names["listen_queue"]) == 0
+    assert restart.returncode == 0 and "changes nothing" not in restart.stderr, restart.stderr
+    assert queued(broker_names["listen_queue"]) == 1
     assert bespin.puts_of(done) == [] and bespin.errors_of(done) == []
     assert not (lando.data_dir / "jobs.sqlite").exists()
 

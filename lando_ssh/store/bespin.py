@@ -69,6 +69,12 @@ SHARE_GROUP_RETRY_FOR = 10.0
 _FIRST_STATE = {"S": JobState.AUTHORIZED, "c": JobState.AUTHORIZED, "r": JobState.ERROR, "R": JobState.ERROR}
 
 
+def first_state(code: str | None) -> JobState:
+    """The state a bespin-api job lando-ssh has not loaded yet starts in here (its request states mapped as
+    above); ValueError for a code bespin does not have."""
+    return _FIRST_STATE.get(code or "N") or JobState(code or "N")
+
+
 class BespinAuthRefused(InfrastructureError):
     """bespin-api refused our token or credentials (401/403)."""
 
@@ -565,7 +571,7 @@ class BespinStore:
     def _new_job(self, data: dict[str, Any], facts: dict[str, Any], prepared: Any, error: LandoError | None) -> Job:
         job_id = int(data["id"])
         code = data.get("state") or "N"
-        state = _FIRST_STATE.get(code) or JobState(code)
+        state = first_state(code)
         step = JobStep(data.get("step") or "")
         flavor = (data.get("job_flavor") or data.get("vm_flavor") or {}).get("name")
         image = facts["bespin"].get("image_name")

@@ -15,7 +15,7 @@ import sqlite3
 from typing import Any
 
 from lando_ssh.errors import LandoError, UnknownJob
-from lando_ssh.model import Job, JobState
+from lando_ssh.model import Job
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def _peek_postgres(url: str, job_id: int) -> Job | None:
 
 
 def _peek_bespin(config: Any, job_id: int) -> Job | None:
-    from lando_ssh.store.bespin import BespinApi, BespinRejected, UnknownBespinJob
+    from lando_ssh.store.bespin import BespinApi, BespinRejected, UnknownBespinJob, first_state
 
     try:
         api = BespinApi(config.bespin_api, timeout=PEEK_TIMEOUT, retry_for=0)
@@ -89,7 +89,7 @@ def _peek_bespin(config: Any, job_id: int) -> Job | None:
     except LandoError:
         return None
     try:
-        state = JobState(data.get("state") or "N")
+        state = first_state(data.get("state"))  # as the daemon will load it: bespin's S, c, r are requests
     except ValueError:
         return None
     return Job(id=job_id, name=str(data.get("name") or ""), workflow="", job_order={}, state=state)
