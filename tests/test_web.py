@@ -211,6 +211,10 @@ def test_with_a_token_an_action_needs_a_session_and_its_csrf_token(web_with_toke
     status, _, _ = web.request("POST", f"/api/jobs/{web.ids[1]}/restart",
                                headers={"Authorization": "Bearer s3cret-token"})
     assert status == 202 and web.sent[-1] == ("restart_job", web.ids[1])
+    sent = len(web.sent)  # a command the daemon would refuse (restart of a finished job) is not published
+    status, _, body = web.request("POST", f"/api/jobs/{web.ids[0]}/restart",
+                                  headers={"Authorization": "Bearer s3cret-token"})
+    assert status == 409 and len(web.sent) == sent and "restart_job" in str(body), body
     assert "s3cret-token" not in web.get(f"/jobs/{running}", headers=cookie)
     stale = {"Cookie": "lando_session=" + web.server.RequestHandlerClass.app.new_session(time.time() - 13 * 3600)}
     assert web.request("POST", f"/jobs/{running}/cancel", {"csrf": csrf.group(1)}, stale)[0] == 403

@@ -7,11 +7,11 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from lando_ssh.commands.status import Drivers
-from lando_ssh.model import ACTIVE_STATES
+from lando_ssh.model import ACTIVE_STATES, Job, Verdict, command_verdict
 from lando_ssh.web import pages, views
 
 if TYPE_CHECKING:
-    from lando_ssh.web.app import Handler
+    from lando_ssh.web.app import Handler, StatusApp
 
 Params = dict[str, list[str]]
 ACTIONS = {"cancel": "cancel_job", "restart": "restart_job"}
@@ -93,7 +93,7 @@ def _post(h: Handler, path: str) -> None:
         if not auth.startswith("Bearer ") or not app.token_ok(auth[len("Bearer "):]):
             raise HttpError(HTTPStatus.UNAUTHORIZED, "send the web.token as Authorization: Bearer TOKEN")
         job = app.job(int(m.group(1)))
-        app.send(ACTIONS[m.group(2)], job.id)
+        _send(app, ACTIONS[m.group(2)], job)
         return h.json({"sent": ACTIONS[m.group(2)], "job": job.id}, HTTPStatus.ACCEPTED)
     _same_origin(h)
     form = h.form()
@@ -111,7 +111,7 @@ def _post(h: Handler, path: str) -> None:
         return h.redirect("/jobs", {"Set-Cookie": f"{COOKIE}=; Max-Age=0; HttpOnly; SameSite=Strict; Path=/"})
     if m := re.fullmatch(r"/jobs/(\d+)/(cancel|restart)", path):
         job = app.job(int(m.group(1)))
-        app.send(ACTIONS[m.group(2)], job.id)
+        _send(app, ACTIONS[m.group(2)], job)
         return h.redirect(f"/jobs/{job.id}")
     raise HttpError(HTTPStatus.NOT_FOUND, f"no action {path}")
 
@@ -124,3 +124,14 @@ def _same_origin(h: Handler) -> None:
     host = h.headers.get("Host")
     if origin and origin != "null" and host and origin.split("://", 1)[-1] != host:
         raise HttpError(HTTPStatus.FORBIDDEN, f"a form from {origin} may not act here")
+
+
+def _send(app: StatusApp, command: str, job: Job) -> None:
+    """Publish `command` unless the daemon would refuse it for the job's state (the rule `lando-ssh send` keeps:
+    model.command_verdict): a refused one is a 409 with the daemon's sentence, never a dead letter."""
+    from lando_ssh.web.app import HttpError
+
+    verdict, why = command_verdict(command, job)
+    if verdict == Verdict.REFUSE:
+        raise HttpError(HTTPStatus.CONFLICT, why)
+    app.send(command, job.id)
