@@ -14,7 +14,7 @@ from lando_ssh.config import Config
 from lando_ssh.errors import LandoError
 from lando_ssh.model import ACTIVE_STATES, FINAL_STATES, Job, JobState, JobStep
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # cwltool colours its log levels
 _STDERR_TAIL = re.compile(r"\nLast (?:\d+ )?lines of its stderr:\n")
 FOLLOW_INTERVAL = 1.0  # seconds between looks at a followed job
 
@@ -189,7 +189,7 @@ def _print_history(job: Job, seen: int) -> int:
 
 def _print_end(job: Job, log_lines: list[str], shown: int) -> None:
     if job.error:  # its stderr tail is the end of cwltool's log: shown once, there, when the log is shown
-        print("\nerror:\n" + (_error_without_log(job.error) if log_lines else _ANSI.sub("", job.error)))
+        print("\nerror:\n" + (_error_without_log(job.error) if log_lines else TERMINAL_CODES.sub("", job.error)))
     if log_lines[shown:]:
         print("\ncwltool log:")
         _print_lines(log_lines[shown:])
@@ -202,7 +202,7 @@ def _print_lines(lines: list[str]) -> None:
 
 
 def _error_without_log(error: str) -> str:
-    return _ANSI.sub("", _STDERR_TAIL.split(error, 1)[0])
+    return TERMINAL_CODES.sub("", _STDERR_TAIL.split(error, 1)[0])
 
 
 class _LogReader:
@@ -222,9 +222,9 @@ class _LogReader:
         local = os.path.join(docs_path(self.config, job), "logs", "cwltool-output.log")
         if os.path.exists(local) and (job.state not in ACTIVE_STATES or job.step == JobStep.TERMINATE_VM):
             with open(local, errors="replace") as f:
-                return _ANSI.sub("", f.read()).splitlines()[after:]
+                return TERMINAL_CODES.sub("", f.read()).splitlines()[after:]
         text = self._from_vm(job, after)
-        return _ANSI.sub("", text).splitlines() if text else []
+        return TERMINAL_CODES.sub("", text).splitlines() if text else []
 
     def _from_vm(self, job: Job, after: int) -> str | None:
         if not (job.vm and job.vm.address and not job.vm.deleted and job.vm.work_dir and "run_pid" in job.facts):

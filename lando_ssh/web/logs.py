@@ -5,17 +5,16 @@ as on the local cloud; else over SSH with the job's key, at most once per `SSH_E
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 
+from lando_ssh.commands.status import TERMINAL_CODES
 from lando_ssh.config import Config
 from lando_ssh.errors import LandoError
 from lando_ssh.model import ACTIVE_STATES, Job, JobStep
 
 TAIL_BYTES = 64 * 1024
 SSH_EVERY = 5.0
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # cwltool colours its log levels
 
 
 class LogTails:
@@ -26,7 +25,7 @@ class LogTails:
 
     def tail(self, job: Job) -> str:
         """The last `TAIL_BYTES` of the log, without terminal colour codes ("" when there is none yet)."""
-        return _ANSI.sub("", self._tail(job))
+        return TERMINAL_CODES.sub("", self._tail(job))
 
     def _tail(self, job: Job) -> str:
         from lando_ssh.outputs import docs_path
