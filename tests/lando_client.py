@@ -49,7 +49,14 @@ def installed(version: str) -> Path:
 def landoclient(version: str, command: str, job_id: int | str, queue: str) -> None:
     """`LandoClient(config, queue).<command>(job_id)` on Python `version`: the id is sent as given (an int, or a
     string as bespin-api sends it)."""
+    send_with(python(version), command, job_id, queue, installed(version))
+
+
+def send_with(interpreter: Path, command: str, job_id: int | str, queue: str, path: Path | None = None) -> None:
+    """The same, by `interpreter` with lando-messaging importable (from `path`, or its own site-packages, as in
+    bespin-api's virtualenv)."""
     args = [command, str(job_id), queue, "str" if isinstance(job_id, str) else "int"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    subprocess.run([str(python(version)), "-c", _SCRIPT, *args], check=True, capture_output=True, timeout=60,
-                   env={**env, "PYTHONPATH": str(installed(version)), "PYTHONNOUSERSITE": "1"})
+    if path is not None:
+        env.update(PYTHONPATH=str(path), PYTHONNOUSERSITE="1")
+    subprocess.run([str(interpreter), "-c", _SCRIPT, *args], check=True, capture_output=True, timeout=60, env=env)

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bespin_api.real import HOME, RealBespin
+from bespin_api.real import ADMIN_TOKEN, HOME, RealBespin
 from conftest import WORKFLOWS, Daemon, Lando, rabbit, vms_created_for
+from lando_client import send_with
 from openstack_api import OpenStackApiService
 from test_openstack_driver import BESPIN_KEY, EMPTY, FACILITY_KEY, use_openstack
 
@@ -41,7 +42,7 @@ def bespin() -> Iterator[RealBespin]:
 @pytest.fixture
 def daemon(lando: Lando, broker_names: dict[str, str], bespin: RealBespin) -> Iterator[Daemon]:
     lando.settings["work_queue"] = {**broker_names, "heartbeat": 10}
-    lando.settings["bespin_api"] = {"url": bespin.url, "token": _admin_token()}
+    lando.settings["bespin_api"] = {"url": bespin.url, "token": ADMIN_TOKEN}
     lando.write_config()
     d = Daemon(lando)
     restart(d)
@@ -57,12 +58,6 @@ def restart(daemon: Daemon) -> None:
     start = len(daemon.text()) if daemon.log.exists() else 0
     daemon.start()
     _wait(lambda: "consuming commands" in daemon.text()[start:], daemon, "the daemon consumes commands")
-
-
-def _admin_token() -> str:
-    from bespin_api.real import ADMIN_TOKEN
-
-    return ADMIN_TOKEN
 
 
 def _wait(condition: Any, daemon: Daemon, what: str, timeout: float = 90) -> None:
@@ -156,7 +151,7 @@ def test_a_job_started_from_bespin_runs_to_F_and_bespin_records_landos_history(
     readme = (out / "docs" / "README.md").read_text()
     assert "bespin word count" in readme and "Sequencing core" in readme and "Ann Lee" in readme
     assert "are shared with" not in readme  # nothing grants anyone access to these files
-    assert _admin_token() not in daemon.text()
+    assert ADMIN_TOKEN not in daemon.text()
     assert lando.vm_dirs() == []
 
 
@@ -259,8 +254,9 @@ def test_landos_own_client_starts_a_bespin_job_and_an_unknown_job_is_dead_letter
     queue = broker_names["listen_queue"]
     job_id, _ = flaky_job(bespin, queue, http_files, tmp_path)
     bespin.put_job(job_id, state="S")  # as bespin's start does, then lando-messaging's LandoClient sends
-    landoclient("start_job", str(job_id), queue)
-    landoclient("start_job", "4242", queue)
+    bespins_python = HOME / "venv" / "bin" / "python"  # lando-messaging's LandoClient as bespin-api runs it
+    send_with(bespins_python, "start_job", str(job_id), queue)
+    send_with(bespins_python, "start_job", "4242", queue)
 
     job = wait_state(bespin, job_id, "FE", daemon)
     assert job["state"] == "F", bespin.errors_of(job_id)
@@ -271,16 +267,6 @@ def test_landos_own_client_starts_a_bespin_job_and_an_unknown_job_is_dead_letter
             assert time.monotonic() < deadline, daemon.text()[-2000:]
             time.sleep(0.2)
     assert "has no job 4242" in str(got[1].headers)
-
-
-def landoclient(command: str, job_id: str, queue: str) -> None:
-    """lando-messaging's own LandoClient (the one bespin-api runs, in its Python) sends `command`."""
-    script = ("import sys\nfrom lando_messaging.clients import LandoClient\n"
-              "class Q:\n    host, username, password = '127.0.0.1', 'guest', 'guest'\n"
-              "class C:\n    work_queue_config = Q()\n"
-              "getattr(LandoClient(C(), sys.argv[3]), sys.argv[1])(sys.argv[2])\n")
-    subprocess.run([str(HOME / "venv" / "bin" / "python"), "-c", script, command, job_id, queue], check=True,
-                   capture_output=True, timeout=60)
 
 
 def test_a_job_lando_left_running_moves_to_lando_ssh_by_cancel_then_restart_from_bespin(
@@ -316,7 +302,7 @@ def test_a_bad_token_is_reported_clearly_never_logged_and_the_command_waits_for_
     assert "HTTP 401: Invalid token." in daemon.text() and "check bespin_api.token" in daemon.text()
     assert "wrong-token-5678" not in daemon.text()
 
-    lando.settings["bespin_api"]["token"] = _admin_token()  # the admin fixes the config; the command was kept
+    lando.settings["bespin_api"]["token"] = ADMIN_TOKEN  # the admin fixes the config; the command was kept
     lando.write_config()
     restart(daemon)
     job = wait_state(bespin, job_id, "FE", daemon)

@@ -91,8 +91,10 @@ class RealBespin:
     def _email_exchange() -> None:
         """bespin's mailer publishes to EmailExchange, which bespin-mailer declares at a site (without it every
         state-changing PUT answers 500). Declared, never deleted: another test run on this broker may be using it."""
-        with _rabbit() as channel:
-            channel.exchange_declare(EMAIL_EXCHANGE, "direct", durable=True)
+        from conftest import rabbit
+
+        with rabbit() as connection:
+            connection.channel().exchange_declare(EMAIL_EXCHANGE, "direct", durable=True)
 
     # -- the admin's side ----------------------------------------------------------------------------------
     def admin_objects(self, **spec: Any) -> dict[str, Any]:
@@ -171,18 +173,6 @@ def _sql(statement: str) -> None:
 
     with psycopg.connect(DB_ADMIN_URL, autocommit=True) as db:
         db.execute(statement)  # type: ignore[arg-type]
-
-
-class _rabbit:  # noqa: N801 - a context manager, used as `with _rabbit() as channel`
-    def __enter__(self) -> Any:
-        import pika
-
-        self.connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
-        return self.connection.channel()
-
-    def __exit__(self, *exc: object) -> None:
-        if self.connection.is_open:
-            self.connection.close()
 
 
 def _free_port() -> int:
