@@ -42,6 +42,12 @@
       var days = d.core_hours_by_project.days;
       var dayRange = days.length ? [days[0] - 43200, days[days.length - 1] + 43200] : period;
       lines("jobs_by_state", d.times, d.jobs_by_state, {range: period});
+      var queue = {};
+      if (d.queue.length.some(function (n) { return n > 0; })) {
+        queue["jobs waiting"] = d.queue.length;
+        Object.keys(d.queue.reasons).forEach(function (why) { queue[why] = d.queue.reasons[why]; });
+      }
+      lines("queue", d.times, queue, {range: period});
       lines("jobs_ended", d.times, d.jobs_ended, {bars: true, range: period});
       lines("vms", d.times, {VMs: d.vms}, {range: period});
       lines("core_hours_by_project", days, d.core_hours_by_project.series, {bars: true, range: dayRange});
@@ -50,8 +56,10 @@
       categories("step_seconds", d.step_seconds.steps,
                  d.step_seconds.steps.length ? {median: d.step_seconds.median, p90: d.step_seconds.p90,
                                                 longest: d.step_seconds.max} : {}, "seconds");
-      categories("boot_seconds", d.boot_seconds.edges.map(function (e) { return e + "s"; }),
-                 d.boot_seconds.n ? {VMs: d.boot_seconds.counts} : {}, "VMs");
+      var boots = {};
+      if (d.boot.n_active) boots["to ACTIVE (" + d.boot.n_active + " VMs)"] = d.boot.active;
+      if (d.boot.n_ssh) boots["to SSH (" + d.boot.n_ssh + " VMs)"] = d.boot.ssh;
+      categories("boot", d.boot.edges.map(function (e) { return e + "s"; }), boots, "VMs");
       document.body.dataset.plotted = "1";
     });
 })();
