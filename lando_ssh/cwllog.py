@@ -20,6 +20,12 @@ from lando_ssh.model import ACTIVE_STATES, Job, JobStep
 
 TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # cwltool colours its log levels
 TAIL_BYTES = 64 * 1024  # what the status page shows of a log
+_STDERR_TAIL = re.compile(r"\nLast (?:\d+ )?lines of its stderr:\n")  # how a failed run's error quotes the log
+
+
+def error_without_log(error: str) -> str:
+    """A job's error without the tail of cwltool's log it quotes (for where the log itself is shown)."""
+    return TERMINAL_CODES.sub("", _STDERR_TAIL.split(error, 1)[0])
 
 
 class CwltoolLog:

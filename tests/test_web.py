@@ -383,3 +383,33 @@ def test_a_running_jobs_log_is_read_over_ssh_where_its_vm_disk_is_not_on_this_ho
         store.close()
         send(lando, "cancel_job", job_id)
         wait_job(lando, job_id, finished, daemon=daemon)
+
+
+def test_a_real_jobs_secret_input_its_key_and_the_token_appear_in_no_page(lando: Any, tmp_path: Path) -> None:
+    secret, token = "hunter2-real-secret", "web-token-not-shown"  # noqa: S105 (a test's own)
+    lando.settings["web"] = {"token": token}
+    lando.write_config()
+    order = tmp_path / "secret.yml"
+    order.write_text(f"password: {secret}\nuser: ann\n")
+    job_id = lando.submit(WORKFLOWS / "variety" / "secret.cwl", order, "--name", "secretive")
+    lando.cli("job", str(job_id), check=True)
+    config = lando.config()
+    server = start_web_server(config, "127.0.0.1:0", send=lambda command, job: None)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=60)
+        shown = {}
+        for path in ("/jobs", "/api/jobs", f"/jobs/{job_id}", f"/api/jobs/{job_id}", f"/api/jobs/{job_id}/log",
+                     "/vms", "/api/vms", "/plots", "/api/plots?period=day", "/login"):
+            conn.request("GET", path)
+            response = conn.getresponse()
+            shown[path] = response.read().decode()
+            assert response.status == 200, (path, shown[path][:300])
+        conn.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert json.loads(shown[f"/api/jobs/{job_id}"])["state"] == "F"
+    assert "wc -c" in json.loads(shown[f"/api/jobs/{job_id}/log"])["log"]  # its log is shown
+    for path, text in shown.items():
+        assert secret not in text and token not in text and "PRIVATE KEY" not in text, path
+    assert "(secret)" in shown[f"/jobs/{job_id}"]

@@ -4,17 +4,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import threading
 from typing import Any
 
 from lando_ssh.commands.common import EXIT_OK, journal_of, store_missing
 from lando_ssh.config import Config
-from lando_ssh.cwllog import TERMINAL_CODES, CwltoolLog
+from lando_ssh.cwllog import TERMINAL_CODES, CwltoolLog, error_without_log
 from lando_ssh.model import ACTIVE_STATES, FINAL_STATES, Job, JobState, JobStep
 
-_STDERR_TAIL = re.compile(r"\nLast (?:\d+ )?lines of its stderr:\n")
 FOLLOW_INTERVAL = 1.0  # seconds between looks at a followed job
 
 
@@ -174,7 +172,7 @@ def cmd_logs(config: Config, args: argparse.Namespace) -> int:
             _print_lines(new)
             shown += len(new)
         if job.error:
-            print("\nerror:\n" + _error_without_log(job.error))
+            print("\nerror:\n" + error_without_log(job.error))
         return EXIT_OK
     finally:
         reader.close()
@@ -190,7 +188,7 @@ def _print_history(job: Job, seen: int) -> int:
 
 def _print_end(job: Job, log_lines: list[str], shown: int) -> None:
     if job.error:  # its stderr tail is the end of cwltool's log: shown once, there, when the log is shown
-        print("\nerror:\n" + (_error_without_log(job.error) if log_lines else TERMINAL_CODES.sub("", job.error)))
+        print("\nerror:\n" + (error_without_log(job.error) if log_lines else TERMINAL_CODES.sub("", job.error)))
     if log_lines[shown:]:
         print("\ncwltool log:")
         _print_lines(log_lines[shown:])
@@ -200,7 +198,3 @@ def _print_lines(lines: list[str]) -> None:
     for line in lines:
         print(line)
     sys.stdout.flush()
-
-
-def _error_without_log(error: str) -> str:
-    return TERMINAL_CODES.sub("", _STDERR_TAIL.split(error, 1)[0])

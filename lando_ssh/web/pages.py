@@ -9,6 +9,7 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
+from lando_ssh.cwllog import error_without_log
 from lando_ssh.model import ACTIVE_STATES, RESTARTABLE_STATES, Job, JobState
 from lando_ssh.report import ran_commands
 from lando_ssh.web import views
@@ -124,8 +125,9 @@ def job_page(job: Job, status: dict[str, Any], attempts: list[list[Segment]], *,
              f'<p>workflow <code>{e(job.workflow)}</code></p>']
     if job.reason:
         parts.append(f'<p id="reason"><b>reason:</b> {e(job.reason)}</p>')
-    if job.error:
-        parts.append(f'<details open id="error"><summary>error</summary><pre>{e(job.error)}</pre></details>')
+    if job.error:  # (the tail of the log it quotes is shown below, in the log)
+        error = error_without_log(job.error) if log else job.error
+        parts.append(f'<details open id="error"><summary>error</summary><pre>{e(error)}</pre></details>')
     if can_act:
         parts.append(_actions(job, csrf))
     parts.append(f'<h2>Timeline</h2><div id="timeline">{timeline_html(attempts)}</div>')

@@ -15,6 +15,7 @@
     names.forEach(function (name, i) {
       var color = COLORS[i % COLORS.length];
       series.push({label: name, stroke: color, width: 2, points: {show: !bars && !!(opts && opts.bars), size: 7},
+                   dash: opts && opts.total === name ? [6, 4] : undefined,  // a total, drawn over its parts
                    paths: bars ? uPlot.paths.bars({size: [0.8, 40]})
                                : opts && opts.notime ? function () { return null; } : undefined,
                    fill: bars ? color + "88" : undefined});
@@ -44,10 +45,10 @@
       lines("jobs_by_state", d.times, d.jobs_by_state, {range: period});
       var queue = {};
       if (d.queue.length.some(function (n) { return n > 0; })) {
-        queue["jobs waiting"] = d.queue.length;
         Object.keys(d.queue.reasons).forEach(function (why) { queue[why] = d.queue.reasons[why]; });
+        queue["jobs waiting"] = d.queue.length;
       }
-      lines("queue", d.times, queue, {range: period});
+      lines("queue", d.times, queue, {range: period, total: "jobs waiting"});
       lines("jobs_ended", d.times, d.jobs_ended, {bars: true, range: period});
       lines("vms", d.times, {VMs: d.vms}, {range: period});
       lines("core_hours_by_project", days, d.core_hours_by_project.series, {bars: true, range: dayRange});
