@@ -378,6 +378,10 @@ def test_a_running_jobs_log_is_read_over_ssh_where_its_vm_disk_is_not_on_this_ho
         while "sleep $0" not in (text := tails.tail(store.get(job_id))):
             assert time.monotonic() < deadline, f"the log over SSH is still {text!r}"
             time.sleep(0.2)
+        lines = tails.lines(store.get(job_id))  # as `lando-ssh logs --follow` reads it: whole lines, then the new
+        assert any("sleep $0" in line for line in lines) and text.startswith(lines[0])
+        assert tails.lines(store.get(job_id), after=len(lines)) == []  # nothing new while it sleeps
+        assert tails.lines(store.get(job_id), after=1) == lines[1:]
     finally:
         tails.close()
         store.close()
