@@ -1,9 +1,10 @@
 """The status page in a real browser (Debian's headless Chromium, driven by Selenium through the system
 chromedriver; `scripts/browser` installs them) against `lando-ssh run` serving it while it runs real jobs
-on the local cloud: the pages render, filters work, a running job's log updates without a reload, the plots
-draw from the jobs' data, no console errors, and only a signed-in admin may cancel and restart (a script
-with the token may too). Fails (never skips) when the browser cannot start. With LANDO_SCREENSHOTS=DIR, each
-page's screenshot is saved there too."""
+on the local cloud with one job slot: the pages render, every filter works, a running job's log updates
+without a reload, the plots draw from the jobs' records (the queue and what it waited for, the VMs' boot
+times among them), the VMs page shows a job waiting and why, no console errors, and only a signed-in
+admin may cancel and restart (a script with the token may too). Fails (never skips) when the browser
+cannot start. With LANDO_SCREENSHOTS=DIR, each page's screenshot is saved there too (docs/status-page/)."""
 from __future__ import annotations
 
 import json

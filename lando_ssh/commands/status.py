@@ -180,7 +180,8 @@ def cmd_logs(config: Config, args: argparse.Namespace) -> int:
 
 def _print_history(job: Job, seen: int) -> int:
     for h in job.history[seen:]:
-        note = f"  {h.note}" if h.note else ""
+        said = "; ".join(x for x in (h.note, h.reason) if x)  # what happened; why it waits from then on
+        note = f"  {said}" if said else ""
         print(f"  {h.at.isoformat(timespec='milliseconds')}  state {h.state.value:<1} step {h.step.value or '-':<1}"
               f"{note}", flush=True)
     return len(job.history)
