@@ -162,8 +162,20 @@ def test_the_vms_page_lists_the_vms_held_and_the_jobs_waiting_and_why(web: Web) 
     data = web.api("/api/vms")
     assert [v["name"] for v in data["vms"]] == ["vm-count <script>-0"]
     assert [(w["name"], w["reason"]) for w in data["waiting"]] == [("queued", "waiting: 1 of 1 job slots busy")]
+    assert [(v["state"], v["boot_seconds"], v["ssh_seconds"]) for v in data["vms"]] == [("busy", 4.0, 9.0)]
     page = web.get("/vms")
     assert "waiting: 1 of 1 job slots busy" in page and "vm-count &lt;script&gt;-0" in page
+
+
+def test_a_vms_state_is_told_from_its_record() -> None:
+    from lando_ssh.model import VmRecord
+
+    job = made_job("x", "ann", JobState.RUNNING, minutes_ago=5)
+    assert views.vm_state(job, VmRecord("asked")) == "asked for"  # the cloud's quota full: not taken yet
+    assert views.vm_state(job, VmRecord("new", id="i-1")) == "booting"
+    assert views.vm_state(job, VmRecord("up", id="i-1", address="10.0.0.5")) == "busy"
+    job.state = JobState.ERROR
+    assert views.vm_state(job, VmRecord("up", id="i-1", address="10.0.0.5")) == "kept"
 
 
 def test_the_plots_series_count_states_core_hours_steps_and_boots(web: Web) -> None:

@@ -142,8 +142,11 @@ def waiting_since(job: Job) -> datetime:
 
 
 def vm_state(job: Job, vm: VmRecord) -> str:
-    """What a VM the job holds is doing, as its record tells: booting (no address yet), busy (its job runs),
-    kept (its job ended and left it, e.g. for a look after an error)."""
+    """What a VM the job holds is doing, as its record tells: asked for (the cloud has not taken the request
+    yet: its quota is full), booting (no address yet), busy (its job runs), kept (its job ended and left it,
+    e.g. for a look after an error)."""
+    if not vm.id:
+        return "asked for"
     if not vm.address:
         return "booting"
     return "busy" if job.state in ACTIVE_STATES else "kept"
