@@ -164,7 +164,7 @@ def test_the_status_page_of_a_daemon_running_real_jobs_in_a_browser(lando: Lando
             field = browser.find_element(By.NAME, name)
             if field.tag_name == "select":
                 Select(field).select_by_visible_text(value)
-            else:  # (a date input's typing depends on the locale)
+            else:  # (a datetime input's typing depends on the locale)
                 browser.execute_script("arguments[0].value = arguments[1]", field, value)
         browser.find_element(By.ID, "apply").click()
 
@@ -177,8 +177,8 @@ def test_the_status_page_of_a_daemon_running_real_jobs_in_a_browser(lando: Lando
     until("the state filter leaves the failed job", lambda: listed() == [failing])
     for fields, expected in (({"name": "count"}, [done]), ({"owner": "ann"}, [done]),
                              ({"project": "genomics"}, [done]),
-                             ({"since": began.strftime("%Y-%m-%d")}, [sleeper, failing, done]),
-                             ({"until": began.strftime("%Y-%m-%d")}, [])):  # submitted before that day: none
+                             ({"since": began.strftime("%Y-%m-%dT%H:%M")}, [sleeper, failing, done]),
+                             ({"until": began.strftime("%Y-%m-%dT%H:%M")}, [])):  # submitted before the test: none
         browser.get(f"{base}/jobs")
         apply(**fields)
         until(f"the filter {fields} leaves {expected}", lambda e=expected: listed() == e)  # type: ignore[misc]

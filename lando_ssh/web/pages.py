@@ -77,8 +77,9 @@ def jobs_page(page: Page, query: JobQuery, owners: list[str], projects: list[str
     filters = (f'<form id="filters" method="get" action="/jobs"><fieldset>{checks}</fieldset>'
                f'{_select("owner", query.owner, owners)}{_select("project", query.project, projects)}'
                f'<label>name <input name="name" value="{e(query.name)}"></label>'
-               f'<label>since <input name="since" type="date" value="{e(_day(query.since))}"></label>'
-               f'<label>until <input name="until" type="date" value="{e(_day(query.until))}"></label>'
+               f'<label>submitted since <input name="since" type="datetime-local" value="{e(_minute(query.since))}">'
+               f'</label><label>until <input name="until" type="datetime-local" value="{e(_minute(query.until))}">'
+               f'</label><small>(UTC)</small>'
                f'<button id="apply">Filter</button> <a href="/jobs">clear</a></form>')
     rows = "".join(
         f'<tr data-job="{r["id"]}"><td><a href="/jobs/{r["id"]}">{r["id"]}</a></td><td>{e(r["name"])}</td>'
@@ -91,8 +92,9 @@ def jobs_page(page: Page, query: JobQuery, owners: list[str], projects: list[str
     return layout("Jobs", filters + table, active="jobs")
 
 
-def _day(t: datetime | None) -> str:
-    return t.strftime("%Y-%m-%d") if t else ""
+def _minute(t: datetime | None) -> str:
+    """A time as a datetime-local input shows it (UTC, to the minute)."""
+    return t.strftime("%Y-%m-%dT%H:%M") if t else ""
 
 
 def _select(name: str, chosen: str, values: list[str]) -> str:
@@ -105,7 +107,7 @@ def _pager(page: Page, query: JobQuery) -> str:
         return ""
     params = [("state", s) for s in query.states] + [(k, v) for k, v in (
         ("owner", query.owner), ("project", query.project), ("name", query.name),
-        ("since", _day(query.since)), ("until", _day(query.until))) if v]
+        ("since", _minute(query.since)), ("until", _minute(query.until))) if v]
 
     def link(n: int, label: str) -> str:
         qs = urllib.parse.urlencode([*params, ("page", str(n))])
