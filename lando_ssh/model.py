@@ -300,14 +300,15 @@ def reason_kind(reason: str) -> str:
 
 def note_wait(job: Job, reason_before: str, entries_before: int) -> None:
     """After a change to a waiting job: its history records why it waits, each time what it waits for
-    changes (a new kind of reason, `reason_kind`: not every count of busy slots), on the entry the change
-    added or a new one of the same state and step. What the status page's plots of the queue read."""
+    changes (a new kind of reason, `reason_kind`: not every count of busy slots; a reason cleared is not a
+    change), on the entry the change added or a new one of the same state and step. What the status page's
+    plots of the queue read."""
     if not waits(job.state, job.step, job.reason) or not job.history:
         return
     if len(job.history) > entries_before:  # the change began the wait (or a new part of it)
         job.history[-1].reason = job.reason
         return
-    if job.reason != reason_before and reason_kind(job.reason) != reason_kind(job.history[-1].reason):
+    if job.reason and job.reason != reason_before and reason_kind(job.reason) != reason_kind(job.history[-1].reason):
         job.history.append(HistoryEntry(now(), job.state, job.step, "", job.reason))
 
 

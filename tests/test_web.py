@@ -215,6 +215,7 @@ def test_a_waiting_jobs_history_records_what_it_waits_for_each_time_that_changes
 
     journal.update(job.id, start)
     journal.update(job.id, reason("waiting: 3 of 3 job slots busy"))  # the same limit: not a new entry
+    journal.update(job.id, reason(""))  # a slot may be free: no reason is not a wait of its own
     journal.update(job.id, reason("waiting for cloud quota: 4 of 4 cores in use, job needs 2"))
     journal.update(job.id, lambda j: (j.set_state(JobState.STARTING, JobStep.CREATE_VM), setattr(j, "reason", "")))
     journal.update(job.id, reason("the cloud's quota is full: instances"))  # (the create step's own wait)
