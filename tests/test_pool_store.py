@@ -1,0 +1,154 @@
+"""Pool VM records in SQLite and in the real PostgreSQL on 127.0.0.1:5432: kept as written, and reservations
+that never put more on a VM than it has, with threads (and two stores, as two servers) racing for it."""
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from lando_ssh.errors import UnknownVm
+from lando_ssh.pool.model import NoRoom, PoolState, PoolVm, Resources
+from lando_ssh.pool.store import VmStore, find_vm, holding, open_vm_store
+from lando_ssh.store import open_store
+
+SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    name = f"lando_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(f"{SERVER}/postgres", autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as e:
+        pytest.fail(f"PostgreSQL at {SERVER} is needed by these tests and is not reachable: {e}", pytrace=False)
+    with admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield f"{SERVER}/{name}"
+    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/jobs.sqlite"
+    return str(request.getfixturevalue("pg_url"))
+
+
+def a_vm(vcpus: int = 4, ram_mb: int = 8192, disk_mb: int = 0, **kw: object) -> PoolVm:
+    fields: dict[str, object] = dict(id=0, name="", flavor="m1.large", size=Resources(vcpus, ram_mb, disk_mb),
+                                     image="local", project=None, owner="ann", share_key="owner:ann",
+                                     installation=f"t{uuid.uuid4().hex[:6]}")
+    fields.update(kw)
+    return PoolVm(**fields)  # type: ignore[arg-type]
+
+
+def test_a_vm_record_reads_back_as_written(url: str) -> None:
+    store = open_vm_store(url)
+    try:
+        vm = store.create(a_vm(disk_mb=20480, volume_gb=20, host_keys=["ssh-ed25519 AAAA"], key_path="/k/vm"))
+        assert vm.id > 0 and vm.name == f"{vm.installation}-pool-{vm.id}"
+        vm.reserve(7, Resources(1, 1024, 100))
+        store.update(vm.id, lambda v: v.reserve(7, Resources(1, 1024, 100)))
+        got = store.get(vm.id)
+        assert got.to_dict() == {**vm.to_dict(), "jobs": got.to_dict()["jobs"]}
+        assert got.job_ids == [7] and got.free == Resources(3, 7168, 20380) and got.served == 1
+        assert [v.id for v in store.list([PoolState.BOOTING])] == [vm.id]
+        assert store.list([PoolState.IDLE]) == []
+        assert holding(store, 7) is not None and holding(store, 8) is None
+        assert find_vm(store, vm.name).id == vm.id and find_vm(store, str(vm.id)).id == vm.id
+        with pytest.raises(UnknownVm):
+            store.get(vm.id + 1000)
+    finally:
+        store.close()
+
+
+def test_a_vm_store_shares_the_job_stores_database(url: str) -> None:
+    jobs = open_store(url)
+    store = open_vm_store(jobs)
+    try:
+        vm = store.create(a_vm())
+        assert open_vm_store(url).get(vm.id).name == vm.name  # seen through a store opened apart
+        assert jobs.list() is not None  # the job store still works: closing the VM store leaves it open
+    finally:
+        store.close()
+        jobs.list()
+        jobs.close()
+
+
+def test_reserve_refuses_what_does_not_fit_or_a_draining_vm_and_writes_nothing(url: str) -> None:
+    store = open_vm_store(url)
+    try:
+        vm = store.create(a_vm(vcpus=2, ram_mb=4096))
+        store.reserve(vm.id, 1, Resources(2, 1024))
+        with pytest.raises(NoRoom, match="0 vCPUs, 3072 MB RAM free; job 2 needs 1 vCPUs"):
+            store.reserve(vm.id, 2, Resources(1, 1024))
+        assert store.get(vm.id).job_ids == [1]
+        store.reserve(vm.id, 1, Resources(2, 1024))  # again: nothing changes
+        assert store.get(vm.id).served == 1
+        store.release(vm.id, 1)
+        store.update(vm.id, lambda v: v.drain("an admin's drain"))
+        with pytest.raises(NoRoom, match="draining"):
+            store.reserve(vm.id, 3, Resources(1, 1024))
+        assert store.get(vm.id).jobs == []
+    finally:
+        store.close()
+
+
+def race(stores: list[VmStore], vm_id: int, jobs: int, needs: Resources) -> list[int]:
+    """`jobs` threads, spread over `stores`, each reserving its job on the VM at once: the jobs that got in."""
+    placed: list[int] = []
+    lock = threading.Lock()
+    start = threading.Barrier(jobs)
+    errors: list[BaseException] = []
+
+    def one(job_id: int) -> None:
+        store = stores[job_id % len(stores)]
+        start.wait()
+        try:
+            store.reserve(vm_id, job_id, needs)
+        except NoRoom:
+            return
+        except BaseException as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+            return
+        with lock:
+            placed.append(job_id)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return placed
+
+
+def test_threads_racing_for_one_vm_never_oversubscribe_it(url: str) -> None:
+    store = open_vm_store(url)
+    try:
+        vm = store.create(a_vm(vcpus=4, ram_mb=16384))
+        placed = race([store], vm.id, 12, Resources(1, 1024))
+        final = store.get(vm.id)
+        assert len(placed) == 4 and sorted(final.job_ids) == sorted(placed)
+        assert final.used == Resources(4, 4096) and final.served == 4
+    finally:
+        store.close()
+
+
+def test_two_servers_on_one_postgresql_never_place_more_than_a_vm_has(pg_url: str) -> None:
+    one, two = open_vm_store(pg_url), open_vm_store(pg_url)  # two connection pools, as two servers have
+    try:
+        for _ in range(3):
+            vm = one.create(a_vm(vcpus=8, ram_mb=6144))  # RAM is the tighter: 6 jobs of 1 GB
+            placed = race([one, two], vm.id, 16, Resources(1, 1024))
+            final = two.get(vm.id)
+            assert len(placed) == 6 and sorted(final.job_ids) == sorted(placed)
+            assert final.free.covers(Resources()) and final.used == Resources(6, 6144)
+    finally:
+        one.close()
+        two.close()
