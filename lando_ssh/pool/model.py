@@ -85,6 +85,7 @@ class PoolVm:
     address: str | None = None
     port: int = 22
     user: str | None = None
+    work_dir: str | None = None  # under which its jobs keep their directories
     host_keys: list[str] = field(default_factory=list)
     key_path: str | None = None  # the VM's own private key (not a job's), 0600
     jobs: list[Tenancy] = field(default_factory=list)

@@ -11,6 +11,7 @@ row is locked, so two threads or two servers never place more on a VM than it ha
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from lando_ssh.pool.model import LIVE, PoolState, PoolVm, Resources
@@ -38,13 +39,14 @@ class VmStore(Protocol):
         """VM records in `states` (all when None), by id."""
         ...
 
-    def reserve(self, vm_id: int, job_id: int, needs: Resources) -> PoolVm:
+    def reserve(self, vm_id: int, job_id: int, needs: Resources, at: datetime | None = None) -> PoolVm:
         """Put job `job_id` on VM `vm_id` if it still has `needs` free and takes new jobs (one transaction);
         else raise `NoRoom` saying why. Idempotent for a job already on it."""
         ...
 
-    def release(self, vm_id: int, job_id: int) -> PoolVm:
-        """Take job `job_id` off VM `vm_id` (nothing happens when it is not there)."""
+    def release(self, vm_id: int, job_id: int, at: datetime | None = None) -> PoolVm:
+        """Take job `job_id` off VM `vm_id` (nothing happens when it is not there); an emptied VM is idle from
+        `at` (default now)."""
         ...
 
     def close(self) -> None:
@@ -56,11 +58,11 @@ class Reservations:
 
     update: Callable[[int, Callable[[PoolVm], object]], PoolVm]
 
-    def reserve(self, vm_id: int, job_id: int, needs: Resources) -> PoolVm:
-        return self.update(vm_id, lambda vm: vm.reserve(job_id, needs))
+    def reserve(self, vm_id: int, job_id: int, needs: Resources, at: datetime | None = None) -> PoolVm:
+        return self.update(vm_id, lambda vm: vm.reserve(job_id, needs, at))
 
-    def release(self, vm_id: int, job_id: int) -> PoolVm:
-        return self.update(vm_id, lambda vm: vm.release(job_id))
+    def release(self, vm_id: int, job_id: int, at: datetime | None = None) -> PoolVm:
+        return self.update(vm_id, lambda vm: vm.release(job_id, at))
 
 
 def holding(store: VmStore, job_id: int) -> PoolVm | None:
