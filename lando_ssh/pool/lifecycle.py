@@ -60,8 +60,8 @@ class Lifecycle:
         def deleting(vm: PoolVm) -> None:
             if vm.jobs and not force:
                 raise NoRoom(f"VM {vm.name} took job(s) {vm.job_ids} meanwhile")
-            lost.extend(vm.job_ids)
-            vm.jobs, vm.state, vm.reason = [], PoolState.DELETING, reason
+            lost.extend(vm.evict_all(self.at()))
+            vm.state, vm.reason = PoolState.DELETING, reason
 
         try:
             vm = self.store.update(vm_id, deleting)
@@ -86,8 +86,8 @@ class Lifecycle:
         lost: list[int] = []
 
         def gone(vm: PoolVm) -> None:
-            lost.extend(vm.job_ids)
-            vm.jobs, vm.state, vm.deleted = [], PoolState.DELETED, vm.deleted or self.at()
+            lost.extend(vm.evict_all(self.at()))
+            vm.state, vm.deleted = PoolState.DELETED, vm.deleted or self.at()
             vm.reason = reason or vm.reason
 
         vm = self.store.update(vm_id, gone)

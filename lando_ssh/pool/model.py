@@ -62,6 +62,16 @@ class Tenancy:
     since: datetime
 
 
+@dataclass(frozen=True)
+class Stay:
+    """A job that was on a VM: what it reserved, from when until when (for accounting)."""
+
+    job_id: int
+    needs: Resources
+    since: datetime
+    until: datetime
+
+
 class NoRoom(Exception):
     """`reserve` refused: the VM cannot take the job now (the sentence says why)."""
 
@@ -89,6 +99,7 @@ class PoolVm:
     host_keys: list[str] = field(default_factory=list)
     key_path: str | None = None  # the VM's own private key (not a job's), 0600
     jobs: list[Tenancy] = field(default_factory=list)
+    past: list[Stay] = field(default_factory=list)  # the jobs it held before, in the order they left
     served: int = 0  # jobs ever placed on it
     idle_since: datetime | None = None
     unreachable_since: datetime | None = None  # the last health check failed (None: it answered)
@@ -133,14 +144,25 @@ class PoolVm:
     def release(self, job_id: int, at: datetime | None = None) -> None:
         """Take job `job_id` off this VM (nothing happens when it is not here); an answering VM left empty is
         idle from now, a draining one stays draining (the pool deletes it)."""
-        before = len(self.jobs)
+        at = at or now()
+        leaving = [t for t in self.jobs if t.job_id == job_id]
+        if not leaving:
+            return
         self.jobs = [t for t in self.jobs if t.job_id != job_id]
-        if len(self.jobs) == before or self.jobs:
+        self.past.extend(Stay(t.job_id, t.needs, t.since, max(at, t.since)) for t in leaving)
+        if self.jobs:
             return
         if self.state == PoolState.BUSY:
             self.state = PoolState.IDLE
         if self.state in (PoolState.IDLE, PoolState.DRAINING):
-            self.idle_since = at or now()
+            self.idle_since = at
+
+    def evict_all(self, at: datetime | None = None) -> list[int]:
+        """Take every job off (the VM is going away under them); returns their ids."""
+        gone = self.job_ids
+        for job_id in gone:
+            self.release(job_id, at)
+        return gone
 
     def mark_ready(self, at: datetime | None = None) -> None:
         """The VM answered SSH for the first time: idle or busy, by what it holds."""
@@ -165,6 +187,8 @@ class PoolVm:
         d["host_keys"] = list(self.host_keys)
         d["jobs"] = [{"job_id": t.job_id, "needs": dataclasses.asdict(t.needs), "since": iso(t.since)}
                      for t in self.jobs]
+        d["past"] = [{"job_id": s.job_id, "needs": dataclasses.asdict(s.needs), "since": iso(s.since),
+                      "until": iso(s.until)} for s in self.past]
         for key in ("idle_since", "unreachable_since", "created", "deleted"):
             d[key] = iso(getattr(self, key))
         return d
@@ -177,6 +201,8 @@ class PoolVm:
         d["size"] = Resources(**d["size"])
         d["jobs"] = [Tenancy(int(t["job_id"]), Resources(**t["needs"]), parse_time(t["since"]) or now())
                      for t in d.get("jobs", [])]
+        d["past"] = [Stay(int(s["job_id"]), Resources(**s["needs"]), parse_time(s["since"]) or now(),
+                          parse_time(s["until"]) or now()) for s in d.get("past", [])]
         for key in ("idle_since", "unreachable_since", "deleted"):
             d[key] = parse_time(d.get(key))
         d["created"] = parse_time(d.get("created")) or now()
