@@ -31,7 +31,7 @@ def job(job_id: int, cores: int = 1, ram_mb: int = 1024, *, owner: str = "ann", 
 def vm(vm_id: int, flavor: Flavor = LARGE, *, state: PoolState = PoolState.IDLE, share_key: str = "owner:ann",
        jobs: dict[int, Resources] | None = None, idle_since: float | None = T0, image: str = "local",
        project: str | None = None) -> PoolVm:
-    v = PoolVm(id=vm_id, name=f"vm-{vm_id}", flavor=flavor.name,
+    v = PoolVm(id=vm_id, name=f"vm-{vm_id}" if vm_id else "", flavor=flavor.name,
                size=Resources(flavor.vcpus, flavor.ram_mb, flavor.disk_gb * 1024), image=image, project=project,
                owner="ann", share_key=share_key, installation="t", state=state, cloud_id=f"c{vm_id}")
     for job_id, needs in (jobs or {}).items():

@@ -99,9 +99,10 @@ class Lifecycle:
     def reconcile(self, *, probe_all: bool = False) -> Reconciled:
         out = Reconciled()
         listed = [v for v in self.cloud.find_vms(self.tags) if META_POOL_VM in v.metadata]
-        by_record = {v.metadata[META_POOL_VM]: v for v in listed}
+        live = self.store.list(LIVE)
+        by_record = {str(owner.id): v for v in listed if (owner := pool_owner(v, live)) is not None}
         owned: set[str] = set()
-        for vm in self.store.list(LIVE):
+        for vm in live:
             info = by_record.get(str(vm.id))
             if info is not None:
                 owned.add(info.id)
@@ -184,6 +185,13 @@ class Lifecycle:
             out.swept.append(info.id)
         except CloudError as e:
             log.warning("pool: could not delete VM %s: %s", info.name, e)
+
+
+def pool_owner(info: VmInfo, live: list[PoolVm]) -> PoolVm | None:
+    """The live record that owns cloud VM `info` (a pool VM names its record's id in its metadata), or None: then
+    no one does, and the pool (and the sweep) deletes it."""
+    tag = info.metadata.get(META_POOL_VM)
+    return next((vm for vm in live if str(vm.id) == tag and vm.cloud_id in (None, info.id)), None)
 
 
 def _host_keys(cloud: Cloud, cloud_id: str) -> list[str]:
