@@ -247,6 +247,7 @@ def load_config(path: str | None = None, env: typing.Mapping[str, str] | None = 
     from_env = _apply_env(data, env)
     try:
         config = _build(Config, data, where, "")
+        _check_pool(config, where)
     except ConfigError as e:  # a value from the environment: name the variable, not the file
         text = str(e)[len(where) + 2:]
         for key, name in from_env.items():
@@ -262,7 +263,6 @@ def load_config(path: str | None = None, env: typing.Mapping[str, str] | None = 
         raise ConfigError(f"{where}: cloud.driver must be 'local' or 'openstack', not {config.cloud.driver!r}")
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"{where}: log_level must be one of DEBUG, INFO, WARNING, ERROR, not {config.log_level!r}")
-    _check_pool(config, where)
     if config.flavors.allow is not None:
         import re
         try:
