@@ -238,6 +238,17 @@ def test_an_idle_vm_of_another_installation_or_a_per_job_vm_is_never_touched(poo
     assert set(pool.cloud.vms) == {theirs.id, per_job.id}
 
 
+@pytest.mark.parametrize("when", ["before_list", "after_list"])
+def test_a_vm_another_server_boots_while_this_one_reconciles_is_neither_lost_nor_swept(pool: Pool, when: str) -> None:
+    a, b = pool.manager(), pool.manager()
+    booted: list[RoundResult] = []
+    setattr(pool.cloud, when, lambda: booted.append(a.round([job(1)])))
+    r = b.round([])
+    assert booted and booted[0].placed and r.lost == {} and r.reconciled.swept == [] and r.deleted == []
+    (vm,) = pool.live()
+    assert vm.job_ids == [1] and list(pool.cloud.vms) == [vm.cloud_id]
+
+
 # -- chaos: many jobs, faults everywhere, two servers -----------------------------------------------------
 def test_chaos_never_oversubscribes_finishes_each_job_once_and_leaks_no_vm(pool: Pool) -> None:
     rng = random.Random(7)

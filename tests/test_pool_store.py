@@ -152,3 +152,58 @@ def test_two_servers_on_one_postgresql_never_place_more_than_a_vm_has(pg_url: st
     finally:
         one.close()
         two.close()
+
+
+RACER = """
+import sys, threading
+from lando_ssh.pool.model import NoRoom, Resources
+from lando_ssh.pool.store import open_vm_store
+url, vm_id, first = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+store = open_vm_store(url)
+store.get(vm_id)  # connected before the start
+placed, go = [], threading.Event()
+def one(job_id):
+    go.wait()
+    try:
+        store.reserve(vm_id, job_id, Resources(1, 1024))
+        placed.append(job_id)
+    except NoRoom:
+        pass
+threads = [threading.Thread(target=one, args=(first + i,)) for i in range(6)]
+for t in threads:
+    t.start()
+print("ready", flush=True)
+sys.stdin.readline()
+go.set()
+for t in threads:
+    t.join()
+print(" ".join(map(str, placed)), flush=True)
+store.close()
+"""
+
+
+def test_two_server_processes_racing_on_one_postgresql_never_oversubscribe_a_vm(pg_url: str) -> None:
+    import subprocess
+    import sys
+
+    store = open_vm_store(pg_url)
+    try:
+        vm = store.create(a_vm(vcpus=5, ram_mb=65536))
+        procs = [subprocess.Popen([sys.executable, "-c", RACER, pg_url, str(vm.id), str(first)], text=True,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=str(Path(__file__).parent.parent))
+                 for first in (100, 200)]
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        for p in procs:  # both start at once
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        placed = []
+        for p in procs:
+            out, _ = p.communicate(timeout=60)
+            assert p.returncode == 0
+            placed += [int(w) for w in out.split()]
+        final = store.get(vm.id)
+        assert len(placed) == 5 and sorted(final.job_ids) == sorted(placed) and final.used.vcpus == 5
+    finally:
+        store.close()

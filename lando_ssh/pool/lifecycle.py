@@ -98,20 +98,23 @@ class Lifecycle:
     # -- every round --------------------------------------------------------------------------------------
     def reconcile(self, *, probe_all: bool = False) -> Reconciled:
         out = Reconciled()
-        listed = [v for v in self.cloud.find_vms(self.tags) if META_POOL_VM in v.metadata]
+        # records, then the listing, then the records again: a VM missing from the listing was not made after
+        # its record was read (so it is gone), and a listed VM's record is in the second read (else none owns it)
         live = self.store.list(LIVE)
+        listed = [v for v in self.cloud.find_vms(self.tags) if META_POOL_VM in v.metadata]
         by_record = {str(owner.id): v for v in listed if (owner := pool_owner(v, live)) is not None}
-        owned: set[str] = set()
         for vm in live:
             info = by_record.get(str(vm.id))
-            if info is not None:
-                owned.add(info.id)
+            if info is None and vm.cloud_id is not None:
+                info = self.cloud.get_vm(vm.cloud_id)  # (a cloud that lists late: ask for it by id)
             try:
                 self._walk(vm, info, out, probe_all)
             except UnknownVm:
                 continue
+        walked = {info.id for info in by_record.values()}
+        now_live = self.store.list(LIVE)
         for info in listed:
-            if info.id not in owned:
+            if info.id not in walked and pool_owner(info, now_live) is None:
                 self._sweep(info, out)
         return out
 

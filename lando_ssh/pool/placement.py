@@ -182,11 +182,12 @@ def _admit_boots(decision: PoolDecision, dims: list[LimitDim], boots: list[tuple
             first = one.members[0]
             if len(one.members) == 1:
                 ride = _best_room([r for r in rooms if r.boot is not None], key, first.needs)
-                if ride is not None and _admit(decision, [d for d in dims if d.key == "jobs"], jobs[first.job_id],
-                                               {"jobs": 1}, now, reserve_after):
-                    assert ride.boot is not None
-                    ride.boot.members.append(first)
-                    ride.free = ride.free - first.needs
+                if ride is not None:  # on a VM booting this round, with room for it
+                    if _admit(decision, [d for d in dims if d.key == "jobs"], jobs[first.job_id], {"jobs": 1}, now,
+                              reserve_after):
+                        assert ride.boot is not None
+                        ride.boot.members.append(first)
+                        ride.free = ride.free - first.needs
                     continue
             never = never_fits(dims, _boot_needs(Bin(first.cheapest, [first])), first.cheapest)
             if never:

@@ -3,6 +3,8 @@
 - `create_error_rate`, `delete_error_rate`: the share of create/delete calls that fail with a CloudError;
 - `max_instances`: the quota of VMs (QuotaExceeded beyond it); None: unlimited; `report_quota`: False, and
   `quota()` does not tell it (only `create_vm` finds out);
+- `before_list`, `after_list`: run once by the next `find_vms`, before or after it reads its listing (another
+  server acting while this one reconciles);
 - `crash_after_create`: the VM is made, then the calling server "dies" (`fakes.launch.Crash`);
 - `boot_polls`: how many looks (`get_vm`/`find_vms`) a VM takes to go from BUILD to ACTIVE;
 - `hang_rate`: the share of VMs that stay in BUILD for ever;
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -43,6 +46,9 @@ class FakeCloud:
     max_instances: int | None = None
     boot_polls: int = 1
     hang_rate: float = 0.0
+    # run once by the next `find_vms`, before or after it reads its listing (another server acting meanwhile)
+    before_list: Callable[[], object] | None = None
+    after_list: Callable[[], object] | None = None
     report_quota: bool = True  # False: `quota()` tells nothing (a cloud whose quota API is silent)
     crash_after_create: bool = False  # the VM is made, then the server dies before it hears the answer
     name: str = "fake"
@@ -98,11 +104,18 @@ class FakeCloud:
             return _copy(vm.info)
 
     def find_vms(self, metadata: dict[str, str]) -> list[VmInfo]:
+        hook, self.before_list = self.before_list, None
+        if hook is not None:
+            hook()
         with self._lock:
             found = [v for v in self.vms.values() if metadata.items() <= v.info.metadata.items()]
             for vm in found:
                 self._look(vm)
-            return [_copy(v.info) for v in found]
+            listing = [_copy(v.info) for v in found]
+        hook, self.after_list = self.after_list, None
+        if hook is not None:
+            hook()
+        return listing
 
     def console_log(self, vm_id: str) -> str:
         vm = self.vms.get(vm_id)
