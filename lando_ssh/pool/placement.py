@@ -105,8 +105,10 @@ def plan(jobs: Sequence[PoolJob], vms: Sequence[PoolVm], *, flavors: Sequence[Fl
     dims = limit_dimensions([*active, *other_vms], running_jobs, limits, quota)
     slots = [d for d in dims if d.key == "jobs"]
     chooser = FlavorChooser(flavors, allow)
-    rooms = [_Room((vm.image, vm.project, vm.share_key), vm.free, vm=vm) for vm in live
-             if vm.state in PLACEABLE and vm.unreachable_since is None]
+    rooms = _Rooms()
+    for vm in live:
+        if vm.state in PLACEABLE and vm.unreachable_since is None:
+            rooms.add(_Room((vm.image, vm.project, vm.share_key), vm.free, vm=vm))
     decision = PoolDecision()
     to_boot: list[tuple[PoolJob, Candidate]] = []
     by_id = {j.id: j for j in jobs}
@@ -116,7 +118,7 @@ def plan(jobs: Sequence[PoolJob], vms: Sequence[PoolVm], *, flavors: Sequence[Fl
             decision.failed[job.id] = flavor
             continue
         needs = _needs(job, flavor)
-        room = _best_room(rooms, _key(job, policy), needs)
+        room = _best_room(rooms.of(_key(job, policy)), needs)
         if room is None:
             to_boot.append((job, Candidate(job.id, needs, flavor, job.waiting.volume_gb, bool(job.waiting.flavor))))
             continue
@@ -144,8 +146,24 @@ def _key(job: PoolJob, policy: PoolPolicy) -> tuple[str, str | None, str]:
     return job.image, job.project, share_key(policy.share, job.id, job.owner, job.project)
 
 
-def _best_room(rooms: Sequence[_Room], key: tuple[str, str | None, str], needs: Resources) -> _Room | None:
-    fits = [r for r in rooms if r.key == key and r.free.covers(needs)]
+class _Rooms:
+    """The rooms by key (image, project, share key): a job looks only at those it may use."""
+
+    def __init__(self) -> None:
+        self.all: list[_Room] = []
+        self.by_key: dict[tuple[str, str | None, str], list[_Room]] = {}
+
+    def add(self, room: _Room) -> None:
+        self.all.append(room)
+        self.by_key.setdefault(room.key, []).append(room)
+
+    def of(self, key: tuple[str, str | None, str], booting_now: bool = False) -> list[_Room]:
+        rooms = self.by_key.get(key, [])
+        return [r for r in rooms if r.boot is not None] if booting_now else rooms
+
+
+def _best_room(rooms: Sequence[_Room], needs: Resources) -> _Room | None:
+    fits = [r for r in rooms if r.free.covers(needs)]
     if not fits:
         return None
 
@@ -169,7 +187,7 @@ def _boots(to_boot: Sequence[tuple[PoolJob, Candidate]], policy: PoolPolicy,
 
 
 def _admit_boots(decision: PoolDecision, dims: list[LimitDim], boots: list[tuple[tuple[str, str | None, str], Bin]],
-                 rooms: list[_Room], jobs: dict[int, PoolJob], policy: PoolPolicy, now: float,
+                 rooms: _Rooms, jobs: dict[int, PoolJob], policy: PoolPolicy, now: float,
                  reserve_after: float) -> list[int]:
     """Admit the bins in order; a bin the limits refuse is tried again job by job on their own flavors (or on a
     boot of this round with room). Returns the jobs waiting for instances, cores or RAM."""
@@ -181,7 +199,7 @@ def _admit_boots(decision: PoolDecision, dims: list[LimitDim], boots: list[tuple
         for one in tries:
             first = one.members[0]
             if len(one.members) == 1:
-                ride = _best_room([r for r in rooms if r.boot is not None], key, first.needs)
+                ride = _best_room(rooms.of(key, booting_now=True), first.needs)
                 if ride is not None:  # on a VM booting this round, with room for it
                     if _admit(decision, [d for d in dims if d.key == "jobs"], jobs[first.job_id], {"jobs": 1}, now,
                               reserve_after):
@@ -196,10 +214,10 @@ def _admit_boots(decision: PoolDecision, dims: list[LimitDim], boots: list[tuple
                 continue
             if _admit(decision, dims, jobs[first.job_id], _boot_needs(one), now, reserve_after,
                       others=[c.job_id for c in one.members[1:]]):
-                rooms.append(_Room(key, one.free, boot=one))
+                rooms.add(_Room(key, one.free, boot=one))
             elif decision.blocked_by.get(first.job_id, "").rsplit(".", 1)[-1] not in ("max_concurrent_jobs", "jobs"):
                 starved.append(first.job_id)
-    for room in rooms:
+    for room in rooms.all:
         if room.boot is not None:
             b, (image, project, share) = room.boot, room.key
             owner = jobs[b.members[0].job_id].owner if policy.share == Share.OWNER else ""
@@ -239,9 +257,9 @@ def _admit(decision: PoolDecision, dims: Sequence[LimitDim], job: PoolJob, needs
     return True
 
 
-def _deletions(decision: PoolDecision, live: Sequence[PoolVm], rooms: Sequence[_Room], policy: PoolPolicy,
+def _deletions(decision: PoolDecision, live: Sequence[PoolVm], rooms: _Rooms, policy: PoolPolicy,
                now: float, starved: Sequence[int]) -> None:
-    used = {r.vm.id for r in rooms if r.vm is not None and r.used_now}
+    used = {r.vm.id for r in rooms.all if r.vm is not None and r.used_now}
     spare: list[PoolVm] = []
     for vm in live:
         if vm.jobs or vm.id in used or vm.state not in (PoolState.IDLE, PoolState.DRAINING):
