@@ -79,6 +79,16 @@ class PoolManager:
                               health_interval=settings.health_interval, adopt_grace=settings.adopt_grace)
         self._flavors: list[Flavor] | None = None
 
+    @classmethod
+    def from_config(cls, config: Config, store: VmStore, cloud: Cloud) -> PoolManager:
+        """The daemon's pool: VMs with their own keys and cloud-init, probed over SSH, with the config's policy,
+        limits and timeouts."""
+        from lando_ssh.pool.launch import CloudInitLauncher, SshRemotes
+
+        settings = PoolSettings.from_config(config)
+        return cls(store, cloud, CloudInitLauncher(config, cloud, settings.tags), SshRemotes(config.vm.ssh_timeout),
+                   policy=PoolPolicy.from_config(config), limits=Limits.from_config(config.limits), settings=settings)
+
     # -- the loop -----------------------------------------------------------------------------------------
     def adopt(self) -> Reconciled:
         """At start (after a crash too): every pool VM adopted or deleted, every idle one probed."""

@@ -18,13 +18,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from lando_ssh.cloud import Flavor, Quota
 from lando_ssh.flavors import FlavorChooser
 from lando_ssh.pool.model import LIVE, PLACEABLE, PoolState, PoolVm, Resources
 from lando_ssh.pool.packing import Bin, Candidate, bins
 from lando_ssh.pool.policy import PoolPolicy, Share, share_key
-from lando_ssh.scheduler import ActiveVm, LimitDim, Limits, WaitingJob, limit_dimensions, never_fits
+from lando_ssh.scheduler import ActiveVm, LimitDim, Limits, WaitingJob, limit_dimensions, never_fits, waiting_job
+
+if TYPE_CHECKING:
+    from lando_ssh.config import Config
+    from lando_ssh.model import Job
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,15 @@ class PoolJob:
     @property
     def id(self) -> int:
         return self.waiting.id
+
+
+def pool_job(job: Job, config: Config) -> PoolJob:
+    """A waiting job record as the pool sees it (parses its packed workflow: build it once per job). Image: the
+    job's, else `vm.image`; project: the one its job source places it in (bespin-api's `vm_project`), None for
+    the configured one; owner: who submitted it (the Unix user, or bespin-api's job owner)."""
+    placement = (job.facts.get("bespin") or {}).get("cloud_settings") or {}
+    return PoolJob(waiting_job(job, config.vm.volume_size, has_vm=False), image=job.vm_spec.image or config.vm.image,
+                   project=placement.get("vm_project") or None, owner=job.user or "-")
 
 
 # -- the decisions ---------------------------------------------------------------------------------
