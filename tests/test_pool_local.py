@@ -44,6 +44,7 @@ def test_a_local_pool_vm_boots_with_its_own_key_serves_a_job_and_goes_after_its_
         assert m.round([]).deleted == [vm_id]
         assert cloud.find_vms(m.settings.tags) == []  # and its sshd with it
         assert store.get(vm_id).state == PoolState.DELETED
+        assert not os.path.exists(vm.key_path) and not os.path.exists(vm.key_path + ".pub")  # its key went with it
     finally:
         for v in store.list():
             if v.cloud_id and v.state != PoolState.DELETED:

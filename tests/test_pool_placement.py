@@ -9,7 +9,7 @@ from pool_helpers import FLAVORS, MEDIUM, SMALL, T0, job, vm
 from lando_ssh.cloud import Quota
 from lando_ssh.pool.model import PoolState, Resources
 from lando_ssh.pool.packing import capacity
-from lando_ssh.pool.placement import PoolDecision, PoolJob, plan
+from lando_ssh.pool.placement import PoolDecision, PoolJob, plan, pool_job
 from lando_ssh.pool.policy import PoolPolicy, Share
 from lando_ssh.scheduler import Limits
 
@@ -169,3 +169,19 @@ def test_placements_and_boots_never_oversubscribe_over_random_job_mixes() -> Non
             assert len(vms) + len(d.boot) <= limits.max_vms
         if limits.max_cores is not None and d.boot:
             assert sum(v.size.vcpus for v in vms) + sum(b.flavor.vcpus for b in d.boot) <= limits.max_cores
+
+
+def test_a_job_record_becomes_a_pool_job_with_its_image_project_and_owner() -> None:
+    from lando_ssh.config import Config, VmConfig
+    from lando_ssh.model import Job, VmSpec
+
+    config = Config(vm=VmConfig(image="ubuntu", volume_size=10))
+    record = Job(id=4, name="w", workflow="w.cwl", job_order={}, user="ann", vm_spec=VmSpec(flavor="m1.large"),
+                 facts={"bespin": {"cloud_settings": {"vm_project": "lab"}}},
+                 workflow_doc={"class": "CommandLineTool", "requirements": [{"class": "ResourceRequirement",
+                                                                             "coresMin": 2, "ramMin": 3000}]})
+    got = pool_job(record, config)
+    assert (got.id, got.image, got.project, got.owner) == (4, "ubuntu", "lab", "ann")
+    assert (got.waiting.needs.cores, got.waiting.needs.ram_mb, got.waiting.flavor, got.waiting.volume_gb) == \
+        (2, 3000, "m1.large", 10)
+    assert pool_job(Job(id=5, name="w", workflow="w.cwl", job_order={}), config).owner == "-"

@@ -15,6 +15,7 @@ go back to the engine, which restarts them on another VM (as a job whose VM died
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -91,6 +92,7 @@ class Lifecycle:
             vm.reason = reason or vm.reason
 
         vm = self.store.update(vm_id, gone)
+        _remove_key(vm.key_path)
         if out is not None:
             out.deleted.append(vm_id)
             out.lost.update({job_id: f"its VM {vm.name} {reason}" for job_id in lost})
@@ -195,6 +197,17 @@ def pool_owner(info: VmInfo, live: list[PoolVm]) -> PoolVm | None:
     no one does, and the pool (and the sweep) deletes it."""
     tag = info.metadata.get(META_POOL_VM)
     return next((vm for vm in live if str(vm.id) == tag and vm.cloud_id in (None, info.id)), None)
+
+
+def _remove_key(path: str | None) -> None:
+    """The VM's own keypair goes with it (no one logs in to a deleted VM)."""
+    for p in (path, f"{path}.pub") if path else ():
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("pool: could not remove the key %s of a deleted VM: %s", p, e.strerror)
 
 
 def _host_keys(cloud: Cloud, cloud_id: str) -> list[str]:
