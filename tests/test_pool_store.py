@@ -100,14 +100,16 @@ def test_reserve_refuses_what_does_not_fit_or_a_draining_vm_and_writes_nothing(u
 
 
 def race(stores: list[VmStore], vm_id: int, jobs: int, needs: Resources) -> list[int]:
-    """`jobs` threads, spread over `stores`, each reserving its job on the VM at once: the jobs that got in."""
+    """`jobs` threads, spread over `stores`, each reserving its job (ids new to the database) on the VM at once:
+    the jobs that got in."""
+    base = vm_id * 1000
     placed: list[int] = []
     lock = threading.Lock()
     start = threading.Barrier(jobs)
     errors: list[BaseException] = []
 
     def one(job_id: int) -> None:
-        store = stores[job_id % len(stores)]
+        store = stores[job_id % len(stores)]  # (spread over the stores)
         start.wait()
         try:
             store.reserve(vm_id, job_id, needs)
@@ -119,7 +121,7 @@ def race(stores: list[VmStore], vm_id: int, jobs: int, needs: Resources) -> list
         with lock:
             placed.append(job_id)
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(jobs)]
+    threads = [threading.Thread(target=one, args=(base + i,)) for i in range(jobs)]
     for t in threads:
         t.start()
     for t in threads:
@@ -191,7 +193,7 @@ def test_two_server_processes_racing_on_one_postgresql_never_oversubscribe_a_vm(
         vm = store.create(a_vm(vcpus=5, ram_mb=65536))
         procs = [subprocess.Popen([sys.executable, "-c", RACER, pg_url, str(vm.id), str(first)], text=True,
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=str(Path(__file__).parent.parent))
-                 for first in (100, 200)]
+                 for first in (vm.id * 1000 + 100, vm.id * 1000 + 200)]
         for p in procs:
             assert p.stdout is not None and p.stdout.readline().strip() == "ready"
         for p in procs:  # both start at once
@@ -207,3 +209,46 @@ def test_two_server_processes_racing_on_one_postgresql_never_oversubscribe_a_vm(
         assert len(placed) == 5 and sorted(final.job_ids) == sorted(placed) and final.used.vcpus == 5
     finally:
         store.close()
+
+
+def test_a_job_is_never_placed_on_two_vms(url: str) -> None:
+    store = open_vm_store(url)
+    try:
+        one, two = store.create(a_vm()), store.create(a_vm())
+        store.reserve(one.id, 5, Resources(1, 1024))
+        with pytest.raises(NoRoom, match=f"job 5 is on VM {one.name} already"):
+            store.reserve(two.id, 5, Resources(1, 1024))
+        booting = a_vm()
+        booting.reserve(5, Resources(1, 1024))
+        with pytest.raises(NoRoom, match=f"job 5 is on VM {one.name} already"):
+            store.create(booting)  # a boot for it, by another server
+        store.release(one.id, 5)
+        assert store.reserve(two.id, 5, Resources(1, 1024)).job_ids == [5]  # once it left, anywhere
+    finally:
+        store.close()
+
+
+def test_two_servers_placing_the_same_jobs_on_different_vms_place_each_once(pg_url: str) -> None:
+    one, two = open_vm_store(pg_url), open_vm_store(pg_url)
+    try:
+        vms = [one.create(a_vm(vcpus=16, ram_mb=65536)) for _ in range(2)]
+        start = threading.Barrier(2)
+
+        def server(store: VmStore, vm: PoolVm) -> None:
+            start.wait()
+            for job_id in range(900_000, 900_040):
+                try:
+                    store.reserve(vm.id, job_id, Resources(0, 1))
+                except NoRoom:
+                    pass
+
+        threads = [threading.Thread(target=server, args=(s, v)) for s, v in zip((one, two), vms, strict=True)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        held = [j for v in vms for j in one.get(v.id).job_ids]
+        assert sorted(held) == list(range(900_000, 900_040))  # each job on exactly one VM
+    finally:
+        one.close()
+        two.close()

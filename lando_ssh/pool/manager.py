@@ -127,7 +127,11 @@ class PoolManager:
                     installation=self.settings.installation, volume_gb=boot.volume_gb, created=at)
         for job_id, needs in boot.jobs:
             vm.reserve(job_id, needs, at)
-        vm = self.store.create(vm)  # before the cloud is asked: a crash now leaves a record to reconcile
+        try:
+            vm = self.store.create(vm)  # before the cloud is asked: a crash now leaves a record to reconcile
+        except NoRoom as e:  # another server placed one of these jobs meanwhile: the next round plans again
+            result.waiting.update({job_id: f"waiting: {e}" for job_id in boot.job_ids})
+            return
         launch = self.launcher.launch(vm)
         self.store.update(vm.id, lambda v: _launched(v, launch.key_path, launch.user, launch.work_dir))
         try:

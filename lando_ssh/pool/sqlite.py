@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Callable, Iterable
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
 
 from lando_ssh.errors import UnknownVm
-from lando_ssh.pool.model import PoolState, PoolVm
-from lando_ssh.pool.store import Reservations, default_name
+from lando_ssh.pool.model import LIVE, PoolState, PoolVm
+from lando_ssh.pool.store import Reservations, default_name, elsewhere
 from lando_ssh.store.sqlite import SqliteStore, _translated
 
 SCHEMA = """
@@ -44,6 +45,7 @@ class SqliteVmStore(Reservations):
         db = self.jobs._conn()
         db.execute("BEGIN IMMEDIATE")
         try:
+            self._check_elsewhere(db, 0, vm.job_ids)
             cur = db.execute("INSERT INTO vms (name, state, installation, created, data) VALUES (?,?,?,?,?)",
                              (vm.name or f"-{id(vm)}", vm.state.value, vm.installation, vm.created.isoformat(), "{}"))
             vm.id = int(cur.lastrowid or 0)
@@ -63,10 +65,11 @@ class SqliteVmStore(Reservations):
         return PoolVm.from_dict(json.loads(row[0]))
 
     @_translated
-    def update(self, vm_id: int, change: Callable[[PoolVm], object]) -> PoolVm:
+    def update(self, vm_id: int, change: Callable[[PoolVm], object], *, placing: Sequence[int] = ()) -> PoolVm:
         db = self.jobs._conn()
-        db.execute("BEGIN IMMEDIATE")
+        db.execute("BEGIN IMMEDIATE")  # (the database's write lock: no other placement meanwhile)
         try:
+            self._check_elsewhere(db, vm_id, placing)
             row = db.execute("SELECT data FROM vms WHERE id=?", (vm_id,)).fetchone()
             if row is None:
                 raise UnknownVm(vm_id)
@@ -79,6 +82,16 @@ class SqliteVmStore(Reservations):
             db.execute("ROLLBACK")
             raise
         return vm
+
+    @staticmethod
+    def _check_elsewhere(db: sqlite3.Connection, vm_id: int, placing: Sequence[int]) -> None:
+        live = [s.value for s in LIVE]
+        marks = ",".join("?" * len(live))
+        for job_id in placing:
+            row = db.execute(f"SELECT v.id, v.name FROM vms v, json_each(v.data, '$.jobs') j "  # noqa: S608
+                             f"WHERE v.state IN ({marks}) AND json_extract(j.value, '$.job_id') = ? AND v.id <> ? "
+                             "LIMIT 1", (*live, job_id, vm_id)).fetchone()
+            elsewhere(job_id, vm_id, (int(row[0]), str(row[1])) if row else None)
 
     @_translated
     def list(self, states: Iterable[PoolState] | None = None) -> builtins.list[PoolVm]:

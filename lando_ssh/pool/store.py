@@ -10,11 +10,11 @@ row is locked, so two threads or two servers never place more on a VM than it ha
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from lando_ssh.pool.model import LIVE, PoolState, PoolVm, Resources
+from lando_ssh.pool.model import LIVE, NoRoom, PoolState, PoolVm, Resources
 
 if TYPE_CHECKING:
     from lando_ssh.store import JobStore
@@ -23,16 +23,19 @@ if TYPE_CHECKING:
 class VmStore(Protocol):
     def create(self, vm: PoolVm) -> PoolVm:
         """Store a new VM record; returns it with its id assigned (`vm.id` is ignored) and, when `vm.name` is
-        empty, the name `<installation>-pool-<id>`."""
+        empty, the name `<installation>-pool-<id>`. Raises `NoRoom` when one of the jobs it holds is on another
+        live VM already (see `update`)."""
         ...
 
     def get(self, vm_id: int) -> PoolVm:
         """The VM record, or raise `UnknownVm`."""
         ...
 
-    def update(self, vm_id: int, change: Callable[[PoolVm], object]) -> PoolVm:
+    def update(self, vm_id: int, change: Callable[[PoolVm], object], *, placing: Sequence[int] = ()) -> PoolVm:
         """Read VM `vm_id`, apply `change`, write it back in one transaction (the row locked meanwhile);
-        `change` may raise to abort: nothing is written then."""
+        `change` may raise to abort: nothing is written then. `placing`: the jobs `change` puts on the VM; one
+        another live VM holds already is refused (`NoRoom`), checked under a lock on the job, so two servers
+        never place one job on two VMs."""
         ...
 
     def list(self, states: Iterable[PoolState] | None = None) -> list[PoolVm]:
@@ -56,13 +59,20 @@ class VmStore(Protocol):
 class Reservations:
     """`reserve` and `release` over a backend's atomic `update`: one implementation for both backends."""
 
-    update: Callable[[int, Callable[[PoolVm], object]], PoolVm]
+    def update(self, vm_id: int, change: Callable[[PoolVm], object], *, placing: Sequence[int] = ()) -> PoolVm:
+        raise NotImplementedError
 
     def reserve(self, vm_id: int, job_id: int, needs: Resources, at: datetime | None = None) -> PoolVm:
-        return self.update(vm_id, lambda vm: vm.reserve(job_id, needs, at))
+        return self.update(vm_id, lambda vm: vm.reserve(job_id, needs, at), placing=(job_id,))
 
     def release(self, vm_id: int, job_id: int, at: datetime | None = None) -> PoolVm:
         return self.update(vm_id, lambda vm: vm.release(job_id, at))
+
+
+def elsewhere(job_id: int, vm_id: int, holder: tuple[int, str] | None) -> None:
+    """Refuse to place job `job_id` on VM `vm_id` when `holder` (id, name), another live VM, has it."""
+    if holder is not None and holder[0] != vm_id:
+        raise NoRoom(f"job {job_id} is on VM {holder[1]} already")
 
 
 def holding(store: VmStore, job_id: int) -> PoolVm | None:
