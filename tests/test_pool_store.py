@@ -252,3 +252,33 @@ def test_two_servers_placing_the_same_jobs_on_different_vms_place_each_once(pg_u
     finally:
         one.close()
         two.close()
+
+
+def test_a_store_made_before_the_pool_gains_its_vms_table_and_keeps_its_jobs(pg_url: str) -> None:
+    from lando_ssh.model import Job
+    from lando_ssh.store.postgres import MIGRATIONS, SCHEMA_VERSION
+
+    schema = f"s_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        db.execute(f"CREATE SCHEMA {schema}")
+    url = f"{pg_url}?options=-csearch_path%3D{schema}"
+    try:
+        with psycopg.connect(url, autocommit=True) as db:  # what lando-ssh before the pool made
+            db.execute("CREATE TABLE lando_schema (version integer NOT NULL, applied timestamptz NOT NULL "
+                       "DEFAULT now())")
+            db.execute(MIGRATIONS[0])
+            db.execute("INSERT INTO lando_schema (version) VALUES (1)")
+            db.execute("INSERT INTO lando_jobs (state, step, created, updated, data) VALUES "
+                       "('F', '', now(), now(), %s)",
+                       (psycopg.types.json.Jsonb(Job(id=1, name="old", workflow="w", job_order={}).to_dict()),))
+        store = open_vm_store(url)
+        try:
+            assert store.create(a_vm()).id == 1
+        finally:
+            store.close()
+        with psycopg.connect(url, autocommit=True) as db:
+            assert db.execute("SELECT max(version) FROM lando_schema").fetchone() == (SCHEMA_VERSION,)
+            assert db.execute("SELECT data->>'name' FROM lando_jobs").fetchall() == [("old",)]
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as db:
+            db.execute(f"DROP SCHEMA {schema} CASCADE")
