@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from pool_helpers import FLAVORS, MEDIUM, SMALL, T0, job, vm
+from pool_helpers import FLAVORS, MEDIUM, SMALL, T0, at, job, vm
 
 from lando_ssh.cloud import Quota
 from lando_ssh.pool.model import PoolState, Resources
@@ -117,6 +117,15 @@ def test_empty_vms_are_deleted_after_their_keepalive_drained_or_silent() -> None
     assert {x.vm_id: x.reason for x in d.delete} == {
         2: "idle for 510 s (vm.keepalive 120 s)", 3: "drained (an admin's drain)", 4: "idle and stopped answering SSH"}
     assert [x.vm_id for x in decide([], [fresh], keepalive=0).delete] == [1]
+
+
+def test_an_idle_vm_silent_for_less_than_the_grace_is_neither_used_nor_deleted() -> None:
+    silent = vm(4)
+    silent.unreachable_since = at(T0)
+    d = decide([job(1)], [silent], now=T0 + 10, silence_grace=60)
+    assert d.delete == [] and d.place == [] and [b.job_ids for b in d.boot] == [[1]]
+    d = decide([], [silent], now=T0 + 61, silence_grace=60)
+    assert [(x.vm_id, x.reason) for x in d.delete] == [(4, "idle and stopped answering SSH")]
 
 
 def test_an_idle_vm_nobody_can_use_makes_room_for_a_waiting_job() -> None:

@@ -101,7 +101,8 @@ class PoolManager:
         on_vms = {j for vm in live for j in vm.job_ids}
         decision = plan([j for j in jobs if j.id not in on_vms], live, flavors=self.flavors(), policy=self.policy,
                         limits=self.limits, quota=self._quota(), now=self.clock(), allow=self.settings.allow,
-                        reserve_after=self.settings.reserve_after, running_jobs=running_jobs, other_vms=other_vms)
+                        reserve_after=self.settings.reserve_after, running_jobs=running_jobs, other_vms=other_vms,
+                        silence_grace=self.settings.health_interval)
         result = RoundResult(decision, reconciled, waiting=dict(decision.waiting), failed=dict(decision.failed))
         self.apply(decision, result)
         return result

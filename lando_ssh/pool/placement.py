@@ -109,9 +109,12 @@ class _Room:
 
 def plan(jobs: Sequence[PoolJob], vms: Sequence[PoolVm], *, flavors: Sequence[Flavor], policy: PoolPolicy,
          limits: Limits, quota: Quota | None, now: float, allow: str | None = None, reserve_after: float = 600.0,
-         running_jobs: int | None = None, other_vms: Sequence[ActiveVm] = ()) -> PoolDecision:
+         running_jobs: int | None = None, other_vms: Sequence[ActiveVm] = (),
+         silence_grace: float = 0.0) -> PoolDecision:
     """The round's decisions (see the module's doc). `vms`: the pool's records (any state); `running_jobs`: job
-    slots in use (default: the jobs on live pool VMs); `other_vms`: VMs outside the pool our jobs hold."""
+    slots in use (default: the jobs on live pool VMs); `other_vms`: VMs outside the pool our jobs hold;
+    `silence_grace`: seconds an idle VM may fail its health checks before it is deleted (none is placed on it
+    meanwhile): one dropped probe does not cost a warm VM."""
     live = [vm for vm in vms if vm.state in LIVE]
     active = [ActiveVm(vm.size.vcpus, vm.size.ram_mb, counted_by_cloud=vm.cloud_id is not None) for vm in live]
     if running_jobs is None:
@@ -142,7 +145,7 @@ def plan(jobs: Sequence[PoolJob], vms: Sequence[PoolVm], *, flavors: Sequence[Fl
             decision.place.append(PlaceJob(job.id, room.vm.id, needs))
     boots = _boots(to_boot, policy, chooser)
     starved = _admit_boots(decision, dims, boots, rooms, by_id, policy, now, reserve_after)
-    _deletions(decision, live, rooms, policy, now, starved)
+    _deletions(decision, live, rooms, policy, now, starved, silence_grace)
     return decision
 
 
@@ -272,7 +275,7 @@ def _admit(decision: PoolDecision, dims: Sequence[LimitDim], job: PoolJob, needs
 
 
 def _deletions(decision: PoolDecision, live: Sequence[PoolVm], rooms: _Rooms, policy: PoolPolicy,
-               now: float, starved: Sequence[int]) -> None:
+               now: float, starved: Sequence[int], silence_grace: float) -> None:
     used = {r.vm.id for r in rooms.all if r.vm is not None and r.used_now}
     spare: list[PoolVm] = []
     for vm in live:
@@ -282,6 +285,8 @@ def _deletions(decision: PoolDecision, live: Sequence[PoolVm], rooms: _Rooms, po
         if vm.state == PoolState.DRAINING:
             why = f"drained ({vm.reason})" if vm.reason else "drained"
         elif vm.unreachable_since is not None:
+            if now - vm.unreachable_since.timestamp() < silence_grace:
+                continue  # (not placed on meanwhile, nor given up for a waiting job's room: it may answer again)
             why = "idle and stopped answering SSH"
         elif vm.share_key.startswith("job:"):
             why = "its job is done (pool.share job: a VM serves one job)"
