@@ -169,6 +169,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--by", choices=["user", "project", "workflow", "flavor", "day"], default="user",
                    help="what a row sums (day: UTC days; default: user)")
     s.add_argument("--jobs", action="store_true", help="one line per job, like Slurm's sacct, instead of sums")
+    s.add_argument("--pool", action="store_true",
+                   help="the pool VMs' hours by user or project: jobs' shares and idle time apart (vm-pool.md)")
     s.add_argument("--csv", action="store_true", help="CSV: a header, then one row per group or job (no total)")
     s.add_argument("--json", action="store_true", help="JSON: a list of groups or jobs (no total)")
 
@@ -675,6 +677,9 @@ def cmd_sweep(config: Config, args: argparse.Namespace) -> int:
 def cmd_usage(config: Config, args: argparse.Namespace) -> int:
     from lando_ssh.usage import usage_command
 
+    if args.pool:
+        return pool_commands.pool_usage_command(config, args.since, args.until, args.by,
+                                                "csv" if args.csv else "json" if args.json else "")
     return usage_command(config, args.since, args.until, args.by, "csv" if args.csv else "json" if args.json else "",
                          jobs=args.jobs)
 

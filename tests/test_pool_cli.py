@@ -67,3 +67,38 @@ def test_drain_stops_new_jobs_on_a_vm_and_says_when_it_goes(config: str, capsys:
     assert "now: it holds no job" in capsys.readouterr().err
     assert main(["--config", config, "drain", "nosuch"]) == 2
     assert capsys.readouterr().err.strip() == "lando-ssh: there is no pool VM nosuch"
+
+
+def test_usage_pool_splits_pool_vm_hours_into_jobs_shares_and_idle_time(config: str,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    from datetime import timedelta
+
+    from lando_ssh.model import Job, now
+    from lando_ssh.store import open_store
+
+    url = f"sqlite:///{Path(config).parent}/data/jobs.sqlite"
+    jobs, store = open_store(url), open_vm_store(url)
+    try:
+        ann = jobs.create(Job(id=0, name="a", workflow="w", job_order={}, user="ann")).id
+        bob = jobs.create(Job(id=0, name="b", workflow="w", job_order={}, user="bob")).id
+        t0 = now() - timedelta(hours=10)
+        vm = PoolVm(id=0, name="", flavor="m1.large", size=Resources(4, 8192, 0), image="local", project=None,
+                    owner="ann", share_key="any", installation="pool-cli-test", created=t0)
+        vm.reserve(ann, Resources(1, 1024), t0 + timedelta(hours=1))
+        vm.reserve(bob, Resources(3, 1024), t0 + timedelta(hours=1))
+        vm.release(ann, t0 + timedelta(hours=3))
+        vm.release(bob, t0 + timedelta(hours=3))
+        vm.deleted, vm.state = t0 + timedelta(hours=4), PoolState.DELETED
+        store.create(vm)
+    finally:
+        jobs.close()
+        store.close()
+    assert main(["--config", config, "usage", "--pool", "--json"]) == 0
+    rows = {r["group"]: r for r in json.loads(capsys.readouterr().out)}
+    assert (rows["ann"]["jobs"], rows["ann"]["job_vm_hours"], rows["ann"]["idle_vm_hours"]) == (1, 0.5, 2.0)
+    assert (rows["bob"]["jobs"], rows["bob"]["job_vm_hours"], rows["bob"]["job_core_hours"]) == (1, 1.5, 6.0)
+    assert main(["--config", config, "usage", "--pool"]) == 0
+    total = capsys.readouterr().out.splitlines()[-1].split()
+    assert total[0] == "TOTAL" and float(total[2]) + float(total[4]) == 4.0  # the VM's 4 billed hours
+    assert main(["--config", config, "usage", "--pool", "--by", "flavor"]) == 2
+    assert capsys.readouterr().err.strip() == "lando-ssh: usage --pool sums by user or project, not flavor"

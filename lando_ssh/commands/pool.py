@@ -61,3 +61,59 @@ def cmd_drain(config: Config, args: argparse.Namespace) -> int:
     print(f"lando-ssh: VM {vm.name} is draining: no new job goes there, and the pool deletes it {left}",
           file=sys.stderr)
     return EXIT_OK
+
+
+def pool_usage_command(config: Config, since: str | None, until: str | None, by: str, form: str) -> int:
+    """`lando-ssh usage --pool`: the pool VMs' hours per user or project, jobs' shares and idle time apart."""
+    import csv
+    import io
+    import json
+
+    from lando_ssh.errors import BadInput
+    from lando_ssh.model import now
+    from lando_ssh.pool.accounting import pool_usage, pool_uses
+    from lando_ssh.store import open_store
+    from lando_ssh.usage import configured_project, group_of, parse_when
+
+    if by not in ("user", "project"):
+        raise BadInput(f"usage --pool sums by user or project, not {by}")
+    at = now()
+    start = parse_when(since, at) if since else None
+    end = parse_when(until, at) if until else None
+    if store_missing(config):
+        records, jobs = [], {}
+    else:
+        vm_store = open_vm_store(config.store_url)
+        job_store = open_store(config.store_url)
+        try:
+            records = vm_store.list()
+            jobs = {j.id: j for j in job_store.list()}
+        finally:
+            vm_store.close()
+            job_store.close()
+    project = configured_project(config)
+
+    def group(job_id: int) -> str:
+        job = jobs.get(job_id)
+        return group_of(job, by, project) if job is not None else "-"
+
+    rows = pool_usage(pool_uses(records, at=at, since=start, until=end), group, by)
+    columns = ("group", "jobs", "job_vm_hours", "job_core_hours", "idle_vm_hours", "idle_core_hours")
+    if form == "json":
+        print(json.dumps([r.to_dict() for r in rows[:-1]], indent=2))
+    elif form == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow((by, *columns[1:]))
+        for r in rows[:-1]:
+            writer.writerow(r.to_dict()[c] for c in columns)
+        print(out.getvalue(), end="")
+    else:
+        width = max([len(by), *(len(r.group) for r in rows)]) + 1
+        print(f"pool VM usage, by {by}: jobs' shares (by vCPUs x time) and idle time (keep-alive, boots, drains)")
+        print(f"{by.upper():<{width}} {'JOBS':>5} {'JOB-VM-H':>10} {'JOB-CORE-H':>11} {'IDLE-VM-H':>10} "
+              f"{'IDLE-CORE-H':>12}")
+        for r in rows:
+            print(f"{r.group:<{width}} {r.jobs:>5} {r.job_vm_hours:>10.3f} {r.job_core_hours:>11.3f} "
+                  f"{r.idle_vm_hours:>10.3f} {r.idle_core_hours:>12.3f}")
+    return EXIT_OK

@@ -9,7 +9,7 @@ the VM's vCPUs (as `usage` counts them).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -81,3 +81,50 @@ def idle_hours(uses: Iterable[VmUse], by: str = "owner") -> dict[str, tuple[floa
             vm_h, core_h = out.get(key, (0.0, 0.0))
             out[key] = (vm_h + u.vm_hours, core_h + u.core_hours)
     return out
+
+
+@dataclass
+class PoolUsageRow:
+    """One group's use of pool VMs: its jobs' shares, and the idle time charged to it."""
+
+    group: str
+    jobs: int = 0
+    job_vm_hours: float = 0.0
+    job_core_hours: float = 0.0
+    idle_vm_hours: float = 0.0
+    idle_core_hours: float = 0.0
+
+    @property
+    def vm_hours(self) -> float:
+        return self.job_vm_hours + self.idle_vm_hours
+
+    def to_dict(self) -> dict[str, object]:
+        return {"group": self.group, "jobs": self.jobs, "job_vm_hours": round(self.job_vm_hours, 6),
+                "job_core_hours": round(self.job_core_hours, 6), "idle_vm_hours": round(self.idle_vm_hours, 6),
+                "idle_core_hours": round(self.idle_core_hours, 6)}
+
+
+def pool_usage(uses: Iterable[VmUse], group_of_job: Callable[[int], str], by: str) -> list[PoolUsageRow]:
+    """One row per group (sorted), then TOTAL, whose VM-hours are the pool VMs' billed hours. `by`: `user` (idle
+    time to the VM's owner) or `project`; `group_of_job`: a job id's group ("-" for a job no longer stored)."""
+    if by not in ("user", "project"):
+        raise ValueError(f"pool usage is kept per user or per project, not {by!r}")
+    rows: dict[str, PoolUsageRow] = {}
+    total = PoolUsageRow("TOTAL")
+    counted: dict[str, set[int]] = {}
+    for u in uses:
+        group = group_of_job(u.job_id) if u.job_id is not None else (u.owner if by == "user" else u.project)
+        row = rows.setdefault(group, PoolUsageRow(group))
+        for r in (row, total):
+            if u.job_id is None:
+                r.idle_vm_hours += u.vm_hours
+                r.idle_core_hours += u.core_hours
+            else:
+                r.job_vm_hours += u.vm_hours
+                r.job_core_hours += u.core_hours
+        if u.job_id is not None:
+            counted.setdefault(group, set()).add(u.job_id)
+            counted.setdefault("TOTAL", set()).add(u.job_id)
+    for name, ids in counted.items():
+        (total if name == "TOTAL" else rows[name]).jobs = len(ids)
+    return [rows[k] for k in sorted(rows)] + [total]
