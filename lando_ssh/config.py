@@ -145,6 +145,18 @@ class PoolConfig:
     pack: bool = True  # several waiting jobs on one larger flavor when it costs no more than their small ones
 
 
+POOL_SHARES = ("job", "owner", "project", "any")
+
+
+def _check_pool(config: Config, where: str) -> None:
+    if config.pool.share not in POOL_SHARES:
+        raise ConfigError(f"{where}: pool.share must be one of {', '.join(POOL_SHARES)} (which jobs may share a VM), "
+                          f"not {config.pool.share!r}")
+    if not config.vm.keepalive >= 0:  # (also refuses nan)
+        raise ConfigError(f"{where}: vm.keepalive is the seconds an idle pool VM is kept for the next job: 0 or "
+                          f"more, not {config.vm.keepalive:g}")
+
+
 @dataclass
 class FlavorsConfig:
     allow: str | None = None  # regex: flavors the scheduler may pick for jobs that name none (None: all)
@@ -270,18 +282,6 @@ def load_config(path: str | None = None, env: typing.Mapping[str, str] | None = 
         except re.error as e:
             raise ConfigError(f"{where}: flavors.allow is not a valid regular expression: {e}") from None
     return config
-
-
-POOL_SHARES = ("job", "owner", "project", "any")
-
-
-def _check_pool(config: Config, where: str) -> None:
-    if config.pool.share not in POOL_SHARES:
-        raise ConfigError(f"{where}: pool.share must be one of {', '.join(POOL_SHARES)} (which jobs may share a VM), "
-                          f"not {config.pool.share!r}")
-    if not config.vm.keepalive >= 0:  # (also refuses nan)
-        raise ConfigError(f"{where}: vm.keepalive is the seconds an idle pool VM is kept for the next job: 0 or "
-                          f"more, not {config.vm.keepalive:g}")
 
 
 def _read_yaml(path: str) -> dict[str, Any]:

@@ -89,7 +89,7 @@ class Decision:
 
 
 # -- the decision --------------------------------------------------------------------------------
-class LimitDim:
+class _Dim:
     """One limit: what it allows, what is used, what waiting jobs reserve."""
 
     __slots__ = ("key", "limit", "used", "reserved", "unit", "label", "source", "reserved_by")
@@ -124,7 +124,7 @@ def schedule(waiting: Sequence[WaitingJob], active: Sequence[ActiveVm], *, runni
     `active`: every VM our jobs hold or are being given (including those of `waiting` jobs
     with `has_vm`); `running_jobs`: job slots in use; `quota`: the cloud's, None when unknown.
     """
-    dims = limit_dimensions(active, running_jobs, limits, quota)
+    dims = _dimensions(active, running_jobs, limits, quota)
     slot_dims = [d for d in dims if d.key == "jobs"]
     vm_dims = dims
     chooser = FlavorChooser(flavors, allow)
@@ -143,11 +143,11 @@ def schedule(waiting: Sequence[WaitingJob], active: Sequence[ActiveVm], *, runni
             flavor = flavor_or_error
             needs = {"jobs": 1, "vms": 1, "cores": flavor.vcpus, "ram": flavor.ram_mb}
             check = vm_dims
-        never = never_fits(check, needs, flavor)
+        never = _never_fits(check, needs, flavor)
         if never:
             decision.failed[w.id] = never
             continue
-        blocked: LimitDim | None = None
+        blocked: _Dim | None = None
         held = False
         for d in check:
             need = needs[d.key]
@@ -178,36 +178,34 @@ def decide(config: Config, waiting: Sequence[WaitingJob], active: Sequence[Activ
                     flavors=flavors, allow=config.flavors.allow, now=now, reserve_after=config.limits.reserve_after)
 
 
-def limit_dimensions(active: Sequence[ActiveVm], running_jobs: int, limits: Limits,
-                     quota: Quota | None) -> list[LimitDim]:
-    """One `LimitDim` per limit that applies (config's and quota's), with what is in use (pool.placement too)."""
+def _dimensions(active: Sequence[ActiveVm], running_jobs: int, limits: Limits, quota: Quota | None) -> list[_Dim]:
     ours_vms = len(active)
     ours_cores = sum(v.vcpus for v in active)
     ours_ram = sum(v.ram_mb for v in active)
     dims = []
     if limits.max_jobs is not None:
-        dims.append(LimitDim("jobs", limits.max_jobs, running_jobs, "slots", "job slots", "limits.max_concurrent_jobs"))
+        dims.append(_Dim("jobs", limits.max_jobs, running_jobs, "slots", "job slots", "limits.max_concurrent_jobs"))
     if limits.max_vms is not None:
-        dims.append(LimitDim("vms", limits.max_vms, ours_vms, "vms", "VMs", "limits.max_vms"))
+        dims.append(_Dim("vms", limits.max_vms, ours_vms, "vms", "VMs", "limits.max_vms"))
     if limits.max_cores is not None:
-        dims.append(LimitDim("cores", limits.max_cores, ours_cores, "cores", "cores", "limits.max_cores"))
+        dims.append(_Dim("cores", limits.max_cores, ours_cores, "cores", "cores", "limits.max_cores"))
     if limits.max_ram_mb is not None:
-        dims.append(LimitDim("ram", limits.max_ram_mb, ours_ram, "mb", "RAM", "limits.max_ram_gb"))
+        dims.append(_Dim("ram", limits.max_ram_mb, ours_ram, "mb", "RAM", "limits.max_ram_gb"))
     if quota is not None:
         pending = [v for v in active if not v.counted_by_cloud]  # asked for; the cloud does not count them yet
         if quota.max_instances is not None:
-            dims.append(LimitDim("vms", quota.max_instances, quota.instances_used + len(pending), "vms", "instances",
+            dims.append(_Dim("vms", quota.max_instances, quota.instances_used + len(pending), "vms", "instances",
                              "quota"))
         if quota.max_cores is not None:
-            dims.append(LimitDim("cores", quota.max_cores, quota.cores_used + sum(v.vcpus for v in pending), "cores",
+            dims.append(_Dim("cores", quota.max_cores, quota.cores_used + sum(v.vcpus for v in pending), "cores",
                              "cores", "quota"))
         if quota.max_ram_mb is not None:
-            dims.append(LimitDim("ram", quota.max_ram_mb, quota.ram_mb_used + sum(v.ram_mb for v in pending), "mb",
+            dims.append(_Dim("ram", quota.max_ram_mb, quota.ram_mb_used + sum(v.ram_mb for v in pending), "mb",
                              "RAM", "quota"))
     return dims
 
 
-def never_fits(dims: list[LimitDim], needs: dict[str, int], flavor: Flavor | None) -> str | None:
+def _never_fits(dims: list[_Dim], needs: dict[str, int], flavor: Flavor | None) -> str | None:
     """Why the job cannot start even on an empty cloud, or None."""
     for d in dims:
         need = needs[d.key]
@@ -267,3 +265,10 @@ def active_vms(jobs: Iterable[Job], flavors: Sequence[Flavor],
         if v is not None:
             out.append(v)
     return out
+
+
+# -- the limits as the VM pool's placement (lando_ssh/pool/placement.py) takes them: one set of limits, one set of
+# sentences for both
+LimitDim = _Dim
+limit_dimensions = _dimensions
+never_fits = _never_fits
