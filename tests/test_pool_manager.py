@@ -179,6 +179,16 @@ def test_a_busy_vm_that_vanishes_from_the_cloud_loses_its_jobs(pool: Pool) -> No
     assert m.round([]).lost == {1: f"its VM {pool.vm(vm_id).name} is gone from the cloud"}
 
 
+def test_a_server_learns_its_job_was_lost_when_another_server_noticed_the_vm_die(pool: Pool) -> None:
+    a, b = pool.manager(), pool.manager()
+    vm_id = ready(a, [job(1)]).placed[1]
+    assert a.gone([1]) == {}
+    pool.cloud.die(pool.vm(vm_id).cloud_id or "")
+    assert list(b.round([]).lost) == [1]  # b noticed; a's own round will not report it again
+    assert a.round([]).lost == {}
+    assert a.gone([1]) == {1: f"its VM {pool.vm(vm_id).name} failed in the cloud: the host failed"}
+
+
 # -- kill -9 at each point of a VM's life, then a new server on the same store and cloud ----------------------
 def test_crash_before_the_cloud_was_asked_the_record_is_given_up_after_the_grace(pool: Pool) -> None:
     pool.launcher.crash_before_create = True

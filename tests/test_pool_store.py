@@ -282,3 +282,92 @@ def test_a_store_made_before_the_pool_gains_its_vms_table_and_keeps_its_jobs(pg_
     finally:
         with psycopg.connect(pg_url, autocommit=True) as db:
             db.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_two_pool_servers_running_at_once_on_postgresql_keep_every_promise(pg_url: str) -> None:
+    """Two managers in two threads, each with its own connection pool, one fake cloud with faults: each server
+    drives the jobs it holds the lease of, and also offers the other's (as a server whose lease check is late
+    would): never oversubscribed, no job on two VMs, every job done once, no VM left."""
+    import random
+    import time as clock
+
+    from fakes import FakeCloud, FakeLauncher, FakeRemotes
+    from pool_helpers import FLAVORS, job
+
+    from lando_ssh.pool.manager import PoolManager, PoolSettings
+    from lando_ssh.pool.model import LIVE
+    from lando_ssh.pool.policy import PoolPolicy, Share
+    from lando_ssh.scheduler import Limits
+
+    installation = f"race{uuid.uuid4().hex[:6]}"
+    tags = {"lando_installation": installation}
+    cloud = FakeCloud(FLAVORS, create_error_rate=0.1, delete_error_rate=0.1, boot_polls=2, seed=3)
+    settings = PoolSettings(installation=installation, tags=tags, health_interval=0, boot_timeout=30)
+    stores = [open_vm_store(pg_url), open_vm_store(pg_url)]
+    servers = [PoolManager(s, cloud, FakeLauncher(tags), FakeRemotes(cloud), policy=PoolPolicy(Share.ANY, True, 0),
+                           limits=Limits(max_vms=5), settings=settings) for s in stores]
+    mine = {0: set(range(1, 41)), 1: set(range(41, 81))}
+    finished: list[int] = []
+    problems: list[str] = []
+    lock = threading.Lock()
+
+    def check(store: VmStore) -> None:
+        seen: dict[int, str] = {}
+        for v in store.list(LIVE):
+            if v.installation != installation:
+                continue
+            if not v.size.covers(v.used):
+                problems.append(f"{v.name} holds {v.used} on {v.size}")
+            for j in v.job_ids:
+                if j in seen:
+                    problems.append(f"job {j} on {seen[j]} and {v.name}")
+                seen[j] = v.name
+
+    def serve(n: int) -> None:
+        rng = random.Random(n)
+        m, store = servers[n], stores[n]
+        waiting, placed, running = set(mine[n]), set(), {}
+        deadline = clock.monotonic() + 60
+        while (waiting or placed) and clock.monotonic() < deadline and not problems:
+            offered = sorted(waiting) + rng.sample(sorted(mine[1 - n]), 3)  # some of the other's, too
+            r = m.round([job(i, cores=1 + i % 2, owner="ann") for i in offered])
+            waiting -= set(r.placed)
+            placed |= set(r.placed) & mine[n]
+            for j in set(r.placed) - mine[n]:  # not ours: give it back at once (the lease says so)
+                m.job_done(j)
+            for j in (set(r.lost) | set(m.gone(placed))) & placed:  # (lost while the other server reconciled)
+                placed.discard(j)
+                running.pop(j, None)
+                waiting.add(j)
+            for v in store.list(LIVE):
+                if v.state.value in ("idle", "busy"):  # its VM answers: the job runs
+                    for j in set(v.job_ids) & placed:
+                        running.setdefault(j, rng.randint(1, 3))
+            for j in list(running):
+                running[j] -= 1
+                if running[j] == 0:
+                    del running[j]
+                    placed.discard(j)
+                    m.job_done(j)
+                    with lock:
+                        finished.append(j)
+            check(store)
+        if waiting or placed:
+            problems.append(f"server {n} did not finish: waiting {sorted(waiting)}, placed {sorted(placed)}")
+
+    threads = [threading.Thread(target=serve, args=(n,)) for n in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert problems == []
+        assert sorted(finished) == list(range(1, 81))  # every job once
+        cloud.delete_error_rate = cloud.create_error_rate = 0.0
+        for m in servers:
+            m.round([])
+        assert [v for v in stores[0].list(LIVE) if v.installation == installation] == [] and cloud.alive() == []
+        assert len(cloud.created) == len(set(cloud.created))
+    finally:
+        for s in stores:
+            s.close()

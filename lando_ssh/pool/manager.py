@@ -4,6 +4,7 @@
     result.placed  -> job id: pool VM id      # reserved there (the VM may still boot)
     manager.vm_for(job_id)                    # its VM; start the job once the VM is idle/busy (ready)
     manager.job_done(job_id)                  # the job's files are gone from the VM: its room is free
+    result.lost, manager.gone(placed_jobs)    # jobs whose VM died (noticed here, or by another server)
 
 Boots: the record (booting, its jobs reserved) is written before the cloud is asked, and the cloud's VM
 carries the record's id, so a server that dies at any point leaves nothing `reconcile` cannot adopt or delete.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -160,6 +161,21 @@ class PoolManager:
     # -- what the engine and the admin ask ----------------------------------------------------------------
     def vm_for(self, job_id: int) -> PoolVm | None:
         return holding(self.store, job_id)
+
+    def gone(self, job_ids: Iterable[int]) -> dict[int, str]:
+        """Of `job_ids` (jobs this server placed and has not seen done), those no live VM holds any more, with
+        why: their VM was lost while another server reconciled (`RoundResult.lost` tells only the one that did)."""
+        wanted = set(job_ids)
+        held = {j for vm in self.store.list(LIVE) for j in vm.job_ids}
+        missing = wanted - held
+        if not missing:
+            return {}
+        why: dict[int, str] = {}
+        for vm in self.store.list([PoolState.DELETING, PoolState.DELETED]):
+            for stay in vm.past:
+                if stay.job_id in missing:
+                    why[stay.job_id] = f"its VM {vm.name} {vm.reason or 'is gone'}"
+        return {j: why.get(j, "its VM is gone") for j in sorted(missing)}
 
     def job_done(self, job_id: int) -> PoolVm | None:
         """Job `job_id` left its VM (ended, canceled, its files removed): its room is free again."""

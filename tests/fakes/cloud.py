@@ -118,9 +118,10 @@ class FakeCloud:
         return listing
 
     def console_log(self, vm_id: str) -> str:
-        vm = self.vms.get(vm_id)
-        if vm is None or vm.info.status != "ACTIVE":
-            return ""
+        with self._lock:
+            vm = self.vms.get(vm_id)
+            if vm is None or vm.info.status != "ACTIVE":
+                return ""
         return f"-----BEGIN SSH HOST KEY KEYS-----\n{HOST_KEY} root@{vm.info.name}\n-----END SSH HOST KEY KEYS-----\n"
 
     def delete_vm(self, vm_id: str) -> None:
@@ -143,19 +144,22 @@ class FakeCloud:
     def quota(self) -> Quota:
         if not self.report_quota:
             return Quota()
-        return Quota(max_instances=self.max_instances, instances_used=len(self.vms),
-                     cores_used=sum(v.info.flavor.vcpus for v in self.vms.values() if v.info.flavor))
+        with self._lock:
+            return Quota(max_instances=self.max_instances, instances_used=len(self.vms),
+                         cores_used=sum(v.info.flavor.vcpus for v in self.vms.values() if v.info.flavor))
 
     def close(self) -> None:
         pass
 
     # -- faults ------------------------------------------------------------------------------------------
     def die(self, vm_id: str) -> None:
-        vm = self.vms[vm_id]
-        vm.info.status, vm.info.fault, vm.answering = "ERROR", "the host failed", False
+        with self._lock:
+            vm = self.vms[vm_id]
+            vm.info.status, vm.info.fault, vm.answering = "ERROR", "the host failed", False
 
     def vanish(self, vm_id: str) -> None:
-        self.vms.pop(vm_id)
+        with self._lock:
+            self.vms.pop(vm_id)
 
     def silence(self, vm_id: str) -> None:
         self.vms[vm_id].answering = False
@@ -165,11 +169,13 @@ class FakeCloud:
 
     def answers(self, address: str | None) -> bool:
         """Whether the VM at `address` answers SSH (an ACTIVE VM whose sshd was not silenced)."""
-        vm = next((v for v in self.vms.values() if v.info.address == address), None)
-        return vm is not None and vm.answering and vm.info.status == "ACTIVE"
+        with self._lock:
+            vm = next((v for v in self.vms.values() if v.info.address == address), None)
+            return vm is not None and vm.answering and vm.info.status == "ACTIVE"
 
     def alive(self) -> list[VmInfo]:
-        return [_copy(v.info) for v in self.vms.values()]
+        with self._lock:
+            return [_copy(v.info) for v in self.vms.values()]
 
     def _look(self, vm: FakeVm) -> None:
         vm.looks += 1
