@@ -289,7 +289,6 @@ def test_two_pool_servers_running_at_once_on_postgresql_keep_every_promise(pg_ur
     drives the jobs it holds the lease of, and also offers the other's (as a server whose lease check is late
     would): never oversubscribed, no job on two VMs, every job done once, no VM left."""
     import random
-    import time as clock
 
     from fakes import FakeCloud, FakeLauncher, FakeRemotes
     from pool_helpers import FLAVORS, job
@@ -306,7 +305,7 @@ def test_two_pool_servers_running_at_once_on_postgresql_keep_every_promise(pg_ur
     stores = [open_vm_store(pg_url), open_vm_store(pg_url)]
     servers = [PoolManager(s, cloud, FakeLauncher(tags), FakeRemotes(cloud), policy=PoolPolicy(Share.ANY, True, 0),
                            limits=Limits(max_vms=5), settings=settings) for s in stores]
-    mine = {0: set(range(1, 41)), 1: set(range(41, 81))}
+    mine = {0: set(range(1, 26)), 1: set(range(26, 51))}
     finished: list[int] = []
     problems: list[str] = []
     lock = threading.Lock()
@@ -327,8 +326,9 @@ def test_two_pool_servers_running_at_once_on_postgresql_keep_every_promise(pg_ur
         rng = random.Random(n)
         m, store = servers[n], stores[n]
         waiting, placed, running = set(mine[n]), set(), {}
-        deadline = clock.monotonic() + 60
-        while (waiting or placed) and clock.monotonic() < deadline and not problems:
+        for _ in range(1000):  # (rounds, not seconds: a loaded machine makes it slower, not different)
+            if not (waiting or placed) or problems:
+                break
             offered = sorted(waiting) + rng.sample(sorted(mine[1 - n]), 3)  # some of the other's, too
             r = m.round([job(i, cores=1 + i % 2, owner="ann") for i in offered])
             waiting -= set(r.placed)
@@ -362,7 +362,7 @@ def test_two_pool_servers_running_at_once_on_postgresql_keep_every_promise(pg_ur
         t.join()
     try:
         assert problems == []
-        assert sorted(finished) == list(range(1, 81))  # every job once
+        assert sorted(finished) == list(range(1, 51))  # every job once
         cloud.delete_error_rate = cloud.create_error_rate = 0.0
         for m in servers:
             m.round([])
