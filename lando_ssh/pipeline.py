@@ -918,7 +918,7 @@ class Pipeline:
             log.warning("job %s: the failed run's outputs and logs could not be saved: %s", job_id, e)
             return ""
         job = self.journal.update(job_id, lambda j: j.facts.update(partial_output=True))
-        return f"Its partial outputs and logs are in {job.output_dir}."
+        return f"Its partial outputs and logs are in {job.facts.get('output_url') or job.output_dir}."
 
     def _finish_cancel(self, job_id: int) -> Job:
         job = self.journal.get(job_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import secrets
 import urllib.parse
 import uuid
@@ -21,6 +22,9 @@ from lando_ssh.objectstore.stores import ObjectInfo, Upload
 from lando_ssh.objectstore.urls import ObjectUrl
 
 SEGMENTS = "lando"  # <container>_segments/<key>/lando/<upload id>/<n>
+
+# swiftclient logs each failed request with a part of its token: its errors are said here, translated, instead
+logging.getLogger("swiftclient").setLevel(logging.CRITICAL + 1)
 
 
 class SwiftStore:
