@@ -34,6 +34,7 @@ class SwiftStore:
         self.config, self.cloud, self.grant_seconds = config, cloud, int(grant_seconds)
         self._conn: Any = None
         self._keys: dict[str, str] = {}
+        self._storage_url: str | None = None
 
     def describe(self) -> str:
         return f"Swift at {self.config.auth_url or self.cloud.auth_url} (user {self._user()})"
@@ -84,9 +85,11 @@ class SwiftStore:
             raise ObjectStoreUnavailable(f"{self.describe()} cannot be reached {doing} {url}: {e}") from None
 
     def _storage(self) -> tuple[str, str]:
-        """(scheme://host[:port], account path /v1/AUTH_x) of the storage URL."""
-        storage_url, _token = self._connection().get_auth()
-        split = urllib.parse.urlsplit(storage_url)
+        """(scheme://host[:port], account path /v1/AUTH_x) of the storage URL (one authentication per store)."""
+        if self._storage_url is None:
+            with self._translated("the account", "authenticating for"):
+                self._storage_url, _token = self._connection().get_auth()
+        split = urllib.parse.urlsplit(self._storage_url)
         return f"{split.scheme}://{split.netloc}", urllib.parse.unquote(split.path.rstrip("/"))
 
     # -- reading ------------------------------------------------------------------------------
