@@ -85,7 +85,8 @@ def check_schemes(value: Any, where: str) -> None:
             raise WorkflowInvalid(f"{where} {location} has an unsupported scheme {scheme!r}: "
                                   "use a local path, an http(s):// URL, or a swift:// or s3:// object")
         if obj.get("class") == "Directory":
-            raise WorkflowInvalid(f"{where} Directory {location} is a URL; Directory inputs must be local paths")
+            raise WorkflowInvalid(f"{where} Directory {location} is a URL; Directory inputs must be local paths "
+                                  "or swift:// or s3:// prefixes")
 
 
 def local_files_in(packed: dict[str, Any]) -> list[str]:

@@ -143,6 +143,8 @@ def split(args: list[str]) -> RunnerArgs:
 def _unabbreviated(key: str) -> str:
     """The one option that `key` begins, as argparse takes an unambiguous prefix (else `key`, for the parser)."""
     matches = sorted(k for k in _KNOWN | PARTIAL_RUNS if k.startswith(key) and k.startswith("--"))
+    if len(matches) > 1 and len(theirs := [m for m in matches if m not in LANDO_ONLY]) == 1:
+        return theirs[0]  # what it means to cwltool (`--out`: --outdir, not lando-ssh's --output-url)
     if len(matches) > 1:
         raise UsageError(f"ambiguous option: {key} could match {', '.join(matches)}")
     return matches[0] if matches else key
