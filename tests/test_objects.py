@@ -259,6 +259,47 @@ def test_a_refused_credential_fails_the_job_naming_the_object_and_never_showing_
     assert wrong not in proc.stderr and wrong not in json.dumps(job)
 
 
+def test_a_full_container_quota_fails_the_store_step_naming_the_object(lando: Lando, containers: Containers,
+                                                                      tmp_path: Path):
+    ins, outs = containers.new(), containers.new()
+    swift().put_object(ins, "reads.bam", b"READS\n")
+    swift().put_object(ins, "reads.bam.bai", b"INDEX\n")
+    swift().put_object(ins, "refs/a.txt", b"alpha\n")
+    swift().post_container(outs, {"X-Container-Meta-Quota-Bytes": str(512 * 1024)})
+    lando.write_config(object_store=store_settings())
+    order = tmp_path / "job.yml"
+    order.write_text(yaml.safe_dump({"reads": {"class": "File", "location": f"swift://{ins}/reads.bam"},
+                                     "dir": {"class": "Directory", "location": f"swift://{ins}/refs"},
+                                     "megabytes": 1}))
+    job_id = lando.submit(WORKFLOWS / "objects.cwl", order, "--output-url", f"swift://{outs}/run/")
+
+    proc = lando.cli("job", str(job_id))
+
+    job = lando.status(job_id)
+    assert proc.returncode != 0 and (job["state"], job["step"]) == ("E", "O")
+    assert f"refused swift://{outs}/run/big.bin: the container's quota is full" in job["error"]
+    assert not [o for o in swift().get_container(outs)[1] if o["name"] == "run/big.bin"]
+
+
+def test_objects_too_large_for_the_vms_disk_fail_staging_before_a_byte_moves(lando: Lando, containers: Containers,
+                                                                            tmp_path: Path):
+    ins = containers.new()
+    swift().put_object(ins, "reads.bam", os.urandom(12 * MiB))
+    swift().put_object(ins, "reads.bam.bai", b"INDEX\n")
+    swift().put_object(ins, "refs/a.txt", b"alpha\n")
+    lando.write_config(object_store=store_settings(), cloud={"local": {"disk_mb": 8}})
+    order = tmp_path / "job.yml"
+    order.write_text(yaml.safe_dump({"reads": {"class": "File", "location": f"swift://{ins}/reads.bam"},
+                                     "dir": {"class": "Directory", "location": f"swift://{ins}/refs"}}))
+    job_id = lando.submit(WORKFLOWS / "objects.cwl", order)
+
+    proc = lando.cli("job", str(job_id))
+
+    job = lando.status(job_id)
+    assert proc.returncode != 0 and (job["state"], job["step"]) == ("E", "S")
+    assert "the VM's disk is too small for the objects: they need 12.0 MiB" in job["error"]
+
+
 def test_an_output_url_that_holds_objects_is_refused_at_submit(lando: Lando, containers: Containers):
     outs = containers.new()
     swift().put_object(outs, "run/old.txt", b"someone's\n")

@@ -4,6 +4,7 @@ incomplete multipart upload is never an object; one left by an earlier attempt i
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +14,9 @@ from lando_ssh.objectstore.stores import ObjectInfo, Upload
 from lando_ssh.objectstore.urls import ObjectUrl
 
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4's limit
+
+# botocore's debug log shows what it signs: its errors are said here, translated, instead
+logging.getLogger("botocore").setLevel(logging.WARNING)
 
 
 class S3Store:
