@@ -56,6 +56,7 @@ class Staged:
     bytes: int = 0
     missing: set[str] = field(default_factory=set)  # VM paths of optional objects the store does not hold
     sizes: dict[str, int] = field(default_factory=dict)  # VM path -> bytes of every file downloaded
+    seconds: float | None = None  # the VM's transfer alone
 
 
 class _Stores:
@@ -98,7 +99,7 @@ def stage_objects(config: Config, remote: Remote, bin_dir: str, transfers: list[
     if downloads:
         total = sum(d.info.size for d in downloads)
         plan = get_plan(downloads, config.object_store.parallel, config.progress_interval / 2)
-        _run(remote, bin_dir, plan, total, reporting, "downloading objects")
+        staged.seconds = _run(remote, bin_dir, plan, total, reporting, "downloading objects").result.get("seconds")
         staged.bytes = total
         staged.sizes = {d.dest: d.info.size for d in downloads}
     return staged
