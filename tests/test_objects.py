@@ -391,12 +391,12 @@ def test_a_download_that_does_not_match_the_stores_checksum_leaves_nothing_behin
     wrong = type(info)(info.url, info.size, "0" * 32, "md5")
     dest = tmp_path / "in" / "a.txt"
 
-    proc = run_objects(json.loads(get_plan([Download(wrong, str(dest), store.get_grant(url))], 2, 0.1)))
+    proc = run_objects(json.loads(get_plan([Download(wrong, str(dest), store.get_grants(url))], 2, 0.1)))
 
     assert proc.returncode == 1
     assert f"swift://{ins}/a.txt arrived different from what the store holds" in proc.stderr
     assert list((tmp_path / "in").iterdir()) == []
-    proc = run_objects(json.loads(get_plan([Download(info, str(dest), store.get_grant(url))], 2, 0.1)))
+    proc = run_objects(json.loads(get_plan([Download(info, str(dest), store.get_grants(url))], 2, 0.1)))
     assert proc.returncode == 0 and dest.read_bytes() == b"alpha\n"
 
 
@@ -409,9 +409,9 @@ def test_a_refused_grant_on_download_names_the_object_not_the_grant(containers: 
     s3().put_object(Bucket=ins, Key="a.txt", Body=b"alpha\n")
     url = parse(f"s3://{ins}/a.txt")
     store = store_for(stores(), url)
-    grant = store.get_grant(url).replace("Signature=", "Signature=0")
+    grant = store.get_grants(url)[0].replace("Signature=", "Signature=0")
 
-    proc = run_objects(json.loads(get_plan([Download(store.stat(url), str(tmp_path / "a.txt"), grant)], 2, 0.1)))
+    proc = run_objects(json.loads(get_plan([Download(store.stat(url), str(tmp_path / "a.txt"), [grant])], 2, 0.1)))
 
     assert proc.returncode == 1
     assert f"refused the grant lando-ssh made for s3://{ins}/a.txt (HTTP 403" in proc.stderr

@@ -95,9 +95,9 @@ class S3Store:
                     found.append(self._info(ObjectUrl("s3", url.container, o["Key"]), int(o["Size"]), o.get("ETag")))
         return found
 
-    def get_grant(self, url: ObjectUrl) -> str:
-        return str(self._s3().generate_presigned_url("get_object", Params={"Bucket": url.container, "Key": url.key},
-                                                     ExpiresIn=self.grant_seconds))
+    def get_grants(self, url: ObjectUrl) -> list[str]:
+        return [str(self._s3().generate_presigned_url("get_object", Params={"Bucket": url.container, "Key": url.key},
+                                                      ExpiresIn=self.grant_seconds))]
 
     # -- writing ------------------------------------------------------------------------------
 

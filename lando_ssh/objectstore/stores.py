@@ -57,8 +57,9 @@ class Store(Protocol):
         """Every object below the prefix `url` (markers of pseudo-directories left out)."""
         ...
 
-    def get_grant(self, url: ObjectUrl) -> str:
-        """An HTTP(S) URL that reads this one object until the grant expires."""
+    def get_grants(self, url: ObjectUrl) -> list[str]:
+        """HTTP(S) URLs that read this one object until the grants expire: one, or one per part (`stat`'s
+        `parts`, in order)."""
         ...
 
     def ensure_container(self, url: ObjectUrl) -> None:

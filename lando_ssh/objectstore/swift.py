@@ -4,7 +4,9 @@ server puts its manifest, after the VM sent every segment: the object never look
 
 The temp URL key is the config's `temp_url_key`, else the account's (X-Account-Meta-Temp-URL-Key or -2),
 else the container's, else a random key lando-ssh sets as the container's X-Container-Meta-Temp-URL-Key-2
-(a key that signs for that one container only)."""
+(a key that signs for that one container only). Such a key reads no segment of a static large object in
+another container, so a static large object is read segment by segment, each through a temp URL of its own
+(`get_grants`), and each segment's MD5 is checked against its manifest."""
 from __future__ import annotations
 
 import contextlib
@@ -35,6 +37,7 @@ class SwiftStore:
         self._conn: Any = None
         self._keys: dict[str, str] = {}
         self._storage_url: str | None = None
+        self._segments: dict[ObjectUrl, list[ObjectUrl]] = {}  # a static large object's segments, from `stat`
 
     def describe(self) -> str:
         return f"Swift at {self.config.auth_url or self.cloud.auth_url} (user {self._user()})"
@@ -105,6 +108,7 @@ class SwiftStore:
                 plain = all("range" not in s and not s.get("sub_slo") for s in segments)
                 parts = tuple(int(s["bytes"]) for s in segments)
                 if plain and sum(parts) == size:
+                    self._segments[url] = [ObjectUrl("swift", *s["name"].lstrip("/").split("/", 1)) for s in segments]
                     return ObjectInfo(url, size, etag, "slo", parts)
                 return ObjectInfo(url, size)
             if headers.get("x-object-manifest"):  # a dynamic large object: its ETag is not checkable
@@ -119,8 +123,10 @@ class SwiftStore:
                  for o in objects if "name" in o and not (o["name"].endswith("/") and int(o["bytes"]) == 0)]
         return [self.stat(o.url) for o in found]  # each as it is read: a segmented one's parts
 
-    def get_grant(self, url: ObjectUrl) -> str:
-        return self._temp_url(url, "GET")
+    def get_grants(self, url: ObjectUrl) -> list[str]:
+        """One temp URL for an object; one per segment for a static large object (as `stat` found it): a temp
+        URL signed with a container's key reads no segment in another container, one per segment always works."""
+        return [self._temp_url(u, "GET") for u in self._segments.get(url, [url])]
 
     # -- writing ------------------------------------------------------------------------------
 

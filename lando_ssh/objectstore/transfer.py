@@ -84,7 +84,7 @@ def stage_objects(config: Config, remote: Remote, bin_dir: str, transfers: list[
             if not infos:
                 raise InputMissing(f"the Directory {url.as_prefix()} holds no objects ({store.describe()})")
             downloads += [Download(i, posixpath.join(t.dest, *relative_key(url, i).split("/")),
-                                   store.get_grant(i.url)) for i in infos]
+                                   store.get_grants(i.url)) for i in infos]
             continue
         try:
             info = store.stat(url)
@@ -95,7 +95,7 @@ def stage_objects(config: Config, remote: Remote, bin_dir: str, transfers: list[
             raise
         if t.size is not None and t.size != info.size:
             raise StagingFailed(f"{url} holds {info.size} bytes; the job order says {t.size}")
-        downloads.append(Download(info, t.dest, store.get_grant(url), t.checksum, t.required))
+        downloads.append(Download(info, t.dest, store.get_grants(url), t.checksum, t.required))
     if downloads:
         total = sum(d.info.size for d in downloads)
         plan = get_plan(downloads, config.object_store.parallel, config.progress_interval / 2)

@@ -18,13 +18,13 @@ from lando_ssh.prepared import uri_to_path
 class Download:
     info: ObjectInfo
     dest: str  # absolute path on the VM
-    grant: str
+    grants: list[str]  # one URL for the object, or one per part
     checksum: str | None = None  # the job order's (`sha1$...`)
     required: bool = True
 
 
 def get_plan(downloads: list[Download], parallel: int, interval: float) -> bytes:
-    items = [{"name": str(d.info.url), "url": d.grant, "dest": d.dest, "size": d.info.size, "etag": d.info.etag,
+    items = [{"name": str(d.info.url), "urls": d.grants, "dest": d.dest, "size": d.info.size, "etag": d.info.etag,
               "etag_rule": d.info.etag_rule, "parts": list(d.info.parts) if d.info.parts else None,
               "checksum": d.checksum, "required": d.required} for d in downloads]
     return json.dumps({"op": "get", "parallel": parallel, "interval": interval, "items": items}).encode()
