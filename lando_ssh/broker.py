@@ -16,7 +16,7 @@ Three connections, because pika's BlockingConnection belongs to one thread:
     slow handler never starves the heartbeats;
   - `send()` shares one behind a lock;
   - `publish_status()` only appends to a bounded buffer; a background thread with its own
-    connection publishes (with publisher confirms), reconnecting with back-off, so a pipeline
+    connection publishes (with publisher confirms), reconnecting with back-off, so an engine
     thread never waits for RabbitMQ.
 The password is never logged: logs and errors name `amqp://user@host:port/vhost`.
 """

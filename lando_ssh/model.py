@@ -27,7 +27,7 @@ class JobState(enum.StrEnum):
 
 
 class JobStep(enum.StrEnum):
-    """lando's one-letter job steps, in the order the pipeline walks them."""
+    """lando's one-letter job steps, in the order the engine walks them."""
 
     NONE = ""
     CREATE_VM = "V"
@@ -38,7 +38,7 @@ class JobStep(enum.StrEnum):
     TERMINATE_VM = "T"
 
 
-#: The pipeline's steps in order (NONE excluded).
+#: The engine's steps in order (NONE excluded).
 STEPS: tuple[JobStep, ...] = (
     JobStep.CREATE_VM,
     JobStep.STAGING,
@@ -47,6 +47,16 @@ STEPS: tuple[JobStep, ...] = (
     JobStep.STORE_OUTPUT,
     JobStep.TERMINATE_VM,
 )
+
+#: What each step is called in sentences (`step V (create VM) failed: ...`).
+STEP_NAMES = {
+    JobStep.CREATE_VM: "create VM",
+    JobStep.STAGING: "stage inputs",
+    JobStep.RUNNING: "run workflow",
+    JobStep.ORGANIZE_OUTPUT: "organize output",
+    JobStep.STORE_OUTPUT: "store output",
+    JobStep.TERMINATE_VM: "terminate VM",
+}
 
 S = JobState
 #: Allowed state changes. A change to the same state (e.g. R -> R with a new step) is always allowed.
@@ -163,7 +173,7 @@ class Job:
     output_dir: str = ""
     priority: int = 0
     user: str = ""  # who submitted it (for usage reports)
-    #: facts the pipeline recorded so a step can resume: remote pid, exit code, bytes staged, ...
+    #: facts the engine recorded so a step can resume: remote pid, exit code, bytes staged, ...
     facts: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, StepTiming] = field(default_factory=dict)  # step code -> timing
     history: list[HistoryEntry] = field(default_factory=list)

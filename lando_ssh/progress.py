@@ -1,5 +1,5 @@
 """A transfer's progress (staging inputs, storing outputs): bytes so far, rate and time left, sampled from
-the connection's byte meter every `progress_interval` seconds while it runs. The pipeline records each
+the connection's byte meter every `progress_interval` seconds while it runs. The engine records each
 sample on the job (`facts.progress`, what `status` shows) and says it on a foreground run's stderr."""
 from __future__ import annotations
 

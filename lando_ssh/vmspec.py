@@ -7,6 +7,9 @@ stored, and checked when its VM is created.
 """
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from lando_ssh.cloud import Cloud, Flavor
 from lando_ssh.config import Config
 from lando_ssh.errors import BadInput, CloudError, CloudNotFound
@@ -48,3 +51,16 @@ def check_at_submit(config: Config, job: Job) -> str | None:
 
 def _unchecked(e: CloudError) -> str:
     return f"the cloud did not answer ({e}); the job's flavor and image are checked when its VM is created"
+
+
+def volume_mounts(value: Any) -> list[tuple[str, str]]:
+    """bespin-api's vm_volume_mounts ({"/dev/vdb1": "/work"}, or that as a JSON string) as (device, mount point)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return []
+    if not isinstance(value, dict):
+        return []
+    return [(str(dev), str(point)) for dev, point in value.items()
+            if str(dev).startswith("/dev/") and str(point).startswith("/")]

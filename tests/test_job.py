@@ -58,7 +58,7 @@ def test_two_step_workflow_with_local_and_url_inputs_runs_end_to_end(lando: Land
 
 
 def test_a_large_input_goes_after_the_free_disk_is_known_and_arrives_whole(lando: Lando, tmp_path: Path):
-    """Small inputs travel with the remote scripts in one stream; one above pipeline.ONE_STREAM_BYTES (and
+    """Small inputs travel with the remote scripts in one stream; one above engine.ONE_STREAM_BYTES (and
     above remote.BULK_BYTES: through OpenSSH) goes on its own once the VM's free disk is known."""
     big = tmp_path / "big.txt"
     line = b"the same line of text, again and again\n"
@@ -119,7 +119,7 @@ def test_failing_tool_ends_in_error_with_exit_code_and_stderr_tail(lando: Lando)
     assert (out / "docs" / "README.md").is_file()
     assert job["timings"]["R"]["seconds"] > 0  # the failed step's time is recorded, not left "running"
     assert proc.stderr.count(f"lando-ssh: job {job_id} failed: step R") == 1
-    assert "ERROR lando_ssh.pipeline" not in proc.stderr  # said once, by the command, not again by the log
+    assert "ERROR lando_ssh.engine" not in proc.stderr  # said once, by the command, not again by the log
     assert job["vm"]["deleted"] and lando.vm_dirs() == []
     logs = lando.cli("logs", str(job_id), check=True).stdout
     assert "explode: something went wrong on purpose" in logs and "state E" in logs

@@ -108,7 +108,7 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
 
 
 def describe_job(job: Job, drivers: Drivers) -> str:
-    from lando_ssh.pipeline import STEP_NAMES
+    from lando_ssh.model import STEP_NAMES
 
     lines = [f"job {job.id}: {job.name}",
              f"  state:   {job.state.value} ({job.state.name.lower()})",
@@ -212,7 +212,7 @@ class _LogReader:
     def __init__(self, config: Config):
         self.config = config
         self.journal = journal_of(config, reading=True)
-        self._pipeline: Any = None
+        self._engine: Any = None
         self._job_id: int | None = None
 
     def lines(self, job: Job, after: int = 0) -> list[str]:
@@ -229,7 +229,7 @@ class _LogReader:
     def _from_vm(self, job: Job, after: int) -> str | None:
         if not (job.vm and job.vm.address and not job.vm.deleted and job.vm.work_dir and "run_pid" in job.facts):
             return None
-        from lando_ssh.pipeline import JobPaths
+        from lando_ssh.engine import JobPaths
 
         try:
             path = JobPaths.under(job.vm.work_dir, job.id).run + "/stderr"
@@ -239,15 +239,15 @@ class _LogReader:
             return None if job.state in ACTIVE_STATES else f"(cannot read it from the VM: {e})"
 
     def _remote(self, job: Job) -> Any:
-        if self._pipeline is None:
+        if self._engine is None:
             from lando_ssh.cloud import open_cloud
-            from lando_ssh.pipeline import Pipeline
+            from lando_ssh.engine import Engine
 
-            self._pipeline = Pipeline(self.config, self.journal, open_cloud(self.config))
+            self._engine = Engine(self.config, self.journal, open_cloud(self.config))
         self._job_id = job.id
-        return self._pipeline.remote(job)
+        return self._engine.remote(job)
 
     def close(self) -> None:
-        if self._pipeline is not None and self._job_id is not None:
-            self._pipeline.close(self._job_id)
-            self._pipeline.cloud.close()
+        if self._engine is not None and self._job_id is not None:
+            self._engine.close(self._job_id)
+            self._engine.cloud.close()

@@ -2,7 +2,7 @@
 
 `open_store(url)` picks the backend from the URL's scheme. Every change to a job goes
 through `update(job_id, change)`, which reads the job fresh, applies `change` and writes
-it back atomically, so the pipeline and a concurrent `cancel_job` never overwrite each
+it back atomically, so the engine and a concurrent `cancel_job` never overwrite each
 other.
 """
 from __future__ import annotations

@@ -258,7 +258,7 @@ def job_order_of(data: dict[str, Any], stage_group: dict[str, Any] | None) -> di
 
 
 def facts_of(data: dict[str, Any]) -> dict[str, Any]:
-    """What the pipeline and the admin need of bespin's job record, kept on the local record."""
+    """What the engine and the admin need of bespin's job record, kept on the local record."""
     settings = data.get("job_settings") or {}
     runtime = settings.get("job_runtime_openstack") or {}
     cloud = runtime.get("cloud_settings") or {}

@@ -38,7 +38,7 @@ class LogTails:
         vm = job.vm
         if vm is None or vm.deleted or not vm.work_dir:
             return ""
-        from lando_ssh.pipeline import JobPaths
+        from lando_ssh.engine import JobPaths
 
         path = JobPaths.under(vm.work_dir, job.id).run + "/stderr"
         text = _tail_file(path)  # the local cloud: the VM's disk is this host's
@@ -50,18 +50,18 @@ class LogTails:
             if cached and time.monotonic() - cached[0] < SSH_EVERY:
                 return cached[1]
         from lando_ssh.cloud import open_cloud
+        from lando_ssh.engine import Engine
         from lando_ssh.journal import Journal
-        from lando_ssh.pipeline import Pipeline
         from lando_ssh.store import open_job_source
 
         store = open_job_source(self.config)
-        pipeline = Pipeline(self.config, Journal(store), open_cloud(self.config))
+        engine = Engine(self.config, Journal(store), open_cloud(self.config))
         try:
-            text = pipeline.remote(job).run(["tail", "-c", str(TAIL_BYTES), path], check=False, retry=False).stdout
+            text = engine.remote(job).run(["tail", "-c", str(TAIL_BYTES), path], check=False, retry=False).stdout
         except LandoError as e:
             text = f"(cannot read it from the VM: {e})"
         finally:
-            pipeline.close(job.id)
+            engine.close(job.id)
             store.close()
         with self._lock:
             self._cache[job.id] = (time.monotonic(), text)
