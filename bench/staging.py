@@ -89,7 +89,7 @@ def main() -> None:
                 started = time.perf_counter()
                 engine.stage_inputs(job_id)
                 ours.append(time.perf_counter() - started)
-                staged = journal.get(job_id).facts.get("bytes_staged", 0)
+                staged = (journal.get(job_id).run.bytes_staged or 0)
                 if staged < size:
                     raise SystemExit(f"the stage step moved {staged} bytes, expected at least {size}")
             # pulls: the store step's Remote.get_dir (a tar stream through ssh, unpacked with tarfile's

@@ -615,10 +615,10 @@ def cmd_cwl_runner(config: Config, args: argparse.Namespace) -> int:
     if job.state == JobState.FINISHED:
         _print_output(job.output or {}, args.write_summary)
         return EXIT_OK
-    if job.facts.get("partial_output") and job.facts.get("output_printed"):
+    if job.run.partial_output and job.run.output_printed:
         _print_output(job.output or {}, args.write_summary)  # as cwltool does: what a failed run collected
     _report_end(job)
-    code = job.facts.get("exit_code")
+    code = job.run.exit_code
     return code if isinstance(code, int) and code not in (0,) and job.state == JobState.ERROR else EXIT_JOB_FAILED
 
 

@@ -264,8 +264,7 @@ class Server:
             if not self._claim(job.id):
                 log.info("job %s: restart_job, but another server holds it; nothing to do", job.id)
                 return False
-            job = self.journal.update(job.id, lambda j: (j.set_state(JobState.RESTARTING, note="restart_job received"),
-                                                          j.facts.update(restart_pending=True)))
+            job = self.journal.update(job.id, _restart_requested)
             self._enqueue(job)
             self._schedule()
             return True
@@ -464,6 +463,11 @@ class Server:
 def _cancel_now(job: Job) -> None:
     job.reason = "canceled"
     job.set_state(JobState.CANCELED, note="cancel_job received")
+
+
+def _restart_requested(job: Job) -> None:
+    job.set_state(JobState.RESTARTING, note="restart_job received")
+    job.run.restart_pending = True  # the driver restarts it (the restart rule: engine/restart.py)
 
 
 def _waiting_reason(why: str) -> Callable[[Job], None]:

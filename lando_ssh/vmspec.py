@@ -19,7 +19,7 @@ from lando_ssh.model import Job
 
 def job_flavor(config: Config, cloud: Cloud, job: Job) -> Flavor:
     """The job's flavor, else the scheduler's choice, else vm.flavor, else the cheapest allowed that fits."""
-    named = job.vm_spec.flavor or job.facts.get("flavor") or config.vm.flavor
+    named = job.vm_spec.flavor or job.run.flavor or config.vm.flavor
     volume = job.vm_spec.volume_size if job.vm_spec.volume_size is not None else config.vm.volume_size
     try:
         return choose_flavor(workflow_needs(job.workflow_doc), cloud.flavors(), config.flavors.allow,

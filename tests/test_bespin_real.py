@@ -319,7 +319,7 @@ def test_a_job_with_cleanup_vm_false_keeps_its_vm_after_F_until_the_admin_delete
 
     assert (job["state"], job["step"]) == ("F", ""), bespin.errors_of(job_id)
     local = local_job(lando, job_id)
-    assert local.facts["vm_kept"] is True and local.vm.deleted is None
+    assert local.run.vm_kept is True and local.vm.deleted is None
     assert job["vm_instance_name"] == local.vm.name
     assert lando.cli("ssh", str(job_id), "--", "echo", "still here").stdout == "still here\n"
     swept = json.loads(lando.cli("sweep", "--grace", "0", "--json", check=True).stdout)

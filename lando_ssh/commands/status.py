@@ -56,8 +56,8 @@ def status_object(job: Job, drivers: Drivers | None = None) -> dict[str, Any]:
                                        "created": d["vm"]["created"], "deleted": d["vm"]["deleted"]}
     d.pop("workflow_doc", None)
     d["job_order"] = job.public_job_order()
-    d["facts"] = {k: v for k, v in job.facts.items() if k != "vm_output"}
-    d["progress"] = job.facts.get("progress")  # a transfer under way: what, bytes, total, rate, eta_seconds
+    d["run"] = {k: v for k, v in d["run"].items() if k != "vm_output"}
+    d["progress"] = job.run.progress  # a transfer under way: what, bytes, total, rate, eta_seconds
     if drivers is not None:
         d["driven"], d["driver"] = drivers.of(job)
     return d
@@ -75,7 +75,7 @@ def _doing(job: Job, drivers: Drivers) -> str:
 def _progress(job: Job) -> str:
     from lando_ssh.progress import sentence
 
-    progress = job.facts.get("progress")
+    progress = job.run.progress
     return sentence(progress) if progress and job.state in ACTIVE_STATES else ""
 
 
@@ -115,7 +115,7 @@ def describe_job(job: Job, drivers: Drivers) -> str:
              f"  step:    {job.step.value or '-'} {STEP_NAMES.get(job.step, '')}".rstrip(),
              f"  workflow: {job.workflow}",
              f"  output:  {job.output_dir}",
-             *([f"  docs:    {job.facts['docs_path']}"] if job.facts.get("docs_path") else []),
+             *([f"  docs:    {job.run.docs_path}"] if job.run.docs_path else []),
              f"  created: {job.created.isoformat(timespec='seconds')}",
              f"  updated: {job.updated.isoformat(timespec='seconds')}"]
     note = drivers.note(job)
@@ -151,8 +151,8 @@ def cmd_logs(config: Config, args: argparse.Namespace) -> int:
         job = reader.journal.get(args.job_id)
         print(f"job {job.id} history:")
         seen = _print_history(job, 0)
-        if job.facts.get("docs_path"):
-            print(f"lando's docs of the job: {job.facts['docs_path']}")
+        if job.run.docs_path:
+            print(f"lando's docs of the job: {job.run.docs_path}")
         log_lines = reader.lines(job)
         shown = max(0, len(log_lines) - args.tail) if args.tail is not None else 0
         if not args.follow:
@@ -227,7 +227,7 @@ class _LogReader:
         return TERMINAL_CODES.sub("", text).splitlines() if text else []
 
     def _from_vm(self, job: Job, after: int) -> str | None:
-        if not (job.vm and job.vm.address and not job.vm.deleted and job.vm.work_dir and "run_pid" in job.facts):
+        if not (job.vm and job.vm.address and not job.vm.deleted and job.vm.work_dir and job.run.run_pid is not None):
             return None
         from lando_ssh.engine import JobPaths
 

@@ -39,7 +39,7 @@ def create_vm(rt: Runtime, job_id: int) -> None:
             info = _wait_active(rt, job, info)
             break
         except StepTimeout as e:  # stuck in boot: a new VM, a bounded number of times
-            retries = int(job.facts.get("boot_retries", 0))
+            retries = job.run.boot_retries
             if retries >= rt.config.vm.boot_retries:
                 raise
             why = f"{e}; trying a new VM (retry {retries + 1} of {rt.config.vm.boot_retries})"
@@ -47,7 +47,7 @@ def create_vm(rt: Runtime, job_id: int) -> None:
             delete_vm_quietly(rt, job_id, info.id)
 
             def forget(j: Job, n: int = retries + 1, note: str = why) -> None:
-                j.facts["boot_retries"] = n
+                j.run.boot_retries = n
                 j.history.append(HistoryEntry(now(), j.state, j.step, note[:200]))
                 j.retire_vm()
 
@@ -93,7 +93,7 @@ def _existing_vm(rt: Runtime, job: Job) -> VmInfo | None:
 
 def _request_vm(rt: Runtime, job: Job) -> VmInfo:
     config = rt.config
-    attempt = int(job.facts.get("vm_attempt", 0)) + 1
+    attempt = job.run.vm_attempt + 1
     name = f"{config.cloud.installation_id}-job-{job.id}-{attempt}"
     chosen = job_flavor(config, rt.cloud, job)  # the job's, the scheduler's, vm.flavor, or the cheapest that fits
     flavor = chosen.name
@@ -113,7 +113,7 @@ def _request_vm(rt: Runtime, job: Job) -> VmInfo:
                                                 volume_device=device if volume else None))
 
     def remember(j: Job) -> None:  # recorded before the request, so a crash finds the VM by name
-        j.facts["vm_attempt"] = attempt
+        j.run.vm_attempt = attempt
         j.vm = VmRecord(name=name, user=user, work_dir=work_dir, flavor=flavor, vcpus=chosen.vcpus,
                         ram_mb=chosen.ram_mb, created=now())
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from lando_ssh import outputs, report
 from lando_ssh.errors import WorkflowFailed
+from lando_ssh.journal import recording
 
 from .run import ANSI, STDERR_TAIL_LINES
 from .runtime import Runtime
@@ -38,8 +39,8 @@ def organize_output(rt: Runtime, job_id: int, *, post_process: bool = True) -> N
                                for f in ("started", "finished", "maxrss_kb", "exit_code")})
     version = report.cwltool_version(ANSI.sub("", parts.get("stderr-tail", "")))
     printed = bool(parts.get("stdout", "").strip())  # (cwltool prints none when it fails before any output)
-    rt.journal.update(job_id, lambda j: j.facts.update(vm_output=output, docs_dir=docs_dir, usage=usage,
-                                                         cwltool_version=version, output_printed=printed))
+    rt.journal.update(job_id, recording(vm_output=output, docs_dir=docs_dir, usage=usage, cwltool_version=version,
+                                        output_printed=printed))
     rt.result_sizes[job_id] = parts.get("sizes", "")
 
 

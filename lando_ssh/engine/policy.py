@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from lando_ssh.errors import CloudError, JobConflict, LandoError, WorkflowFailed
+from lando_ssh.journal import recording
 from lando_ssh.model import FINAL_STATES, STEP_NAMES, Job, JobState, JobStep, now
 
 from .organize import organize_output
@@ -25,7 +26,7 @@ def fail(rt: Runtime, job_id: int, step: JobStep, error: LandoError) -> Job:
     job = rt.journal.get(job_id)
     saved = ""
     if (step == JobStep.RUNNING and isinstance(error, WorkflowFailed) and rt.config.save_outputs_on_error
-            and has_vm(job) and job.facts.get("exit_code") not in (None, 0)):
+            and has_vm(job) and job.run.exit_code not in (None, 0)):
         saved = _save_failed_run(rt, job_id)
         job = rt.journal.get(job_id)
     asked = keep_vm(rt, job, failed=True)
@@ -45,7 +46,7 @@ def fail(rt: Runtime, job_id: int, step: JobStep, error: LandoError) -> Job:
         j.error = f"step {step.value} ({name}) failed: {text}"
         j.reason = reason
         close_timings(j)
-        j.facts["vm_kept"] = bool(keep)
+        j.run.vm_kept = bool(keep)
         if deleted:
             mark_vm_deleted(j)
         j.set_state(JobState.ERROR, step, note=first[:200])
@@ -64,7 +65,7 @@ def _save_failed_run(rt: Runtime, job_id: int) -> str:
     except Exception as e:  # the failure being recorded matters more: say why and go on
         log.warning("job %s: the failed run's outputs and logs could not be saved: %s", job_id, e)
         return ""
-    job = rt.journal.update(job_id, lambda j: j.facts.update(partial_output=True))
+    job = rt.journal.update(job_id, recording(partial_output=True))
     return f"Its partial outputs and logs are in {job.output_dir}."
 
 
@@ -96,12 +97,11 @@ def delete_kept_vm(rt: Runtime, job_id: int) -> str:
     if not job.vm or not job.vm.id or job.vm.deleted:
         raise JobConflict(f"job {job_id} has no VM left to delete")
     if not terminate_quietly(rt, job):
-        raise CloudError(f"could not delete VM {job.vm.name}: {job.facts.get('vm_delete_error') or 'see the log'}")
+        raise CloudError(f"could not delete VM {job.vm.name}: {job.run.vm_delete_error or 'see the log'}")
 
     def deleted(j: Job) -> None:
         mark_vm_deleted(j)
-        j.facts["vm_kept"] = False
-        j.facts.pop("vm_kept_note", None)
+        j.run.vm_kept, j.run.vm_kept_note = False, ""
         j.reason = j.reason.replace(kept_note(job_id), "").replace(results_kept_note(job_id), "")
 
     rt.journal.update(job_id, deleted)
@@ -120,7 +120,7 @@ def results_kept_note(job_id: int) -> str:
 def close_timings(job: Job) -> None:
     """The step under way ended (failed or canceled): its timing says how long it ran, not "running", and a
     transfer's progress is no longer shown."""
-    job.facts.pop("progress", None)
+    job.run.progress = None
     for timing in job.timings.values():
         if timing.started and not timing.finished:
             timing.finished = now()

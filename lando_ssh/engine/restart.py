@@ -18,7 +18,7 @@ def restart_due(job: Job) -> bool:
     """Whether driving the job begins with a restart: it errored or was canceled, or restart_job was recorded
     on it (state r) and no driver has acted on it yet."""
     return job.state in RESTARTABLE_STATES or (job.state == JobState.RESTARTING
-                                               and bool(job.facts.get("restart_pending")))
+                                               and job.run.restart_pending)
 
 
 def prepare_restart(rt: Runtime, job_id: int) -> Job:
@@ -44,13 +44,11 @@ def prepare_restart(rt: Runtime, job_id: int) -> Job:
         if not reuse:
             j.retire_vm()
         if STEPS.index(step) <= STEPS.index(JobStep.RUNNING):
-            for fact in ("run_pid", "run_started", "commands", "exit_code", "vm_output", "usage",
-                         "partial_output", "bytes_stored", "cwltool_version", "docs_dir", "output_printed",
-                         "docs_path"):
-                j.facts.pop(fact, None)
+            # the workflow runs again: a fresh run state (on the same VM, the old run's files are cleared first)
+            j.run = j.run.next_attempt(rerun=reuse)
             j.output = None  # a failed run's partial one
-            j.facts["rerun"] = reuse  # the old run's files on the VM are cleared before starting again
-        j.facts.pop("restart_pending", None)
+        else:  # the same run goes on from its organize or store step, on the same VM
+            j.run.restart_pending, j.run.unreachable_since, j.run.progress = False, None, None
         for again in STEPS[STEPS.index(step):]:  # the steps this attempt walks again are timed afresh
             j.timings.pop(again.value, None)
         j.error = None

@@ -37,10 +37,10 @@ def run_workflow(rt: Runtime, job_id: int) -> None:
     remote = rt.remote(job)
     limit = rt.config.limits.max_run_time
     status = None  # the first wait's answer, when it came with the start
-    if "run_pid" not in job.facts:
+    if job.run.run_pid is None:
         status = _start_run(rt, job, paths, remote, _run_wait(rt, limit, now()))
         job = rt.journal.get(job_id)
-    started = datetime.fromisoformat(job.facts["run_started"])
+    started = job.run.run_started or now()
     while True:
         if rt.canceled(job_id):
             kill_run(rt, job_id)
@@ -62,8 +62,8 @@ def run_workflow(rt: Runtime, job_id: int) -> None:
             if not (rt.cancel_event.is_set() or rt.stopping.is_set()):  # else: we interrupted it ourselves
                 _unreachable(rt, job_id, e)
             continue
-        if "unreachable_since" in job.facts:
-            job = rt.journal.update(job_id, lambda j: j.facts.pop("unreachable_since", None))
+        if job.run.unreachable_since is not None:
+            job = rt.journal.update(job_id, recording(unreachable_since=None))
         if status.startswith("exited "):
             code = int(status.split()[1])
             rt.journal.update(job_id, recording(exit_code=code))
@@ -115,15 +115,13 @@ def _start_run(rt: Runtime, job: Job, paths: JobPaths, remote: Remote, wait: flo
     commands = {"cwl_base_command": base, "cwl_pre_process_command": pre or None,
                 "cwl_post_process_command": rt.command(job, "cwl_post_process_command") or None}
     # lando-start is idempotent (a second call reports the first run), so a restart clears the old run
-    clear = [paths.run, paths.results, paths.tmp] if job.facts.get("rerun") else []
+    clear = [paths.run, paths.results, paths.tmp] if job.run.rerun else []
     start = [posixpath.join(paths.bin, "lando-start"), paths.run, *argv]
     pids: list[int] = []
 
     def record(pid: int) -> None:
         pids.append(pid)
-        rt.journal.update(job.id, lambda j: (j.facts.update(run_pid=pid, run_started=now().isoformat(),
-                                                              commands=commands),
-                                               j.facts.pop("rerun", None)))
+        rt.journal.update(job.id, recording(run_pid=pid, run_started=now(), commands=commands, rerun=False))
         rt.progress(job.id, f"cwltool started on the VM (pid {pid})")
 
     def on_stdout(out: bytes) -> None:  # the pid is recorded the moment it comes, before the wait
@@ -148,17 +146,17 @@ def _start_run(rt: Runtime, job: Job, paths: JobPaths, remote: Remote, wait: flo
 def _unreachable(rt: Runtime, job_id: int, error: Exception) -> None:
     """The VM did not answer a check: wait health.interval and try again, until health.grace is spent."""
     job = rt.journal.get(job_id)
-    since = job.facts.get("unreachable_since")
+    since = job.run.unreachable_since
     if since is None:
-        since = now().isoformat(timespec="seconds")
-        rt.journal.update(job_id, lambda j: j.facts.update(unreachable_since=since))
+        since = now().replace(microsecond=0)
+        rt.journal.update(job_id, recording(unreachable_since=since))
         log.warning("job %s: its VM stopped answering: %s", job_id, error)
-    gone_for = (now() - datetime.fromisoformat(since)).total_seconds()
+    gone_for = (now() - since).total_seconds()
     grace = rt.config.health.grace
     if gone_for > grace:
         name = job.vm.name if job.vm else "?"
-        raise VmUnreachable(f"VM {name} unreachable since {since} ({gone_for:.0f}s, longer than health.grace "
-                            f"{grace:.0f}s): {error}")
+        raise VmUnreachable(f"VM {name} unreachable since {since.isoformat()} ({gone_for:.0f}s, longer than "
+                            f"health.grace {grace:.0f}s): {error}")
     rt.sleep(job_id, min(rt.config.health.interval, max(grace - gone_for, 0.1)))
 
 
@@ -173,7 +171,7 @@ def stderr_tail(remote: Remote, paths: JobPaths) -> str:
 
 def kill_run(rt: Runtime, job_id: int) -> None:
     job = rt.journal.get(job_id)
-    if "run_pid" not in job.facts or not job.vm or not job.vm.host_keys:
+    if job.run.run_pid is None or not job.vm or not job.vm.host_keys:
         return
     paths = rt.paths(job)
     try:

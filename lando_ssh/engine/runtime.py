@@ -14,7 +14,7 @@ from lando_ssh.config import Config
 from lando_ssh.errors import JobCanceled, LandoError, StepTimeout, VmUnreachable
 from lando_ssh.installation import ours
 from lando_ssh.joblock import JobLock
-from lando_ssh.journal import Journal
+from lando_ssh.journal import Journal, recording
 from lando_ssh.keys import JobKeys
 from lando_ssh.model import Job, JobState
 from lando_ssh.progress import Progress, sentence, watching
@@ -104,7 +104,7 @@ class Runtime:
     def command(self, job: Job, key: str) -> list[str]:
         """A job's cwl_base/pre_process/post_process_command: as recorded when its run started (what ran, and
         what its docs name), else the job source's own (bespin-api's job_runtime_openstack), else the config's."""
-        recorded = job.facts.get("commands")
+        recorded = job.run.commands
         if isinstance(recorded, dict) and key in recorded:
             return list(recorded[key] or [])
         return list(job.facts.get(key) or getattr(self.config, key) or [])
@@ -163,7 +163,7 @@ class Runtime:
 
     @contextlib.contextmanager
     def reporting(self, job_id: int, remote: Remote, what: str, total: int) -> Iterator[None]:
-        """A long transfer's progress, every `progress_interval` seconds: on the job (`facts.progress`, for
+        """A long transfer's progress, every `progress_interval` seconds: on the job (`run.progress`, for
         `status`; one write each, no event) and on a foreground run's stderr. A small one is over before a
         first report: no thread is started for it."""
         if total <= ONE_STREAM_BYTES:
@@ -173,7 +173,7 @@ class Runtime:
         def report(p: Progress) -> None:
             fact = p.to_fact()
             try:
-                self.journal.update(job_id, recording_progress(fact))
+                self.journal.update(job_id, recording(progress=fact))
             except LandoError as e:  # the transfer matters more than its display
                 log.debug("job %s: progress not recorded: %s", job_id, e)
             self.progress(job_id, sentence(fact))
@@ -181,9 +181,3 @@ class Runtime:
         with watching(remote.meter, what, total, report, self.config.progress_interval):
             yield
 
-
-def recording_progress(fact: dict) -> Callable[[Job], None]:
-    def change(job: Job) -> None:
-        job.facts["progress"] = fact
-
-    return change

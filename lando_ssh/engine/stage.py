@@ -9,6 +9,7 @@ from typing import Any
 
 from lando_ssh import exactjson, schemacache
 from lando_ssh.errors import RemoteCommandFailed, StagingFailed
+from lando_ssh.journal import recording
 from lando_ssh.model import Job
 from lando_ssh.progress import size_text as _size
 from lando_ssh.remote import Remote
@@ -82,8 +83,7 @@ def stage_inputs(rt: Runtime, job_id: int) -> None:
         expected.pop(rel, None)
     check_sizes(remote, paths, paths.inputs, expected, "input", listing)
     elapsed = time.monotonic() - started
-    rt.journal.update(job_id, lambda j: (j.facts.update(bytes_staged=sent, staging_seconds=round(elapsed, 3)),
-                                         j.facts.pop("progress", None)))
+    rt.journal.update(job_id, recording(bytes_staged=sent, staging_seconds=round(elapsed, 3), progress=None))
 
 
 def _check_free(needed: int, free: int, paths: JobPaths) -> None:

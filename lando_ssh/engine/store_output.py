@@ -41,17 +41,15 @@ def store_output(rt: Runtime, job_id: int) -> None:
         if not os.path.isfile(local) or os.path.getsize(local) != size:
             raise StagingFailed(f"output file {rel} did not arrive whole in {local_dir} "
                                 f"(expected {size} bytes)")
-    output = staging.rewrite_outputs(job.facts.get("vm_output") or {}, paths.results, local_dir)
+    output = staging.rewrite_outputs(job.run.vm_output or {}, paths.results, local_dir)
 
     def stored(j: Job) -> None:
         j.output = output
-        j.facts["bytes_stored"] = received
-        j.facts["docs_path"] = docs_dir
-        j.facts.pop("progress", None)
+        j.run.bytes_stored, j.run.docs_path, j.run.progress = received, docs_dir, None
 
     job = rt.journal.update(job_id, stored)
     # lando's docs of the job are written here, not on the VM: what the VM made was pulled as it was
-    docs = report.docs_files(job, job.facts.get("usage") or {}, job.facts.get("cwltool_version"))
+    docs = report.docs_files(job, job.run.usage or {}, job.run.cwltool_version)
     docs["logs/cwl-output.json"] = (json.dumps(output, indent=2) + "\n").encode()
     if job.secret_inputs:  # the VM's job order held the secrets cwltool needed; the docs' copy does not
         ran = os.path.join(docs_dir, "scripts", "job-order.json")

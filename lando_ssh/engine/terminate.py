@@ -6,6 +6,7 @@ import logging
 
 from lando_ssh.cloud import VmInfo
 from lando_ssh.errors import CloudError
+from lando_ssh.journal import recording
 from lando_ssh.model import Job, now
 
 from .runtime import Runtime
@@ -18,7 +19,7 @@ def terminate_vm(rt: Runtime, job_id: int) -> None:
     if keep_vm(rt, job, failed=False):
         rt.close(job_id)
         note = f"VM kept (the job asks cleanup_vm: false): lando-ssh ssh {job_id}"
-        rt.journal.update(job_id, lambda j: j.facts.update(vm_kept=True, vm_kept_note=note))
+        rt.journal.update(job_id, recording(vm_kept=True, vm_kept_note=note))
         return
     # a failed delete does not fail a job whose outputs are safe: it is recorded, and the sweep retries it
     if terminate_quietly(rt, job):
@@ -59,9 +60,9 @@ def delete_vm_quietly(rt: Runtime, job_id: int, vm_id: str) -> bool:
     except CloudError as e:
         message = f"could not delete VM {vm_id}: {e} (the orphan sweep retries it)"
         log.error("job %s: %s", job_id, message)
-        rt.journal.update(job_id, lambda j: j.facts.update(vm_delete_error=message))
+        rt.journal.update(job_id, recording(vm_delete_error=message))
         return False
-    rt.journal.update(job_id, lambda j: j.facts.pop("vm_delete_error", None))
+    rt.journal.update(job_id, recording(vm_delete_error=""))
     return True
 
 

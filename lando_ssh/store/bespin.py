@@ -445,7 +445,7 @@ class BespinStore:
         else:  # between VMs (a restart): bespin keeps the name of the last one, as it did with lando
             vm_name = pushed.get("vm_instance_name", bespin.get("vm_instance_name", ""))
             volume_name = pushed.get("vm_volume_name", bespin.get("vm_volume_name", ""))
-        if job.state == JobState.RESTARTING and job.facts.get("restart_pending"):
+        if job.state == JobState.RESTARTING and job.run.restart_pending:
             state, step = job.state.value, pushed.get("step", job.step.value)  # bespin's own r, not acted on yet
         else:
             state, step = lando_view(job.state, job.step)

@@ -110,7 +110,6 @@ def _pager(page: Page, query: JobQuery) -> str:
 def job_page(job: Job, status: dict[str, Any], attempts: list[list[Segment]], *, can_act: bool,
              csrf: str, log: str) -> str:
     r = row(job)
-    facts = job.facts
     parts = [f'<p id="state">{state_cell(r)} &middot; submitted {e(when(job.created))} by {e(job.user or "-")}'
              f' &middot; elapsed {duration(r["elapsed"])}</p>',
              f'<p>workflow <code>{e(job.workflow)}</code></p>']
@@ -125,7 +124,7 @@ def job_page(job: Job, status: dict[str, Any], attempts: list[list[Segment]], *,
                  f'data-live="{"1" if job.state in ACTIVE_STATES else "0"}">{e(log)}</pre>')
     parts.append("<h2>VM</h2>" + _vm_html(status.get("vm"), status.get("past_vms") or []))
     parts.append("<h2>Outputs</h2>" + _outputs_html(job))
-    commands = facts.get("commands")
+    commands = job.run.commands
     if isinstance(commands, dict) and commands:
         items = "".join(f"<li>{e(k)}: <code>{e(shlex.join(map(str, v)))}</code></li>"
                         for k, v in commands.items() if isinstance(v, list) and v)
