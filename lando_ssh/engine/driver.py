@@ -8,8 +8,9 @@ import functools
 import logging
 from collections.abc import Callable
 
+from lando_ssh.backoff import Backoff
 from lando_ssh.errors import JobCanceled, LandoError
-from lando_ssh.model import STEPS, Job, JobState, JobStep, StepTiming, now
+from lando_ssh.model import STEP_NAMES, STEPS, HistoryEntry, Job, JobState, JobStep, StepTiming, now
 
 from . import create_vm, organize, policy, run, stage, store_output, terminate
 from .restart import prepare_restart, restart_due
@@ -30,6 +31,9 @@ STEP_FUNCTIONS: dict[JobStep, Step] = {
 #: waits until the job may start (the foreground's `admission.wait_for_room`); the daemon's scheduler
 #: admitted its jobs before it launched them
 Admission = Callable[[int], None]
+#: seconds before a step that met an internal error runs again; doubling up to the longest
+STEP_RETRY_FIRST = 1.0
+STEP_RETRY_LONGEST = 60.0
 
 
 class Engine(Runtime):
@@ -91,7 +95,7 @@ class Engine(Runtime):
         try:
             for step in STEPS[start:]:
                 self.enter(job_id, step, ended)
-                STEP_FUNCTIONS[step](self, job_id)
+                self._run_step(job_id, step)
                 ended = step
             return self.journal.update(job_id, functools.partial(_finish, ended=ended))
         except JobCanceled:
@@ -104,11 +108,29 @@ class Engine(Runtime):
             if self.canceled(job_id):
                 return policy.finish_cancel(self, job_id)
             return policy.fail(self, job_id, step, e)
-        except Exception as e:  # a bug of ours: still record it on the job, with the traceback in the log
-            log.exception("job %s: internal error in step %s", job_id, step.value)
-            return policy.fail(self, job_id, step, LandoError(f"internal error: {type(e).__name__}: {e}"))
         finally:
             self.close(job_id)
+
+    def _run_step(self, job_id: int, step: JobStep) -> None:
+        """Run one step. An unexpected exception of this server's (a bug, a resource it ran short of) is not the
+        job's failure: the step runs again after a back-off (steps are idempotent), the wait said on the job,
+        the traceback in the log. A job fails only for a reason that is its own, its VM's or its cloud's
+        (a LandoError), and a cancel or a stop ends the waits."""
+        backoff = Backoff(STEP_RETRY_FIRST, STEP_RETRY_LONGEST)
+        while True:
+            try:
+                STEP_FUNCTIONS[step](self, job_id)
+                return
+            except (LandoError, ServerStopping):
+                raise
+            except Exception as e:
+                delay = backoff.next()
+                what = f"{type(e).__name__}: {e}"
+                log.exception("job %s: internal error in step %s (%s); the step runs again in %.0fs", job_id,
+                              step.value, STEP_NAMES[step], delay)
+                self.close(job_id)  # a connection the error left half-used is not reused
+                self.journal.update(job_id, _retrying(step, what, delay))
+                self.sleep(job_id, delay)
 
     def enter(self, job_id: int, step: JobStep, ended: JobStep | None) -> None:
         """`ended` (the step before, if any) is over and `step` begins: one write. A job canceled meanwhile
@@ -134,6 +156,15 @@ class Engine(Runtime):
 
         if self.journal.update(job_id, change).state == JobState.CANCELING:
             raise JobCanceled("canceled")
+
+
+def _retrying(step: JobStep, what: str, delay: float) -> Callable[[Job], None]:
+    def change(job: Job) -> None:
+        job.reason = (f"step {step.value} ({STEP_NAMES[step]}) runs again in {delay:.0f}s after an internal error of "
+                      f"this server ({what[:200]})")
+        job.history.append(HistoryEntry(now(), job.state, job.step, job.reason[:200]))
+
+    return change
 
 
 def _finish(job: Job, ended: JobStep | None = None) -> None:
