@@ -33,6 +33,11 @@ class JobStore(Protocol):
         """Store a new job; returns it with its id assigned (`job.id` is ignored)."""
         ...
 
+    def insert(self, job: Job) -> Job:
+        """Store a job under its own id (a job source's, as bespin-api's), unless one is stored under that id
+        already (loaded meanwhile by another process); returns the stored job. Later `create`s get other ids."""
+        ...
+
     def get(self, job_id: int) -> Job:
         """The job, or raise `UnknownJob`."""
         ...
