@@ -9,7 +9,7 @@ from pathlib import Path
 
 from conftest import WORKFLOWS, Lando, store_job
 
-from lando_ssh.model import Job, RunState
+from lando_ssh.model import Job, JobState, JobStep, RunState
 from lando_ssh.store.sqlite import SqliteStore
 
 
@@ -74,3 +74,25 @@ def test_a_server_upgraded_mid_run_resumes_the_run_it_left(lando: Lando, tmp_pat
     assert done.vm is not None and done.vm.name == running["vm"]["name"] and not done.past_vms
     assert "r" not in [h.state.value for h in done.history]  # resumed, not restarted
     assert (Path(done.output_dir) / "done.txt").read_text() == "done\n"
+
+
+def test_a_restart_the_daemon_recorded_but_never_ran_is_run_by_the_foreground_command_too(lando: Lando):
+    job_id = lando.submit(WORKFLOWS / "no_inputs.cwl")
+    store = SqliteStore(lando.config().store_url)
+    try:
+        def failed_then_restart_requested(j: Job) -> None:  # E, then restart_job taken by a daemon that died
+            j.set_state(JobState.ERROR, JobStep.RUNNING, note="failed")
+            j.run = RunState(vm_attempt=1, run_pid=99, exit_code=1, restart_pending=True)
+            j.set_state(JobState.RESTARTING, note="restart_job received")
+
+        store.update(job_id, failed_then_restart_requested)
+    finally:
+        store.close()
+
+    proc = lando.cli("job", str(job_id))  # the same restart rule as the daemon's: it restarts first
+
+    assert proc.returncode == 0, proc.stderr
+    assert "was restarting; restarting it" in proc.stderr
+    done = store_job(lando, job_id)
+    assert done.state == JobState.FINISHED and not done.run.restart_pending
+    assert done.run.vm_attempt == 2 and done.run.exit_code == 0 and done.run.run_pid != 99  # a fresh attempt

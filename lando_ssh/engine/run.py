@@ -176,7 +176,7 @@ def kill_run(rt: Runtime, job_id: int) -> None:
     paths = rt.paths(job)
     try:
         rt.remote(job).run(["sh", posixpath.join(paths.bin, "lando-kill"), paths.run, "10"], retry=False,
-                             what="stopping cwltool")
+                           what="stopping cwltool")
     except LandoError as e:
         log.warning("job %s: could not stop cwltool on the VM: %s (the VM is deleted next)", job_id, e)
 
