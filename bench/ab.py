@@ -66,7 +66,7 @@ def one_job(tree: Path, data: Path, cwd: str) -> dict[str, float]:
     wall = time.perf_counter() - wall_started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     status = json.loads(lando("status", job_id, "--json", capture_output=True).stdout)
-    cwltool = status["facts"]["usage"]["wall_seconds"]
+    cwltool = status["run"]["usage"]["wall_seconds"]
     row = {"wall": wall, "cwltool": cwltool, "own": wall - cwltool,
            "cpu": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
            "to V": min(seconds(t["started"]) for t in status["timings"].values()) - started}

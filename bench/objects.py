@@ -125,12 +125,12 @@ def run(tmp: Path, container: str, size: int, runs: int) -> None:
     from lando_ssh.cli import _journal
     from lando_ssh.cloud import open_cloud
     from lando_ssh.config import load_config
+    from lando_ssh.engine import Engine
     from lando_ssh.model import JobState, JobStep
     from lando_ssh.objectstore import transfer
     from lando_ssh.objectstore.stores import store_for
     from lando_ssh.objectstore.transfer import _upload
     from lando_ssh.objectstore.urls import parse
-    from lando_ssh.pipeline import Pipeline
 
     vm_side: list[float] = []  # lando-objects' own run within the stage step: the rest is the step's overhead
     run_objects = transfer._run
@@ -147,7 +147,7 @@ def run(tmp: Path, container: str, size: int, runs: int) -> None:
     config = load_config(str(config_path), env={})
     journal = _journal(config)
     cloud = open_cloud(config)
-    pipeline = Pipeline(config, journal, cloud)
+    engine = Engine(config, journal, cloud)
     journal.update(job_id, lambda j: j.set_state(JobState.STARTING, JobStep.NONE))
     downs: list[float] = []
     ours_down: list[float] = []
@@ -155,10 +155,10 @@ def run(tmp: Path, container: str, size: int, runs: int) -> None:
     ours_up: list[float] = []
     cpu: list[float] = []
     try:
-        pipeline._enter(job_id, JobStep.CREATE_VM, None)
-        pipeline.create_vm(job_id)
+        engine.enter(job_id, JobStep.CREATE_VM, None)
+        engine.create_vm(job_id)
         job = journal.get(job_id)
-        remote, paths = pipeline.remote(job), pipeline.paths(job)
+        remote, paths = engine.remote(job), engine.paths(job)
         vm_copy = os.path.join(paths.job_dir, "cli-copy.bin")  # the local cloud's VM disk is this machine's
         base = parse(f"swift://{container}/output/")
         store: Any = store_for(config, base)
@@ -169,10 +169,10 @@ def run(tmp: Path, container: str, size: int, runs: int) -> None:
             downs.append(time.perf_counter() - started)
             remote.run(["rm", "-rf", vm_copy, paths.inputs])
             before, started = cpu_seconds(), time.perf_counter()
-            pipeline.stage_inputs(job_id)
+            engine.stage_inputs(job_id)
             ours_down.append(time.perf_counter() - started)
             cpu.append(cpu_seconds() - before)
-            if journal.get(job_id).facts.get("bytes_staged", 0) < size:
+            if journal.get(job_id).run.bytes_staged < size:
                 raise SystemExit("the stage step did not move the whole input")
             staged = remote.run(["find", paths.inputs, "-type", "f", "-name", "big.bin"]).stdout.split()[0]
 
@@ -181,15 +181,15 @@ def run(tmp: Path, container: str, size: int, runs: int) -> None:
                       staged)
             ups.append(time.perf_counter() - started)
             before, started = cpu_seconds(), time.perf_counter()
-            sent = _upload(pipeline, job_id, remote, paths.bin, store, base, os.path.dirname(staged),
+            sent = _upload(engine, job_id, remote, paths.bin, store, base, os.path.dirname(staged),
                            {"big.bin": size}, "storing")
             ours_up.append(time.perf_counter() - started)
             cpu.append(cpu_seconds() - before)
             if sent != size or store.stat(base.child("big.bin")).size != size:
                 raise SystemExit("the upload did not store the whole output")
     finally:
-        pipeline.terminate_vm(job_id)
-        pipeline.close(job_id)
+        engine.terminate_vm(job_id)
+        engine.close(job_id)
     mib = size / MiB
     print(f"{mib:.0f} MiB, {runs} runs, Swift of ../shared/swift on this machine, a local-cloud VM")
     print(line("down: swift download", downs, mib))

@@ -72,7 +72,7 @@ def main() -> None:
                                                capture_output=True, text=True).stdout)
             for step, timing in status["timings"].items():
                 steps.setdefault(step, []).append(timing["seconds"])
-            steps.setdefault("cwltool on the VM", []).append(status["facts"]["usage"]["wall_seconds"])
+            steps.setdefault("cwltool on the VM", []).append(status["run"]["usage"]["wall_seconds"])
     b, o = statistics.median(bare), statistics.median(ours)
     print(f"bare cwltool --no-container: median {b:.3f}s over {args.runs} runs ({', '.join(f'{t:.2f}' for t in bare)})")
     print(f"lando-ssh job (local cloud): median {o:.3f}s over {args.runs} runs ({', '.join(f'{t:.2f}' for t in ours)})")

@@ -4,7 +4,7 @@
 
 Writes a file of random bytes, submits a job whose input it is, boots a local-cloud VM for the
 job (step V), then alternately: copies the file to the VM with `scp` (the job's key, the pinned
-known_hosts file) and runs the whole stage step S (the pipeline's own path: scripts, disk
+known_hosts file) and runs the whole stage step S (the engine's own path: scripts, disk
 check, the input stream, the size check). Prints both medians as MiB/s and their ratio.
 Goal: lando-ssh >= 0.9x scp. Then the same for pulls: Remote.get_dir (the store step's path)
 against scp from the VM.
@@ -57,22 +57,22 @@ def main() -> None:
         from lando_ssh.cli import _journal
         from lando_ssh.cloud import open_cloud
         from lando_ssh.config import load_config
+        from lando_ssh.engine import Engine
         from lando_ssh.model import JobState, JobStep
-        from lando_ssh.pipeline import Pipeline
 
         config = load_config(None)
         journal = _journal(config)
         cloud = open_cloud(config)
-        pipeline = Pipeline(config, journal, cloud)
+        engine = Engine(config, journal, cloud)
         journal.update(job_id, lambda j: j.set_state(JobState.STARTING, JobStep.NONE))
         try:
-            pipeline._enter(job_id, JobStep.CREATE_VM, None)  # as the pipeline's walk begins the step
-            pipeline.create_vm(job_id)
+            engine.enter(job_id, JobStep.CREATE_VM, None)  # as the engine's walk begins the step
+            engine.create_vm(job_id)
             job = journal.get(job_id)
             assert job.vm is not None
-            remote = pipeline.remote(job)
-            paths = pipeline.paths(job)
-            keys = pipeline.keys(job)
+            remote = engine.remote(job)
+            paths = engine.paths(job)
+            keys = engine.keys(job)
             scp_dest = posixpath.join(paths.job_dir, "scp-copy.bin")
             scp = ["scp", "-q", "-i", keys.private_path, "-P", str(job.vm.port),
                    "-o", f"UserKnownHostsFile={keys.known_hosts_path}", "-o", "GlobalKnownHostsFile=/dev/null",
@@ -87,9 +87,9 @@ def main() -> None:
                 theirs.append(time.perf_counter() - started)
                 remote.run(["rm", "-rf", scp_dest, paths.inputs])
                 started = time.perf_counter()
-                pipeline.stage_inputs(job_id)
+                engine.stage_inputs(job_id)
                 ours.append(time.perf_counter() - started)
-                staged = journal.get(job_id).facts.get("bytes_staged", 0)
+                staged = (journal.get(job_id).run.bytes_staged or 0)
                 if staged < size:
                     raise SystemExit(f"the stage step moved {staged} bytes, expected at least {size}")
             # pulls: the store step's Remote.get_dir (a tar stream through ssh, unpacked with tarfile's
@@ -112,8 +112,8 @@ def main() -> None:
                 if os.path.getsize(os.path.join(back, "big.bin")) != size:
                     raise SystemExit("get_dir did not bring the whole file back")
         finally:
-            pipeline.terminate_vm(job_id)
-            pipeline.close(job_id)
+            engine.terminate_vm(job_id)
+            engine.close(job_id)
     mib = size / (1024 * 1024)
     s, o = statistics.median(theirs), statistics.median(ours)
     print(f"scp:                 median {s:.2f}s = {mib / s:.0f} MiB/s over {args.runs} runs "

@@ -66,7 +66,7 @@ def wait_for_room(config: Config, journal: Journal, cloud: Cloud, job_id: int, c
 
 def _waiting(job: Job) -> bool:
     """A job that waits for a slot (the daemon's queue, or another foreground run) holds no slot yet."""
-    return (job.state == JobState.STARTING and job.step == JobStep.NONE) or bool(job.facts.get("restart_pending"))
+    return (job.state == JobState.STARTING and job.step == JobStep.NONE) or job.run.restart_pending
 
 
 def _waiting_in_s(why: str) -> Callable[[Job], None]:

@@ -16,7 +16,7 @@ Three connections, because pika's BlockingConnection belongs to one thread:
     slow handler never starves the heartbeats;
   - `send()` shares one behind a lock;
   - `publish_status()` only appends to a bounded buffer; a background thread with its own
-    connection publishes (with publisher confirms), reconnecting with back-off, so a pipeline
+    connection publishes (with publisher confirms), reconnecting with back-off, so an engine
     thread never waits for RabbitMQ.
 The password is never logged: logs and errors name `amqp://user@host:port/vhost`.
 """
@@ -35,7 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from urllib.parse import quote
@@ -44,6 +44,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
+from lando_ssh.backoff import Backoff
 from lando_ssh.config import WorkQueueConfig
 from lando_ssh.errors import BadInput, BrokerUnavailable
 from lando_ssh.messages import BadMessage, Command, Message, encode_message, parse_message
@@ -60,23 +61,6 @@ ERROR_HEADER = "x-lando-error"
 ERROR_MESSAGE_HEADER = "x-lando-error-message"
 #: What the consumer treats as "RabbitMQ is gone for now": reconnect and carry on.
 _BROKER_ERRORS = (pika.exceptions.AMQPError, OSError, BrokerUnavailable)
-
-
-@dataclass
-class Backoff:
-    """Delays that double from `first` up to `longest`, reset after a success."""
-
-    first: float = 0.5
-    longest: float = 15.0
-    _next: float = field(default=0.0, init=False)
-
-    def next(self) -> float:
-        delay = self._next or self.first
-        self._next = min(delay * 2, self.longest)
-        return delay
-
-    def reset(self) -> None:
-        self._next = 0.0
 
 
 class Broker:

@@ -500,7 +500,7 @@ class _Progress:
         self.quiet = quiet
 
     def on_change(self, job: Job) -> None:
-        from lando_ssh.pipeline import STEP_NAMES
+        from lando_ssh.model import STEP_NAMES
 
         what = STEP_NAMES.get(job.step, "")
         reason = f": {job.reason}" if job.reason else ""
@@ -530,8 +530,11 @@ def _release_gc(job: Job) -> None:
 
 def run_job_foreground(config: Config, job_id: int, *, quiet: bool = False) -> Job:
     """Run job `job_id` here and now; Ctrl-C cancels it cleanly (remote processes killed, VM deleted)."""
+    from lando_ssh.admission import wait_for_room
     from lando_ssh.cloud import open_cloud
-    from lando_ssh.pipeline import Pipeline
+    from lando_ssh.engine import Engine
+    from lando_ssh.engine.lease import Lease
+    from lando_ssh.engine.restart import restart_due
 
     progress = _Progress(quiet)
     journal = _journal(config, [progress.on_change, _release_gc])
@@ -542,38 +545,33 @@ def run_job_foreground(config: Config, job_id: int, *, quiet: bool = False) -> J
     if job.state == JobState.DELETED:
         raise JobConflict(f"job {job_id} was deleted")
     cloud = open_cloud(config)
-    pipeline = Pipeline(config, journal, cloud, progress=progress.note)
-    pipeline.hold(job_id)  # before anything changes: a daemon or another `lando-ssh job` here may be driving it
-    store = journal.store
-    shared = bool(getattr(store, "shared", False))
-    owner = f"cli:{socket.gethostname()}:{os.getpid()}"
-    ttl = config.store.lease_ttl
-    if shared and not store.claim(job_id, owner, ttl):  # a daemon sharing this store runs it
+    engine = Engine(config, journal, cloud, progress=progress.note)
+    engine.hold(job_id)  # before anything changes: a daemon or another `lando-ssh job` here may be driving it
+    lease = Lease(journal.store, f"cli:{socket.gethostname()}:{os.getpid()}", config.store.lease_ttl)
+    if not lease.claim(job_id):  # a daemon sharing this store runs it
+        engine.let_go(job_id)
         raise JobConflict(f"job {job_id} is being run by a lando-ssh server sharing this job store; "
                           f"see `lando-ssh status {job_id}`")
-    if job.state in (JobState.ERROR, JobState.CANCELED):
+    if restart_due(job):
         progress.note(job_id, f"was {job.state.name.lower()}; restarting it")
-        pipeline.restart(job_id)
-    result: dict[str, Job] = {}
+    result: dict[str, Any] = {}
 
     def drive() -> None:
-        from lando_ssh.admission import wait_for_room
-
-        try:
-            wait_for_room(config, journal, cloud, job_id, pipeline.cancel_event)  # limits.*, as the daemon keeps them
-        except LandoError as e:  # the steps meet it again (the store, the cloud) and say it on the job
-            log.warning("job %s: the limits could not be checked: %s", job_id, e)
-        result.update(job=pipeline.run(job_id))
+        try:  # limits.*, as the daemon keeps them
+            result.update(job=engine.drive(job_id, lambda j: wait_for_room(config, journal, cloud, j,
+                                                                          engine.cancel_event)))
+        except BaseException as e:  # said by the command, as a restart refused before the walk
+            result.update(error=e)
 
     worker = threading.Thread(target=drive, name=f"job-{job_id}", daemon=True)
     previous = signal.getsignal(signal.SIGINT)
 
     def on_interrupt(signum: int, frame: Any) -> None:
-        if pipeline.cancel_event.is_set():
+        if engine.cancel_event.is_set():
             print("lando-ssh: still canceling: killing the workflow and deleting the VM", file=sys.stderr)
             return
         print(f"lando-ssh: canceling job {job_id} (the VM will be deleted)...", file=sys.stderr)
-        pipeline.request_cancel()
+        engine.request_cancel()
 
     signal.signal(signal.SIGINT, on_interrupt)
     signal.signal(signal.SIGTERM, on_interrupt)
@@ -582,14 +580,15 @@ def run_job_foreground(config: Config, job_id: int, *, quiet: bool = False) -> J
         worker.start()
         while worker.is_alive():
             worker.join(0.2)
-            if shared and time.monotonic() - renewed > ttl / 3:  # keep our claim while it runs
-                store.renew(owner, ttl)
+            if time.monotonic() - renewed > lease.ttl / 3:  # keep our claim while it runs
+                lease.renew()
                 renewed = time.monotonic()
     finally:
         signal.signal(signal.SIGINT, previous)
         cloud.close()
-        if shared:
-            store.release(job_id, owner)
+        lease.release(job_id)
+    if "error" in result:
+        raise result["error"]
     return result.get("job") or journal.get(job_id)
 
 
@@ -636,10 +635,10 @@ def cmd_cwl_runner(config: Config, args: argparse.Namespace) -> int:
     if job.state == JobState.FINISHED:
         _print_output(job.output or {}, args.write_summary)
         return EXIT_OK
-    if job.facts.get("partial_output") and job.facts.get("output_printed"):
+    if job.run.partial_output and job.run.output_printed:
         _print_output(job.output or {}, args.write_summary)  # as cwltool does: what a failed run collected
     _report_end(job)
-    code = job.facts.get("exit_code")
+    code = job.run.exit_code
     return code if isinstance(code, int) and code not in (0,) and job.state == JobState.ERROR else EXIT_JOB_FAILED
 
 

@@ -3,7 +3,7 @@
 Finds the flavor (the smallest allowed one unless `--flavor` names one), then what a job's VM needs (the image,
 `vm.image` unless `--image` names one; on OpenStack also the network, security groups, floating IP pool and
 keypair the settings name, and room in the quota), naming everything missing in one sentence each before
-anything is made. Then boots that VM through the pipeline's own create-VM step (so it checks exactly what a job
+anything is made. Then boots that VM through the engine's own create-VM step (so it checks exactly what a job
 will do: user data, console host keys, SSH, cloud-init's work dir), runs `uname -a` and `cwltool --version` on
 it, deletes it, and reports how long each phase took (`--json`: the phases and what is missing as one JSON
 object, printed also when a phase fails).
@@ -65,9 +65,9 @@ def missing(cloud: Any, image: str, flavor: Any, volume_size: int) -> list[str]:
 def cloud_check(config: Config, report: Callable[[Phase], None] = lambda p: None, image: str | None = None,
                 flavor_name: str | None = None) -> list[Phase]:
     from lando_ssh.cloud import open_cloud
+    from lando_ssh.engine import Engine
     from lando_ssh.journal import Journal
     from lando_ssh.model import Job, JobState, VmSpec
-    from lando_ssh.pipeline import Pipeline
     from lando_ssh.store import open_store
 
     phases: list[Phase] = []
@@ -108,18 +108,18 @@ def cloud_check(config: Config, report: Callable[[Phase], None] = lambda p: None
         job = store.create(Job(id=0, name="cloud-check", workflow="cloud-check", job_order={},
                                vm_spec=VmSpec(flavor=flavor.name, image=image, volume_size=0)))
         journal.update(job.id, lambda j: j.set_state(JobState.STARTING))
-        pipeline = Pipeline(check, journal, cloud)
+        engine = Engine(check, journal, cloud)
         try:
-            phase("boot the VM and wait for SSH", lambda: pipeline.create_vm(job.id),
+            phase("boot the VM and wait for SSH", lambda: engine.create_vm(job.id),
                   lambda _: _vm_detail(journal.get(job.id)))
-            remote = pipeline.remote(journal.get(job.id))
+            remote = engine.remote(journal.get(job.id))
             phase("uname -a", lambda: remote.run(["uname", "-a"]).stdout.strip(), lambda out: out)
             base = config.cwl_base_command or cloud.default_cwl_command()
             phase(f"{base[0]} --version", lambda: remote.run([base[0], "--version"]).stdout.strip(), lambda out: out)
         finally:
-            pipeline.close(job.id)
+            engine.close(job.id)
             if journal.get(job.id).vm:
-                phase("delete the VM", lambda: pipeline.terminate_vm(job.id))
+                phase("delete the VM", lambda: engine.terminate_vm(job.id))
             store.close()
             cloud.close()
     return phases

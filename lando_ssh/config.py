@@ -95,6 +95,8 @@ class LocalCloudConfig:
     max_instances: int = 0  # the "cloud quota" of VMs; 0 = unlimited
     stuck_boots: int = 0  # the first N VMs of this cloud never finish booting (boot retries)
     disk_mb: int = 0  # as root: the VM's work dir is a tmpfs of this size (a disk that can fill up); 0 = host disk
+    #: the first N console reads of this server raise an unexpected exception (a bug's stand-in: the step is retried)
+    internal_errors: int = 0
     flavors: dict[str, dict[str, int]] = field(default_factory=lambda: {
         "m1.small": {"vcpus": 1, "ram_mb": 2048, "disk_gb": 20},
         "m1.medium": {"vcpus": 2, "ram_mb": 4096, "disk_gb": 40},

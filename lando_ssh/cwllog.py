@@ -40,8 +40,8 @@ class CwltoolLog:
         self.journal = journal
         self.ssh_every = ssh_every
         self.local_disk = config.cloud.driver == "local" if local_disk is None else local_disk
-        self._lock = threading.Lock()  # the pipeline's connections (the status page reads from many threads)
-        self._pipeline: Any = None
+        self._lock = threading.Lock()  # the engine's connections (the status page reads from many threads)
+        self._engine: Any = None
         self._connected: set[int] = set()
         self._tails: dict[int, tuple[float, str]] = {}  # job id -> (monotonic time read, text), over SSH
 
@@ -98,36 +98,36 @@ class CwltoolLog:
         vm = job.vm
         if vm is None or vm.deleted or not vm.work_dir:
             return None
-        if not self.local_disk and not (vm.address and "run_pid" in job.facts):
+        if not self.local_disk and not (vm.address and job.run.run_pid is not None):
             return None
-        from lando_ssh.pipeline import JobPaths
+        from lando_ssh.engine import JobPaths
 
         return JobPaths.under(vm.work_dir, job.id).run + "/stderr"
 
     def _ssh(self, job: Job, argv: list[str], keep: bool = True) -> str:
         """Run `argv` on the job's VM; the connection is kept for the next read (a follower's) when `keep`."""
         with self._lock:
-            if self._pipeline is None:
+            if self._engine is None:
                 from lando_ssh.cloud import open_cloud
-                from lando_ssh.pipeline import Pipeline
+                from lando_ssh.engine import Engine
 
-                self._pipeline = Pipeline(self.config, self.journal, open_cloud(self.config))
+                self._engine = Engine(self.config, self.journal, open_cloud(self.config))
             try:
                 self._connected.add(job.id)
-                return str(self._pipeline.remote(job).run(argv, check=False, retry=False).stdout)
+                return str(self._engine.remote(job).run(argv, check=False, retry=False).stdout)
             finally:
                 if not keep:
                     self._connected.discard(job.id)
-                    self._pipeline.close(job.id)
+                    self._engine.close(job.id)
 
     def close(self) -> None:
         with self._lock:
-            if self._pipeline is not None:
+            if self._engine is not None:
                 for job_id in self._connected:
-                    self._pipeline.close(job_id)
+                    self._engine.close(job_id)
                 self._connected.clear()
-                self._pipeline.cloud.close()
-                self._pipeline = None
+                self._engine.cloud.close()
+                self._engine = None
 
 
 def _clean(text: str) -> str:

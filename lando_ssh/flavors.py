@@ -9,7 +9,7 @@ outdirMin, otherwise the flavor's root disk (a flavor with disk 0, "the image's 
 meets no stated disk need). A job no allowed flavor fits fails at once, saying what it
 needs and what the largest allowed flavor offers.
 
-Pure logic, no I/O: the pipeline asks it for one job (`choose_flavor`), the scheduler for
+Pure logic, no I/O: the engine asks it for one job (`choose_flavor`), the scheduler for
 many (`FlavorChooser`, memoized).
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One driver per job on this machine: the daemon and a foreground `lando-ssh job N` never both walk job N.
 
-A job's pipeline holds an exclusive `flock` on `<data_dir>/locks/job-N` while it works on the job; the
+A job's engine holds an exclusive `flock` on `<data_dir>/locks/job-N` while it works on the job; the
 kernel lets go of it when the process ends, however it ends, so a crashed driver never blocks the next
 one. (Across machines sharing a PostgreSQL store, the store's leases do this job.)
 """

@@ -23,10 +23,11 @@ def setting(**attributes: Any) -> Callable[[Job], None]:
     return change
 
 
-def recording(**facts: Any) -> Callable[[Job], None]:
-    """A change for `Journal.update` that records these facts on the job."""
+def recording(**fields: Any) -> Callable[[Job], None]:
+    """A change for `Journal.update` that records these fields of the job's run state (`Job.run`)."""
     def change(job: Job) -> None:
-        job.facts.update(facts)
+        for name, value in fields.items():
+            setattr(job.run, name, value)
 
     return change
 

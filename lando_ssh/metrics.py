@@ -4,7 +4,7 @@ One registry (`METRICS`) that the daemon feeds through small hooks, and `start_m
 serving it at http://HOST:PORT/metrics. `prometheus_client` is a dependency of lando-ssh (so a
 daemon installed by scripts/setup serves metrics as soon as `metrics.listen` is set); where it
 is missing all the same, the hooks do nothing and only `start_metrics_server` complains. Only
-the daemon imports this module: the pipeline reports a VM's boot through a callback.
+the daemon imports this module: the engine reports a VM's boot through a callback.
 
 Series (prometheus_client adds `_total` to counters), and the hook that feeds each:
 - `lando_jobs{state}`: jobs by state (lando's codes) -- `observe_job(job)` on every change,
@@ -14,7 +14,7 @@ Series (prometheus_client adds `_total` to counters), and the hook that feeds ea
   run once) or `observe_step(step, seconds)`;
 - `lando_vm_boot_seconds`, `lando_vm_ssh_ready_seconds`: from asking for a VM to ACTIVE, and
   to SSH answering (cloud-init done) -- `observe_vm_boot(active_seconds, ssh_seconds)`, which
-  the pipeline calls for every VM it asked for once it answers;
+  the engine calls for every VM it asked for once it answers;
 - `lando_vms{status}`: this installation's VMs by the cloud's status -- `observe_vms(vms)` at each
   sweep, moved between sweeps by `observe_job` as jobs ask for VMs (BUILD), reach them (ACTIVE)
   and delete them;
@@ -81,7 +81,7 @@ class Metrics:
             self.jobs.labels(state.value).set(0)
         self.job_errors = Counter("lando_job_errors", "Jobs that ended in error, by the step that failed.", ["step"],
                                   registry=r)
-        self.step_seconds = Histogram("lando_step_seconds", "How long each pipeline step took.", ["step"],
+        self.step_seconds = Histogram("lando_step_seconds", "How long each engine step took.", ["step"],
                                       buckets=STEP_BUCKETS, registry=r)
         self.boot_seconds = Histogram("lando_vm_boot_seconds", "From asking the cloud for a VM to it being ACTIVE.",
                                       buckets=BOOT_BUCKETS, registry=r)

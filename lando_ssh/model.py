@@ -28,7 +28,7 @@ class JobState(enum.StrEnum):
 
 
 class JobStep(enum.StrEnum):
-    """lando's one-letter job steps, in the order the pipeline walks them."""
+    """lando's one-letter job steps, in the order the engine walks them."""
 
     NONE = ""
     CREATE_VM = "V"
@@ -39,7 +39,7 @@ class JobStep(enum.StrEnum):
     TERMINATE_VM = "T"
 
 
-#: The pipeline's steps in order (NONE excluded).
+#: The engine's steps in order (NONE excluded).
 STEPS: tuple[JobStep, ...] = (
     JobStep.CREATE_VM,
     JobStep.STAGING,
@@ -48,6 +48,16 @@ STEPS: tuple[JobStep, ...] = (
     JobStep.STORE_OUTPUT,
     JobStep.TERMINATE_VM,
 )
+
+#: What each step is called in sentences (`step V (create VM) failed: ...`).
+STEP_NAMES = {
+    JobStep.CREATE_VM: "create VM",
+    JobStep.STAGING: "stage inputs",
+    JobStep.RUNNING: "run workflow",
+    JobStep.ORGANIZE_OUTPUT: "organize output",
+    JobStep.STORE_OUTPUT: "store output",
+    JobStep.TERMINATE_VM: "terminate VM",
+}
 
 S = JobState
 #: Allowed state changes. A change to the same state (e.g. R -> R with a new step) is always allowed.
@@ -149,6 +159,60 @@ class StepTiming:
 
 
 @dataclass
+class RunState:
+    """The engine's record of a job's current attempt: what each step did, so a resumed job (after a crash, a
+    server upgrade, `restart_job`) goes on from there. A restart that runs the workflow again starts a fresh
+    one (`next_attempt`); the job source's own extras stay in `Job.facts`."""
+
+    #: VMs asked for so far (the next one's name ends in -N+1, so a VM asked for is found again by name)
+    vm_attempt: int = 0
+    #: the flavor the scheduler placed the job on (else the job's, vm.flavor, or the cheapest that fits)
+    flavor: str | None = None
+    boot_retries: int = 0  # new VMs asked for because one stayed stuck in boot
+    restart_pending: bool = False  # restart_job was recorded; the driver has not acted on it yet
+    rerun: bool = False  # the workflow runs again on the same VM: its old run's files are cleared first
+    bytes_staged: int | None = None
+    staging_seconds: float | None = None
+    #: a transfer under way (what, bytes, total, rate, eta_seconds): what `status` shows
+    progress: dict[str, Any] | None = None
+    run_pid: int | None = None  # cwltool's pid on the VM
+    run_started: datetime | None = None
+    #: the commands the run used (cwl_base_command, cwl_pre_process_command, cwl_post_process_command)
+    commands: dict[str, list[str] | None] | None = None
+    unreachable_since: datetime | None = None  # the VM stopped answering the waits for cwltool
+    exit_code: int | None = None  # cwltool's
+    vm_output: Any = None  # cwltool's output object, paths on the VM
+    docs_dir: str | None = None  # where lando's docs go in the output dir (lando-docs when the workflow has docs)
+    usage: dict[str, Any] | None = None  # the run's wall time, CPU, peak RSS
+    cwltool_version: str | None = None
+    output_printed: bool = False  # cwltool printed an output object
+    partial_output: bool = False  # a failed run's outputs and logs were saved
+    bytes_stored: int | None = None
+    docs_path: str | None = None  # lando's docs of the job, here
+    vm_kept: bool = False  # the VM outlives the job (keep_vm_on_error, cleanup_vm: false, results only on it)
+    vm_kept_note: str = ""
+    vm_delete_error: str = ""  # the last delete of the job's VM failed: the sweep retries it
+
+    def next_attempt(self, *, rerun: bool) -> RunState:
+        """A fresh state for a restart that runs the workflow again; the VM name counter and the scheduler's
+        placement carry over."""
+        return RunState(vm_attempt=self.vm_attempt, flavor=self.flavor, rerun=rerun)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(vars(self))
+        d["run_started"], d["unreachable_since"] = iso(self.run_started), iso(self.unreachable_since)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunState:
+        d = {k: v for k, v in d.items() if k in _RUN_FIELDS and v is not None}
+        for key in ("run_started", "unreachable_since"):
+            if isinstance(d.get(key), str):
+                d[key] = parse_time(d[key])
+        return cls(**d)
+
+
+@dataclass
 class Job:
     """One workflow run: what to run, where it is, and everything that happened to it."""
 
@@ -168,7 +232,9 @@ class Job:
     output_dir: str = ""
     priority: int = 0
     user: str = ""  # who submitted it (for usage reports)
-    #: facts the pipeline recorded so a step can resume: remote pid, exit code, bytes staged, ...
+    #: the engine's record of the current attempt (what each step did, so the job resumes there)
+    run: RunState = field(default_factory=RunState)
+    #: the job source's own extras (bespin-api's record, cwl-runner's cwltool options, the project)
     facts: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, StepTiming] = field(default_factory=dict)  # step code -> timing
     history: list[HistoryEntry] = field(default_factory=list)
@@ -205,6 +271,7 @@ class Job:
             "output_dir": self.output_dir,
             "priority": self.priority,
             "user": self.user,
+            "run": self.run.to_dict(),
             "facts": self.facts,
             "timings": {k: {"started": iso(t.started), "finished": iso(t.finished), "seconds": t.seconds}
                         for k, t in self.timings.items()},
@@ -217,6 +284,11 @@ class Job:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Job:
         vm = d.get("vm")
+        facts = dict(d.get("facts") or {})
+        if "run" in d:
+            run = RunState.from_dict(d["run"] or {})
+        else:  # a record written before the run state was typed: its engine keys were facts
+            run = RunState.from_dict({k: facts.pop(k) for k in list(facts) if k in _RUN_FIELDS})
         return cls(
             id=int(d["id"]),
             name=d.get("name", ""),
@@ -234,7 +306,8 @@ class Job:
             output_dir=d.get("output_dir", ""),
             priority=int(d.get("priority", 0)),
             user=d.get("user", ""),
-            facts=d.get("facts") or {},
+            run=run,
+            facts=facts,
             timings={k: StepTiming(parse_time(t.get("started")), parse_time(t.get("finished")))
                      for k, t in (d.get("timings") or {}).items()},
             history=[HistoryEntry(parse_time(h["at"]) or now(), JobState(h["state"]), JobStep(h["step"]),
@@ -272,6 +345,7 @@ def _vm_to_dict(vm: VmRecord | None) -> dict[str, Any] | None:
     return d
 
 
+_RUN_FIELDS = frozenset(f.name for f in dataclasses.fields(RunState))
 _VM_FIELDS = frozenset(f.name for f in dataclasses.fields(VmRecord))
 _VM_TIMES = ("created", "deleted", "active", "ready")
 

@@ -38,7 +38,7 @@ def docs_path(config: Config, job: Job) -> str:
     """Where lando's docs of the job are (or will be) on this server."""
     if docs_apart(job):
         return os.path.join(record_dir(config, job.id), "docs")
-    return os.path.join(os.path.abspath(job.output_dir), job.facts.get("docs_dir") or "docs")
+    return os.path.join(os.path.abspath(job.output_dir), job.run.docs_dir or "docs")
 
 
 def check_output_dir(path: str, what: str = "the output directory", may_hold_files: bool = False) -> None:

@@ -1,6 +1,6 @@
 """A workflow as submit left it, and the walks over its File and Directory values.
 
-The job path (staging, the pipeline) needs these and not cwltool: `workflow.py`, which validates with
+The job path (staging, the engine) needs these and not cwltool: `workflow.py`, which validates with
 cwltool at submit, and its imports stay out of every `lando-ssh job`.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A transfer's progress (staging inputs, storing outputs): bytes so far, rate and time left, sampled from
-the connection's byte meter every `progress_interval` seconds while it runs. The pipeline records each
-sample on the job (`facts.progress`, what `status` shows) and says it on a foreground run's stderr."""
+the connection's byte meter every `progress_interval` seconds while it runs. The engine records each
+sample on the job (`run.progress`, what `status` shows) and says it on a foreground run's stderr."""
 from __future__ import annotations
 
 import contextlib
@@ -40,7 +40,7 @@ class Progress:
 
 
 def sentence(fact: dict[str, Any]) -> str:
-    """`staging: 1.2 GiB of 1.5 GiB, 85.0 MiB/s, 4 s left` from a recorded `facts.progress`."""
+    """`staging: 1.2 GiB of 1.5 GiB, 85.0 MiB/s, 4 s left` from a recorded `run.progress`."""
     done, total = int(fact.get("bytes") or 0), int(fact.get("total") or 0)
     eta = fact.get("eta_seconds")
     left = f", {_duration(eta)} left" if eta is not None else ""

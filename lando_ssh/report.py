@@ -77,8 +77,8 @@ def readme(job: Job, usage: dict[str, Any], cwltool: str | None) -> str:
         lines.append(f"- VM: {vm.name} (flavor {vm.flavor or 'unknown'}"
                      f"{f', {vm.vcpus} vCPUs' if vm.vcpus else ''}"
                      f"{f', {vm.ram_mb} MB RAM' if vm.ram_mb else ''})")
-    lines += _command_lines(job.facts.get("commands"))
-    docs = job.facts.get("docs_dir") or "docs"  # lando-docs when the workflow has an output named docs
+    lines += _command_lines(job.run.commands)
+    docs = job.run.docs_dir or "docs"  # lando-docs when the workflow has an output named docs
     lines += [
         "",
         "## Inputs",

@@ -6,8 +6,8 @@ The loop:
   2. The broker hands over one command at a time (`handle`); the command is recorded on the job
      before `handle` returns, and only then is the message acknowledged.
   3. Jobs wait in S ("waiting: 50 of 50 job slots busy") until a slot frees; a slot runs one job's
-     pipeline in its own thread, so one job's slow VM never delays another's.
-  4. SIGTERM/SIGINT: stop consuming, tell the pipelines to stop at their next safe point (a running
+     engine in its own thread, so one job's slow VM never delays another's.
+  4. SIGTERM/SIGINT: stop consuming, tell the engines to stop at their next safe point (a running
      workflow keeps running on its VM), and exit; the next start picks everything up.
 """
 from __future__ import annotations
@@ -24,20 +24,30 @@ from typing import Any
 
 from lando_ssh.cloud import Cloud, Flavor, Quota, open_cloud
 from lando_ssh.config import Config
+from lando_ssh.engine import Engine
+from lando_ssh.engine.lease import Lease
 from lando_ssh.errors import CloudError, JobConflict, LandoError
 from lando_ssh.installation import tagged_vms
 from lando_ssh.journal import Journal, recording
 from lando_ssh.messages import Command, Message
 from lando_ssh.metrics import METRICS, start_metrics_server
-from lando_ssh.model import ACTIVE_STATES, STARTABLE_STATES, Job, JobState, JobStep, Verdict, command_verdict
-from lando_ssh.pipeline import STEP_NAMES, Pipeline
+from lando_ssh.model import (
+    ACTIVE_STATES,
+    STARTABLE_STATES,
+    STEP_NAMES,
+    Job,
+    JobState,
+    JobStep,
+    Verdict,
+    command_verdict,
+)
 from lando_ssh.scheduler import ActiveVm, Limits, WaitingJob, active_vm, schedule, waiting_job
 from lando_ssh.store import open_job_source, safe_url
 from lando_ssh.sweep import sweep
 
 log = logging.getLogger(__name__)
 
-STOP_GRACE = 8.0  # seconds the pipelines get to reach a safe point at shutdown
+STOP_GRACE = 8.0  # seconds the engines get to reach a safe point at shutdown
 QUOTA_TTL = 15.0  # seconds the cloud's quota figures are reused
 FLAVORS_TTL = 300.0
 
@@ -56,13 +66,14 @@ class Server:
         self.store: Any = self.journal.store
         self.shared = bool(getattr(self.store, "shared", False))
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"  # this server, for leases
+        self.lease = Lease(self.store, self.owner, config.store.lease_ttl)
         self._stops: dict[int, threading.Event] = {}  # per running job: set to stop it at a safe point
         self.cloud = cloud or open_cloud(config)
         self._lock = threading.Lock()
-        self._running: dict[int, Pipeline] = {}
+        self._running: dict[int, Engine] = {}
         self._threads: dict[int, threading.Thread] = {}
         self._waiting: dict[int, WaitingJob] = {}
-        self._queued: dict[int, Pipeline] = {}  # the waiting jobs' pipelines, holding their jobs' locks
+        self._queued: dict[int, Engine] = {}  # the waiting jobs' engines, holding their jobs' locks
         self._held: dict[int, ActiveVm] = {}  # VMs our started or resumed jobs hold or are being given
         self._told: dict[int, str] = {}  # the waiting reason each queued job was last given
         self._schedule_lock = threading.Lock()  # one decision at a time
@@ -113,8 +124,8 @@ class Server:
             for stop in self._stops.values():
                 stop.set()
             queued = list(self._queued.items())
-        for job_id, pipeline in queued:  # waiting jobs: the next start (or a `job N`) takes them up
-            pipeline.let_go(job_id)
+        for job_id, engine in queued:  # waiting jobs: the next start (or a `job N`) takes them up
+            engine.let_go(job_id)
         deadline = time.monotonic() + STOP_GRACE
         for thread in list(self._threads.values()):
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -150,22 +161,21 @@ class Server:
 
     # -- leases (a shared store: several servers) ------------------------------------------
     def _claim(self, job_id: int) -> bool:
-        return not self.shared or self.store.claim(job_id, self.owner, self.config.store.lease_ttl)
+        return self.lease.claim(job_id)
 
     def _release(self, job_id: int) -> None:
-        if self.shared:
-            self.store.release(job_id, self.owner)
+        self.lease.release(job_id)
 
     def _leases_forever(self) -> None:
         """Renew our leases, let go of jobs whose lease another server took, adopt orphaned jobs."""
         ttl = self.config.store.lease_ttl
         while not self.stopping.wait(ttl / 3):
             try:
-                self.store.renew(self.owner, ttl)
+                self.lease.renew()
                 with self._lock:
                     ours = list(self._running) + list(self._waiting)
                 for job_id in ours:
-                    if not self.store.claim(job_id, self.owner, ttl):
+                    if not self.lease.claim(job_id):
                         log.warning("job %s: another server took it over (our lease ran out); letting go", job_id)
                         self._drop(job_id)
                         with self._lock:
@@ -233,19 +243,19 @@ class Server:
             return True
         with self._schedule_lock:  # no slot is given to it meanwhile
             with self._lock:
-                pipeline = self._running.get(job.id)
+                engine = self._running.get(job.id)
                 waiting = job.id in self._waiting
-            if pipeline is None and waiting and not has_vm:  # it waits for a slot or quota: nothing to undo
+            if engine is None and waiting and not has_vm:  # it waits for a slot or quota: nothing to undo
                 self._drop(job.id)
                 self.journal.update(job.id, _cancel_now)
                 self._release(job.id)
                 return True
             self.journal.update(job.id, lambda j: j.set_state(JobState.CANCELING, note="cancel_job received"))
-            if pipeline is not None:
-                pipeline.request_cancel()
+            if engine is not None:
+                engine.request_cancel()
             elif self._claim(job.id):  # an errored job's kept VM, or a waiting one's: delete it now, slot or not
                 self._launch(job.id, self._unqueue(job.id))
-            # else another server runs it: its pipeline sees state c at its next check
+            # else another server runs it: its engine sees state c at its next check
         return True
 
     def _restart(self, job: Job) -> bool:
@@ -254,8 +264,7 @@ class Server:
             if not self._claim(job.id):
                 log.info("job %s: restart_job, but another server holds it; nothing to do", job.id)
                 return False
-            job = self.journal.update(job.id, lambda j: (j.set_state(JobState.RESTARTING, note="restart_job received"),
-                                                          j.facts.update(restart_pending=True)))
+            job = self.journal.update(job.id, _restart_requested)
             self._enqueue(job)
             self._schedule()
             return True
@@ -264,15 +273,15 @@ class Server:
     # -- slots -----------------------------------------------------------------------------
     def _enqueue(self, job: Job) -> None:
         """Add a job to the waiting set; its workflow's needs are parsed once, here. From now on this server
-        is the job's driver on this machine (its pipeline holds the job's lock while it waits: `status` sees
+        is the job's driver on this machine (its engine holds the job's lock while it waits: `status` sees
         it driven, and a foreground `job N` leaves it alone); a job another process drives is left to it."""
         with self._lock:
             if job.id in self._waiting or job.id in self._running:
                 return
-        pipeline = Pipeline(self.config, self.journal, self.cloud, stopping=threading.Event(),
+        engine = Engine(self.config, self.journal, self.cloud, stopping=threading.Event(),
                             on_vm_ready=METRICS.observe_vm_boot)
         try:
-            pipeline.hold(job.id)
+            engine.hold(job.id)
         except JobConflict as e:
             log.info("job %s: left to the process that drives it (%s)", job.id, e)
             return
@@ -281,7 +290,7 @@ class Server:
         held = active_vm(job, self._flavors()) if waiting.has_vm else None
         with self._lock:
             self._waiting[job.id] = waiting
-            self._queued[job.id] = pipeline
+            self._queued[job.id] = engine
             if held is not None:
                 self._held[job.id] = held
 
@@ -314,13 +323,13 @@ class Server:
             if quota is not None:
                 METRICS.observe_quota(quota)
             for placement in decision.start:
-                pipeline = self._unqueue(placement.job_id)
+                engine = self._unqueue(placement.job_id)
                 if placement.flavor is not None:
                     flavor = placement.flavor
                     with self._lock:
                         self._held[placement.job_id] = ActiveVm(flavor.vcpus, flavor.ram_mb, counted_by_cloud=False)
                     self.journal.update(placement.job_id, recording(flavor=flavor.name))
-                self._launch(placement.job_id, pipeline)
+                self._launch(placement.job_id, engine)
             for job_id, why in decision.failed.items():
                 self._drop(job_id)
                 self._refuse(job_id, why)
@@ -343,8 +352,8 @@ class Server:
             except Exception:
                 log.exception("sweep: internal error")
 
-    def _unqueue(self, job_id: int) -> Pipeline | None:
-        """Take a job out of the waiting set; returns its pipeline, still holding the job's lock."""
+    def _unqueue(self, job_id: int) -> Engine | None:
+        """Take a job out of the waiting set; returns its engine, still holding the job's lock."""
         with self._lock:
             self._waiting.pop(job_id, None)
             self._told.pop(job_id, None)
@@ -352,9 +361,9 @@ class Server:
 
     def _drop(self, job_id: int) -> None:
         """Take a job out of the waiting set and stop being its driver."""
-        pipeline = self._unqueue(job_id)
-        if pipeline is not None:
-            pipeline.let_go(job_id)
+        engine = self._unqueue(job_id)
+        if engine is not None:
+            engine.let_go(job_id)
 
     def _refuse(self, job_id: int, why: str) -> None:
         """A job that can never start as asked (no allowed flavor fits it, or it exceeds a limit outright)."""
@@ -377,7 +386,7 @@ class Server:
 
     def _quota(self) -> Quota | None:
         """The cloud's live quota, asked at most every QUOTA_TTL seconds (a stale figure errs safely:
-        the pipeline waits in S and retries when the cloud says it is full)."""
+        the engine waits in S and retries when the cloud says it is full)."""
         if time.monotonic() - self._quota_at > QUOTA_TTL:
             try:
                 self._quota_cache = self.cloud.quota()
@@ -387,28 +396,25 @@ class Server:
             self._quota_at = time.monotonic()
         return self._quota_cache
 
-    def _launch(self, job_id: int, pipeline: Pipeline | None = None) -> None:
-        """Run the job's pipeline in a thread of its own (`pipeline`: the one that held it while it waited)."""
+    def _launch(self, job_id: int, engine: Engine | None = None) -> None:
+        """Run the job's engine in a thread of its own (`engine`: the one that held it while it waited)."""
         stop = threading.Event()
         if self.stopping.is_set():
             stop.set()
-        if pipeline is None:
-            pipeline = Pipeline(self.config, self.journal, self.cloud, stopping=stop,
+        if engine is None:
+            engine = Engine(self.config, self.journal, self.cloud, stopping=stop,
                                 on_vm_ready=METRICS.observe_vm_boot)
-        pipeline.stopping = stop
-        thread = threading.Thread(target=self._run_job, args=(job_id, pipeline), name=f"job-{job_id}", daemon=True)
+        engine.stopping = stop
+        thread = threading.Thread(target=self._run_job, args=(job_id, engine), name=f"job-{job_id}", daemon=True)
         with self._lock:
-            self._running[job_id] = pipeline
+            self._running[job_id] = engine
             self._threads[job_id] = thread
             self._stops[job_id] = stop
         thread.start()
 
-    def _run_job(self, job_id: int, pipeline: Pipeline) -> None:
+    def _run_job(self, job_id: int, engine: Engine) -> None:
         try:
-            job = self.journal.get(job_id)
-            if job.state == JobState.RESTARTING and job.facts.get("restart_pending"):
-                pipeline.restart(job_id)
-            job = pipeline.run(job_id)
+            job = engine.drive(job_id)  # (restarted first when restart_job was recorded on it)
             if job.state not in (JobState.ERROR, JobState.CANCELED):  # those were said as they happened
                 log.info("job %s: %s", job_id, _ending(job))
         except JobConflict as e:  # another process here drives it (a foreground `job N`): it sees the command
@@ -457,6 +463,11 @@ class Server:
 def _cancel_now(job: Job) -> None:
     job.reason = "canceled"
     job.set_state(JobState.CANCELED, note="cancel_job received")
+
+
+def _restart_requested(job: Job) -> None:
+    job.set_state(JobState.RESTARTING, note="restart_job received")
+    job.run.restart_pending = True  # the driver restarts it (the restart rule: engine/restart.py)
 
 
 def _waiting_reason(why: str) -> Callable[[Job], None]:

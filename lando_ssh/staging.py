@@ -1,6 +1,6 @@
 """What moves where: a job's input Files/Directories to VM paths, and its output object back.
 
-Planning only: pure functions over data and the local filesystem. The pipeline carries out the
+Planning only: pure functions over data and the local filesystem. The engine carries out the
 `Transfer`s over SSH (and downloads URLs on the VM), then writes the rewritten job order and
 workflow to the VM.
 

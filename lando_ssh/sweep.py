@@ -181,7 +181,7 @@ def _orphan_vm(vm: VmInfo, store: _Jobs, recorded_only: bool = False) -> tuple[i
     if rec.deleted is not None:
         return job_id, (f"job {job_id} ({job.state.name.lower()}) recorded this VM as deleted at "
                         f"{rec.deleted.isoformat(timespec='seconds')}")
-    if job.state in FINAL_STATES and not job.facts.get("vm_kept"):  # e.g. its delete failed
+    if job.state in FINAL_STATES and not job.run.vm_kept:  # e.g. its delete failed
         return job_id, f"job {job_id} is {job.state.name.lower()} and its VM is not kept"
     return job_id, None
 

@@ -7,6 +7,9 @@ stored, and checked when its VM is created.
 """
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from lando_ssh.cloud import Cloud, Flavor
 from lando_ssh.config import Config
 from lando_ssh.errors import BadInput, CloudError, CloudNotFound
@@ -16,7 +19,7 @@ from lando_ssh.model import Job
 
 def job_flavor(config: Config, cloud: Cloud, job: Job) -> Flavor:
     """The job's flavor, else the scheduler's choice, else vm.flavor, else the cheapest allowed that fits."""
-    named = job.vm_spec.flavor or job.facts.get("flavor") or config.vm.flavor
+    named = job.vm_spec.flavor or job.run.flavor or config.vm.flavor
     volume = job.vm_spec.volume_size if job.vm_spec.volume_size is not None else config.vm.volume_size
     try:
         return choose_flavor(workflow_needs(job.workflow_doc), cloud.flavors(), config.flavors.allow,
@@ -48,3 +51,16 @@ def check_at_submit(config: Config, job: Job) -> str | None:
 
 def _unchecked(e: CloudError) -> str:
     return f"the cloud did not answer ({e}); the job's flavor and image are checked when its VM is created"
+
+
+def volume_mounts(value: Any) -> list[tuple[str, str]]:
+    """bespin-api's vm_volume_mounts ({"/dev/vdb1": "/work"}, or that as a JSON string) as (device, mount point)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return []
+    if not isinstance(value, dict):
+        return []
+    return [(str(dev), str(point)) for dev, point in value.items()
+            if str(dev).startswith("/dev/") and str(point).startswith("/")]

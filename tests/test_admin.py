@@ -376,7 +376,7 @@ def test_staging_and_storing_show_bytes_rate_and_time_left_on_stderr_and_in_stat
     for job_id in (counting, writing):
         driver = lando.popen("job", str(job_id))
         while driver.poll() is None:  # what `status` reads, while the job runs
-            progress = store_job(lando, job_id).facts.get("progress")
+            progress = store_job(lando, job_id).run.progress
             if progress:
                 seen.setdefault(progress["what"], progress)
         stderr = driver.communicate(timeout=120)[1]
@@ -387,7 +387,7 @@ def test_staging_and_storing_show_bytes_rate_and_time_left_on_stderr_and_in_stat
         assert all(re.search(rf"{what}: [\d.]+ (B|KiB|MiB) of 150\.0 MiB, [\d.]+ (B|KiB|MiB|GiB)/s"
                              r"(, \d+ (s|min \d\d s|h \d\d min) left)?$", line) for line in said), said
         assert any(line.endswith(" left") for line in said), said
-        assert "progress" not in lando.status(job_id)["facts"]  # done: shown no more
+        assert lando.status(job_id)["run"]["progress"] is None  # done: shown no more
     assert set(seen) == {"staging", "storing"}, seen
     for progress in seen.values():
         assert 0 <= progress["bytes"] <= progress["total"] + 1024 * 1024 and progress["total"] >= 150 * 1024 * 1024
@@ -401,7 +401,7 @@ def test_status_shows_a_transfers_progress_where_a_reason_would_be(lando: Lando)
     def storing(j: Job) -> None:
         j.set_state(JobState.STARTING)
         j.set_state(JobState.RUNNING, JobStep.STORE_OUTPUT)
-        j.facts["progress"] = {"what": "storing", "bytes": 100 * 1024 ** 2, "total": 200 * 1024 ** 2,
+        j.run.progress = {"what": "storing", "bytes": 100 * 1024 ** 2, "total": 200 * 1024 ** 2,
                                "rate": 50 * 1024 ** 2, "eta_seconds": 2.0, "at": "2026-12-04T21:00:00.000+00:00"}
 
     store.update(job.id, storing)

@@ -110,6 +110,11 @@ def local_job(lando: Lando, job_id: int) -> Any:
         store.local.close()
 
 
+def cwltool_started(lando: Lando, job_id: int) -> bool:
+    job = local_job(lando, job_id)
+    return job is not None and job.run.run_pid is not None
+
+
 # -- the tests ---------------------------------------------------------------------------------------------
 
 def test_a_job_started_from_bespin_runs_to_F_and_bespin_records_landos_history(
@@ -190,7 +195,7 @@ def test_a_cancel_from_bespin_mid_run_ends_C_as_lando_did_and_a_restart_from_bes
     job_id, _ = flaky_job(bespin, broker_names["listen_queue"], http_files, tmp_path,
                           cwl_base_command=["sh", "-c", 'sleep 60; exec cwltool --no-container "$@"', "cwltool"])
     bespin.start_job(job_id)
-    _wait(lambda: "run_pid" in getattr(local_job(lando, job_id), "facts", {}), daemon, "the workflow runs")
+    _wait(lambda: cwltool_started(lando, job_id), daemon, "the workflow runs")
 
     bespin.cancel_job(job_id)
     job = wait_state(bespin, job_id, "CEF", daemon)
@@ -319,7 +324,7 @@ def test_a_job_with_cleanup_vm_false_keeps_its_vm_after_F_until_the_admin_delete
 
     assert (job["state"], job["step"]) == ("F", ""), bespin.errors_of(job_id)
     local = local_job(lando, job_id)
-    assert local.facts["vm_kept"] is True and local.vm.deleted is None
+    assert local.run.vm_kept is True and local.vm.deleted is None
     assert job["vm_instance_name"] == local.vm.name
     assert lando.cli("ssh", str(job_id), "--", "echo", "still here").stdout == "still here\n"
     swept = json.loads(lando.cli("sweep", "--grace", "0", "--json", check=True).stdout)
@@ -390,7 +395,7 @@ def test_a_jobs_ssh_key_name_puts_that_nova_keypair_on_its_vm_so_the_admin_logs_
                            cwl_base_command=["sh", "-c", 'sleep 5; exec cwltool --no-container "$@"', "cwltool"])
     bespin.start_job(job_id)
 
-    _wait(lambda: "run_pid" in getattr(local_job(lando, job_id), "facts", {}), daemon, "the workflow runs")
+    _wait(lambda: cwltool_started(lando, job_id), daemon, "the workflow runs")
     running = local_job(lando, job_id)
     with local_openstack_api.cloud.lock:
         server = dict(local_openstack_api.cloud.servers[running.vm.id])
@@ -436,7 +441,7 @@ def test_a_jobs_vm_volume_mounts_name_its_data_volumes_device_and_the_work_dir_o
     bespin.put_job(job_id, volume_size=1, vm_volume_mounts=json.dumps({"/dev/vdb1": str(mount)}))  # as bespin keeps it
     bespin.start_job(job_id)
 
-    _wait(lambda: "run_pid" in getattr(local_job(lando, job_id), "facts", {}), daemon, "the workflow runs")
+    _wait(lambda: cwltool_started(lando, job_id), daemon, "the workflow runs")
     running = local_job(lando, job_id)
     cloud = local_openstack_api.cloud
     with cloud.lock:  # the server and its volume while the job runs (both are gone once it ends)

@@ -9,7 +9,7 @@ from lando_ssh.cloud.cloudinit import (
     parse_user_data,
     render_user_data,
 )
-from lando_ssh.pipeline import volume_mounts
+from lando_ssh.vmspec import volume_mounts
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHAgp6cAQpv2DrsnvaelZFJh8bp74fqFQvrTwLrE8F3Z lando-ssh-job-7"
 

@@ -139,8 +139,8 @@ def test_cwltool_s_run_options_reach_the_vm_s_cwltool_and_the_validation(lando: 
                                                                                  str(tmp_path / "relaxed")))
     job = json.loads(lando.cli("status", "--json", check=True).stdout)[-1]
     assert job["facts"]["cwltool_args"] == ["--relax-path-checks"]
-    assert "--relax-path-checks" in job["facts"]["commands"]["cwl_base_command"]
-    assert "--relax-path-checks" in (Path(job["facts"]["docs_path"]) / "README.md").read_text()
+    assert "--relax-path-checks" in job["run"]["commands"]["cwl_base_command"]
+    assert "--relax-path-checks" in (Path(job["run"]["docs_path"]) / "README.md").read_text()
 
     plain = lando.cli("cwl-runner", "--outdir", str(tmp_path / "plain"), str(VARIETY / "extension.cwl"))
     extended = lando.cli("cwl-runner", "--quiet", "--enable-ext", "--outdir", str(tmp_path / "ext"),
@@ -352,7 +352,7 @@ def test_a_secret_input_runs_but_is_shown_nowhere(lando: Lando, tmp_path: Path):
     assert ran.returncode == 0, ran.stderr
     assert (out / "counted.txt").read_text().strip() == "14"  # it reached the tool
     job = json.loads(lando.cli("status", "1", "--json", check=True).stdout)
-    docs = Path(job["facts"]["docs_path"])  # lando's docs of a cwl-runner job, with its record
+    docs = Path(job["run"]["docs_path"])  # lando's docs of a cwl-runner job, with its record
     shown = [lando.cli("status", "--json", check=True).stdout, lando.cli("logs", "1", check=True).stdout, ran.stderr,
              *(p.read_text() for d in (out, docs) for p in d.rglob("*") if p.is_file())]
     assert not [text for text in shown if "hunter2-sesame" in text]

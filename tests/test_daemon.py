@@ -99,7 +99,7 @@ def test_cancel_during_boot_staging_and_run_leaves_no_vm_or_process(lando: Lando
     send(lando, "start_job", staging)
     send(lando, "start_job", running)
     wait_job(lando, staging, lambda j: j.step.value == "S", daemon=daemon)
-    wait_job(lando, running, lambda j: "run_pid" in j.facts, daemon=daemon)
+    wait_job(lando, running, lambda j: j.run.run_pid is not None, daemon=daemon)
     time.sleep(1.0)  # the download and the workflow are under way
     send(lando, "cancel_job", staging)
     send(lando, "cancel_job", running)
@@ -177,7 +177,7 @@ def test_broker_restart_mid_run_the_job_finishes_and_later_messages_are_served(l
     later_job = lando.submit(WORKFLOWS / "no_inputs.cwl")
     daemon.start()
     send(lando, "start_job", long_job)
-    wait_job(lando, long_job, lambda j: "run_pid" in j.facts, daemon=daemon)
+    wait_job(lando, long_job, lambda j: j.run.run_pid is not None, daemon=daemon)
     try:
         subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True, timeout=60)
         time.sleep(2)
@@ -250,7 +250,7 @@ def test_sigterm_while_three_jobs_run_exits_within_ten_seconds_and_they_finish_a
     for job_id in ids:
         send(lando, "start_job", job_id)
     for job_id in ids:
-        wait_job(lando, job_id, lambda j: "run_pid" in j.facts, daemon=daemon)
+        wait_job(lando, job_id, lambda j: j.run.run_pid is not None, daemon=daemon)
 
     took = daemon.stop(signal.SIGTERM)
 

@@ -209,3 +209,29 @@ def test_staging_past_its_timeout_is_stopped_and_the_limit_named(lando: Lando, t
     assert time.monotonic() - started < 20
     assert job["step"] == "S"
     assert "staging took longer than limits.staging_timeout (1s) and was stopped" in job["reason"]
+
+
+def test_an_internal_error_in_a_step_is_not_the_job_s_failure_the_step_runs_again(lando: Lando):
+    lando.write_config(cloud={"local": {"internal_errors": 1}})  # the create step's first console read raises
+    job_id = lando.submit(WORKFLOWS / "no_inputs.cwl")
+
+    proc = lando.cli("job", str(job_id))
+
+    assert proc.returncode == 0, proc.stderr
+    job = lando.status(job_id)
+    assert job["state"] == "F" and job["error"] is None and job["reason"] == ""
+    notes = [h["note"] for h in job["history"] if "internal error" in h["note"]]
+    assert notes == ["step V (create VM) runs again in 1s after an internal error of this server (RuntimeError: "
+                     "cloud.local.internal_errors: injected internal error 1)"]
+    assert len(job["past_vms"]) == 0  # the same VM, found again: not a second one
+    assert "Traceback" in proc.stderr and "injected internal error 1" in proc.stderr  # the log has it for the admin
+
+
+def test_a_job_s_own_failure_after_an_internal_error_ends_in_e_with_its_sentence(lando: Lando):
+    lando.write_config(cloud={"local": {"internal_errors": 1}})
+    job = run_failing(lando, lando.submit(WORKFLOWS / "fail.cwl"))
+    assert (job["state"], job["step"]) == ("E", "R")
+    assert job["reason"].startswith("step R (run workflow) failed: cwltool exited with code 1 (tool explode exited "
+                                    "with status 3: explode: something went wrong on purpose)")
+    assert "internal error" not in job["error"]
+    assert any("after an internal error" in h["note"] for h in job["history"])

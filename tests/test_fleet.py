@@ -106,7 +106,7 @@ def test_a_vm_that_stops_answering_errors_the_job_within_interval_plus_grace_and
     daemon.start()
     try:
         send(lando, "start_job", job_id)
-        job = wait_job(lando, job_id, lambda j: "run_pid" in j.facts, daemon=daemon)
+        job = wait_job(lando, job_id, lambda j: j.run.run_pid is not None, daemon=daemon)
         vm_dir = lando.data_dir / "local-cloud" / job.vm.name
         _kill_vm_network(vm_dir)
         killed = time.monotonic()

@@ -61,7 +61,7 @@ def test_cancelling_a_job_never_kills_the_same_job_of_another_installation(lando
     assert lando.submit(WORKFLOWS / "sleep.cwl") == other.submit(WORKFLOWS / "sleep.cwl") == 1
     runners = [env.popen("job", "1") for env in (lando, other)]
     try:
-        names = [env.wait_for(1, lambda j: j["step"] == "R" and "run_pid" in j["facts"])["vm"]["name"]
+        names = [env.wait_for(1, lambda j: j["step"] == "R" and j["run"]["run_pid"] is not None)["vm"]["name"]
                  for env in (lando, other)]
         assert names[0] == names[1] == f"{TEST_INSTALLATION}-job-1-1"
         deadline = time.monotonic() + 30

@@ -58,7 +58,7 @@ def test_two_step_workflow_with_local_and_url_inputs_runs_end_to_end(lando: Land
 
 
 def test_a_large_input_goes_after_the_free_disk_is_known_and_arrives_whole(lando: Lando, tmp_path: Path):
-    """Small inputs travel with the remote scripts in one stream; one above pipeline.ONE_STREAM_BYTES (and
+    """Small inputs travel with the remote scripts in one stream; one above engine.ONE_STREAM_BYTES (and
     above remote.BULK_BYTES: through OpenSSH) goes on its own once the VM's free disk is known."""
     big = tmp_path / "big.txt"
     line = b"the same line of text, again and again\n"
@@ -71,7 +71,7 @@ def test_a_large_input_goes_after_the_free_disk_is_known_and_arrives_whole(lando
 
     assert proc.returncode == 0, proc.stderr
     job = json.loads(lando.cli("status", "--json", check=True).stdout)[0]
-    assert job["facts"]["bytes_staged"] == big.stat().st_size + (WORKFLOWS / "data" / "more.txt").stat().st_size
+    assert job["run"]["bytes_staged"] == big.stat().st_size + (WORKFLOWS / "data" / "more.txt").stat().st_size
     out = Path(job["output_dir"])
     lines = big.stat().st_size // len(line)
     assert (out / "count.txt").read_text() == f"{lines + 1}\n"
@@ -112,14 +112,14 @@ def test_failing_tool_ends_in_error_with_exit_code_and_stderr_tail(lando: Lando)
                              f"status 3: explode: something went wrong on purpose). Its partial outputs and logs "
                              f"are in {out}.")
     # what the failed run left is saved, as cwltool leaves it: the output it collected, its log, lando's docs
-    assert job["facts"]["partial_output"] is True
+    assert job["run"]["partial_output"] is True
     assert job["output"]["result"]["path"] == str(out / "explode.txt")
     assert (out / "explode.txt").read_text() == "prepared\n"
     assert "Final process status is permanentFail" in (out / "docs" / "logs" / "cwltool-output.log").read_text()
     assert (out / "docs" / "README.md").is_file()
     assert job["timings"]["R"]["seconds"] > 0  # the failed step's time is recorded, not left "running"
     assert proc.stderr.count(f"lando-ssh: job {job_id} failed: step R") == 1
-    assert "ERROR lando_ssh.pipeline" not in proc.stderr  # said once, by the command, not again by the log
+    assert "ERROR lando_ssh.engine" not in proc.stderr  # said once, by the command, not again by the log
     assert job["vm"]["deleted"] and lando.vm_dirs() == []
     logs = lando.cli("logs", str(job_id), check=True).stdout
     assert "explode: something went wrong on purpose" in logs and "state E" in logs
@@ -208,7 +208,7 @@ def test_ctrl_c_during_run_kills_cwltool_and_its_children_and_deletes_the_vm(lan
     job_id = lando.submit(WORKFLOWS / "sleep.cwl")
     runner = lando.popen("job", str(job_id))
     try:
-        job = lando.wait_for(job_id, lambda j: j["step"] == "R" and "run_pid" in j["facts"])
+        job = lando.wait_for(job_id, lambda j: j["step"] == "R" and j["run"]["run_pid"] is not None)
         vm_name = job["vm"]["name"]
         deadline = time.monotonic() + 30
         while True:  # cwltool starts the tool's two sleeps shortly after the run step begins

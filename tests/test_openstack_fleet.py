@@ -41,7 +41,7 @@ def test_twenty_jobs_through_ten_percent_failed_creates_and_deletes_all_finish_a
 
     assert [j.state.value for j in jobs] == ["F"] * 20, [j.reason for j in jobs if j.state.value != "F"]
     # the deletes that failed were recorded on their jobs; the sweep clears what they left
-    left = [j for j in jobs if "vm_delete_error" in j.facts]
+    left = [j for j in jobs if j.run.vm_delete_error]
     assert all(j.vm.deleted is None for j in left)
     local_openstack_api.settings.delete_failure_rate = 0.0
     sweep = lando.cli("sweep", "--grace", "0")

@@ -46,7 +46,7 @@ def test_cwl_runner_writes_only_the_outputs_into_an_outdir_that_holds_files_as_c
     assert files(ours)["upper.txt"] == UPPER and files(ours)["docs/README.md"] == "my own notes\n"
     job = lando.status(1)
     docs = lando.data_dir / "jobs" / "job-1" / "docs"
-    assert job["facts"]["docs_path"] == str(docs)
+    assert job["run"]["docs_path"] == str(docs)
     assert (docs / "README.md").read_text().startswith("# upper_count")
     assert (docs / "logs" / "cwltool-output.log").exists() and (docs / "scripts" / "workflow.cwl").exists()
     assert f"docs:    {docs}" in lando.cli("status", "1", check=True).stdout

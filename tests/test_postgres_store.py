@@ -14,7 +14,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import WORKFLOWS, Lando
+from bespin_api import BespinApiService
+from conftest import BESPIN_TOKEN, WORKFLOWS, Lando
+from test_bespin import flaky_job
 
 from lando_ssh.errors import StoreUnavailable, UnknownJob
 from lando_ssh.model import Job, JobState, JobStep
@@ -364,3 +366,28 @@ def test_a_job_orders_floats_come_back_as_written_from_both_stores(store: Postgr
         assert exactjson.dumps(local.get(1).job_order) == '{"trailing": 1.50, "small": 0.0000001, "list": [2.5e3]}'
     finally:
         local.close()
+
+
+def test_a_bespin_api_job_runs_with_the_store_in_postgresql(lando: Lando, fresh_schema_url: str,
+                                                            bespin: BespinApiService, http_files: tuple[str, Path],
+                                                            tmp_path: Path):
+    base, served = http_files
+    job_id, _ = flaky_job(bespin, base, served, tmp_path)
+    lando.settings["bespin_api"] = {"url": bespin.url, "token": BESPIN_TOKEN}
+    lando.write_config(store={"url": fresh_schema_url})
+
+    proc = lando.cli("job", str(job_id))  # loaded from bespin-api, kept in PostgreSQL under bespin's id, run
+
+    assert proc.returncode == 0, proc.stderr
+    assert bespin.job(job_id)["state"] == "F"  # bespin-api heard it
+    assert not (lando.data_dir / "jobs.sqlite").exists()
+    s = PostgresStore(fresh_schema_url)
+    try:
+        stored = s.get(job_id)
+        assert stored.state == JobState.FINISHED and "bespin" in stored.facts and stored.run.bytes_stored
+        again = new_job("a second load")
+        again.id = job_id
+        assert s.insert(again).name == stored.name  # a job loaded meanwhile by another process is kept
+        assert s.create(new_job("local")).id > job_id  # the ids `create` hands out stay clear of bespin's
+    finally:
+        s.close()

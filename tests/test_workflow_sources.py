@@ -105,7 +105,7 @@ def test_a_zipped_workflow_runs_through_cwl_runner_and_its_checksum_is_recorded(
     source = job["facts"]["workflow_source"]
     assert source["kind"] == "zip" and source["sha256"] == sha256(served / "upper_count.zip")
     assert source["workflow_sha256"] == sha256(WORKFLOWS / "upper_count.cwl")
-    assert sha256(served / "upper_count.zip") in (Path(job["facts"]["docs_path"]) / "README.md").read_text()
+    assert sha256(served / "upper_count.zip") in (Path(job["run"]["docs_path"]) / "README.md").read_text()
 
 
 def test_a_packed_workflow_url_with_main_runs_and_its_resolved_url_and_checksum_are_recorded(

@@ -12,7 +12,7 @@ removes the directory. A VM made before tokens (LANDO_LOCAL_VM=<name>, no token 
 meta.json) is this data dir's by its directory: its processes are those with that marker
 whose working directory is inside the VM's directory (boot.sh, the job's runner). The data volume is not
 simulated: the work dir is a plain directory inside the VM's. Fault knobs live in
-`cloud.local` (boot_delay, fail_create).
+`cloud.local` (boot_delay, fail_create, max_instances, stuck_boots, disk_mb, internal_errors).
 """
 from __future__ import annotations
 
@@ -58,6 +58,7 @@ class LocalCloud:
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         self.user = config.vm.user or pwd.getpwuid(os.getuid()).pw_name
         self.token = installation_token(config.data_dir)
+        self._internal_errors = 0  # raised so far (cloud.local.internal_errors)
 
     # -- facts -----------------------------------------------------------------------------
     def default_user(self, image: str | None = None) -> str:
@@ -141,6 +142,9 @@ class LocalCloud:
         return [v for v in self._all() if all(v.metadata.get(k) == val for k, val in metadata.items())]
 
     def console_log(self, vm_id: str) -> str:
+        if self._internal_errors < self.settings.internal_errors:
+            self._internal_errors += 1
+            raise RuntimeError(f"cloud.local.internal_errors: injected internal error {self._internal_errors}")
         try:
             with open(os.path.join(self._dir(vm_id), "console.log"), errors="replace") as f:
                 return f.read()

@@ -54,8 +54,8 @@ def status_object(job: Job, drivers: Drivers | None = None) -> dict[str, Any]:
                                        "active": d["vm"]["active"], "ready": d["vm"]["ready"]}
     d.pop("workflow_doc", None)
     d["job_order"] = job.public_job_order()
-    d["facts"] = {k: v for k, v in job.facts.items() if k != "vm_output"}
-    d["progress"] = job.facts.get("progress")  # a transfer under way: what, bytes, total, rate, eta_seconds
+    d["run"] = {k: v for k, v in d["run"].items() if k != "vm_output"}
+    d["progress"] = job.run.progress  # a transfer under way: what, bytes, total, rate, eta_seconds
     if drivers is not None:
         d["driven"], d["driver"] = drivers.of(job)
     return d
@@ -73,7 +73,7 @@ def _doing(job: Job, drivers: Drivers) -> str:
 def _progress(job: Job) -> str:
     from lando_ssh.progress import sentence
 
-    progress = job.facts.get("progress")
+    progress = job.run.progress
     return sentence(progress) if progress and job.state in ACTIVE_STATES else ""
 
 
@@ -106,14 +106,14 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
 
 
 def describe_job(job: Job, drivers: Drivers) -> str:
-    from lando_ssh.pipeline import STEP_NAMES
+    from lando_ssh.model import STEP_NAMES
 
     lines = [f"job {job.id}: {job.name}",
              f"  state:   {job.state.value} ({job.state.name.lower()})",
              f"  step:    {job.step.value or '-'} {STEP_NAMES.get(job.step, '')}".rstrip(),
              f"  workflow: {job.workflow}",
              f"  output:  {job.output_dir}",
-             *([f"  docs:    {job.facts['docs_path']}"] if job.facts.get("docs_path") else []),
+             *([f"  docs:    {job.run.docs_path}"] if job.run.docs_path else []),
              f"  created: {job.created.isoformat(timespec='seconds')}",
              f"  updated: {job.updated.isoformat(timespec='seconds')}"]
     note = drivers.note(job)
@@ -150,8 +150,8 @@ def cmd_logs(config: Config, args: argparse.Namespace) -> int:
         job = journal.get(args.job_id)
         print(f"job {job.id} history:")
         seen = _print_history(job, 0)
-        if job.facts.get("docs_path"):
-            print(f"lando's docs of the job: {job.facts['docs_path']}")
+        if job.run.docs_path:
+            print(f"lando's docs of the job: {job.run.docs_path}")
         log_lines = reader.lines(job)
         shown = max(0, len(log_lines) - args.tail) if args.tail is not None else 0
         if not args.follow:

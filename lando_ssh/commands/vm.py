@@ -44,11 +44,11 @@ def cmd_ssh(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_delete_vm(config: Config, args: argparse.Namespace) -> int:
     from lando_ssh.cloud import open_cloud
-    from lando_ssh.pipeline import Pipeline
+    from lando_ssh.engine import Engine
 
     cloud = open_cloud(config)
     try:
-        name = Pipeline(config, journal_of(config), cloud).delete_kept_vm(args.job_id)
+        name = Engine(config, journal_of(config), cloud).delete_kept_vm(args.job_id)
     finally:
         cloud.close()
     print(f"lando-ssh: deleted VM {name} of job {args.job_id}", file=sys.stderr)

@@ -9,5 +9,5 @@ made whole by this server once the VM has sent every part: until then no object 
 - `urls`: the `swift://` / `s3://` URLs (pure)
 - `stores`: one store per scheme behind `Store` (`swift.py`, `s3.py`), each translating its library's errors
 - `vmplan`: the plans `lando-objects` reads, the output object rewritten to the uploaded objects (pure)
-- `transfer`: the staging and storing hooks the pipeline calls
+- `transfer`: the staging and storing hooks the engine calls
 """

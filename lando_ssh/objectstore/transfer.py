@@ -1,4 +1,4 @@
-"""The pipeline's hooks: stage `swift://`/`s3://` inputs on the VM, and store a job's outputs and lando's docs
+"""The engine's hooks: stage `swift://`/`s3://` inputs on the VM, and store a job's outputs and lando's docs
 in an object store from the VM. This server signs one grant per object and reads the VM's progress;
 the bytes go between the VM and the store (see the package doc)."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import posixpath
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lando_ssh import exactjson, outputs, report
 from lando_ssh.config import Config
@@ -31,12 +31,15 @@ from lando_ssh.progress import ByteMeter
 from lando_ssh.progress import size_text as _size
 from lando_ssh.remote import Remote
 
+if TYPE_CHECKING:
+    from lando_ssh.engine.runtime import Runtime
+
 #: a job fact: where its outputs and docs go (`submit --output-url`), a swift:// or s3:// prefix
 OUTPUT_URL = "output_url"
 #: the staging.Transfer kinds moved by lando-objects
 OBJECT_KINDS = ("object", "object-directory")
 
-#: how the pipeline shows a transfer's progress: `reporting(total, meter)` around it
+#: how the engine shows a transfer's progress: `reporting(total, meter)` around it
 Reporting = Callable[[int, ByteMeter], AbstractContextManager[None]]
 
 
@@ -118,38 +121,19 @@ def _run(remote: Remote, bin_dir: str, plan: bytes, total: int, reporting: Repor
     return answer
 
 
-class Storing(Protocol):
-    """What the store hook uses of the pipeline."""
 
-    config: Config
-    journal: Any
-    _result_sizes: dict[int, str]
-
-    def paths(self, job: Job) -> Any: ...
-
-    def remote(self, job: Job) -> Remote: ...
-
-    def progress(self, job_id: int, message: str) -> None: ...
-
-    def _check_sizes(self, remote: Remote, paths: Any, base: str, expected: dict[str, int | None], what: str,
-                     listing: str | None = None) -> dict[str, int]: ...
-
-    def _deadline(self, remote: Remote, what: str) -> AbstractContextManager[None]: ...
-
-    def _reporting(self, job_id: int, remote: Remote, what: str, total: int,
-                   meter: ByteMeter | None = None) -> AbstractContextManager[None]: ...
-
-
-def store_output(pipeline: Storing, job_id: int) -> None:
+def store_output(rt: Runtime, job_id: int) -> None:
     """The O step for a job with an output URL: the results (and, unless cwl-runner's, lando's docs beside them)
     uploaded from the VM; the output object pointing at the uploaded objects."""
-    job = pipeline.journal.get(job_id)
-    paths, remote, config = pipeline.paths(job), pipeline.remote(job), pipeline.config
+    from lando_ssh.engine.stage import check_sizes
+
+    job = rt.journal.get(job_id)
+    paths, remote, config = rt.paths(job), rt.remote(job), rt.config
     base = parse(job.facts[OUTPUT_URL], "the output URL").as_prefix()
     store = store_for(config, base)
-    sizes = pipeline._check_sizes(remote, paths, paths.results, {}, "output", pipeline._result_sizes.pop(job_id, None))
+    sizes = check_sizes(remote, paths, paths.results, {}, "output", rt.result_sizes.pop(job_id, None))
     apart = outputs.docs_apart(job)
-    docs_name = job.facts.get("docs_dir") or "docs"
+    docs_name = job.run.docs_dir or "docs"
     vm_docs = paths.docs if apart else posixpath.join(paths.results, docs_name)
     if job.secret_inputs:  # the VM's job order held the secrets cwltool needed; the docs' copy does not
         ran = posixpath.join(vm_docs, "scripts", "job-order.json")
@@ -158,31 +142,29 @@ def store_output(pipeline: Storing, job_id: int) -> None:
         remote.put_bytes({"job-order.json": exactjson.dumps(order, indent=2).encode()},
                          posixpath.join(vm_docs, "scripts"))
     store.ensure_container(base)
-    sent = _upload(pipeline, job_id, remote, paths.bin, store, base, paths.results, sizes, "storing")
-    output = objects_output(job.facts.get("vm_output") or {}, paths.results, base)
+    sent = _upload(rt, job_id, remote, paths.bin, store, base, paths.results, sizes, "storing")
+    output = objects_output(job.run.vm_output or {}, paths.results, base)
     docs_at = outputs.docs_path(config, job) if apart else str(base.child(docs_name))
 
     def stored(j: Job) -> None:
         j.output = output
-        j.facts["bytes_stored"] = sent
-        j.facts["docs_path"] = docs_at
-        j.facts.pop("progress", None)
+        j.run.bytes_stored, j.run.docs_path, j.run.progress = sent, docs_at, None
 
-    job = pipeline.journal.update(job_id, stored)
-    docs = report.docs_files(job, job.facts.get("usage") or {}, job.facts.get("cwltool_version"))
+    job = rt.journal.update(job_id, stored)
+    docs = report.docs_files(job, job.run.usage or {}, job.run.cwltool_version)
     docs["logs/cwl-output.json"] = (json.dumps(output, indent=2) + "\n").encode()
     if apart:  # cwl-runner's: lando's docs go with the job's record, on this server
         _write_docs_here(remote, vm_docs, docs_at, docs)
     else:
         remote.put_bytes(docs, vm_docs)
         doc_sizes = {posixpath.join(docs_name, rel): len(data) for rel, data in docs.items()}
-        _upload(pipeline, job_id, remote, paths.bin, store, base, paths.results, doc_sizes, "storing docs")
-    pipeline.progress(job_id, f"stored {_size(sent)} in {base}")
+        _upload(rt, job_id, remote, paths.bin, store, base, paths.results, doc_sizes, "storing docs")
+    rt.progress(job_id, f"stored {_size(sent)} in {base}")
 
 
-def _upload(pipeline: Storing, job_id: int, remote: Remote, bin_dir: str, store: Store, base: ObjectUrl,
+def _upload(rt: Runtime, job_id: int, remote: Remote, bin_dir: str, store: Store, base: ObjectUrl,
             root: str, sizes: dict[str, int], what: str) -> int:
-    config = pipeline.config
+    config = rt.config
     part = config.object_store.segment_mb * 1024 * 1024
     uploads = [(store.start_put(base.child(rel), sizes[rel], part), posixpath.join(root, rel))
                for rel in output_key_paths(sizes)]
@@ -190,9 +172,9 @@ def _upload(pipeline: Storing, job_id: int, remote: Remote, bin_dir: str, store:
         return 0
     total = sum(u.size for u, _src in uploads)
     plan = put_plan(uploads, config.object_store.parallel, config.progress_interval / 2)
-    with pipeline._deadline(remote, what):
+    with rt.deadline(remote, what):
         answer = _run(remote, bin_dir, plan, total,
-                      lambda n, meter: pipeline._reporting(job_id, remote, "storing", n, meter), f"uploading to {base}")
+                      lambda n, meter: rt.reporting(job_id, remote, "storing", n, meter), f"uploading to {base}")
     etags = etags_by_name(answer.result)
     for upload, _src in uploads:
         if str(upload.url) not in etags:

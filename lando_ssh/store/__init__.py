@@ -2,7 +2,7 @@
 
 `open_store(url)` picks the backend from the URL's scheme. Every change to a job goes
 through `update(job_id, change)`, which reads the job fresh, applies `change` and writes
-it back atomically, so the pipeline and a concurrent `cancel_job` never overwrite each
+it back atomically, so the engine and a concurrent `cancel_job` never overwrite each
 other.
 """
 from __future__ import annotations
@@ -31,6 +31,11 @@ class JobStore(Protocol):
 
     def create(self, job: Job) -> Job:
         """Store a new job; returns it with its id assigned (`job.id` is ignored)."""
+        ...
+
+    def insert(self, job: Job) -> Job:
+        """Store a job under its own id (a job source's, as bespin-api's), unless one is stored under that id
+        already (loaded meanwhile by another process); returns the stored job. Later `create`s get other ids."""
         ...
 
     def get(self, job_id: int) -> Job:

@@ -41,7 +41,6 @@ import hashlib
 import json
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -258,7 +257,7 @@ def job_order_of(data: dict[str, Any], stage_group: dict[str, Any] | None) -> di
 
 
 def facts_of(data: dict[str, Any]) -> dict[str, Any]:
-    """What the pipeline and the admin need of bespin's job record, kept on the local record."""
+    """What the engine and the admin need of bespin's job record, kept on the local record."""
     settings = data.get("job_settings") or {}
     runtime = settings.get("job_runtime_openstack") or {}
     cloud = runtime.get("cloud_settings") or {}
@@ -340,6 +339,9 @@ class BespinStore:
     def create(self, job: Job) -> Job:
         raise BadInput("jobs come from bespin-api here (bespin_api.url is set): create the job in bespin-api, "
                        "or use a config without bespin_api to run local jobs")
+
+    def insert(self, job: Job) -> Job:
+        return self.create(job)  # (jobs come from bespin-api: `load` keeps them)
 
     def get(self, job_id: int) -> Job:
         """The job as lando-ssh knows it; one it has not loaded yet as bespin-api has it (not validated, not
@@ -445,7 +447,7 @@ class BespinStore:
         else:  # between VMs (a restart): bespin keeps the name of the last one, as it did with lando
             vm_name = pushed.get("vm_instance_name", bespin.get("vm_instance_name", ""))
             volume_name = pushed.get("vm_volume_name", bespin.get("vm_volume_name", ""))
-        if job.state == JobState.RESTARTING and job.facts.get("restart_pending"):
+        if job.state == JobState.RESTARTING and job.run.restart_pending:
             state, step = job.state.value, pushed.get("step", job.step.value)  # bespin's own r, not acted on yet
         else:
             state, step = lando_view(job.state, job.step)
@@ -601,19 +603,9 @@ class BespinStore:
             job.set_state(JobState.ERROR, note=first[:200])
 
     def _insert(self, job: Job) -> Job:
-        """Store `job` under bespin's id (the local store's own ids are not used for bespin jobs)."""
-        from lando_ssh.store.sqlite import SqliteStore
-
-        if not isinstance(self.local, SqliteStore):
-            raise ConfigError("bespin-api as the job source needs a sqlite:/// store.url for what bespin-api "
-                              "has no field for")
-        db = self.local._conn()
-        try:
-            db.execute("INSERT INTO jobs (id, state, step, priority, created, data) VALUES (?,?,?,?,?,?)",
-                       (job.id, job.state.value, job.step.value, job.priority, job.created.isoformat(),
-                        exactjson.dumps(job.to_dict())))
-        except sqlite3.IntegrityError:  # loaded meanwhile by another process
-            pass
+        """Store `job` under bespin's id (the local store's own ids are not used for bespin jobs); one loaded
+        meanwhile by another process is kept."""
+        self.local.insert(job)
         return self.get_local(job.id)
 
 

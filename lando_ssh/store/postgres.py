@@ -121,6 +121,19 @@ class PostgresStore:
         job.id = self._run(insert, idempotent=False)
         return job
 
+    def insert(self, job: Job) -> Job:
+        def insert(conn: psycopg.Connection) -> None:
+            conn.execute("INSERT INTO lando_jobs (id, state, step, priority, created, updated, data) "
+                         "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                         (job.id, job.state.value, job.step.value, job.priority, job.created, job.updated,
+                          _jsonb(job)))
+            # the ids `create` hands out stay clear of it: the sequence moves past it (never back)
+            conn.execute("SELECT setval(s, %s) FROM (SELECT pg_get_serial_sequence('lando_jobs', 'id')::regclass "
+                         "AS s) AS q WHERE coalesce(pg_sequence_last_value(s), 0) < %s", (job.id, job.id))
+
+        self._run(insert, idempotent=True)
+        return self.get(job.id)
+
     def get(self, job_id: int) -> Job:
         row = self._run(lambda conn: conn.execute("SELECT data FROM lando_jobs WHERE id = %s",
                                                   (job_id,)).fetchone())

@@ -101,6 +101,13 @@ class SqliteStore:
         return job
 
     @_translated
+    def insert(self, job: Job) -> Job:
+        self._conn().execute("INSERT OR IGNORE INTO jobs (id, state, step, priority, created, data) "
+                             "VALUES (?,?,?,?,?,?)", (job.id, job.state.value, job.step.value, job.priority,
+                                                     job.created.isoformat(), exactjson.dumps(job.to_dict())))
+        return self.get(job.id)
+
+    @_translated
     def get(self, job_id: int) -> Job:
         row = self._conn().execute("SELECT data FROM jobs WHERE id=?", (job_id,)).fetchone()
         if row is None:

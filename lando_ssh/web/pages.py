@@ -121,7 +121,6 @@ def _pager(page: Page, query: JobQuery) -> str:
 def job_page(job: Job, status: dict[str, Any], attempts: list[list[Segment]], *, can_act: bool,
              csrf: str, log: str) -> str:
     r = row(job)
-    facts = job.facts
     parts = [f'<p id="state">{state_cell(r)} &middot; submitted {e(when(job.created))} by {e(job.user or "-")}'
              f' &middot; elapsed {duration(r["elapsed"])}</p>',
              f'<p>workflow <code>{e(job.workflow)}</code></p>']
@@ -137,7 +136,7 @@ def job_page(job: Job, status: dict[str, Any], attempts: list[list[Segment]], *,
                  f'data-live="{"1" if job.state in ACTIVE_STATES else "0"}">{e(log)}</pre>')
     parts.append("<h2>VM</h2>" + _vm_html(status.get("vm"), status.get("past_vms") or []))
     parts.append("<h2>Outputs</h2>" + _outputs_html(job))
-    ran = ran_commands(facts.get("commands"))
+    ran = ran_commands(job.run.commands)
     items = "".join(f"<li>{e(what)}: <code>{e(line)}</code></li>" for what, line in ran)
     parts.append(f'<h2>Commands</h2><ul id="commands">{items}</ul>' if ran else
                  "<h2>Commands</h2><p>none yet (recorded when the workflow starts on the VM)</p>")

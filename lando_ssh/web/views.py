@@ -171,7 +171,7 @@ def row(job: Job, at: datetime | None = None) -> dict[str, Any]:
 def job_usage(job: Job, at: datetime | None = None) -> dict[str, Any]:
     """What the job used: its VMs' hours and core-hours (every VM it held), and what the VM recorded of
     its run (wall time, the largest process's peak memory, cwltool's exit code), when it did."""
-    usage = job.facts.get("usage")
+    usage = job.run.usage
     recorded: dict[str, Any] = usage if isinstance(usage, dict) else {}
     out: dict[str, Any] = {"VM-hours": round(vm_hours(job, at=at), 4), "core-hours": round(core_hours(job, at=at), 4)}
     if recorded.get("wall_seconds") is not None:
