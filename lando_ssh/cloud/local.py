@@ -28,7 +28,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from lando_ssh.cloud import Flavor, Quota, VmInfo, VmRequest
@@ -330,36 +331,93 @@ def _free_port() -> int:
 def _kill_sshd(vm_dir: str) -> None:
     """Every sshd of this VM (listener and sessions), found by the config path on its command line."""
     needle = os.path.join(vm_dir, "sshd_config").encode()
-    for _ in range(50):
-        pids = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/cmdline", "rb") as f:
-                        if needle in f.read():
-                            pids.append(int(entry))
-                except OSError:
-                    continue
+    for attempt in range(50):
+        pids = [pid for pid, proc in _PROCS.fresh().items() if needle in proc.cmdline]
         if not pids:
             return
         for pid in pids:
             try:
-                os.kill(pid, signal.SIGKILL if _ else signal.SIGTERM)
+                os.kill(pid, signal.SIGKILL if attempt else signal.SIGTERM)
             except OSError:
                 pass
-        # up to 50 ms for them to go, looked at every few ms: sshd exits within ~1 ms of TERM
-        deadline, pause = time.monotonic() + 0.05, 0.001
-        while time.monotonic() < deadline and any(_cmdline_has(pid, needle) for pid in pids):
-            time.sleep(pause)
-            pause = min(pause * 2, 0.01)
+        _wait_gone(pids, 0.05)  # sshd exits within ~1 ms of TERM
 
 
-def _cmdline_has(pid: int, needle: bytes) -> bool:
+@dataclass(frozen=True)
+class _Proc:
+    sid: int
+    marker: bytes | None  # the value of LANDO_LOCAL_VM in its environment
+    cmdline: bytes
+
+
+class _ProcTable:
+    """One pass over /proc, shared by the deletes that ask at the same time.
+
+    A delete looks for its VM's processes by their environment, which means reading every process's
+    environ: with a thousand VMs (~6,000 processes) and a thousand deletes at once, a pass each was most
+    of the machine's CPU. A caller gets a pass that began after it asked (so it sees every process that
+    existed then); the callers that ask while one runs share the next.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._began = float("-inf")
+        self._table: dict[int, _Proc] = {}
+
+    def fresh(self) -> dict[int, _Proc]:
+        asked = time.monotonic()
+        with self._lock:
+            if self._began < asked:
+                began = time.monotonic()
+                self._table = _scan_procs()
+                self._began = began
+            return self._table
+
+
+_PROCS = _ProcTable()
+_MARKER_PREFIX = f"{MARKER}=".encode()
+
+
+def _scan_procs() -> dict[int, _Proc]:
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+            sid = int(stat[stat.rindex(b")") + 2:].split()[3])
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except (OSError, ValueError):
+            continue
+        marker = None
+        for var in environ.split(b"\0"):
+            if var.startswith(_MARKER_PREFIX):
+                marker = var[len(_MARKER_PREFIX):]
+                break
+        table[pid] = _Proc(sid, marker, cmdline)
+    return table
+
+
+def _alive(pid: int) -> bool:
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return needle in f.read()
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
     except OSError:
         return False
+    return stat[stat.rindex(b")") + 2:][:1] not in (b"Z", b"X")  # a zombie has ended
+
+
+def _wait_gone(pids: Collection[int], grace: float) -> None:
+    """Up to `grace` seconds for these processes to end, looked at every few ms (no pass over /proc)."""
+    deadline, pause = time.monotonic() + grace, 0.002
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 def _meta(vm_dir: str) -> dict:
@@ -374,26 +432,12 @@ def _meta(vm_dir: str) -> dict:
 def marked_pids(marker: str, inside: str | None = None) -> set[int]:
     """Processes carrying LANDO_LOCAL_VM=marker (with `inside`: only those working in that directory or
     below), and every process in their sessions."""
-    needle = f"{MARKER}={marker}\0".encode()
-    marked, sessions = set(), set()
-    stats: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-            sid = int(stat[stat.rindex(b")") + 2:].split()[3])
-            stats[pid] = sid
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                if b"\0" + needle in b"\0" + f.read() + b"\0" and (inside is None or _works_in(pid, inside)):
-                    marked.add(pid)
-                    sessions.add(sid)
-        except (OSError, ValueError):
-            continue
-    sessions -= {0, 1, os.getsid(0)}
-    return marked | {pid for pid, sid in stats.items() if sid in sessions}
+    table = _PROCS.fresh()
+    value = marker.encode()
+    marked = {pid for pid, proc in table.items()
+              if proc.marker == value and (inside is None or _works_in(pid, inside))}
+    sessions = {table[pid].sid for pid in marked} - {0, 1, os.getsid(0)}
+    return marked | {pid for pid, proc in table.items() if proc.sid in sessions}
 
 
 def _works_in(pid: int, directory: str) -> bool:
@@ -416,8 +460,4 @@ def kill_processes(find: Callable[[], set[int]], grace: float = 2.0) -> None:
                 os.kill(pid, sig)
             except (ProcessLookupError, PermissionError):
                 pass
-        deadline = time.monotonic() + grace
-        pause = 0.002  # processes usually go within milliseconds of the signal
-        while time.monotonic() < deadline and find() - {me}:
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
+        _wait_gone(pids, grace)  # processes usually go within milliseconds of the signal
