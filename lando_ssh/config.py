@@ -200,7 +200,7 @@ class Config:
     cwl_pre_process_command: list[str] | None = None
     keep_vm_on_error: bool = False
     save_outputs_on_error: bool = True  # a failed run's partial outputs and logs are pulled, as cwltool leaves them
-    poll_interval: float = 5.0  # longest wait between checks of a running workflow
+    poll_interval: float = 60.0  # longest wait between checks of a running workflow (its end is seen at once)
     progress_interval: float = 2.0  # seconds between progress updates of a long transfer (stderr, status)
     source: str = "built-in defaults"  # where this config came from (not a key)
     unused: list[str] = field(default_factory=list)  # lando keys accepted but meaning nothing here (not a key)
