@@ -25,6 +25,7 @@ from typing import Any
 from lando_ssh.cloud import Cloud, Flavor, Quota, open_cloud
 from lando_ssh.config import Config
 from lando_ssh.errors import CloudError, JobConflict, LandoError
+from lando_ssh.headroom import idle_figures, measure, room
 from lando_ssh.installation import tagged_vms
 from lando_ssh.journal import Journal, recording
 from lando_ssh.messages import Command, Message
@@ -70,6 +71,7 @@ class Server:
         self._flavors_at = 0.0
         self._quota_cache: Quota | None = None
         self._quota_at = 0.0
+        self._idle = idle_figures()  # the server before any job: what a job costs is measured against it
 
     # -- lifecycle -------------------------------------------------------------------------
     def serve(self) -> None:
@@ -87,6 +89,7 @@ class Server:
         METRICS.observe_jobs(self.journal.list())
         self.recover()
         threading.Thread(target=self._sweep_forever, name="sweep", daemon=True).start()
+        threading.Thread(target=self._schedule_forever, name="schedule", daemon=True).start()
         if self.shared:
             threading.Thread(target=self._leases_forever, name="leases", daemon=True).start()
         log.info("serving %s (store %s, cloud %s, up to %d jobs at once)", self.config.work_queue.listen_queue,
@@ -308,7 +311,8 @@ class Server:
             quota = self._quota()
             decision = schedule(waiting, active, running_jobs=running, limits=Limits.from_config(self.config.limits),
                                 quota=quota, flavors=self._flavors(), allow=self.config.flavors.allow,
-                                now=time.time(), reserve_after=self.config.limits.reserve_after)
+                                now=time.time(), reserve_after=self.config.limits.reserve_after,
+                                server=room(measure(self._idle), running))
             METRICS.observe_waiting(decision)
             METRICS.observe_active(active)
             if quota is not None:
@@ -328,6 +332,20 @@ class Server:
                 if self._told.get(job_id) != why:  # write a reason only when it changed
                     self._told[job_id] = why
                     self.journal.update(job_id, _waiting_reason(why))
+
+    def _schedule_forever(self) -> None:
+        """Decide again every poll_interval while jobs wait: what they wait for (the server's own room, the
+        cloud's quota) can come back without a job of ours ending."""
+        while not self.stopping.wait(self.config.poll_interval):
+            with self._lock:
+                waiting = bool(self._waiting)
+            if waiting:
+                try:
+                    self._schedule()
+                except LandoError as e:
+                    log.error("schedule: %s", e)
+                except Exception:
+                    log.exception("schedule: internal error")
 
     def _sweep_forever(self) -> None:
         """Delete what no live job owns (after a crash, a failed delete, a job deleted in the job API)."""

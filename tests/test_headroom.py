@@ -1,0 +1,67 @@
+"""Back-pressure from the server's own limits: how many more jobs fit under its descriptors, threads and
+memory, and the reason a job waits in S when none does. Pure logic, no cloud."""
+from __future__ import annotations
+
+from lando_ssh.cloud import Flavor
+from lando_ssh.headroom import PER_JOB, Gauge, measure, room
+from lando_ssh.scheduler import Limits, WaitingJob, schedule
+
+SMALL = Flavor("m1.small", "1", vcpus=1, ram_mb=2048, disk_gb=20)
+T0 = 1_700_000_000.0
+
+
+def test_room_is_what_fits_below_the_limit_less_its_reserve():
+    # 20,000 descriptors, 10 % kept free: 18,000 usable, 6,000 used, 8 a job
+    assert room([Gauge("descriptors", "RLIMIT_NOFILE", 6000, 20000)], running_jobs=0).jobs == 1500
+
+
+def test_the_tightest_gauge_decides_and_a_full_one_names_itself():
+    gauges = [Gauge("descriptors", "RLIMIT_NOFILE", 100, 20000),
+              Gauge("threads", "the cgroup's pids.max (systemd TasksMax)", 4425, 4915),
+              Gauge("memory", "the machine's memory", 1000, 24000)]
+    r = room(gauges, running_jobs=0)
+    assert r.jobs == 0
+    assert r.source == "server.threads"
+    assert r.reason == ("waiting: the server is near its limit of threads: 4425 of 4915 in use (the cgroup's "
+                        "pids.max (systemd TasksMax)); a job needs ~3 and 492 are kept free")
+
+
+def test_running_jobs_that_cost_more_than_the_default_raise_the_cost_of_the_next():
+    g = Gauge("descriptors", "RLIMIT_NOFILE", used=1010, limit=2000, idle=10)
+    assert room([g], running_jobs=50).jobs == (2000 - 200 - 1010) // 20  # 1,000 for 50 jobs: 20 each
+    assert room([g], running_jobs=5).jobs == (2000 - 200 - 1010) // PER_JOB["descriptors"]  # too few to average
+
+
+def test_no_gauge_means_no_limit():
+    assert room([], running_jobs=3).jobs is None
+
+
+def test_measure_reads_this_processs_own_figures():
+    gauges = {g.resource: g for g in measure()}
+    assert 0 < gauges["descriptors"].used < gauges["descriptors"].limit
+    assert gauges["threads"].used >= 1
+    assert 0 < gauges["memory"].used < gauges["memory"].limit
+
+
+def _waiting(n: int) -> list[WaitingJob]:
+    return [WaitingJob(id=i, created=T0 + i) for i in range(1, n + 1)]
+
+
+def test_a_server_near_its_limit_starts_what_fits_and_holds_the_rest_in_s_with_the_reason():
+    full = room([Gauge("descriptors", "RLIMIT_NOFILE", 70, 100)], running_jobs=0)  # (100-10-70)//8 = 2
+    decision = schedule(_waiting(4), [], running_jobs=0, limits=Limits(max_jobs=50), quota=None, flavors=[SMALL],
+                        now=T0, server=full)
+    assert [p.job_id for p in decision.start] == [1, 2]
+    assert set(decision.waiting) == {3, 4}
+    assert decision.waiting[3] == full.reason
+    assert "near its limit of open descriptors: 70 of 100 in use (RLIMIT_NOFILE)" in full.reason
+    assert decision.blocked_by[3] == "server.descriptors"
+    assert not decision.failed  # the server's room comes back: never a reason to fail a job
+
+
+def test_a_server_with_no_room_at_all_holds_every_job_rather_than_failing_it():
+    none_left = room([Gauge("memory", "the machine's memory", 23000, 24000)], running_jobs=0)
+    decision = schedule(_waiting(2), [], running_jobs=0, limits=Limits(), quota=None, flavors=[SMALL], now=T0,
+                        server=none_left)
+    assert not decision.start and not decision.failed
+    assert "near its limit of MB of memory: 23000 of 24000 in use (the machine's memory)" in decision.waiting[1]
