@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 STOP_GRACE = 8.0  # seconds the pipelines get to reach a safe point at shutdown
 QUOTA_TTL = 15.0  # seconds the cloud's quota figures are reused
 FLAVORS_TTL = 300.0
+RESCHEDULE = 5.0  # seconds between decisions while jobs wait, besides those a job's start or end makes
 
 
 class Server:
@@ -334,9 +335,9 @@ class Server:
                     self.journal.update(job_id, _waiting_reason(why))
 
     def _schedule_forever(self) -> None:
-        """Decide again every poll_interval while jobs wait: what they wait for (the server's own room, the
-        cloud's quota) can come back without a job of ours ending."""
-        while not self.stopping.wait(self.config.poll_interval):
+        """Decide again every RESCHEDULE seconds while jobs wait: what they wait for (the server's own room,
+        the cloud's quota) can come back without a job of ours ending."""
+        while not self.stopping.wait(RESCHEDULE):
             with self._lock:
                 waiting = bool(self._waiting)
             if waiting:
