@@ -87,6 +87,16 @@ def measure(idle: dict[str, int] | None = None) -> list[Gauge]:
     return gauges
 
 
+def raise_descriptor_limit() -> None:
+    """Take the hard limit of open descriptors as ours (the soft one is often 1,024: ~120 jobs)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass  # (an infinite hard limit is refused as a soft one on some kernels: keep the soft one)
+
+
 def idle_figures() -> dict[str, int]:
     """What the server uses before it runs any job: the baseline `per_job` measures a job's cost against."""
     return {g.resource: g.used for g in measure()}

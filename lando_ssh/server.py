@@ -25,7 +25,7 @@ from typing import Any
 from lando_ssh.cloud import Cloud, Flavor, Quota, open_cloud
 from lando_ssh.config import Config
 from lando_ssh.errors import CloudError, JobConflict, LandoError
-from lando_ssh.headroom import idle_figures, measure, room
+from lando_ssh.headroom import idle_figures, measure, raise_descriptor_limit, room
 from lando_ssh.installation import tagged_vms
 from lando_ssh.journal import Journal, recording
 from lando_ssh.messages import Command, Message
@@ -72,6 +72,7 @@ class Server:
         self._flavors_at = 0.0
         self._quota_cache: Quota | None = None
         self._quota_at = 0.0
+        raise_descriptor_limit()
         self._idle = idle_figures()  # the server before any job: what a job costs is measured against it
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -1,6 +1,13 @@
 """Back-pressure from the server's own limits: how many more jobs fit under its descriptors, threads and
-memory, and the reason a job waits in S when none does. Pure logic, no cloud."""
+memory, and the reason a job waits in S when none does: pure logic without a cloud, then one daemon whose
+descriptor limit is low."""
 from __future__ import annotations
+
+import os
+import resource
+import time
+
+from conftest import WORKFLOWS, send, store_job, wait_job
 
 from lando_ssh.cloud import Flavor
 from lando_ssh.headroom import PER_JOB, Gauge, measure, room
@@ -65,3 +72,43 @@ def test_a_server_with_no_room_at_all_holds_every_job_rather_than_failing_it():
                         server=none_left)
     assert not decision.start and not decision.failed
     assert "near its limit of MB of memory: 23000 of 24000 in use (the machine's memory)" in decision.waiting[1]
+
+
+# -- end to end: a daemon whose descriptor limit is low --------------------------------------------------------
+def test_a_daemon_near_its_descriptor_limit_holds_jobs_in_s_naming_it_then_runs_them_all(lando, daemon, tmp_path):
+    lando.settings.update(cwl_base_command=["sh", "-c", 'sleep "$0"; echo "{}"', "2"],
+                          limits={"max_concurrent_jobs": 10})
+    lando.write_config()
+    order = tmp_path / "order.yml"
+    order.write_text("seconds: 2\n")
+    ids = [lando.submit(WORKFLOWS / "sleep.cwl", order) for _ in range(3)]
+    daemon.start()
+    wait_for(lambda: "serving" in daemon.text(), daemon)
+    assert daemon.proc is not None
+    pid = daemon.proc.pid
+    idle = len(os.listdir(f"/proc/{pid}/fd"))
+    # room for one job: 8 kept free (the least reserve), then 12 more, and a job takes ~8
+    hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)[1]
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (idle + 20, hard))
+    for job_id in ids:
+        send(lando, "start_job", job_id)
+    reasons: set[str] = set()
+
+    def all_done() -> bool:
+        jobs = [store_job(lando, i) for i in ids]
+        reasons.update(j.reason for j in jobs if j.state.value == "S" and j.reason)
+        return all(j.state.value in ("F", "E", "C") for j in jobs)
+
+    wait_for(all_done, daemon, timeout=240)
+    jobs = [wait_job(lando, i, lambda j: True) for i in ids]
+    assert [j.state.value for j in jobs] == ["F"] * 3, [j.reason for j in jobs]
+    assert any("the server is near its limit of open descriptors" in r and "(RLIMIT_NOFILE)" in r for r in reasons), \
+        reasons
+    assert "Too many open files" not in daemon.text()
+
+
+def wait_for(condition, daemon, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline and daemon.alive(), daemon.text()[-3000:]
+        time.sleep(0.1)

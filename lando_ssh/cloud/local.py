@@ -12,7 +12,7 @@ removes the directory. A VM made before tokens (LANDO_LOCAL_VM=<name>, no token 
 meta.json) is this data dir's by its directory: its processes are those with that marker
 whose working directory is inside the VM's directory (boot.sh, the job's runner). The data volume is not
 simulated: the work dir is a plain directory inside the VM's. Fault knobs live in
-`cloud.local` (boot_delay, fail_create).
+`cloud.local` (boot_delay, fail_create, and the random ones of docs/local-cloud.md).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import collections
 import json
 import os
 import pwd
+import random
 import shlex
 import shutil
 import signal
@@ -40,6 +41,7 @@ from lando_ssh.installation import installation_token
 from lando_ssh.keys import write_private
 
 MARKER = "LANDO_LOCAL_VM"
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _port_lock = threading.Lock()
 # ports handed out lately, whose sshd may not listen yet: the kernel could offer them again meanwhile
 _recent_ports: collections.deque[int] = collections.deque(maxlen=512)
@@ -91,6 +93,8 @@ class LocalCloud:
     def create_vm(self, request: VmRequest) -> VmInfo:
         if self.settings.fail_create:
             raise CloudError("the local cloud refused to create the VM (cloud.local.fail_create is set)")
+        if random.random() < self.settings.fail_create_fraction:
+            raise CloudError("the local cloud failed to create the VM (injected: cloud.local.fail_create_fraction)")
         flavor = self._flavor(request.flavor)
         self.check_image(request.image)
         if self.settings.max_instances and len(self._all()) >= self.settings.max_instances:
@@ -130,9 +134,18 @@ class LocalCloud:
         delay = self.settings.boot_delay
         if self.settings.stuck_boots and _created_count(self.root) <= self.settings.stuck_boots:
             delay = 10**6  # fault knob: this VM never finishes booting
+        if random.random() < self.settings.hang_boot_fraction:
+            delay = 10**6
         subprocess.Popen(["/bin/sh", os.path.join(vm_dir, "boot.sh"), vm_dir, sshd, str(float(delay))],
                          cwd=vm_dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
+        die_after = self.settings.die_after if random.random() < self.settings.die_fraction else 0.0
+        if die_after or self.settings.drop_ssh_every:  # run-time faults (localfaults.py)
+            subprocess.Popen([sys.executable, "-m", "lando_ssh.cloud.localfaults", vm_dir, self.marker(request.name),
+                              str(die_after), str(self.settings.drop_ssh_every)], cwd=vm_dir,
+                             env={**env, "PYTHONPATH": _PACKAGE_ROOT},  # this lando-ssh, wherever it was imported from
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
         return self._info(vm_dir)  # type: ignore[return-value]
 
     def get_vm(self, vm_id: str) -> VmInfo | None:
@@ -165,6 +178,9 @@ class LocalCloud:
 
     def delete_vm(self, vm_id: str) -> None:
         vm_dir = self._dir(vm_id)
+        if random.random() < self.settings.fail_delete_fraction and os.path.isdir(vm_dir):
+            raise CloudError(f"the local cloud failed to delete VM {vm_id} (injected: "
+                             "cloud.local.fail_delete_fraction)")
         kill_processes(lambda: self.processes(vm_id))  # boot.sh first, so it starts no sshd after this
         _kill_sshd(vm_dir)  # sshd scrubs its environment (no marker); its command line names its config
         _unmount_below(vm_dir)
