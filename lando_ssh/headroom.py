@@ -62,10 +62,12 @@ def room(gauges: Sequence[Gauge], running_jobs: int) -> Room:
     best: Room = Room(None)
     for g in gauges:
         cost = per_job(g, running_jobs)
-        fits = max(0, (g.limit - reserve(g) - g.used) // cost)
+        # a job just started has not opened its socket or thread yet: it is counted at its cost meanwhile
+        used = max(g.used, g.idle + running_jobs * cost)
+        fits = max(0, (g.limit - reserve(g) - used) // cost)
         if best.jobs is not None and fits >= best.jobs:
             continue
-        reason = (f"waiting: the server is near its limit of {_UNITS[g.resource]}: {g.used} of {g.limit} in use "
+        reason = (f"waiting: the server is near its limit of {_UNITS[g.resource]}: {used} of {g.limit} in use "
                   f"({g.limit_name}); a job needs ~{cost} and {reserve(g)} are kept free")
         best = Room(fits, reason, f"server.{g.resource}")
     return best
@@ -98,7 +100,8 @@ def raise_descriptor_limit() -> None:
 
 
 def idle_figures() -> dict[str, int]:
-    """What the server uses before it runs any job: the baseline `per_job` measures a job's cost against."""
+    """What the server uses while it runs no job: the baseline a job's cost is measured against (the server
+    measures it again whenever no job runs: its threads open their store connections as they first work)."""
     return {g.resource: g.used for g in measure()}
 
 

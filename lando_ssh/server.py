@@ -310,6 +310,8 @@ class Server:
                 running = len(self._running)
             if not waiting:
                 return
+            if not running:
+                self._idle = idle_figures()
             quota = self._quota()
             decision = schedule(waiting, active, running_jobs=running, limits=Limits.from_config(self.config.limits),
                                 quota=quota, flavors=self._flavors(), allow=self.config.flavors.allow,
