@@ -41,7 +41,8 @@ NAMES_A_FAULT = {
     "create failed": re.compile(r"fail_create_fraction"),
     "delete failed": re.compile(r"fail_delete_fraction"),
     "boot hung": re.compile(r"boot|ACTIVE", re.I),
-    "VM died or SSH dropped": re.compile(r"died|unreachable|status ERROR|connection|SSH", re.I),
+    "VM died or SSH dropped": re.compile(r"died|unreachable|status ERROR|connection|SSH|stopped without recording",
+                                         re.I),
 }
 
 

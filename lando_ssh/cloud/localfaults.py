@@ -56,8 +56,9 @@ def die(vm_dir: str, marker: str) -> None:
         f.write(DIED + "\n")
     with open(os.path.join(vm_dir, "status"), "w") as f:
         f.write("ERROR\n")
-    kill_processes(lambda: marked_pids(marker))  # (this process is spared: kill_processes leaves its caller)
+    drop_connections(vm_dir)  # all at once, as a host that fails: its connections first, then the rest
     _kill_sshd(vm_dir)
+    kill_processes(lambda: marked_pids(marker), grace=0)  # (this process is spared: kill_processes leaves it)
 
 
 def main(argv: list[str]) -> None:
