@@ -24,7 +24,7 @@ from typing import Any
 
 from lando_ssh.cloud import Cloud, Flavor, Quota, open_cloud
 from lando_ssh.config import Config
-from lando_ssh.errors import CloudError, JobConflict, LandoError
+from lando_ssh.errors import CloudError, JobConflict, JobHeldElsewhere, LandoError
 from lando_ssh.headroom import idle_figures, measure, raise_descriptor_limit, room
 from lando_ssh.installation import tagged_vms
 from lando_ssh.journal import Journal, recording
@@ -211,9 +211,9 @@ class Server:
     def _start(self, job: Job) -> bool:
         """Act on start_job; False when there was nothing to do."""
         if _applies(Command.START_JOB, job):
-            if not self._claim(job.id):
-                log.info("job %s: start_job, but another server holds it; nothing to do", job.id)
-                return False
+            if not self._claim(job.id):  # (a duplicate start_job another server serves: it is S there soon)
+                raise JobHeldElsewhere(f"job {job.id}: start_job, but another server holds its lease; "
+                                       "the command is served again shortly")
             wait = self._wait_reason(extra=1)  # recorded with the state: one write per start_job
 
             def change(j: Job) -> None:
@@ -256,9 +256,9 @@ class Server:
     def _restart(self, job: Job) -> bool:
         """Act on restart_job; False when there was nothing to do."""
         if _applies(Command.RESTART_JOB, job):
-            if not self._claim(job.id):
-                log.info("job %s: restart_job, but another server holds it; nothing to do", job.id)
-                return False
+            if not self._claim(job.id):  # the server that ended it in E has not let go yet (or died holding it)
+                raise JobHeldElsewhere(f"job {job.id}: restart_job, but another server holds its lease; "
+                                       "the command is served again shortly")
             job = self.journal.update(job.id, lambda j: (j.set_state(JobState.RESTARTING, note="restart_job received"),
                                                           j.facts.update(restart_pending=True)))
             self._enqueue(job)
