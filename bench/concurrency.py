@@ -137,10 +137,21 @@ def main() -> None:
                     time.sleep(1)
                 busy_share = (cpu_seconds(daemon.pid) - busy_start) / window
             peak = status_field(daemon.pid, "VmHWM") / 1024
+            # said now, before the jobs end (deleting a thousand VMs takes a while)
+            print(f"{args.jobs} jobs ({args.base_command}): "
+                  + (f"all in the run step {ramp:.0f}s after start_job" if ramp is not None else
+                     "never all in the run step") + f"; the daemon used {ramp_share:.0%} of one core meanwhile")
+            print(f"daemon idle (baseline):     {idle_share:6.2%} of one core, RSS {idle_rss:.0f} MB, "
+                  f"{idle_threads} threads, {idle_fds} descriptors")
+            if ramp is not None:
+                print(f"daemon with {args.jobs} running: {busy_share:6.2%} of one core over {window:.0f}s, "
+                      f"peak RSS {peak:.0f} MB, {peaks.threads} threads, {peaks.fds} descriptors at most", flush=True)
+            ended = time.monotonic()
             while count(db, "state IN ('F', 'E', 'C')") < len(ids) and daemon.poll() is None:
                 peaks.sample(daemon.pid)
                 time.sleep(2)
             states = dict(db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
+            took_to_end = time.monotonic() - ended
             reasons = db.execute("SELECT json_extract(data, '$.reason') AS r, count(*) FROM jobs "
                                  "WHERE state != 'F' GROUP BY r "
                                  "ORDER BY 2 DESC LIMIT 5").fetchall()
@@ -150,14 +161,8 @@ def main() -> None:
             daemon.wait(60)
             delete_queues(config)
             subprocess.run([*lando, "sweep", "--grace", "0"], env=env, capture_output=True)
-    print(f"{args.jobs} jobs ({args.base_command}): "
-          + (f"all in the run step {ramp:.0f}s after start_job" if ramp is not None else "never all in the run step")
-          + f"; the daemon used {ramp_share:.0%} of one core meanwhile")
-    print(f"daemon idle (baseline):     {idle_share:6.2%} of one core, RSS {idle_rss:.0f} MB, "
-          f"{idle_threads} threads, {idle_fds} descriptors")
-    if ramp is not None:
-        print(f"daemon with {args.jobs} running: {busy_share:6.2%} of one core over {window:.0f}s, "
-              f"peak RSS {peak:.0f} MB, {peaks.threads} threads, {peaks.fds} descriptors at most")
+    print(f"every job ended {took_to_end:.0f}s after the busy window "
+          f"(each sleeps {args.sleep}s, then its VM is deleted)")
     print(f"the machine (local cloud included): {peaks.machine_mb - machine_before:.0f} MB more in use at the peak")
     print(f"final states: {states}")
     for reason, n in reasons:
