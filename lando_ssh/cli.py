@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from lando_ssh.commands import pool as pool_commands
 from lando_ssh.commands import queue as queue_commands
 from lando_ssh.commands import status as status_commands
 from lando_ssh.commands import vm as vm_commands
@@ -149,8 +150,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("job_id", type=int, metavar="N", help="the job's id")
     s.add_argument("dir", metavar="DIR", help="the new output directory: new, or empty (for a cwl-runner job's, any)")
 
-    s = command("vms", help="every VM this installation owns")
+    s = command("vms", help="every VM this installation owns, with the pool's state and use of each")
     s.add_argument("--json", action="store_true", help="a JSON list instead of a table")
+
+    s = command("drain", help="place no new job on a pool VM; the pool deletes it once its jobs are done")
+    s.add_argument("vm", metavar="VM", help="the VM's name, pool id or cloud id (as `vms` lists them)")
 
     s = command("sweep", help="delete resources tagged as ours that no live job owns")
     s.add_argument("--dry-run", action="store_true",
@@ -165,6 +169,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--by", choices=["user", "project", "workflow", "flavor", "day"], default="user",
                    help="what a row sums (day: UTC days; default: user)")
     s.add_argument("--jobs", action="store_true", help="one line per job, like Slurm's sacct, instead of sums")
+    s.add_argument("--pool", action="store_true",
+                   help="the pool VMs' hours by user or project: jobs' shares and idle time apart (vm-pool.md)")
     s.add_argument("--csv", action="store_true", help="CSV: a header, then one row per group or job (no total)")
     s.add_argument("--json", action="store_true", help="JSON: a list of groups or jobs (no total)")
 
@@ -671,6 +677,9 @@ def cmd_sweep(config: Config, args: argparse.Namespace) -> int:
 def cmd_usage(config: Config, args: argparse.Namespace) -> int:
     from lando_ssh.usage import usage_command
 
+    if args.pool:
+        return pool_commands.pool_usage_command(config, args.since, args.until, args.by,
+                                                "csv" if args.csv else "json" if args.json else "")
     return usage_command(config, args.since, args.until, args.by, "csv" if args.csv else "json" if args.json else "",
                          jobs=args.jobs)
 
@@ -689,6 +698,7 @@ COMMANDS = {
     "delete-vm": vm_commands.cmd_delete_vm,
     "set-output-dir": cmd_set_output_dir,
     "vms": vm_commands.cmd_vms,
+    "drain": pool_commands.cmd_drain,
     "sweep": cmd_sweep,
     "usage": cmd_usage,
     "web": web_commands.cmd_web,

@@ -130,6 +130,7 @@ class VmConfig:
     ssh_timeout: float = 300.0
     host_key_from_console: bool = True  # False: accept the first host key seen (opt-out, insecure)
     boot_retries: int = 2  # a VM stuck in boot past boot_timeout is deleted and the job tried on a new one
+    keepalive: float = 120.0  # seconds a pool VM whose jobs are done waits for the next job; 0: deleted at once
 
 
 @dataclass
@@ -141,6 +142,26 @@ class LimitsConfig:
     max_run_time: float = 0.0  # seconds per job's run step; 0 = none
     staging_timeout: float = 3600.0
     reserve_after: float = 600.0  # seconds a job waits before later, smaller jobs may not take what it needs
+
+
+@dataclass
+class PoolConfig:
+    """The VM pool (docs/vm-pool.md): which jobs may share a VM, and whether several boot onto one flavor."""
+
+    share: str = "owner"  # job | owner | project | any
+    pack: bool = True  # several waiting jobs on one larger flavor when it costs no more than their small ones
+
+
+POOL_SHARES = ("job", "owner", "project", "any")
+
+
+def _check_pool(config: Config, where: str) -> None:
+    if config.pool.share not in POOL_SHARES:
+        raise ConfigError(f"{where}: pool.share must be one of {', '.join(POOL_SHARES)} (which jobs may share a VM), "
+                          f"not {config.pool.share!r}")
+    if not config.vm.keepalive >= 0:  # (also refuses nan)
+        raise ConfigError(f"{where}: vm.keepalive is the seconds an idle pool VM is kept for the next job: 0 or "
+                          f"more, not {config.vm.keepalive:g}")
 
 
 @dataclass
@@ -198,6 +219,7 @@ class Config:
     vm: VmConfig = field(default_factory=VmConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     flavors: FlavorsConfig = field(default_factory=FlavorsConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -244,6 +266,7 @@ def load_config(path: str | None = None, env: typing.Mapping[str, str] | None = 
     from_env = _apply_env(data, env)
     try:
         config = _build(Config, data, where, "")
+        _check_pool(config, where)
     except ConfigError as e:  # a value from the environment: name the variable, not the file
         text = str(e)[len(where) + 2:]
         for key, name in from_env.items():

@@ -29,6 +29,12 @@ class UnknownJob(BadInput):
         self.job_id = job_id
 
 
+class UnknownVm(BadInput):
+    def __init__(self, vm: object):
+        super().__init__(f"there is no pool VM {vm}")
+        self.vm = vm
+
+
 class WorkflowInvalid(BadInput):
     """The workflow or its job order does not validate (carries cwltool's own message)."""
 

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from lando_ssh.model import Job, JobState
+from lando_ssh.model import Job, JobState, note_wait
 from lando_ssh.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -49,12 +49,15 @@ class Journal:
         return self.store.list(states)
 
     def update(self, job_id: int, change: Callable[[Job], object]) -> Job:
-        """Apply `change` atomically; listeners hear of it when the state, step or reason moved."""
+        """Apply `change` atomically; listeners hear of it when the state, step or reason moved. A waiting
+        job's history records what it waits for (model.note_wait)."""
         seen: list[tuple[str, str, str]] = []
 
         def wrapped(job: Job) -> None:
             seen.append((job.state.value, job.step.value, job.reason))
+            entries = len(job.history)
             change(job)
+            note_wait(job, seen[-1][2], entries)
 
         job = self.store.update(job_id, wrapped)
         if seen and seen[-1] != (job.state.value, job.step.value, job.reason):

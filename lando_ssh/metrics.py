@@ -25,7 +25,11 @@ Series (prometheus_client adds `_total` to counters), and the hook that feeds ea
 - `lando_jobs_waiting{limit}` and `lando_job_waiting_info{job,reason}`: waiting jobs by the
   limit they wait for, and each one's reason -- `observe_waiting(decision)`;
 - `lando_sweep_deleted_total{kind}`, `lando_sweep_errors_total` -- `observe_sweep(items)`;
-- `lando_ssh_errors_total{kind}`: SSH failures by error class -- `observe_ssh_error(error)`.
+- `lando_ssh_errors_total{kind}`: SSH failures by error class -- `observe_ssh_error(error)`;
+- the VM pool's, read from its records at each scrape once `watch_pool(records)` is called:
+  `lando_pool_vms{state}` (live VMs by pool state), `lando_pool_vm_jobs{vm}` (jobs on each VM),
+  `lando_pool_jobs_served_total`, `lando_pool_reuses_total` (jobs placed on a VM that had served one
+  before) and `lando_pool_idle_vm_seconds_total` (VM-seconds pool VMs spent without a job).
 """
 from __future__ import annotations
 
@@ -38,8 +42,11 @@ from lando_ssh.errors import ConfigError
 from lando_ssh.model import JobState
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     from lando_ssh.cloud import Quota, VmInfo
     from lando_ssh.model import Job
+    from lando_ssh.pool.model import PoolVm
     from lando_ssh.scheduler import ActiveVm, Decision
     from lando_ssh.sweep import Swept
 
@@ -232,6 +239,45 @@ class Metrics:
         """An SSH failure: `kind` is the error's class (VmUnreachable, HostKeyMismatch, ...) or the text given."""
         if self.enabled:
             self.ssh_errors.labels(error if isinstance(error, str) else type(error).__name__).inc()
+
+
+    # -- the VM pool -----------------------------------------------------------------------------------
+    def watch_pool(self, records: Callable[[], Sequence[PoolVm]]) -> None:
+        """Export the pool's figures, computed from `records()` (every VM record, e.g. `VmStore.list`) at each
+        scrape."""
+        if self.enabled:
+            self.registry.register(PoolCollector(records))
+
+
+class PoolCollector:
+    """A prometheus_client collector: the pool's figures from its records, read when scraped."""
+
+    def __init__(self, records: Callable[[], Sequence[PoolVm]]):
+        self.records = records
+
+    def describe(self) -> list[Any]:
+        return []  # (the series are known only once collected: no check at registration)
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        from lando_ssh.model import now
+        from lando_ssh.pool.figures import pool_figures
+
+        f = pool_figures(self.records(), now())
+        vms = GaugeMetricFamily("lando_pool_vms", "The pool's live VMs by pool state.", labels=["state"])
+        for state, n in f.by_state.items():
+            vms.add_metric([state], n)
+        yield vms
+        jobs = GaugeMetricFamily("lando_pool_vm_jobs", "Jobs on each live pool VM.", labels=["vm"])
+        for name, n in f.jobs_per_vm.items():
+            jobs.add_metric([name], n)
+        yield jobs
+        yield CounterMetricFamily("lando_pool_jobs_served", "Jobs placed on pool VMs.", value=f.served)
+        yield CounterMetricFamily("lando_pool_reuses", "Jobs placed on a pool VM that had served a job before.",
+                                  value=f.reuses)
+        yield CounterMetricFamily("lando_pool_idle_vm_seconds", "VM-seconds pool VMs spent without a job.",
+                                  value=f.idle_vm_seconds)
 
 
 #: the daemon's metrics

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -118,9 +119,11 @@ class VmRecord:
     flavor: str | None = None
     vcpus: int | None = None
     ram_mb: int | None = None
-    created: datetime | None = None
+    created: datetime | None = None  # when it was asked for
     deleted: datetime | None = None
     volume_id: str | None = None
+    active: datetime | None = None  # when the cloud said ACTIVE (a VM this process saw boot)
+    ready: datetime | None = None  # when it answered SSH (cloud-init done): the job could use it
 
 
 @dataclass
@@ -129,6 +132,8 @@ class HistoryEntry:
     state: JobState
     step: JobStep
     note: str = ""
+    #: why the job waits from here on, while it waits (`waits`): the reason it was given then
+    reason: str = ""
 
 
 @dataclass
@@ -203,8 +208,8 @@ class Job:
             "facts": self.facts,
             "timings": {k: {"started": iso(t.started), "finished": iso(t.finished), "seconds": t.seconds}
                         for k, t in self.timings.items()},
-            "history": [{"at": iso(h.at), "state": h.state.value, "step": h.step.value, "note": h.note}
-                        for h in self.history],
+            "history": [{"at": iso(h.at), "state": h.state.value, "step": h.step.value, "note": h.note,
+                         **({"reason": h.reason} if h.reason else {})} for h in self.history],
             "output": self.output,
             "workflow_doc": self.workflow_doc,
         }
@@ -233,7 +238,7 @@ class Job:
             timings={k: StepTiming(parse_time(t.get("started")), parse_time(t.get("finished")))
                      for k, t in (d.get("timings") or {}).items()},
             history=[HistoryEntry(parse_time(h["at"]) or now(), JobState(h["state"]), JobStep(h["step"]),
-                                  h.get("note", "")) for h in d.get("history") or []],
+                                  h.get("note", ""), h.get("reason", "")) for h in d.get("history") or []],
             output=d.get("output"),
             workflow_doc=d.get("workflow_doc"),
         )
@@ -262,17 +267,49 @@ def _vm_to_dict(vm: VmRecord | None) -> dict[str, Any] | None:
         return None
     d = dict(vars(vm))
     d["host_keys"] = list(vm.host_keys)
-    d["created"], d["deleted"] = iso(vm.created), iso(vm.deleted)
+    for name in _VM_TIMES:
+        d[name] = iso(d[name])
     return d
 
 
 _VM_FIELDS = frozenset(f.name for f in dataclasses.fields(VmRecord))
+_VM_TIMES = ("created", "deleted", "active", "ready")
 
 
 def _vm_from_dict(d: dict[str, Any]) -> VmRecord:
     d = {k: v for k, v in d.items() if k in _VM_FIELDS}  # (a field a later version dropped is ignored)
-    d["created"], d["deleted"] = parse_time(d.get("created")), parse_time(d.get("deleted"))
+    for name in _VM_TIMES:
+        d[name] = parse_time(d.get(name))
     return VmRecord(**d)
+
+
+def waits(state: JobState, step: JobStep, reason: str) -> bool:
+    """A job in this state waits in the queue: started but held back for a job slot, the cloud's room or
+    quota (S with no step yet, or S at V with a reason: the cloud's quota is full)."""
+    return state == JobState.STARTING and (step == JobStep.NONE or bool(reason))
+
+
+_NUMBERS = re.compile(r"\d+(?:\.\d+)?")
+
+
+def reason_kind(reason: str) -> str:
+    """A waiting reason with its figures as N ("waiting: N of N job slots busy"): what a job waits for, not
+    how much of it is in use at the moment."""
+    return _NUMBERS.sub("N", reason)
+
+
+def note_wait(job: Job, reason_before: str, entries_before: int) -> None:
+    """After a change to a waiting job: its history records why it waits, each time what it waits for
+    changes (a new kind of reason, `reason_kind`: not every count of busy slots; a reason cleared is not a
+    change), on the entry the change added or a new one of the same state and step. What the status page's
+    plots of the queue read."""
+    if not waits(job.state, job.step, job.reason) or not job.history:
+        return
+    if len(job.history) > entries_before:  # the change began the wait (or a new part of it)
+        job.history[-1].reason = job.reason
+        return
+    if job.reason and job.reason != reason_before and reason_kind(job.reason) != reason_kind(job.history[-1].reason):
+        job.history.append(HistoryEntry(now(), job.state, job.step, "", job.reason))
 
 
 SECRETS_CLASSES = ("http://commonwl.org/cwltool#Secrets", "cwltool:Secrets")

@@ -252,6 +252,8 @@ class Pipeline:
             j.vm.flavor = info.flavor.name if info.flavor else j.vm.flavor
             j.vm.vcpus = info.flavor.vcpus if info.flavor else None
             j.vm.ram_mb = info.flavor.ram_mb if info.flavor else None
+            if asked:  # (a VM found again booted unseen)
+                j.vm.active = active_at
 
         job = self.journal.update(job_id, record)
         self._wait_ssh_ready(job)
@@ -1027,6 +1029,8 @@ class Pipeline:
             at = now()
             if ended is not None:
                 j.timings.setdefault(ended.value, StepTiming()).finished = at
+            if ended == JobStep.CREATE_VM and j.vm is not None and j.vm.active and not j.vm.ready:
+                j.vm.ready = at  # it answered SSH: its boot is on record (the status page's plots)
             # V runs in S until the cloud accepted the VM (then R); every later step runs in R
             running = step != JobStep.CREATE_VM or j.state == JobState.RUNNING
             j.set_state(JobState.RUNNING if running else JobState.STARTING, step)

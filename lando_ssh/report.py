@@ -96,18 +96,23 @@ def readme(job: Job, usage: dict[str, Any], cwltool: str | None) -> str:
     return "\n".join(lines)
 
 
-def _command_lines(commands: Any) -> list[str]:
-    """The commands the VM ran: the workflow's (its own arguments follow), and lando's pre- and post-process."""
+def ran_commands(commands: Any) -> list[tuple[str, str]]:
+    """The commands the VM ran (a job's `commands` fact), in order: (what it was, the command line) -- the
+    workflow's (its own arguments follow), and lando's pre- and post-process."""
     if not isinstance(commands, dict):
         return []
-    lines = []
+    ran = []
     for key, what in (("cwl_pre_process_command", "before the workflow, in the results dir"),
                       ("cwl_base_command", "the workflow, with its outdir, workflow and job order after it"),
                       ("cwl_post_process_command", "after the workflow, in the results dir")):
         argv = commands.get(key)
         if isinstance(argv, list) and argv:
-            lines.append(f"- ran {what}: `{shlex.join(str(a) for a in argv)}`")
-    return lines
+            ran.append((what, shlex.join(str(a) for a in argv)))
+    return ran
+
+
+def _command_lines(commands: Any) -> list[str]:
+    return [f"- ran {what}: `{line}`" for what, line in ran_commands(commands)]
 
 
 def _describe(value: Any) -> str:

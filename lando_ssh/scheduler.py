@@ -278,3 +278,10 @@ def active_vms(jobs: Iterable[Job], flavors: Sequence[Flavor],
         if v is not None:
             out.append(v)
     return out
+
+
+# -- the limits as the VM pool's placement (lando_ssh/pool/placement.py) takes them: one set of limits, one set of
+# sentences for both
+LimitDim = _Dim
+limit_dimensions = _dimensions
+never_fits = _never_fits

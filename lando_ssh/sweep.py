@@ -8,7 +8,9 @@ grace period and its job does not own it:
 
 - the VM names no job, or the job is not in the job store;
 - the job was deleted (state D);
-- the job's record says this VM was deleted (a delete that failed), or names another VM.
+- the job's record says this VM was deleted (a delete that failed), or names another VM;
+- a VM of the pool (it names a pool record, `lando_pool_vm`, not a job): no live pool record owns it. An
+  idle pool VM kept for the next job is live: its record owns it.
 
 A VM made before tokens (the id alone) may be another installation's sharing the id and
 counting jobs the same way: it is deleted only for what this installation's record of it says
@@ -38,7 +40,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from lando_ssh.cloud import META_JOB_ID, Cloud, Orphan, VmInfo
+from lando_ssh.cloud import META_JOB_ID, META_POOL_VM, Cloud, Orphan, VmInfo
 from lando_ssh.config import Config
 from lando_ssh.errors import LandoError, UnknownJob
 from lando_ssh.installation import ours, tagged_vms
@@ -79,9 +81,13 @@ def sweep(config: Config, cloud: Cloud, store: _Jobs, dry_run: bool = False,
     found: list[Swept] = []
     mine, untokened = tagged_vms(config, cloud)  # listed before the jobs are read: see the module's doc
     at = now()
+    pool = _PoolRecords(config)
     for vm in [*mine, *untokened]:
         age = (at - vm.created).total_seconds() if vm.created else None
-        job_id, why = _orphan_vm(vm, store, recorded_only=vm not in mine)
+        if META_POOL_VM in vm.metadata:  # the pool's: its records say (an idle one is kept for the next job)
+            job_id, why = None, pool.orphan(vm) if vm in mine else None
+        else:
+            job_id, why = _orphan_vm(vm, store, recorded_only=vm not in mine)
         if why is not None:
             found.append(Swept("vm", vm.id, vm.name, job_id, why, _round(age),
                                spared=age is not None and age < grace))
@@ -92,6 +98,30 @@ def sweep(config: Config, cloud: Cloud, store: _Jobs, dry_run: bool = False,
             _delete(cloud, item)
         _log(item, grace)
     return found
+
+
+class _PoolRecords:
+    """The VM pool's live records, read once and only when a pool VM is found."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self._live: list[Any] | None = None
+
+    def orphan(self, vm: VmInfo) -> str | None:
+        from lando_ssh.pool.lifecycle import pool_owner
+
+        if self._live is None:
+            from lando_ssh.pool.model import LIVE
+            from lando_ssh.pool.store import open_vm_store
+
+            store = open_vm_store(self.config.store_url)
+            try:
+                self._live = store.list(LIVE)
+            finally:
+                store.close()
+        if pool_owner(vm, self._live) is not None:
+            return None
+        return f"it is a pool VM (record {vm.metadata.get(META_POOL_VM)}) that no live pool record owns"
 
 
 def _delete(cloud: Cloud, item: Swept) -> None:

@@ -5,6 +5,7 @@ from datetime import timedelta
 
 from lando_ssh.model import HistoryEntry, Job, JobState, JobStep, StepTiming, VmRecord, now
 
+WAITING = "waiting: 1 of 1 job slots busy"
 SECRET_DOC = {"cwlVersion": "v1.2", "class": "CommandLineTool", "id": "#main",
               "requirements": [{"class": "http://commonwl.org/cwltool#Secrets", "secrets": ["#main/password"]}],
               "inputs": [{"id": "#main/password", "type": "string"}], "outputs": []}
@@ -18,7 +19,7 @@ def made_job(name: str, user: str, state: JobState, *, minutes_ago: float, proje
               created=t0, updated=t0, workflow_doc=SECRET_DOC if secret else None,
               facts={"project": project} if project else {})
     t = t0
-    history = [HistoryEntry(t, JobState.STARTING, JobStep.NONE, "waiting: 1 of 1 job slots busy")]
+    history = [HistoryEntry(t, JobState.STARTING, JobStep.NONE, "start_job received", WAITING)]
     for attempt in range(restarts + 1):
         if attempt:
             t += timedelta(seconds=5)
@@ -30,6 +31,7 @@ def made_job(name: str, user: str, state: JobState, *, minutes_ago: float, proje
             job.timings[step.value] = StepTiming(t, t + timedelta(seconds=10))
         job.past_vms.append(VmRecord(f"vm-{name}-{attempt}", id=f"id-{attempt}", address="127.0.0.1", port=2222,
                                      flavor="m1.small", vcpus=2, created=t - timedelta(seconds=50),
+                                     active=t - timedelta(seconds=46), ready=t - timedelta(seconds=41),
                                      deleted=t + timedelta(seconds=10)))
     t += timedelta(seconds=10)
     if state in (JobState.FINISHED, JobState.ERROR, JobState.CANCELED):
@@ -43,7 +45,7 @@ def made_job(name: str, user: str, state: JobState, *, minutes_ago: float, proje
         job.timings.pop("R")
     elif state == JobState.STARTING:
         history, job.timings, job.past_vms = history[:1], {}, []
-        job.reason = "waiting: 1 of 1 job slots busy"
+        job.reason = WAITING
     job.history = history
     job.state, job.step = history[-1].state, history[-1].step
     job.updated = history[-1].at

@@ -19,7 +19,7 @@ from conftest import WORKFLOWS, Lando
 from lando_ssh.errors import StoreUnavailable, UnknownJob
 from lando_ssh.model import Job, JobState, JobStep
 from lando_ssh.store import open_store
-from lando_ssh.store.postgres import PostgresStore
+from lando_ssh.store.postgres import SCHEMA_VERSION, PostgresStore
 from lando_ssh.store.sqlite import SqliteStore
 
 SERVER = "postgresql://postgres@127.0.0.1:5432"
@@ -266,7 +266,8 @@ def test_servers_starting_together_create_the_schema_once(fresh_schema_url: str)
         s.close()
     assert errors == [] and len(stores) == 5
     with psycopg.connect(fresh_schema_url) as db:
-        assert db.execute("SELECT version FROM lando_schema").fetchall() == [(1,)]
+        assert db.execute("SELECT version FROM lando_schema ORDER BY version").fetchall() == \
+            [(v,) for v in range(1, SCHEMA_VERSION + 1)]  # each migration applied once
 
 
 def test_a_schema_newer_than_this_lando_ssh_is_refused(fresh_schema_url: str):

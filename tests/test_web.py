@@ -162,8 +162,20 @@ def test_the_vms_page_lists_the_vms_held_and_the_jobs_waiting_and_why(web: Web) 
     data = web.api("/api/vms")
     assert [v["name"] for v in data["vms"]] == ["vm-count <script>-0"]
     assert [(w["name"], w["reason"]) for w in data["waiting"]] == [("queued", "waiting: 1 of 1 job slots busy")]
+    assert [(v["state"], v["boot_seconds"], v["ssh_seconds"]) for v in data["vms"]] == [("busy", 4.0, 9.0)]
     page = web.get("/vms")
     assert "waiting: 1 of 1 job slots busy" in page and "vm-count &lt;script&gt;-0" in page
+
+
+def test_a_vms_state_is_told_from_its_record() -> None:
+    from lando_ssh.model import VmRecord
+
+    job = made_job("x", "ann", JobState.RUNNING, minutes_ago=5)
+    assert views.vm_state(job, VmRecord("asked")) == "asked for"  # the cloud's quota full: not taken yet
+    assert views.vm_state(job, VmRecord("new", id="i-1")) == "booting"
+    assert views.vm_state(job, VmRecord("up", id="i-1", address="10.0.0.5")) == "busy"
+    job.state = JobState.ERROR
+    assert views.vm_state(job, VmRecord("up", id="i-1", address="10.0.0.5")) == "kept"
 
 
 def test_the_plots_series_count_states_core_hours_steps_and_boots(web: Web) -> None:
@@ -175,10 +187,68 @@ def test_the_plots_series_count_states_core_hours_steps_and_boots(web: Web) -> N
     assert set(data["core_hours_by_owner"]["series"]) == {"ann", "bob", "cid"}
     assert data["step_seconds"]["steps"] == ["V", "S", "R", "o", "O", "T"]
     assert data["step_seconds"]["median"][0] == 10
-    assert data["boot_seconds"]["n"] == 4  # the V step of each job that got a VM (a step's last run)
+    assert data["queue"]["length"][-1] == 1
+    assert data["queue"]["reasons"] == {"waiting: N of N job slots busy": data["queue"]["length"]}
+    boot = data["boot"]
+    assert (boot["n_active"], boot["n_ssh"]) == (5, 5)  # every VM of every attempt
+    assert (boot["median_active"], boot["median_ssh"]) == (4.0, 9.0)
+    assert sum(boot["active"]) == sum(boot["ssh"]) == 5 and boot["active"].index(5) < boot["ssh"].index(5)
     assert web.request("GET", "/api/plots?period=year")[0] == 400
     assert web.request("GET", "/plots?period=custom")[0] == 400
     assert 'id="jobs_by_state"' in web.get("/plots?period=week")
+
+
+def test_a_waiting_jobs_history_records_what_it_waits_for_each_time_that_changes(tmp_path: Path) -> None:
+    from lando_ssh.journal import Journal
+    from lando_ssh.model import reason_kind
+
+    store = open_store(f"sqlite:///{tmp_path / 'jobs.sqlite'}")
+    journal = Journal(store)
+    job = store.create(Job(0, "queued", "wf.cwl", {}))
+
+    def start(j: Job) -> None:
+        j.set_state(JobState.STARTING, JobStep.NONE, note="start_job received")
+        j.reason = "waiting: 2 of 2 job slots busy"
+
+    def reason(why: str) -> Any:
+        return lambda j: setattr(j, "reason", why)
+
+    journal.update(job.id, start)
+    journal.update(job.id, reason("waiting: 3 of 3 job slots busy"))  # the same limit: not a new entry
+    journal.update(job.id, reason(""))  # a slot may be free: no reason is not a wait of its own
+    journal.update(job.id, reason("waiting for cloud quota: 4 of 4 cores in use, job needs 2"))
+    journal.update(job.id, lambda j: (j.set_state(JobState.STARTING, JobStep.CREATE_VM), setattr(j, "reason", "")))
+    journal.update(job.id, reason("the cloud's quota is full: instances"))  # (the create step's own wait)
+    journal.update(job.id, lambda j: (setattr(j, "reason", ""), j.set_state(JobState.RUNNING, JobStep.CREATE_VM)))
+    history = store.get(job.id).history
+    store.close()
+    assert [(h.state.value, h.step.value, h.note, h.reason) for h in history] == [
+        ("S", "", "start_job received", "waiting: 2 of 2 job slots busy"),
+        ("S", "", "", "waiting for cloud quota: 4 of 4 cores in use, job needs 2"),
+        ("S", "V", "", ""),
+        ("S", "V", "", "the cloud's quota is full: instances"),
+        ("R", "V", "", "")]
+    assert reason_kind("waiting: 16 of 16 GB RAM in use, job needs 2.5 GB") == \
+        "waiting: N of N GB RAM in use, job needs N GB"
+
+
+def test_the_queue_plot_counts_the_waiting_jobs_by_what_they_wait_for() -> None:
+    t = now() - timedelta(hours=1)
+    job = Job(7, "waits", "wf.cwl", {}, created=t, history=[
+        HistoryEntry(t, JobState.STARTING, JobStep.NONE, "start_job received", "waiting: 1 of 1 job slots busy"),
+        HistoryEntry(t + timedelta(minutes=20), JobState.STARTING, JobStep.NONE, "", "waiting for cloud quota: 4 of "
+                     "4 cores in use, job needs 2"),
+        HistoryEntry(t + timedelta(minutes=40), JobState.STARTING, JobStep.CREATE_VM),
+        HistoryEntry(t + timedelta(minutes=41), JobState.RUNNING, JobStep.CREATE_VM)])
+    job.state, job.step = JobState.RUNNING, JobStep.CREATE_VM
+    data = views.plots([job], t, t + timedelta(hours=1))
+    at = [t + timedelta(minutes=m) for m in (10, 30, 50)]
+    index = [min(range(len(data["times"])), key=lambda i: abs(data["times"][i] - a.timestamp())) for a in at]
+    reasons = data["queue"]["reasons"]
+    assert [data["queue"]["length"][i] for i in index] == [1, 1, 0]
+    assert [reasons["waiting: N of N job slots busy"][i] for i in index] == [1, 0, 0]
+    assert [reasons["waiting for cloud quota: N of N cores in use, job needs N"][i] for i in index] == [0, 1, 0]
+    assert [s.label for s in views.timeline(job)[0]] == ["wait", "V"]
 
 
 def test_without_a_token_the_page_is_read_only(web: Web) -> None:
@@ -302,26 +372,61 @@ def test_a_job_stored_after_the_list_was_read_shows_once_it_is_read_again(web: W
 
 
 def test_a_running_jobs_log_is_read_over_ssh_where_its_vm_disk_is_not_on_this_host(
-        lando: Any, daemon: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        lando: Any, daemon: Any, tmp_path: Path) -> None:
     from conftest import finished, send, wait_job
 
-    from lando_ssh.web import logs
+    from lando_ssh.cwllog import CwltoolLog
+    from lando_ssh.journal import Journal
 
     order = tmp_path / "sleep.yml"
     order.write_text("seconds: 300\n")
     job_id = lando.submit(WORKFLOWS / "sleep.cwl", order)
     daemon.start()
     send(lando, "start_job", job_id)
-    job = wait_job(lando, job_id, lambda j: j.state.value == "R" and j.step.value == "R", daemon=daemon)
-    read_directly = logs._tail_file
-    monkeypatch.setattr(logs, "_tail_file", lambda path: None if path.endswith("/run/stderr") else read_directly(path))
-    monkeypatch.setattr(logs, "SSH_EVERY", 0.0)
-    tails = logs.LogTails(lando.config())
+    wait_job(lando, job_id, lambda j: j.state.value == "R" and j.step.value == "R", daemon=daemon)
+    store = open_store(lando.config().store_url)
+    tails = CwltoolLog(lando.config(), Journal(store), local_disk=False)  # as where the VM's disk is elsewhere
     try:
         deadline = time.monotonic() + 120
-        while "sleep $0" not in (text := tails.tail(job)):
+        while "sleep $0" not in (text := tails.tail(store.get(job_id))):
             assert time.monotonic() < deadline, f"the log over SSH is still {text!r}"
             time.sleep(0.2)
+        lines = tails.lines(store.get(job_id))  # as `lando-ssh logs --follow` reads it: whole lines, then the new
+        assert any("sleep $0" in line for line in lines) and text.startswith(lines[0])
+        assert tails.lines(store.get(job_id), after=len(lines)) == []  # nothing new while it sleeps
+        assert tails.lines(store.get(job_id), after=1) == lines[1:]
     finally:
+        tails.close()
+        store.close()
         send(lando, "cancel_job", job_id)
         wait_job(lando, job_id, finished, daemon=daemon)
+
+
+def test_a_real_jobs_secret_input_its_key_and_the_token_appear_in_no_page(lando: Any, tmp_path: Path) -> None:
+    secret, token = "hunter2-real-secret", "web-token-not-shown"  # noqa: S105 (a test's own)
+    lando.settings["web"] = {"token": token}
+    lando.write_config()
+    order = tmp_path / "secret.yml"
+    order.write_text(f"password: {secret}\nuser: ann\n")
+    job_id = lando.submit(WORKFLOWS / "variety" / "secret.cwl", order, "--name", "secretive")
+    lando.cli("job", str(job_id), check=True)
+    config = lando.config()
+    server = start_web_server(config, "127.0.0.1:0", send=lambda command, job: None)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=60)
+        shown = {}
+        for path in ("/jobs", "/api/jobs", f"/jobs/{job_id}", f"/api/jobs/{job_id}", f"/api/jobs/{job_id}/log",
+                     "/vms", "/api/vms", "/plots", "/api/plots?period=day", "/login"):
+            conn.request("GET", path)
+            response = conn.getresponse()
+            shown[path] = response.read().decode()
+            assert response.status == 200, (path, shown[path][:300])
+        conn.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert json.loads(shown[f"/api/jobs/{job_id}"])["state"] == "F"
+    assert "wc -c" in json.loads(shown[f"/api/jobs/{job_id}/log"])["log"]  # its log is shown
+    for path, text in shown.items():
+        assert secret not in text and token not in text and "PRIVATE KEY" not in text, path
+    assert "(secret)" in shown[f"/jobs/{job_id}"]

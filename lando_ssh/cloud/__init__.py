@@ -23,6 +23,7 @@ META_MANAGED_BY = "managed_by"  # value: "lando-ssh"
 META_INSTALLATION = "lando_installation"
 META_TOKEN = "lando_installation_token"  # noqa: S105 (not a secret: the data dir's random id, installation.py)
 META_JOB_ID = "lando_job_id"
+META_POOL_VM = "lando_pool_vm"  # a pool VM's record id (lando_ssh/pool): such a VM carries no job id
 
 
 @dataclass

@@ -4,18 +4,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import threading
 from typing import Any
 
 from lando_ssh.commands.common import EXIT_OK, journal_of, store_missing
 from lando_ssh.config import Config
-from lando_ssh.errors import LandoError
+from lando_ssh.cwllog import TERMINAL_CODES, CwltoolLog, error_without_log
 from lando_ssh.model import ACTIVE_STATES, FINAL_STATES, Job, JobState, JobStep
 
-TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # cwltool colours its log levels
-_STDERR_TAIL = re.compile(r"\nLast (?:\d+ )?lines of its stderr:\n")
 FOLLOW_INTERVAL = 1.0  # seconds between looks at a followed job
 
 
@@ -53,7 +50,8 @@ def status_object(job: Job, drivers: Drivers | None = None) -> dict[str, Any]:
     vm = job.vm
     d["vm"] = None if vm is None else {"name": vm.name, "id": vm.id, "address": vm.address, "port": vm.port,
                                        "user": vm.user, "flavor": vm.flavor,
-                                       "created": d["vm"]["created"], "deleted": d["vm"]["deleted"]}
+                                       "created": d["vm"]["created"], "deleted": d["vm"]["deleted"],
+                                       "active": d["vm"]["active"], "ready": d["vm"]["ready"]}
     d.pop("workflow_doc", None)
     d["job_order"] = job.public_job_order()
     d["facts"] = {k: v for k, v in job.facts.items() if k != "vm_output"}
@@ -146,9 +144,10 @@ def describe_job(job: Job, drivers: Drivers) -> str:
 
 # -- logs --------------------------------------------------------------------------------------
 def cmd_logs(config: Config, args: argparse.Namespace) -> int:
-    reader = _LogReader(config)
+    journal = journal_of(config, reading=True)
+    reader = CwltoolLog(config, journal)
     try:
-        job = reader.journal.get(args.job_id)
+        job = journal.get(args.job_id)
         print(f"job {job.id} history:")
         seen = _print_history(job, 0)
         if job.facts.get("docs_path"):
@@ -165,7 +164,7 @@ def cmd_logs(config: Config, args: argparse.Namespace) -> int:
         wake = threading.Event()
         while job.state not in FINAL_STATES:
             wake.wait(FOLLOW_INTERVAL)
-            job = reader.journal.get(args.job_id)
+            job = journal.get(args.job_id)
             seen = _print_history(job, seen)
             new = reader.lines(job, after=shown)
             if shown == 0 and new:
@@ -173,7 +172,7 @@ def cmd_logs(config: Config, args: argparse.Namespace) -> int:
             _print_lines(new)
             shown += len(new)
         if job.error:
-            print("\nerror:\n" + _error_without_log(job.error))
+            print("\nerror:\n" + error_without_log(job.error))
         return EXIT_OK
     finally:
         reader.close()
@@ -181,7 +180,8 @@ def cmd_logs(config: Config, args: argparse.Namespace) -> int:
 
 def _print_history(job: Job, seen: int) -> int:
     for h in job.history[seen:]:
-        note = f"  {h.note}" if h.note else ""
+        said = "; ".join(x for x in (h.note, h.reason) if x)  # what happened; why it waits from then on
+        note = f"  {said}" if said else ""
         print(f"  {h.at.isoformat(timespec='milliseconds')}  state {h.state.value:<1} step {h.step.value or '-':<1}"
               f"{note}", flush=True)
     return len(job.history)
@@ -189,7 +189,7 @@ def _print_history(job: Job, seen: int) -> int:
 
 def _print_end(job: Job, log_lines: list[str], shown: int) -> None:
     if job.error:  # its stderr tail is the end of cwltool's log: shown once, there, when the log is shown
-        print("\nerror:\n" + (_error_without_log(job.error) if log_lines else TERMINAL_CODES.sub("", job.error)))
+        print("\nerror:\n" + (error_without_log(job.error) if log_lines else TERMINAL_CODES.sub("", job.error)))
     if log_lines[shown:]:
         print("\ncwltool log:")
         _print_lines(log_lines[shown:])
@@ -199,55 +199,3 @@ def _print_lines(lines: list[str]) -> None:
     for line in lines:
         print(line)
     sys.stdout.flush()
-
-
-def _error_without_log(error: str) -> str:
-    return TERMINAL_CODES.sub("", _STDERR_TAIL.split(error, 1)[0])
-
-
-class _LogReader:
-    """cwltool's log of a job, as lines without terminal colours: the stored copy once the results are
-    stored, else read from the job's VM while it has one (one SSH connection, kept while following)."""
-
-    def __init__(self, config: Config):
-        self.config = config
-        self.journal = journal_of(config, reading=True)
-        self._pipeline: Any = None
-        self._job_id: int | None = None
-
-    def lines(self, job: Job, after: int = 0) -> list[str]:
-        """The log's lines after the first `after` (a follower asks the VM only for what is new)."""
-        from lando_ssh.outputs import docs_path
-
-        local = os.path.join(docs_path(self.config, job), "logs", "cwltool-output.log")
-        if os.path.exists(local) and (job.state not in ACTIVE_STATES or job.step == JobStep.TERMINATE_VM):
-            with open(local, errors="replace") as f:
-                return TERMINAL_CODES.sub("", f.read()).splitlines()[after:]
-        text = self._from_vm(job, after)
-        return TERMINAL_CODES.sub("", text).splitlines() if text else []
-
-    def _from_vm(self, job: Job, after: int) -> str | None:
-        if not (job.vm and job.vm.address and not job.vm.deleted and job.vm.work_dir and "run_pid" in job.facts):
-            return None
-        from lando_ssh.pipeline import JobPaths
-
-        try:
-            path = JobPaths.under(job.vm.work_dir, job.id).run + "/stderr"
-            out = self._remote(job).run(["tail", "-n", f"+{after + 1}", path], check=False, retry=False).stdout
-            return str(out[:out.rfind("\n") + 1])  # whole lines: the last one may be half written
-        except LandoError as e:
-            return None if job.state in ACTIVE_STATES else f"(cannot read it from the VM: {e})"
-
-    def _remote(self, job: Job) -> Any:
-        if self._pipeline is None:
-            from lando_ssh.cloud import open_cloud
-            from lando_ssh.pipeline import Pipeline
-
-            self._pipeline = Pipeline(self.config, self.journal, open_cloud(self.config))
-        self._job_id = job.id
-        return self._pipeline.remote(job)
-
-    def close(self) -> None:
-        if self._pipeline is not None and self._job_id is not None:
-            self._pipeline.close(self._job_id)
-            self._pipeline.cloud.close()

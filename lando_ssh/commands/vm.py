@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+from datetime import datetime
 
 from lando_ssh.commands.common import EXIT_INFRA, EXIT_OK, journal_of
 from lando_ssh.config import Config
@@ -55,7 +56,8 @@ def cmd_delete_vm(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_vms(config: Config, args: argparse.Namespace) -> int:
-    from lando_ssh.cloud import META_JOB_ID, open_cloud
+    from lando_ssh.cloud import META_JOB_ID, META_POOL_VM, open_cloud
+    from lando_ssh.commands import pool
     from lando_ssh.installation import tagged_vms
 
     cloud = open_cloud(config)
@@ -64,13 +66,20 @@ def cmd_vms(config: Config, args: argparse.Namespace) -> int:
     finally:
         cloud.close()
     journal = journal_of(config, reading=True)
+    records = pool.pool_records(config)
+    by_record = {str(r.id): r for r in records}
     rows = []
     for vm in vms:
+        record = by_record.get(vm.metadata.get(META_POOL_VM, ""))
         tag = vm.metadata.get(META_JOB_ID) or ""
         job_id = int(tag) if tag.isdigit() else None
         state = step = None
         activity = "idle"
-        if job_id is not None:
+        if record is not None:
+            activity = pool.activity(record)
+        elif META_POOL_VM in vm.metadata:
+            activity = "no record"  # a pool VM no record owns: the pool deletes it
+        elif job_id is not None:
             try:
                 j = journal.get(job_id)
                 state, step = j.state.value, j.step.value or None
@@ -81,15 +90,25 @@ def cmd_vms(config: Config, args: argparse.Namespace) -> int:
         rows.append({"name": vm.name, "id": vm.id, "project": vm.project, "job": job_id, "job_state": state,
                      "job_step": step, "activity": activity, "status": vm.status,
                      "flavor": vm.flavor.name if vm.flavor else None, "address": vm.address, "port": vm.port,
-                     "age_seconds": round(age) if age is not None else None})
+                     "age_seconds": round(age) if age is not None else None, **pool.pool_fields(record)})
+    for record in pool.unlisted(records, {vm.id for vm in vms}):
+        age = (now() - record.created).total_seconds()
+        rows.append({"name": record.name, "id": record.cloud_id, "project": record.project, "job": None,
+                     "job_state": None, "job_step": None, "activity": pool.activity(record), "status": None,
+                     "flavor": record.flavor, "address": record.address, "port": record.port,
+                     "age_seconds": round(age), **pool.pool_fields(record)})
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
     print(f"{'NAME':<28} {'JOB':>5} {'STATE':<5} {'STEP':<4} {'USE':<6} {'STATUS':<7} {'FLAVOR':<10} "
-          f"{'ADDRESS':<21} AGE")
+          f"{'ADDRESS':<21} {'AGE':<7} {'FREE':<12} {'IDLE':<6} SERVED")
     for r in rows:
         where = f"{r['address']}:{r['port']}" if r["address"] else "-"
         seconds = f"{r['age_seconds']}s" if r["age_seconds"] is not None else "-"
+        free = f"{r['free_vcpus']}c/{r['free_ram_mb']}M" if r["free_vcpus"] is not None else "-"
+        idle = f"{(now() - datetime.fromisoformat(r['idle_since'])).total_seconds():.0f}s" if r["idle_since"] else "-"
+        served = r["jobs_served"] if r["jobs_served"] is not None else "-"
         print(f"{r['name']:<28} {r['job'] or '-':>5} {r['job_state'] or '-':<5} {r['job_step'] or '-':<4} "
-              f"{r['activity']:<6} {r['status']:<7} {r['flavor'] or '-':<10} {where:<21} {seconds}")
+              f"{r['activity']:<6} {r['status'] or '-':<7} {r['flavor'] or '-':<10} {where:<21} {seconds:<7} "
+              f"{free:<12} {idle:<6} {served}")
     return EXIT_OK

@@ -31,17 +31,19 @@ from typing import Any
 
 from lando_ssh.commands.common import journal_of
 from lando_ssh.config import Config
+from lando_ssh.cwllog import CwltoolLog
 from lando_ssh.errors import ConfigError, LandoError, StoreUnavailable, UnknownJob
+from lando_ssh.journal import Journal
 from lando_ssh.model import Job
 from lando_ssh.store import JobStore
 from lando_ssh.web import pages, views
-from lando_ssh.web.logs import LogTails
 
 log = logging.getLogger(__name__)
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 LIST_TTL = 5.0
 LIST_MAX_AGE = 60.0
+LOG_SSH_EVERY = 5.0  # a running job's log is read over SSH at most this often, however many watch it
 COOKIE = "lando_session"
 SESSION_SECONDS = 12 * 3600  # a sign-in lasts a working day
 SECURITY_HEADERS = {
@@ -68,7 +70,7 @@ class StatusApp:
         self.store = store if store is not None else journal_of(config, reading=True).store  # (creates none)
         self.send = send or _broker_sender(config)
         self.token = config.web.token or None
-        self.logs = LogTails(config)
+        self.logs = CwltoolLog(config, Journal(self.store), ssh_every=LOG_SSH_EVERY)
         self._lock = threading.Lock()  # the cached list
         self._jobs: tuple[float, list[Job]] | None = None  # (monotonic time read, jobs)
         self._refreshing = False
@@ -155,6 +157,7 @@ class StatusApp:
         return bool(self.token) and hmac.compare_digest(given.encode(), (self.token or "").encode())
 
     def close(self) -> None:
+        self.logs.close()
         self.store.close()
 
 

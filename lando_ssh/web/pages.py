@@ -3,18 +3,27 @@ through `e()` (HTML-escaped); nothing here reads the store or the config."""
 from __future__ import annotations
 
 import json
-import shlex
 import urllib.parse
 from collections.abc import Iterable
 from datetime import datetime
 from html import escape
 from typing import Any
 
+from lando_ssh.cwllog import error_without_log
 from lando_ssh.model import ACTIVE_STATES, RESTARTABLE_STATES, Job, JobState
+from lando_ssh.report import ran_commands
 from lando_ssh.web import views
 from lando_ssh.web.views import STATE_WORDS, STEP_WORDS, JobQuery, Page, Segment, row
 
-STEP_COLORS = {"V": "#8e7cc3", "S": "#6fa8dc", "R": "#93c47d", "o": "#ffd966", "O": "#f6b26b", "T": "#b7b7b7"}
+#: the plots page's charts: (element id, title)
+PLOTS = (("jobs_by_state", "Jobs by state"), ("queue", "The queue: jobs waiting, by what they wait for"),
+         ("jobs_ended", "Jobs ended"), ("vms", "VMs held"),
+         ("core_hours_by_project", "Core-hours per project per day"),
+         ("core_hours_by_owner", "Core-hours per owner per day"),
+         ("step_seconds", "Step durations (median, 90th percentile, longest)"),
+         ("boot", "VM boot: seconds from asking to ACTIVE, and to answering SSH"))
+STEP_COLORS = {"wait": "#e6e6e6", "V": "#8e7cc3", "S": "#6fa8dc", "R": "#93c47d", "o": "#ffd966", "O": "#f6b26b",
+               "T": "#b7b7b7"}
 
 
 def e(value: Any) -> str:
@@ -68,8 +77,9 @@ def jobs_page(page: Page, query: JobQuery, owners: list[str], projects: list[str
     filters = (f'<form id="filters" method="get" action="/jobs"><fieldset>{checks}</fieldset>'
                f'{_select("owner", query.owner, owners)}{_select("project", query.project, projects)}'
                f'<label>name <input name="name" value="{e(query.name)}"></label>'
-               f'<label>since <input name="since" type="date" value="{e(_day(query.since))}"></label>'
-               f'<label>until <input name="until" type="date" value="{e(_day(query.until))}"></label>'
+               f'<label>submitted since <input name="since" type="datetime-local" value="{e(_minute(query.since))}">'
+               f'</label><label>until <input name="until" type="datetime-local" value="{e(_minute(query.until))}">'
+               f'</label><small>(UTC)</small>'
                f'<button id="apply">Filter</button> <a href="/jobs">clear</a></form>')
     rows = "".join(
         f'<tr data-job="{r["id"]}"><td><a href="/jobs/{r["id"]}">{r["id"]}</a></td><td>{e(r["name"])}</td>'
@@ -82,8 +92,9 @@ def jobs_page(page: Page, query: JobQuery, owners: list[str], projects: list[str
     return layout("Jobs", filters + table, active="jobs")
 
 
-def _day(t: datetime | None) -> str:
-    return t.strftime("%Y-%m-%d") if t else ""
+def _minute(t: datetime | None) -> str:
+    """A time as a datetime-local input shows it (UTC, to the minute)."""
+    return t.strftime("%Y-%m-%dT%H:%M") if t else ""
 
 
 def _select(name: str, chosen: str, values: list[str]) -> str:
@@ -96,7 +107,7 @@ def _pager(page: Page, query: JobQuery) -> str:
         return ""
     params = [("state", s) for s in query.states] + [(k, v) for k, v in (
         ("owner", query.owner), ("project", query.project), ("name", query.name),
-        ("since", _day(query.since)), ("until", _day(query.until))) if v]
+        ("since", _minute(query.since)), ("until", _minute(query.until))) if v]
 
     def link(n: int, label: str) -> str:
         qs = urllib.parse.urlencode([*params, ("page", str(n))])
@@ -116,8 +127,9 @@ def job_page(job: Job, status: dict[str, Any], attempts: list[list[Segment]], *,
              f'<p>workflow <code>{e(job.workflow)}</code></p>']
     if job.reason:
         parts.append(f'<p id="reason"><b>reason:</b> {e(job.reason)}</p>')
-    if job.error:
-        parts.append(f'<details open id="error"><summary>error</summary><pre>{e(job.error)}</pre></details>')
+    if job.error:  # (the tail of the log it quotes is shown below, in the log)
+        error = error_without_log(job.error) if log else job.error
+        parts.append(f'<details open id="error"><summary>error</summary><pre>{e(error)}</pre></details>')
     if can_act:
         parts.append(_actions(job, csrf))
     parts.append(f'<h2>Timeline</h2><div id="timeline">{timeline_html(attempts)}</div>')
@@ -125,11 +137,10 @@ def job_page(job: Job, status: dict[str, Any], attempts: list[list[Segment]], *,
                  f'data-live="{"1" if job.state in ACTIVE_STATES else "0"}">{e(log)}</pre>')
     parts.append("<h2>VM</h2>" + _vm_html(status.get("vm"), status.get("past_vms") or []))
     parts.append("<h2>Outputs</h2>" + _outputs_html(job))
-    commands = facts.get("commands")
-    if isinstance(commands, dict) and commands:
-        items = "".join(f"<li>{e(k)}: <code>{e(shlex.join(map(str, v)))}</code></li>"
-                        for k, v in commands.items() if isinstance(v, list) and v)
-        parts.append(f"<h2>Commands</h2><ul>{items}</ul>")
+    ran = ran_commands(facts.get("commands"))
+    items = "".join(f"<li>{e(what)}: <code>{e(line)}</code></li>" for what, line in ran)
+    parts.append(f'<h2>Commands</h2><ul id="commands">{items}</ul>' if ran else
+                 "<h2>Commands</h2><p>none yet (recorded when the workflow starts on the VM)</p>")
     parts.append('<h2>Usage</h2><div id="usage">' + _table(views.job_usage(job).items()) + "</div>")
     parts.append(f'<h2>Inputs</h2><pre id="inputs">{e(json.dumps(status["job_order"], indent=2))}</pre>'
                  f'<p><a href="/api/jobs/{job.id}">as JSON</a></p>')
@@ -171,9 +182,21 @@ def _vm_html(vm: dict[str, Any] | None, past: list[dict[str, Any]]) -> str:
     for v, what in [*(([(vm, "current")]) if vm else []), *((p, "earlier") for p in past)]:
         where = f'{v.get("address")}:{v.get("port")}' if v.get("address") else "no address"
         gone = f', deleted {v["deleted"]}' if v.get("deleted") else ""
+        boot = _vm_boot(v)
         lines.append(f'<li>{e(what)}: <b>{e(v.get("name"))}</b> ({e(v.get("flavor") or "flavor unknown")}, '
-                     f'{e(where)}, created {e(v.get("created"))}{e(gone)})</li>')
+                     f'{e(where)}, asked for {e(v.get("created"))}{e(boot)}{e(gone)})</li>')
     return f'<ul id="vm">{"".join(lines)}</ul>'
+
+
+def _vm_boot(vm: dict[str, Any]) -> str:
+    """", ACTIVE after 20.1s, SSH after 31s" of a VM record (as JSON) that lando-ssh saw boot."""
+    from lando_ssh.model import parse_time
+
+    created, active, ready = (parse_time(vm.get(k)) for k in ("created", "active", "ready"))
+    if created is None or active is None:
+        return ""
+    ssh = f", SSH after {duration((ready - created).total_seconds())}" if ready else ""
+    return f", ACTIVE after {duration((active - created).total_seconds())}{ssh}"
 
 
 def _outputs_html(job: Job) -> str:
@@ -183,12 +206,29 @@ def _outputs_html(job: Job) -> str:
     for name, value in sorted(job.output.items()):
         for v in value if isinstance(value, list) else [value]:
             if isinstance(v, dict) and v.get("class") in ("File", "Directory"):
-                size = f' {v["size"]} bytes' if isinstance(v.get("size"), int) else ""
-                items.append(f'<li>{e(name)}: {e(v["class"])} <code>{e(v.get("path") or v.get("location"))}</code>'
-                             f'{e(size)}</li>')
+                items.append(f"<li>{e(name)}: {_file_html(v)}</li>")
             else:
                 items.append(f"<li>{e(name)}: <code>{e(json.dumps(v))}</code></li>")
     return f'<p>in <code>{e(job.output_dir)}</code></p><ul id="outputs">{"".join(items)}</ul>'
+
+
+LISTED = 100  # entries of a Directory output shown (deeper levels and the rest are counted)
+
+
+def _file_html(v: dict[str, Any], depth: int = 0) -> str:
+    """A File or Directory output: its path and size; a Directory's listing, two levels deep."""
+    size = f' {v["size"]} bytes' if isinstance(v.get("size"), int) else ""
+    where = v.get("basename") if depth else v.get("path") or v.get("location")
+    out = f'{e(v.get("class"))} <code>{e(where or v.get("basename"))}</code>{e(size)}'
+    extra = [s for s in v.get("secondaryFiles") or [] if isinstance(s, dict)]
+    listing = [x for x in v.get("listing") or [] if isinstance(x, dict)] if depth < 2 else []
+    if extra:
+        out += " with " + ", ".join(f'<code>{e(s.get("basename") or s.get("path"))}</code>' for s in extra)
+    if listing:
+        shown = "".join(f"<li>{_file_html(x, depth + 1)}</li>" for x in listing[:LISTED])
+        more = f"<li>and {len(listing) - LISTED} more</li>" if len(listing) > LISTED else ""
+        out += f'<ul class="listing">{shown}{more}</ul>'
+    return out
 
 
 def _table(pairs: Iterable[tuple[str, Any]]) -> str:
@@ -197,21 +237,34 @@ def _table(pairs: Iterable[tuple[str, Any]]) -> str:
 
 def vms_page(view: dict[str, Any], age: float = 0.0) -> str:
     vms = "".join(
-        f'<tr><td>{e(v["name"])}</td><td><a href="/jobs/{v["job"]}">{v["job"]}</a></td>'
-        f'<td>{e(v["job_state"] + v["job_step"])}</td><td>{e(v["activity"])}</td><td>{e(v["flavor"])}</td>'
-        f'<td>{e(v["address"])}:{e(v["port"])}</td><td class="num">{duration(v["age_seconds"])}</td></tr>'
+        f'<tr><td>{e(v["name"])}</td><td>{e(v["state"])}</td><td><a href="/jobs/{v["job"]}">{v["job"]}</a></td>'
+        f'<td><code>{e(v["job_state"] + v["job_step"])}</code></td><td>{e(_flavor(v))}</td>'
+        f'<td>{e(v["address"] or "-")}{":" + e(v["port"]) if v["address"] else ""}</td>'
+        f'<td class="num">{duration(v["age_seconds"])}</td>'
+        f'<td class="num">{_boot(v["boot_seconds"], v["ssh_seconds"])}</td></tr>'
         for v in view["vms"])
     queue = "".join(
         f'<tr><td><a href="/jobs/{w["id"]}">{w["id"]}</a></td><td>{e(w["name"])}</td><td>{e(w["owner"])}</td>'
-        f'<td class="num">{duration(w["waiting_seconds"])}</td><td>{e(w["reason"])}</td></tr>' for w in view["waiting"])
-    body = (f'<p>From the job records{_age(age)}: the VMs the jobs hold and the jobs waiting. '
-            f'<code>lando-ssh vms</code> asks the cloud itself.</p><h2>VMs we hold ({len(view["vms"])})</h2>'
-            f'<table id="vms"><thead><tr><th>name</th><th>job</th>'
-            f'<th>job state</th><th>use</th><th>flavor</th><th>address</th><th>age</th></tr></thead>'
+        f'<td>{e(when(w["since"]))}</td><td class="num">{duration(w["waiting_seconds"])}</td>'
+        f'<td>{e(w["reason"] or "about to start")}</td></tr>' for w in view["waiting"])
+    body = (f'<p>From the job records{_age(age)}: the VMs our jobs hold (their own and those kept after an '
+            f'error) and the jobs waiting, longest first.</p><h2>VMs we hold ({len(view["vms"])})</h2>'
+            f'<table id="vms"><thead><tr><th>name</th><th>state</th><th>job</th>'
+            f'<th>job state</th><th>flavor</th><th>address</th><th>age</th><th>boot (ACTIVE, SSH)</th></tr></thead>'
             f'<tbody>{vms}</tbody></table>'
             f'<h2>Jobs waiting ({len(view["waiting"])})</h2><table id="waiting"><thead><tr><th>id</th><th>name</th>'
-            f'<th>owner</th><th>waiting</th><th>why</th></tr></thead><tbody>{queue}</tbody></table>')
+            f'<th>owner</th><th>since</th><th>waiting</th><th>why</th></tr></thead><tbody>{queue}</tbody></table>')
     return layout("VMs and the queue", body, active="vms")
+
+
+def _flavor(vm: dict[str, Any]) -> str:
+    return f'{vm["flavor"] or "?"} ({vm["vcpus"]} vCPUs)' if vm["vcpus"] else str(vm["flavor"] or "?")
+
+
+def _boot(active: float | None, ssh: float | None) -> str:
+    if active is None:
+        return "-"
+    return f"{duration(active)}, {duration(ssh)}" if ssh is not None else f"{duration(active)}, -"
 
 
 def plots_page(period: str, since: str, until: str) -> str:
@@ -222,12 +275,7 @@ def plots_page(period: str, since: str, until: str) -> str:
             f'</label> <label>until <input type="datetime-local" name="until" value="{e(_local(until))}"></label> '
             f'<button>Show</button> <small>(UTC; since and until for a custom period)</small></form>')
     charts = "".join(f'<section class="plot"><h2>{title}</h2><div id="{key}" class="chart"></div></section>'
-                     for key, title in (("jobs_by_state", "Jobs by state"), ("jobs_ended", "Jobs ended"),
-                                        ("vms", "VMs held"),
-                                        ("core_hours_by_project", "Core-hours per project per day"),
-                                        ("core_hours_by_owner", "Core-hours per owner per day"),
-                                        ("step_seconds", "Step durations (median, 90th percentile, longest)"),
-                                        ("boot_seconds", "Boot time to SSH (create VM step)")))
+                     for key, title in PLOTS)
     return layout("Plots", form + charts, active="plots", scripts=["uPlot.iife.min.js", "plots.js"]).replace(
         '<link rel="icon"', '<link rel="stylesheet" href="/static/uPlot.min.css"><link rel="icon"', 1)
 

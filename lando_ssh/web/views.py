@@ -14,13 +14,26 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from lando_ssh.model import ACTIVE_STATES, FINAL_STATES, STEPS, Job, JobState, JobStep, now
+from lando_ssh.model import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    STEPS,
+    Job,
+    JobState,
+    JobStep,
+    VmRecord,
+    now,
+    reason_kind,
+    waits,
+)
 from lando_ssh.usage import core_hours, vm_hours
+from lando_ssh.usage import project_of as accounted_project
 
 STATE_WORDS = {s: s.name.lower() for s in JobState}
 STEP_WORDS = {JobStep.NONE: "", JobStep.CREATE_VM: "create VM", JobStep.STAGING: "stage inputs",
               JobStep.RUNNING: "run workflow", JobStep.ORGANIZE_OUTPUT: "organize output",
               JobStep.STORE_OUTPUT: "store output", JobStep.TERMINATE_VM: "terminate VM"}
+WAIT = "wait"  # a timeline's label of the time a job waited in the queue
 PERIODS = {"day": timedelta(days=1), "week": timedelta(days=7), "month": timedelta(days=30)}
 PER_PAGE = 50
 MAX_PER_PAGE = 500
@@ -103,7 +116,8 @@ def _positive(text: str, what: str) -> int:
 
 
 def project_of(job: Job) -> str:
-    return str(job.facts.get("project") or "")
+    """The project the job is accounted to, as `lando-ssh usage --by project` says ("-": none known)."""
+    return accounted_project(job)
 
 
 def elapsed(job: Job, at: datetime | None = None) -> float:
@@ -113,8 +127,37 @@ def elapsed(job: Job, at: datetime | None = None) -> float:
 
 
 def waiting(job: Job) -> bool:
-    """Started but queued for a slot or a VM's room (S without a step)."""
-    return job.state == JobState.STARTING and job.step == JobStep.NONE
+    """Started but queued for a slot, a VM's room or the cloud's quota (model.waits)."""
+    return waits(job.state, job.step, job.reason)
+
+
+def waiting_since(job: Job) -> datetime:
+    """When the job's current wait began (its history's last run of S entries)."""
+    since = job.created
+    for h in reversed(job.history):
+        if h.state != JobState.STARTING:
+            break
+        since = h.at
+    return since
+
+
+def vm_state(job: Job, vm: VmRecord) -> str:
+    """What a VM the job holds is doing, as its record tells: asked for (the cloud has not taken the request
+    yet: its quota is full), booting (no address yet), busy (its job runs), kept (its job ended and left it,
+    e.g. for a look after an error)."""
+    if not vm.id:
+        return "asked for"
+    if not vm.address:
+        return "booting"
+    return "busy" if job.state in ACTIVE_STATES else "kept"
+
+
+def boot_seconds(vm: VmRecord) -> tuple[float | None, float | None]:
+    """(asked for to ACTIVE, asked for to answering SSH) of a VM lando-ssh saw boot (else None)."""
+    if vm.created is None or vm.active is None:
+        return None, None
+    return ((vm.active - vm.created).total_seconds(),
+            (vm.ready - vm.created).total_seconds() if vm.ready is not None else None)
 
 
 def row(job: Job, at: datetime | None = None) -> dict[str, Any]:
@@ -164,38 +207,46 @@ def timeline(job: Job, at: datetime | None = None) -> list[list[Segment]]:
             end = at if last else history[i + 1].at
         if not attempts or h.state == JobState.RESTARTING:
             attempts.append([])
-        label = h.step.value if h.step != JobStep.NONE and h.state in ACTIVE_STATES else h.state.value
-        words = STEP_WORDS[h.step] if label == h.step.value else (
-            "waiting" if h.state == JobState.STARTING else STATE_WORDS[h.state])
+        if h.state == JobState.STARTING and h.step == JobStep.NONE:
+            label, words = WAIT, "waiting"  # (not S: the stage inputs step's code)
+        elif h.step != JobStep.NONE and h.state in ACTIVE_STATES:
+            label, words = h.step.value, STEP_WORDS[h.step]
+        else:
+            label, words = h.state.value, STATE_WORDS[h.state]
         seconds = max(0.0, (end - h.at).total_seconds())
         running = last and h.state not in FINAL_STATES
         prev = attempts[-1][-1] if attempts[-1] else None
         if prev is not None and prev.label == label:  # S/V then R/V: one step, the state changed under it
             prev.seconds += seconds
             prev.running = running
-            prev.note = prev.note or h.note
+            prev.note = prev.note or h.note or h.reason
             continue
-        attempts[-1].append(Segment(label, words, h.at, seconds, h.note, running))
+        note = h.reason or h.note if label == WAIT else h.note or h.reason  # why it waited, else what happened
+        attempts[-1].append(Segment(label, words, h.at, seconds, note, running))
     return attempts
 
 
 # -- VMs and the queue --------------------------------------------------------------------------
 def vms_view(jobs: Iterable[Job], at: datetime | None = None) -> dict[str, Any]:
-    """The VMs our jobs hold (not deleted) and the jobs waiting, oldest first, with their reasons."""
+    """The VMs our jobs hold (not deleted) and the jobs waiting, longest waiting first, with their reasons."""
     at = at or now()
-    vms, queue = [], []
+    vms: list[dict[str, Any]] = []
+    queue: list[dict[str, Any]] = []
     for job in jobs:
         vm = job.vm
         if vm is not None and vm.deleted is None:
             age = (at - vm.created).total_seconds() if vm.created else None
+            active, ready = boot_seconds(vm)
             vms.append({"name": vm.name, "id": vm.id, "flavor": vm.flavor, "vcpus": vm.vcpus, "ram_mb": vm.ram_mb,
                         "address": vm.address, "port": vm.port, "job": job.id, "job_state": job.state.value,
-                        "job_step": job.step.value,
-                        "activity": "busy" if job.state in ACTIVE_STATES else "kept",
-                        "created": vm.created, "age_seconds": age})
+                        "job_step": job.step.value, "state": vm_state(job, vm),
+                        "created": vm.created, "age_seconds": age, "boot_seconds": active, "ssh_seconds": ready})
         if waiting(job):
-            queue.append({"id": job.id, "name": job.name, "owner": job.user, "reason": job.reason,
-                          "waiting_seconds": elapsed(job, at)})
+            since = waiting_since(job)
+            queue.append({"id": job.id, "name": job.name, "owner": job.user, "project": project_of(job),
+                          "state": job.state.value, "step": job.step.value, "reason": job.reason,
+                          "since": since, "waiting_seconds": max(0.0, (at - since).total_seconds())})
+    queue.sort(key=lambda w: w["since"])
     return {"vms": vms, "waiting": queue}
 
 
@@ -225,15 +276,14 @@ def plots(jobs: list[Job], since: datetime, until: datetime) -> dict[str, Any]:
             "core_hours_by_project": _core_hours_per_day(jobs, since, until, project_of),
             "core_hours_by_owner": _core_hours_per_day(jobs, since, until, lambda j: j.user),
             "step_seconds": _step_seconds(jobs, since, until),
-            "boot_seconds": _histogram([t.seconds for j in jobs for k, t in j.timings.items()
-                                        if k == JobStep.CREATE_VM.value and t.seconds is not None
-                                        and t.started is not None and since <= t.started < until])}
+            "boot": _boots(jobs, since, until)}
 
 
 def _states_over_time(jobs: list[Job], times: list[datetime]) -> dict[str, Any]:
     """At each time: the jobs in each state not final (waiting apart from starting) and the VMs held; in the
     interval up to it: the jobs that ended, by their final state."""
     counts: dict[str, list[int]] = defaultdict(lambda: [0] * len(times))
+    reasons: dict[str, list[int]] = defaultdict(lambda: [0] * len(times))  # the waiting jobs by what they wait for
     ended: dict[str, list[int]] = defaultdict(lambda: [0] * len(times))
     vms = [0] * len(times)
     first = times[0] - (times[1] - times[0]) if len(times) > 1 else times[0]
@@ -251,8 +301,11 @@ def _states_over_time(jobs: list[Job], times: list[datetime]) -> dict[str, Any]:
             k = bisect.bisect_right(ats, times[i]) - 1
             if k >= 0 and job.history[k].state not in FINAL_STATES:
                 h = job.history[k]
-                counts["waiting" if h.state == JobState.STARTING and h.step == JobStep.NONE
-                       else STATE_WORDS[h.state]][i] += 1
+                if waits(h.state, h.step, h.reason):
+                    counts["waiting"][i] += 1
+                    reasons[reason_kind(_wait_reason(job.history, k))][i] += 1
+                else:
+                    counts[STATE_WORDS[h.state]][i] += 1
         for vm in [*job.past_vms, *([job.vm] if job.vm else [])]:
             if vm.created is None:
                 continue
@@ -263,7 +316,34 @@ def _states_over_time(jobs: list[Job], times: list[datetime]) -> dict[str, Any]:
     return {"times": [t.timestamp() for t in times],
             "jobs_by_state": {k: counts[k] for k in order if k in counts},
             "jobs_ended": {k: ended[k] for k in order if k in ended},
+            "queue": {"length": counts["waiting"] if "waiting" in counts else [0] * len(times),
+                      "reasons": _top(reasons)},
             "vms": vms}
+
+
+NO_REASON = "(no reason recorded)"
+
+
+def _wait_reason(history: list[Any], k: int) -> str:
+    """The reason in force at history entry k of a wait: its own, else that of the entry before it in the
+    same wait (a step begun in S keeps the wait's reason until the next is recorded)."""
+    for h in reversed(history[:k + 1]):
+        if h.reason:
+            return str(h.reason)
+        if h.state != JobState.STARTING:
+            break
+    return NO_REASON
+
+
+def _top(series: dict[str, list[int]]) -> dict[str, list[int]]:
+    """The TOP_GROUPS series of the largest totals, the rest summed as "other"."""
+    totals = Counter({k: sum(v) for k, v in series.items()})
+    top = [k for k, _ in totals.most_common(TOP_GROUPS)]
+    out = {k: series[k] for k in top}
+    rest = [v for k, v in series.items() if k not in top]
+    if rest:
+        out["other"] = [sum(col) for col in zip(*rest, strict=True)]
+    return out
 
 
 def _core_hours_per_day(jobs: list[Job], since: datetime, until: datetime, group: Any) -> dict[str, Any]:
@@ -316,13 +396,41 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _histogram(values: list[float], bins: int = 20) -> dict[str, Any]:
-    """Counts of `values` in equal bins from 0 to the largest (edges: each bin's lower edge)."""
+def _boots(jobs: list[Job], since: datetime, until: datetime) -> dict[str, Any]:
+    """The distribution of boot times of the VMs asked for in the window that lando-ssh saw boot: from asking
+    for the VM to ACTIVE, and to answering SSH (cloud-init done), in the same bins."""
+    active: list[float] = []
+    ssh: list[float] = []
+    for job in jobs:
+        for vm in [*job.past_vms, *([job.vm] if job.vm else [])]:
+            if vm.created is None or not since <= vm.created < until:
+                continue
+            to_active, to_ssh = boot_seconds(vm)
+            if to_active is not None:
+                active.append(to_active)
+            if to_ssh is not None:
+                ssh.append(to_ssh)
+    edges, counts = _histogram([*active, *ssh])
+    return {"edges": edges, "active": _counts(active, edges), "ssh": _counts(ssh, edges),
+            "n_active": len(active), "n_ssh": len(ssh),
+            "median_active": statistics.median(active) if active else None,
+            "median_ssh": statistics.median(ssh) if ssh else None}
+
+
+def _histogram(values: list[float], bins: int = 20) -> tuple[list[float], list[int]]:
+    """Equal bins from 0 to the largest of `values`: (each bin's lower edge, the counts)."""
     if not values:
-        return {"edges": [], "counts": [], "n": 0}
-    top = max(values) or 1.0
-    width = top / bins
-    counts = [0] * bins
+        return [], []
+    width = (max(values) or 1.0) / bins
+    edges = [round(width * i, 3) for i in range(bins)]
+    return edges, _counts(values, edges)
+
+
+def _counts(values: list[float], edges: list[float]) -> list[int]:
+    counts = [0] * len(edges)
+    if not edges:
+        return counts
+    width = edges[1] - edges[0] if len(edges) > 1 else (edges[0] or 1.0)
     for v in values:
-        counts[min(bins - 1, int(v / width))] += 1
-    return {"edges": [round(width * i, 3) for i in range(bins)], "counts": counts, "n": len(values)}
+        counts[min(len(edges) - 1, int(v / width) if width else 0)] += 1
+    return counts

@@ -15,6 +15,7 @@
     names.forEach(function (name, i) {
       var color = COLORS[i % COLORS.length];
       series.push({label: name, stroke: color, width: 2, points: {show: !bars && !!(opts && opts.bars), size: 7},
+                   dash: opts && opts.total === name ? [6, 4] : undefined,  // a total, drawn over its parts
                    paths: bars ? uPlot.paths.bars({size: [0.8, 40]})
                                : opts && opts.notime ? function () { return null; } : undefined,
                    fill: bars ? color + "88" : undefined});
@@ -42,6 +43,12 @@
       var days = d.core_hours_by_project.days;
       var dayRange = days.length ? [days[0] - 43200, days[days.length - 1] + 43200] : period;
       lines("jobs_by_state", d.times, d.jobs_by_state, {range: period});
+      var queue = {};
+      if (d.queue.length.some(function (n) { return n > 0; })) {
+        Object.keys(d.queue.reasons).forEach(function (why) { queue[why] = d.queue.reasons[why]; });
+        queue["jobs waiting"] = d.queue.length;
+      }
+      lines("queue", d.times, queue, {range: period, total: "jobs waiting"});
       lines("jobs_ended", d.times, d.jobs_ended, {bars: true, range: period});
       lines("vms", d.times, {VMs: d.vms}, {range: period});
       lines("core_hours_by_project", days, d.core_hours_by_project.series, {bars: true, range: dayRange});
@@ -50,8 +57,10 @@
       categories("step_seconds", d.step_seconds.steps,
                  d.step_seconds.steps.length ? {median: d.step_seconds.median, p90: d.step_seconds.p90,
                                                 longest: d.step_seconds.max} : {}, "seconds");
-      categories("boot_seconds", d.boot_seconds.edges.map(function (e) { return e + "s"; }),
-                 d.boot_seconds.n ? {VMs: d.boot_seconds.counts} : {}, "VMs");
+      var boots = {};
+      if (d.boot.n_active) boots["to ACTIVE (" + d.boot.n_active + " VMs)"] = d.boot.active;
+      if (d.boot.n_ssh) boots["to SSH (" + d.boot.n_ssh + " VMs)"] = d.boot.ssh;
+      categories("boot", d.boot.edges.map(function (e) { return e + "s"; }), boots, "VMs");
       document.body.dataset.plotted = "1";
     });
 })();
