@@ -207,6 +207,41 @@ class BespinApiConfig:
 
 
 @dataclass
+class SwiftStoreConfig:
+    """`swift://container/path` (object_store.swift). Keystone from cloud_settings when auth_url is omitted."""
+
+    auth_url: str | None = None  # .../auth/v1.0 (v1 auth), or a Keystone v3 URL
+    username: str | None = None
+    password: str | None = None
+    project_name: str | None = None  # Keystone: default cloud_settings'
+    user_domain_name: str | None = None
+    project_domain_name: str | None = None
+    region_name: str | None = None
+    temp_url_key: str | None = None  # the account's temp URL key, when the admin set one (else looked up/made)
+
+
+@dataclass
+class S3StoreConfig:
+    """`s3://bucket/key` (object_store.s3): any S3 endpoint (Swift's s3api, Ceph, MinIO, AWS)."""
+
+    endpoint: str | None = None  # None: AWS
+    access_key: str | None = None
+    secret_key: str | None = None
+    region: str = "us-east-1"
+
+
+@dataclass
+class ObjectStoreConfig:
+    """Where `swift://` and `s3://` inputs and outputs live; see docs/object-storage.md."""
+
+    swift: SwiftStoreConfig | None = None
+    s3: S3StoreConfig | None = None
+    grant_seconds: float = 21600.0  # how long a grant handed to a VM (temp URL, presigned URL) stays valid
+    segment_mb: int = 64  # files larger go up in segments (Swift SLO, S3 multipart) of this size
+    parallel: int = 4  # objects, and parts of one object, moved at once by the VM
+
+
+@dataclass
 class Config:
     log_level: str = "INFO"
     data_dir: str = field(default_factory=default_data_dir)
@@ -224,6 +259,7 @@ class Config:
     health: HealthConfig = field(default_factory=HealthConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    object_store: ObjectStoreConfig = field(default_factory=ObjectStoreConfig)
     cwl_base_command: list[str] | None = None  # default: the cloud's (cwltool; --no-container locally)
     cwl_post_process_command: list[str] | None = None
     cwl_pre_process_command: list[str] | None = None
@@ -288,7 +324,29 @@ def load_config(path: str | None = None, env: typing.Mapping[str, str] | None = 
             re.compile(config.flavors.allow)
         except re.error as e:
             raise ConfigError(f"{where}: flavors.allow is not a valid regular expression: {e}") from None
+    _check_object_store(config, where)
     return config
+
+
+def _check_object_store(config: Config, where: str) -> None:
+    """The object_store section's parts that hang together (its secrets are never repeated here)."""
+    stores = config.object_store
+    if stores.grant_seconds < 60:
+        raise ConfigError(f"{where}: object_store.grant_seconds must be at least 60 (a grant must outlive the "
+                          "transfer it is for)")
+    if not 5 <= stores.segment_mb <= 5120:
+        raise ConfigError(f"{where}: object_store.segment_mb must be between 5 and 5120 (S3's part sizes; "
+                          f"Swift's default object limit is 5 GiB), not {stores.segment_mb}")
+    if not 1 <= stores.parallel <= 64:
+        raise ConfigError(f"{where}: object_store.parallel must be between 1 and 64, not {stores.parallel}")
+    if (swift := stores.swift) is not None:
+        if swift.auth_url and not (swift.username and swift.password):
+            raise ConfigError(f"{where}: object_store.swift.auth_url needs username and password too")
+        if not swift.auth_url and not (config.cloud_settings.auth_url or config.cloud_settings.cloud):
+            raise ConfigError(f"{where}: object_store.swift has no auth_url, and cloud_settings names no Keystone "
+                              "(auth_url or cloud) to take it from")
+    if (s3 := stores.s3) is not None and bool(s3.access_key) != bool(s3.secret_key):
+        raise ConfigError(f"{where}: object_store.s3 needs access_key and secret_key together")
 
 
 def _read_yaml(path: str) -> dict[str, Any]:

@@ -66,6 +66,10 @@ class StoreUnavailable(InfrastructureError):
     """The job store's database cannot be reached or refused us (names the store, never its password)."""
 
 
+class ObjectStoreUnavailable(InfrastructureError):
+    """An object store (Swift, S3) cannot be reached or fails (5xx): names the store, never its credential."""
+
+
 class CloudError(InfrastructureError):
     """The cloud refused or failed an operation."""
 
@@ -105,6 +109,10 @@ class RemoteCommandFailed(LandoError):
 
 class StagingFailed(LandoError):
     """An input could not be moved to the VM (bad URL, size mismatch, full disk)."""
+
+
+class ObjectStoreRefused(StagingFailed):
+    """An object store refused lando-ssh: its credential, an object's rights, a full quota (names the object)."""
 
 
 class WorkflowFailed(LandoError):

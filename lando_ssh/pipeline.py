@@ -62,7 +62,7 @@ from lando_ssh.model import (
     now,
 )
 from lando_ssh.prepared import dicts
-from lando_ssh.progress import Progress, sentence, watching
+from lando_ssh.progress import ByteMeter, Progress, sentence, watching
 from lando_ssh.progress import size_text as _size
 from lando_ssh.remote import Endpoint, Remote, preload
 
@@ -425,8 +425,9 @@ class Pipeline:
         paths = self.paths(job)
         remote = self.remote(job)
         transfers, vm_order, vm_workflow = staging.plan_inputs(_prepared(job), paths.inputs)
-        local = [t for t in transfers if t.kind != "url"]
+        local = [t for t in transfers if t.kind in ("file", "directory")]
         urls = [t for t in transfers if t.kind == "url"]
+        objects = [t for t in transfers if t.kind in ("object", "object-directory")]  # lando_ssh.objectstore
         needed = sum(t.size or 0 for t in transfers)
         scripts = {f"bin/{p.name}": p.read_bytes() for p in sorted(remote_scripts_dir().iterdir()) if p.is_file()}
         executable = list(scripts)  # the docs copy the workflow and job order: those stay 0644
@@ -451,14 +452,14 @@ class Pipeline:
                                              executable=executable)
                 free_line, _, listing = out.partition("\n")
                 self._check_free(needed - sent, int(free_line.strip() or 0), paths)
-                listing = None if urls else listing
+                listing = None if urls or objects else listing
                 self.progress(job_id, f"staged {_size(sent)} from this server")
             else:  # scripts, workflow and job order in one stream, then the free disk: one round trip
                 free = remote.put_bytes(scripts, paths.job_dir, executable=executable, then=df)
                 self._check_free(needed, int(free.strip() or 0), paths)
             if local and not with_scripts:
                 entries = [(t.source, posixpath.relpath(t.dest, paths.inputs)) for t in local]
-                sizes = () if urls else self._sizes_argv(paths, paths.inputs)  # the same round trip
+                sizes = () if urls or objects else self._sizes_argv(paths, paths.inputs)  # the same round trip
                 pushed, listing = remote.put_files(entries, paths.inputs, then=sizes)
                 sent += pushed
                 listing = listing if sizes else None
@@ -477,7 +478,18 @@ class Pipeline:
                     raise StagingFailed(e.stderr.strip().splitlines()[-1] if e.stderr.strip() else str(e)) from None
                 sent += t.size or 0
                 self.progress(job_id, f"downloaded {t.source} on the VM")
-        expected = {posixpath.relpath(t.dest, paths.inputs): t.size for t in transfers if t.kind != "directory"}
+            if objects:  # downloaded by the VM straight from the store
+                from lando_ssh.objectstore.transfer import stage_objects
+
+                got = stage_objects(self.config, remote, paths.bin, objects,
+                                    lambda total, meter: self._reporting(job_id, remote, "staging", total, meter))
+                sent += got.bytes
+                optional_missing |= {posixpath.relpath(d, paths.inputs) for d in got.missing}
+                self.progress(job_id, f"downloaded {len(got.sizes)} objects ({_size(got.bytes)}) on the VM")
+        expected = {posixpath.relpath(t.dest, paths.inputs): t.size for t in transfers
+                    if t.kind not in ("directory", "object-directory")}
+        if objects:
+            expected.update({posixpath.relpath(d, paths.inputs): n for d, n in got.sizes.items()})
         for rel in optional_missing:
             expected.pop(rel, None)
         self._check_sizes(remote, paths, paths.inputs, expected, "input", listing)
@@ -700,6 +712,11 @@ class Pipeline:
         from lando_ssh import staging
 
         job = self.journal.get(job_id)
+        if job.facts.get("output_url"):  # to an object store, from the VM
+            from lando_ssh.objectstore.transfer import store_output
+
+            store_output(self, job_id)
+            return
         paths = self.paths(job)
         remote = self.remote(job)
         local_dir = os.path.abspath(job.output_dir)
@@ -903,7 +920,7 @@ class Pipeline:
             log.warning("job %s: the failed run's outputs and logs could not be saved: %s", job_id, e)
             return ""
         job = self.journal.update(job_id, lambda j: j.facts.update(partial_output=True))
-        return f"Its partial outputs and logs are in {job.output_dir}."
+        return f"Its partial outputs and logs are in {job.facts.get('output_url') or job.output_dir}."
 
     def _finish_cancel(self, job_id: int) -> Job:
         job = self.journal.get(job_id)
@@ -995,7 +1012,8 @@ class Pipeline:
             remote.resume()
 
     @contextlib.contextmanager
-    def _reporting(self, job_id: int, remote: Remote, what: str, total: int) -> Iterator[None]:
+    def _reporting(self, job_id: int, remote: Remote, what: str, total: int,
+                   meter: ByteMeter | None = None) -> Iterator[None]:
         """A long transfer's progress, every `progress_interval` seconds: on the job (`facts.progress`, for
         `status`; one write each, no event) and on a foreground run's stderr. A small one is over before a
         first report: no thread is started for it."""
@@ -1011,7 +1029,7 @@ class Pipeline:
                 log.debug("job %s: progress not recorded: %s", job_id, e)
             self.progress(job_id, sentence(fact))
 
-        with watching(remote.meter, what, total, report, self.config.progress_interval):
+        with watching(meter or remote.meter, what, total, report, self.config.progress_interval):
             yield
 
     # -- step bookkeeping ------------------------------------------------------------------

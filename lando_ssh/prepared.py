@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lando_ssh.errors import WorkflowInvalid
+from lando_ssh.objectstore.urls import OBJECT_SCHEMES
 
 #: URL schemes an input may use; anything else is refused at submit.
 LOCAL_SCHEME = "file"
@@ -70,7 +71,7 @@ def dicts(value: Any) -> Iterator[dict[str, Any]]:
 
 
 def check_schemes(value: Any, where: str) -> None:
-    """Refuse locations staging cannot move: only local paths and http(s) URLs, Directories local only."""
+    """Refuse locations staging cannot move: local paths, http(s) URLs (Files only), swift:// and s3:// objects."""
     for obj in iter_files_dirs(value):
         location = obj.get("location", "")
         if not location or location.startswith("_:"):
@@ -78,11 +79,14 @@ def check_schemes(value: Any, where: str) -> None:
         scheme = urllib.parse.urlsplit(location).scheme
         if scheme == LOCAL_SCHEME:
             continue
+        if scheme in OBJECT_SCHEMES:  # a File or a Directory (a prefix) in an object store
+            continue
         if scheme not in URL_SCHEMES:
             raise WorkflowInvalid(f"{where} {location} has an unsupported scheme {scheme!r}: "
-                                  "use a local path or an http(s):// URL")
+                                  "use a local path, an http(s):// URL, or a swift:// or s3:// object")
         if obj.get("class") == "Directory":
-            raise WorkflowInvalid(f"{where} Directory {location} is a URL; Directory inputs must be local paths")
+            raise WorkflowInvalid(f"{where} Directory {location} is a URL; Directory inputs must be local paths "
+                                  "or swift:// or s3:// prefixes")
 
 
 def local_files_in(packed: dict[str, Any]) -> list[str]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 #: lando-ssh's own options, with a value (cwltool's and those that only lando-ssh has)
 LANDO_WITH_VALUE = frozenset({"--outdir", "--write-summary", "-w", "--name", "--flavor", "--image", "--volume-size",
-                              "--git", "--ref", "--path"})
+                              "--git", "--ref", "--path", "--output-url"})
 #: lando-ssh's own flags; --debug also goes to the VM's cwltool
 LANDO_FLAGS = frozenset({"--quiet", "--debug"})
 #: where the workflow comes from: after the workflow they are still lando-ssh's for an archive or repository
@@ -65,7 +65,7 @@ _WITH_VALUE = LANDO_WITH_VALUE | RUN_WITH_VALUE | LOCAL_WITH_VALUE | IGNORED_WIT
 _KNOWN = (LANDO_WITH_VALUE | LANDO_FLAGS | RUN_FLAGS | RUN_WITH_VALUE | LOCAL_QUESTIONS | LOCAL_WITH_VALUE
           | IGNORED_WITH_VALUE | IGNORED_FLAGS)
 #: lando-ssh's options that cwltool does not have
-LANDO_ONLY = frozenset({"--name", "--flavor", "--image", "--volume-size", "--git", "--ref", "--path"})
+LANDO_ONLY = frozenset({"--name", "--flavor", "--image", "--volume-size", "--git", "--ref", "--path", "--output-url"})
 
 
 class UsageError(ValueError):
@@ -143,6 +143,8 @@ def split(args: list[str]) -> RunnerArgs:
 def _unabbreviated(key: str) -> str:
     """The one option that `key` begins, as argparse takes an unambiguous prefix (else `key`, for the parser)."""
     matches = sorted(k for k in _KNOWN | PARTIAL_RUNS if k.startswith(key) and k.startswith("--"))
+    if len(matches) > 1 and len(theirs := [m for m in matches if m not in LANDO_ONLY]) == 1:
+        return theirs[0]  # what it means to cwltool (`--out`: --outdir, not lando-ssh's --output-url)
     if len(matches) > 1:
         raise UsageError(f"ambiguous option: {key} could match {', '.join(matches)}")
     return matches[0] if matches else key

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from lando_ssh.errors import InputMissing, StagingFailed, WorkflowInvalid
+from lando_ssh.objectstore.urls import is_object_url
 from lando_ssh.prepared import PreparedWorkflow, check_schemes, iter_files_dirs, path_to_uri, shortname, uri_to_path
 
 Pattern = tuple[str, bool]  # (secondaryFiles pattern, required)
@@ -38,9 +39,9 @@ Pattern = tuple[str, bool]  # (secondaryFiles pattern, required)
 class Transfer:
     """One input to put on the VM."""
 
-    source: str  # local absolute path, or http(s) URL
+    source: str  # local absolute path, http(s) URL, or swift:// / s3:// URL
     dest: str  # absolute path on the VM
-    kind: str  # "file" | "directory" | "url"
+    kind: str  # "file" | "directory" | "url" | "object" | "object-directory" (swift://, s3://: lando_ssh.objectstore)
     size: int | None = None  # expected bytes: local stat (a directory: its files' total), or the job order's `size`
     checksum: str | None = None  # as the job order gave it, e.g. "sha1$..."
     #: False for a URL secondary file implied by an optional pattern: skip it when the server says 404
@@ -171,6 +172,11 @@ def _is_url(location: str) -> bool:
     return location.startswith(("http://", "https://"))
 
 
+def _is_remote(location: str) -> bool:
+    """Not on this server: an http(s) URL, or an object in a store (moved by the VM)."""
+    return _is_url(location) or is_object_url(location)
+
+
 class _Planner:
     """Accumulates transfers and hands out VM directories so that names never collide."""
 
@@ -269,7 +275,7 @@ class _Planner:
 
     def stage_object(self, obj: dict[str, Any], patterns: list[Pattern], where: str) -> dict[str, Any]:
         location = obj.get("location", "")
-        if not (_is_local(location) or _is_url(location)):
+        if not (_is_local(location) or _is_remote(location)):
             # a literal (`contents`, or a Directory made of its `listing`): cwltool creates it; stage what it lists
             staged = dict(obj)
             for key in ("listing", "secondaryFiles"):
@@ -285,7 +291,7 @@ class _Planner:
         moving: dict[int, _Member] = {}  # secondary files the job order lists, by id() of their object
         for sf in obj.get("secondaryFiles", []):
             sf_location = sf.get("location", "")
-            if _is_local(sf_location) or _is_url(sf_location):
+            if _is_local(sf_location) or _is_remote(sf_location):
                 member = _Member(_source(sf_location), sf.get("basename") or _location_basename(sf_location),
                                  sf["class"], sf.get("size"), sf.get("checksum"))
                 self._check_exists(member.cls, member.source, f"{where} (secondary file)")
@@ -295,7 +301,7 @@ class _Planner:
             sf_name = substitute(name, pattern)
             if any(m.name == sf_name for m in members):
                 continue
-            if _is_url(source):
+            if _is_remote(source):
                 members.append(_Member(_sibling_url(source, sf_name), sf_name, "File", required=required))
                 continue
             sf_source = os.path.join(os.path.dirname(source), sf_name)
@@ -367,7 +373,7 @@ class _Planner:
         return entries
 
     def _check_exists(self, cls: str, source: str, where: str) -> None:
-        if _is_url(source):
+        if _is_remote(source):
             return
         if not os.path.exists(source):
             raise InputMissing(f"{where}: {cls} {source} does not exist")
@@ -400,9 +406,9 @@ class _Planner:
             self.placed.setdefault((m.source, m.name), vm_dir)
             if dest in self.by_dest:
                 continue
-            kind = "url" if _is_url(m.source) else ("directory" if m.cls == "Directory" else "file")
-            transfer = Transfer(m.source, dest, kind, m.size if kind == "url" else _local_size(m.source, kind),
-                                m.checksum, m.required)
+            kind = _kind(m)
+            transfer = Transfer(m.source, dest, kind, _local_size(m.source, kind) if kind in ("file", "directory")
+                                else m.size, m.checksum, m.required)
             self.transfers.append(transfer)
             self.by_dest[dest] = transfer
         return vm_dir
@@ -411,6 +417,15 @@ class _Planner:
         """No member's name in `vm_dir` is taken by another source."""
         return all(self.by_dest[dest].source == m.source
                    for m in members if (dest := posixpath.join(vm_dir, m.name)) in self.by_dest)
+
+
+def _kind(member: _Member) -> str:
+    directory = member.cls == "Directory"
+    if is_object_url(member.source):
+        return "object-directory" if directory else "object"
+    if _is_url(member.source):
+        return "url"
+    return "directory" if directory else "file"
 
 
 def _broken_link(root: str) -> str | None:
@@ -466,7 +481,7 @@ def _location_basename(location: str) -> str:
 
 def _source_parent(source: str) -> str:
     """The directory a source sits in: its local directory, or its URL up to the last `/`."""
-    if _is_url(source):
+    if _is_remote(source):
         split = urllib.parse.urlsplit(source)
         return urllib.parse.urlunsplit((split.scheme, split.netloc, posixpath.dirname(split.path), "", ""))
     return os.path.dirname(source)

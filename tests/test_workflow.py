@@ -159,8 +159,8 @@ def test_a_missing_required_secondary_file_is_refused_at_submit(tmp_path):
 
 
 def test_locations_staging_cannot_move_are_refused(tmp_path):
-    with pytest.raises(WorkflowInvalid, match="unsupported scheme 's3'"):
-        prepare(wf("upper_count.cwl"), None, {"text": {"class": "File", "location": "s3://bucket/a.txt"},
+    with pytest.raises(WorkflowInvalid, match="unsupported scheme 'gs'.* or a swift:// or s3:// object"):
+        prepare(wf("upper_count.cwl"), None, {"text": {"class": "File", "location": "gs://bucket/a.txt"},
                                               "more": {"class": "File", "location": wf("data/more.txt")}})
     with pytest.raises(WorkflowInvalid, match="Directory inputs must be local"):
         prepare(wf("directory.cwl"), None, {"dir": {"class": "Directory", "location": "http://127.0.0.1:9/d/"}})

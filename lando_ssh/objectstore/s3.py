@@ -1,0 +1,135 @@
+"""S3 (AWS, Swift's s3api, Ceph, MinIO) through botocore: SigV4 presigned URLs are the grants; a large
+upload is a multipart upload this server starts and completes, the VM sending the parts in between (an
+incomplete multipart upload is never an object; one left by an earlier attempt is aborted first)."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from lando_ssh.config import S3StoreConfig
+from lando_ssh.errors import InputMissing, ObjectStoreRefused, ObjectStoreUnavailable
+from lando_ssh.objectstore.stores import ObjectInfo, Upload
+from lando_ssh.objectstore.urls import ObjectUrl
+
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4's limit
+
+# botocore's debug log shows what it signs: its errors are said here, translated, instead
+logging.getLogger("botocore").setLevel(logging.WARNING)
+
+
+class S3Store:
+    scheme = "s3"
+
+    def __init__(self, config: S3StoreConfig, grant_seconds: float):
+        self.config = config
+        self.grant_seconds = int(min(grant_seconds, MAX_PRESIGN_SECONDS))
+        self._client: Any = None
+
+    def describe(self) -> str:
+        return f"S3 at {self.config.endpoint or 'AWS'} (access key {self.config.access_key})"
+
+    def _s3(self) -> Any:
+        if self._client is None:
+            import botocore.session
+            from botocore.config import Config as BotoConfig
+
+            session = botocore.session.get_session()
+            self._client = session.create_client(
+                "s3", endpoint_url=self.config.endpoint, region_name=self.config.region,
+                aws_access_key_id=self.config.access_key, aws_secret_access_key=self.config.secret_key,
+                config=BotoConfig(signature_version="s3v4", s3={"addressing_style": "path"},
+                                  retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=30,
+                                  read_timeout=60))
+        return self._client
+
+    @contextlib.contextmanager
+    def _translated(self, url: ObjectUrl | str, doing: str) -> Iterator[None]:
+        """botocore's exceptions as ours (the one place), each naming the object."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except ClientError as e:
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            code = e.response.get("Error", {}).get("Code", "")
+            if status == 404 or code in ("NoSuchKey", "NoSuchBucket", "404"):
+                raise InputMissing(f"{url} does not exist ({self.describe()})") from None
+            if status in (401, 403):
+                raise ObjectStoreRefused(f"{self.describe()} refused lando-ssh's credential {doing} {url} "
+                                         f"(HTTP {status} {code}); check object_store.s3 and the key's rights")\
+                    from None
+            if code in ("QuotaExceeded", "EntityTooLarge") or status == 413:
+                raise ObjectStoreRefused(f"{self.describe()} refused {url}: the bucket's quota is full or the "
+                                         f"object is too large ({code or status})") from None
+            if status is None or status >= 500:
+                raise ObjectStoreUnavailable(f"{self.describe()} failed {doing} {url}: {code or status}") from None
+            raise ObjectStoreRefused(f"{self.describe()} answered HTTP {status} {code} {doing} {url}") from None
+        except BotoCoreError as e:
+            raise ObjectStoreUnavailable(f"{self.describe()} cannot be reached {doing} {url}: {e}") from None
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def stat(self, url: ObjectUrl) -> ObjectInfo:
+        with self._translated(url, "reading"):
+            head = self._s3().head_object(Bucket=url.container, Key=url.key)
+        return self._info(url, int(head["ContentLength"]), head.get("ETag"), head.get("ServerSideEncryption"))
+
+    @staticmethod
+    def _info(url: ObjectUrl, size: int, etag: str | None, encryption: str | None = None) -> ObjectInfo:
+        etag = (etag or "").strip('"') or None
+        # a multipart object's ETag needs its part sizes, which S3 does not tell; a KMS-encrypted one's is no MD5
+        plain = etag is not None and len(etag) == 32 and "-" not in etag and encryption != "aws:kms"
+        return ObjectInfo(url, size, etag, "md5" if plain else None)
+
+    def listing(self, url: ObjectUrl) -> list[ObjectInfo]:
+        prefix = url.as_prefix()
+        found: list[ObjectInfo] = []
+        with self._translated(prefix, "listing"):
+            pages = self._s3().get_paginator("list_objects_v2").paginate(Bucket=url.container, Prefix=prefix.key)
+            for page in pages:
+                for o in page.get("Contents", []):
+                    if o["Key"].endswith("/") and int(o["Size"]) == 0:
+                        continue
+                    found.append(self._info(ObjectUrl("s3", url.container, o["Key"]), int(o["Size"]), o.get("ETag")))
+        return found
+
+    def get_grants(self, url: ObjectUrl) -> list[str]:
+        return [str(self._s3().generate_presigned_url("get_object", Params={"Bucket": url.container, "Key": url.key},
+                                                      ExpiresIn=self.grant_seconds))]
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def ensure_container(self, url: ObjectUrl) -> None:
+        s3 = self._s3()
+        try:
+            with self._translated(f"s3://{url.container}", "reading the bucket"):
+                s3.head_bucket(Bucket=url.container)
+        except InputMissing:
+            with self._translated(f"s3://{url.container}", "making the bucket"):
+                s3.create_bucket(Bucket=url.container)
+
+    def start_put(self, url: ObjectUrl, size: int, part_size: int) -> Upload:
+        s3, where = self._s3(), {"Bucket": url.container, "Key": url.key}
+        if size <= part_size:
+            put = s3.generate_presigned_url("put_object", Params=where, ExpiresIn=self.grant_seconds)
+            return Upload(url, size, [str(put)], part_size, "Content-MD5")
+        with self._translated(url, "starting the upload of"):
+            for old in s3.list_multipart_uploads(Bucket=url.container, Prefix=url.key).get("Uploads", []):
+                if old.get("Key") == url.key:  # an earlier attempt's: its parts are nobody's
+                    s3.abort_multipart_upload(**where, UploadId=old["UploadId"])
+            upload_id = s3.create_multipart_upload(**where)["UploadId"]
+        count = (size + part_size - 1) // part_size
+        urls = [str(s3.generate_presigned_url("upload_part", Params={**where, "UploadId": upload_id,
+                                                                      "PartNumber": n + 1},
+                                              ExpiresIn=self.grant_seconds)) for n in range(count)]
+        return Upload(url, size, urls, part_size, "Content-MD5", upload_id)
+
+    def finish_put(self, upload: Upload, etags: list[str]) -> None:
+        if not upload.segmented:
+            return
+        parts = [{"PartNumber": n + 1, "ETag": f'"{etag}"'} for n, etag in enumerate(etags)]
+        with self._translated(upload.url, "making whole"):
+            self._s3().complete_multipart_upload(Bucket=upload.url.container, Key=upload.url.key,
+                                                 UploadId=upload.upload_id, MultipartUpload={"Parts": parts})

@@ -1,0 +1,99 @@
+"""A store behind one interface, whatever its protocol: look objects up, sign grants, make segmented
+uploads whole. `store_for` gives the one configured for a URL's scheme."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from lando_ssh.errors import BadInput
+from lando_ssh.objectstore.urls import ObjectUrl
+
+if TYPE_CHECKING:
+    from lando_ssh.config import Config
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One object as the store describes it."""
+
+    url: ObjectUrl
+    size: int
+    etag: str | None = None
+    #: how `etag` follows from the bytes: "md5" (an object's MD5), "slo" (Swift: MD5 of its segments' MD5s),
+    #: "s3multipart" (MD5 of its parts' MD5s, -N); None: not checkable (then the size alone is checked)
+    etag_rule: str | None = None
+    parts: tuple[int, ...] | None = None  # the sizes of a segmented object's parts, when known
+
+
+@dataclass
+class Upload:
+    """A grant to put one object: one URL, or one per part; what the store needs to make it whole."""
+
+    url: ObjectUrl
+    size: int
+    urls: list[str]
+    part_size: int
+    md5_header: str  # the header each part carries its MD5 in: "Etag" (Swift), "Content-MD5" (S3)
+    upload_id: str | None = None  # a segmented upload's id (S3 multipart), or its segments' prefix (Swift)
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def segmented(self) -> bool:
+        return self.upload_id is not None
+
+
+class Store(Protocol):
+    scheme: str
+
+    def describe(self) -> str:
+        """The store as a message names it (its endpoint and user; never a secret)."""
+        ...
+
+    def stat(self, url: ObjectUrl) -> ObjectInfo:
+        """InputMissing for an object that does not exist; ObjectStoreRefused for a refused credential."""
+        ...
+
+    def listing(self, url: ObjectUrl) -> list[ObjectInfo]:
+        """Every object below the prefix `url` (markers of pseudo-directories left out)."""
+        ...
+
+    def get_grants(self, url: ObjectUrl) -> list[str]:
+        """HTTP(S) URLs that read this one object until the grants expire: one, or one per part (`stat`'s
+        `parts`, in order)."""
+        ...
+
+    def ensure_container(self, url: ObjectUrl) -> None:
+        """The container/bucket of `url`, made when it does not exist."""
+        ...
+
+    def start_put(self, url: ObjectUrl, size: int, part_size: int) -> Upload:
+        """Grants to put `size` bytes at `url`: one PUT, or one per part of `part_size` (in segments)."""
+        ...
+
+    def finish_put(self, upload: Upload, etags: list[str]) -> None:
+        """A segmented upload made whole from its parts' MD5s (the store checks them); nothing for one PUT."""
+        ...
+
+
+def store_for(config: Config, url: ObjectUrl) -> Store:
+    """The configured store for the URL's scheme; BadInput when the config has none."""
+    stores = config.object_store
+    if url.scheme == "swift":
+        if stores.swift is None:
+            raise BadInput(f"{url}: this server has no Swift store configured (object_store.swift in "
+                           f"{config.source})")
+        from lando_ssh.objectstore.swift import SwiftStore
+
+        return SwiftStore(stores.swift, config.cloud_settings, stores.grant_seconds)
+    if stores.s3 is None:
+        raise BadInput(f"{url}: this server has no S3 store configured (object_store.s3 in {config.source})")
+    from lando_ssh.objectstore.s3 import S3Store
+
+    return S3Store(stores.s3, stores.grant_seconds)
+
+
+def check_configured(config: Config, url: ObjectUrl) -> None:
+    """BadInput when the config has no store for the URL's scheme (at submit, before anything runs)."""
+    if (url.scheme == "swift" and config.object_store.swift is None) or \
+            (url.scheme == "s3" and config.object_store.s3 is None):
+        store_for(config, url)

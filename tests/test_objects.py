@@ -1,0 +1,511 @@
+"""Inputs from and outputs to object storage, against the real OpenStack Swift of ../shared/swift (its Swift
+protocol and its S3 protocol): downloaded and uploaded by the VM with grants the server signs, checked, and
+never leaving a half object looking whole; secrets nowhere in the job's record, log or docs."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import REPO, WORKFLOWS, Lando
+
+from lando_ssh.errors import BadInput, ConfigError, InputMissing, ObjectStoreRefused
+
+SWIFT_DIR = REPO.parent / "shared" / "swift"
+PROXY = "http://127.0.0.1:18080"
+AUTH_URL = f"{PROXY}/auth/v1.0"
+USER, KEY = "test:tester", "testing"  # ../shared/swift/README: admin of AUTH_test; also the S3 key pair
+LANDO_OBJECTS = REPO / "remote_scripts" / "lando-objects"
+MiB = 1024 * 1024
+
+
+def _answers() -> bool:
+    try:
+        with urllib.request.urlopen(f"{PROXY}/healthcheck", timeout=2) as r:  # noqa: S310 (our own URL)
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def swift_service() -> Iterator[str]:
+    """The real Swift of ../shared/swift: started (setup.sh) when its proxy does not answer, and then stopped
+    (stop.sh) at the end; one already running is left as it was."""
+    started = False
+    if not _answers():
+        proc = subprocess.run(["bash", str(SWIFT_DIR / "setup.sh")], capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0 and _answers(), f"../shared/swift/setup.sh failed:\n{proc.stdout}\n{proc.stderr}"
+        started = True
+    yield PROXY
+    if started:
+        subprocess.run(["bash", str(SWIFT_DIR / "stop.sh")], capture_output=True, timeout=120)
+
+
+def swift() -> Any:
+    import swiftclient
+
+    return swiftclient.Connection(authurl=AUTH_URL, user=USER, key=KEY)
+
+
+def s3(secret: str = KEY) -> Any:
+    import botocore.session
+    from botocore.config import Config
+
+    return botocore.session.get_session().create_client(
+        "s3", endpoint_url=PROXY, aws_access_key_id=USER, aws_secret_access_key=secret, region_name="us-east-1",
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+
+
+@dataclass
+class Containers:
+    """Containers (S3 buckets are Swift containers too) made for one test, with their segments; emptied and
+    deleted at its end."""
+
+    names: list[str]
+
+    def new(self) -> str:
+        name = f"lando-test-{uuid.uuid4().hex[:10]}"
+        self.names.append(name)
+        swift().put_container(name)
+        return name
+
+    def remove(self) -> None:
+        conn = swift()
+        for base in self.names:
+            for name in (base, f"{base}_segments", f"{base}+segments"):
+                try:
+                    _h, objects = conn.get_container(name, full_listing=True)
+                except Exception:  # noqa: BLE001 (never made)
+                    continue
+                for o in objects:
+                    conn.delete_object(name, o["name"])
+                conn.delete_container(name)
+
+
+@pytest.fixture
+def containers(swift_service: str) -> Iterator[Containers]:
+    made = Containers([])
+    yield made
+    made.remove()
+
+
+def store_settings(**changes: Any) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "segment_mb": 5,
+        "swift": {"auth_url": AUTH_URL, "username": USER, "password": KEY},
+        "s3": {"endpoint": PROXY, "access_key": USER, "secret_key": KEY, "region": "us-east-1"},
+    }
+    for k, v in changes.items():
+        settings[k] = {**settings[k], **v} if isinstance(v, dict) else v
+    return settings
+
+
+def put_slo(container: str, name: str, data: bytes, segment: int) -> None:
+    """`data` as a static large object of `segment`-byte segments, as `swift upload --use-slo` makes it."""
+    conn = swift()
+    conn.put_container(f"{container}_segments")
+    manifest = []
+    for n, at in enumerate(range(0, len(data), segment)):
+        part = data[at:at + segment]
+        conn.put_object(f"{container}_segments", f"{name}/{n:08d}", part)
+        manifest.append({"path": f"/{container}_segments/{name}/{n:08d}", "etag": hashlib.md5(part).hexdigest(),
+                         "size_bytes": len(part)})
+    conn.put_object(container, name, json.dumps(manifest), query_string="multipart-manifest=put")
+
+
+def object_bytes(container: str, name: str) -> bytes:
+    return swift().get_object(container, name)[1]
+
+
+def no_secret_in(text: str, what: str) -> None:
+    for secret in ("temp_url_sig", "X-Amz-Signature", "X-Amz-Credential", "Temp-URL-Key", f"secret_key: {KEY}",
+                   f'"{KEY}"', f"password: {KEY}", "AUTH_tk"):
+        assert secret not in text, f"{secret!r} in {what}"
+
+
+# -- end to end, through the CLI, the local cloud's VM and the real Swift ------------------------------
+
+def test_inputs_from_swift_and_s3_are_fetched_by_the_vm_and_outputs_go_to_swift_whole(
+        lando: Lando, containers: Containers, tmp_path: Path):
+    ins, outs = containers.new(), containers.new()
+    reads = os.urandom(12 * MiB + 123)
+    put_slo(ins, "sample/reads.bam", reads, 5 * MiB)  # a segmented input: fetched in parallel, each part checked
+    swift().put_object(ins, "sample/reads.bam.bai", b"INDEX\n")
+    s3().put_object(Bucket=ins, Key="refs/a.txt", Body=b"alpha\n")
+    s3().put_object(Bucket=ins, Key="refs/sub/b.txt", Body=b"beta\n")
+    lando.write_config(object_store=store_settings(), progress_interval=0.2)
+    order = tmp_path / "job.yml"
+    order.write_text(yaml.safe_dump({"reads": {"class": "File", "location": f"swift://{ins}/sample/reads.bam"},
+                                     "dir": {"class": "Directory", "location": f"s3://{ins}/refs"},
+                                     "megabytes": 12}))
+
+    job_id = lando.submit(WORKFLOWS / "objects.cwl", order, "--output-url", f"swift://{outs}/run/")
+    proc = lando.cli("job", str(job_id))
+
+    assert proc.returncode == 0, proc.stderr
+    job = lando.status(job_id)
+    assert job["state"] == "F"
+    output = job["output"]
+    assert output["report"]["location"] == f"swift://{outs}/run/report.txt" and "path" not in output["report"]
+    assert output["big"]["secondaryFiles"][0]["location"] == f"swift://{outs}/run/big.md5"
+    assert output["copy"]["location"] == f"swift://{outs}/run/copy"
+    report = object_bytes(outs, "run/report.txt")
+    assert report.startswith(reads + b"INDEX\n")  # the segmented input arrived whole, its .bai beside it
+    assert b"./a.txt: alpha\n./sub/b.txt: beta\n" in report  # the Directory, with its subdirectory
+    assert object_bytes(outs, "run/copy/sub/b.txt") == b"beta\n"
+    # 12 MiB went up in 5 MiB segments: one static large object, whole, its segments those of this upload only
+    head = swift().head_object(outs, "run/big.bin")
+    assert head["x-static-large-object"] == "True" and int(head["content-length"]) == 12 * MiB
+    big = object_bytes(outs, "run/big.bin")
+    assert hashlib.md5(big).hexdigest() == object_bytes(outs, "run/big.md5").decode().strip()
+    assert len(swift().get_container(f"{outs}_segments", prefix="run/big.bin/")[1]) == 3
+    for doc in ("README.md", "logs/job-data.json", "logs/cwl-output.json", "scripts/job-order.json"):
+        swift().head_object(outs, f"run/docs/{doc}")
+    assert json.loads(object_bytes(outs, "run/docs/logs/cwl-output.json")) == output
+    assert "stored" in proc.stderr and f"swift://{outs}/run/" in proc.stderr
+    # no credential, key or grant in the log, the job's record, its docs, or the server's files about it
+    no_secret_in(proc.stderr, "the job's log")
+    no_secret_in(lando.cli("status", str(job_id), "--json").stdout, "the job's record")
+    for doc in ("README.md", "logs/job-data.json", "scripts/job-order.json"):
+        no_secret_in(object_bytes(outs, f"run/docs/{doc}").decode(), doc)
+    for path in lando.data_dir.rglob("*"):
+        if path.is_file() and path.suffix != ".sqlite":
+            no_secret_in(path.read_text(errors="replace"), str(path))
+
+
+def test_cwl_runner_takes_object_urls_in_its_job_order_and_prints_the_uploaded_locations(
+        lando: Lando, containers: Containers, tmp_path: Path):
+    ins, outs = containers.new(), containers.new()
+    s3().put_object(Bucket=ins, Key="reads.bam", Body=b"READS\n")
+    s3().put_object(Bucket=ins, Key="reads.bam.bai", Body=b"INDEX\n")
+    s3().put_object(Bucket=ins, Key="reads.idx", Body=b"IDX\n")  # an optional secondary file, present here
+    swift().put_object(ins, "refs/a.txt", b"alpha\n")
+    lando.write_config(object_store=store_settings())
+    order = tmp_path / "job.json"
+    order.write_text(json.dumps({"reads": {"class": "File", "location": f"s3://{ins}/reads.bam"},
+                                 "dir": {"class": "Directory", "location": f"swift://{ins}/refs/"},
+                                 "megabytes": 11}))
+
+    proc = lando.cli("cwl-runner", "--quiet", "--outdir", str(tmp_path / "out"), "--output-url",
+                     f"s3://{outs}/results", str(WORKFLOWS / "objects.cwl"), str(order))
+
+    assert proc.returncode == 0, proc.stderr
+    printed = json.loads(proc.stdout)
+    assert printed["big"]["location"] == f"s3://{outs}/results/big.bin"
+    assert printed["copy"]["listing"][0]["location"] == f"s3://{outs}/results/copy/a.txt"
+    head = s3().head_object(Bucket=outs, Key="results/big.bin")
+    assert head["ETag"].endswith('-3"') and head["ContentLength"] == 11 * MiB  # multipart: 5 + 5 + 1 MiB
+    big = s3().get_object(Bucket=outs, Key="results/big.bin")["Body"].read()
+    assert hashlib.md5(big).hexdigest() == object_bytes(outs, "results/big.md5").decode().strip()
+    report = s3().get_object(Bucket=outs, Key="results/report.txt")["Body"].read()
+    assert report.startswith(b"READS\nINDEX\n") and b"reads.idx" in report
+    # cwl-runner's outputs alone: lando's docs stay with the job's record
+    keys = [o["Key"] for o in s3().list_objects_v2(Bucket=outs)["Contents"]]
+    assert not [k for k in keys if "/docs/" in k]
+    assert not list((tmp_path / "out").glob("*"))
+    no_secret_in(proc.stderr, "cwl-runner's stderr")
+
+
+@pytest.mark.parametrize("scheme", ["swift", "s3"])
+def test_a_missing_input_object_fails_the_job_with_a_sentence_naming_it(lando: Lando, containers: Containers,
+                                                                         tmp_path: Path, scheme: str):
+    ins = containers.new()
+    swift().put_object(ins, "refs/a.txt", b"alpha\n")
+    lando.write_config(object_store=store_settings())
+    order = tmp_path / "job.yml"
+    order.write_text(yaml.safe_dump({"reads": {"class": "File", "location": f"{scheme}://{ins}/no/such.bam"},
+                                     "dir": {"class": "Directory", "location": f"swift://{ins}/refs"}}))
+    job_id = lando.submit(WORKFLOWS / "objects.cwl", order)
+
+    proc = lando.cli("job", str(job_id))
+
+    assert proc.returncode != 0
+    job = lando.status(job_id)
+    assert job["state"] == "E" and job["step"] == "S"
+    assert f"{scheme}://{ins}/no/such.bam does not exist" in job["error"]
+
+
+@pytest.mark.parametrize("scheme", ["swift", "s3"])
+def test_a_refused_credential_fails_the_job_naming_the_object_and_never_showing_the_secret(
+        lando: Lando, containers: Containers, tmp_path: Path, scheme: str):
+    ins = containers.new()
+    swift().put_object(ins, "reads.bam", b"READS\n")
+    swift().put_object(ins, "reads.bam.bai", b"INDEX\n")
+    swift().put_object(ins, "refs/a.txt", b"alpha\n")
+    wrong = "not-the-Secret-42"
+    lando.write_config(object_store=store_settings(swift={"password": wrong}, s3={"secret_key": wrong}))
+    order = tmp_path / "job.yml"
+    order.write_text(yaml.safe_dump({"reads": {"class": "File", "location": f"{scheme}://{ins}/reads.bam"},
+                                     "dir": {"class": "Directory", "location": f"{scheme}://{ins}/refs"}}))
+    job_id = lando.submit(WORKFLOWS / "objects.cwl", order)
+
+    proc = lando.cli("job", str(job_id))
+
+    job = lando.status(job_id)
+    assert proc.returncode != 0 and job["state"] == "E"
+    assert re.search(f"refused lando-ssh's credential (reading|listing) {scheme}://{ins}/(reads.bam|refs/) ",
+                     job["error"]), job["error"]
+    assert wrong not in proc.stderr and wrong not in json.dumps(job)
+
+
+def test_a_full_container_quota_fails_the_store_step_naming_the_object(lando: Lando, containers: Containers,
+                                                                      tmp_path: Path):
+    ins, outs = containers.new(), containers.new()
+    swift().put_object(ins, "reads.bam", b"READS\n")
+    swift().put_object(ins, "reads.bam.bai", b"INDEX\n")
+    swift().put_object(ins, "refs/a.txt", b"alpha\n")
+    swift().post_container(outs, {"X-Container-Meta-Quota-Bytes": str(512 * 1024)})
+    lando.write_config(object_store=store_settings())
+    order = tmp_path / "job.yml"
+    order.write_text(yaml.safe_dump({"reads": {"class": "File", "location": f"swift://{ins}/reads.bam"},
+                                     "dir": {"class": "Directory", "location": f"swift://{ins}/refs"},
+                                     "megabytes": 1}))
+    job_id = lando.submit(WORKFLOWS / "objects.cwl", order, "--output-url", f"swift://{outs}/run/")
+
+    proc = lando.cli("job", str(job_id))
+
+    job = lando.status(job_id)
+    assert proc.returncode != 0 and (job["state"], job["step"]) == ("E", "O")
+    assert f"refused swift://{outs}/run/big.bin: the container's quota is full" in job["error"]
+    assert not [o for o in swift().get_container(outs)[1] if o["name"] == "run/big.bin"]
+
+
+def test_objects_too_large_for_the_vms_disk_fail_staging_before_a_byte_moves(lando: Lando, containers: Containers,
+                                                                            tmp_path: Path):
+    ins = containers.new()
+    swift().put_object(ins, "reads.bam", os.urandom(12 * MiB))
+    swift().put_object(ins, "reads.bam.bai", b"INDEX\n")
+    swift().put_object(ins, "refs/a.txt", b"alpha\n")
+    lando.write_config(object_store=store_settings(), cloud={"local": {"disk_mb": 8}})
+    order = tmp_path / "job.yml"
+    order.write_text(yaml.safe_dump({"reads": {"class": "File", "location": f"swift://{ins}/reads.bam"},
+                                     "dir": {"class": "Directory", "location": f"swift://{ins}/refs"}}))
+    job_id = lando.submit(WORKFLOWS / "objects.cwl", order)
+
+    proc = lando.cli("job", str(job_id))
+
+    job = lando.status(job_id)
+    assert proc.returncode != 0 and (job["state"], job["step"]) == ("E", "S")
+    assert "the VM's disk is too small for the objects: they need 12.0 MiB" in job["error"]
+
+
+def test_an_output_url_that_holds_objects_is_refused_at_submit(lando: Lando, containers: Containers):
+    outs = containers.new()
+    swift().put_object(outs, "run/old.txt", b"someone's\n")
+    lando.write_config(object_store=store_settings())
+
+    proc = lando.cli("submit", str(WORKFLOWS / "no_inputs.cwl"), "--output-url", f"swift://{outs}/run")
+
+    assert proc.returncode == 2
+    assert f"swift://{outs}/run/ already holds objects (swift://{outs}/run/old.txt)" in proc.stderr
+
+
+def test_an_object_input_without_its_store_configured_is_refused_at_submit(lando: Lando, tmp_path: Path):
+    order = tmp_path / "job.yml"
+    order.write_text(yaml.safe_dump({"reads": {"class": "File", "location": "s3://bucket/reads.bam"},
+                                     "dir": {"class": "Directory", "location": "s3://bucket/refs"}}))
+
+    proc = lando.cli("submit", str(WORKFLOWS / "objects.cwl"), str(order))
+
+    assert proc.returncode == 2 and "no S3 store configured (object_store.s3" in proc.stderr
+
+
+# -- the VM's lando-objects, run here against the real Swift ------------------------------------------
+
+def run_objects(plan: dict[str, Any]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(LANDO_OBJECTS)], input=json.dumps(plan), capture_output=True,
+                          text=True, timeout=120)
+
+
+def stores(**changes: Any) -> Any:
+    from lando_ssh.config import Config, ObjectStoreConfig, S3StoreConfig, SwiftStoreConfig
+
+    settings = store_settings(**changes)
+    config = Config(object_store=ObjectStoreConfig(swift=SwiftStoreConfig(**settings["swift"]),
+                                                   s3=S3StoreConfig(**settings["s3"])))
+    return config
+
+
+@pytest.mark.parametrize("scheme", ["swift", "s3"])
+def test_a_segmented_upload_cut_short_leaves_no_object_and_a_whole_one_reports_its_progress(
+        containers: Containers, tmp_path: Path, scheme: str):
+    from lando_ssh.objectstore.stores import store_for
+    from lando_ssh.objectstore.urls import parse
+    from lando_ssh.objectstore.vmplan import Answer, put_plan
+
+    outs = containers.new()
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(11 * MiB))
+    url = parse(f"{scheme}://{outs}/big.bin")
+    store = store_for(stores(), url)
+    upload = store.start_put(url, 11 * MiB, 5 * MiB)
+    assert len(upload.urls) == 3
+    broken = upload.urls[:2] + [upload.urls[2].replace("sig=", "sig=0").replace("Signature=", "Signature=0")]
+    cut = type(upload)(upload.url, upload.size, broken, upload.part_size, upload.md5_header, upload.upload_id,
+                       upload.extra)
+
+    proc = run_objects(json.loads(put_plan([(cut, str(src))], 4, 0.1)))
+
+    assert proc.returncode == 1
+    assert f"refused the grant lando-ssh made for {scheme}://{outs}/big.bin" in proc.stderr
+    assert "sig=" not in proc.stderr + proc.stdout and "Signature" not in proc.stderr + proc.stdout
+    with pytest.raises(InputMissing):  # two parts went up, and nothing looks like the object
+        store.stat(url)
+
+    upload = store.start_put(url, 11 * MiB, 5 * MiB)  # a new attempt (an earlier one's parts: see the docs)
+    proc = run_objects(json.loads(put_plan([(upload, str(src))], 4, 0.1)))
+    assert proc.returncode == 0, proc.stderr
+    answer = Answer()
+    answer.read(proc.stdout.encode())
+    assert answer.bytes == 11 * MiB
+    store.finish_put(upload, answer.result["items"][0]["etags"])
+    info = store.stat(url)
+    assert info.size == 11 * MiB
+    got = object_bytes(outs, "big.bin")
+    assert got == src.read_bytes()
+
+
+def test_a_download_that_does_not_match_the_stores_checksum_leaves_nothing_behind(containers: Containers,
+                                                                                   tmp_path: Path):
+    from lando_ssh.objectstore.stores import store_for
+    from lando_ssh.objectstore.urls import parse
+    from lando_ssh.objectstore.vmplan import Download, get_plan
+
+    ins = containers.new()
+    swift().put_object(ins, "a.txt", b"alpha\n")
+    url = parse(f"swift://{ins}/a.txt")
+    store = store_for(stores(), url)
+    info = store.stat(url)
+    assert (info.size, info.etag, info.etag_rule) == (6, hashlib.md5(b"alpha\n").hexdigest(), "md5")
+    wrong = type(info)(info.url, info.size, "0" * 32, "md5")
+    dest = tmp_path / "in" / "a.txt"
+
+    proc = run_objects(json.loads(get_plan([Download(wrong, str(dest), store.get_grants(url))], 2, 0.1)))
+
+    assert proc.returncode == 1
+    assert f"swift://{ins}/a.txt arrived different from what the store holds" in proc.stderr
+    assert list((tmp_path / "in").iterdir()) == []
+    proc = run_objects(json.loads(get_plan([Download(info, str(dest), store.get_grants(url))], 2, 0.1)))
+    assert proc.returncode == 0 and dest.read_bytes() == b"alpha\n"
+
+
+def test_a_refused_grant_on_download_names_the_object_not_the_grant(containers: Containers, tmp_path: Path):
+    from lando_ssh.objectstore.stores import store_for
+    from lando_ssh.objectstore.urls import parse
+    from lando_ssh.objectstore.vmplan import Download, get_plan
+
+    ins = containers.new()
+    s3().put_object(Bucket=ins, Key="a.txt", Body=b"alpha\n")
+    url = parse(f"s3://{ins}/a.txt")
+    store = store_for(stores(), url)
+    grant = store.get_grants(url)[0].replace("Signature=", "Signature=0")
+
+    proc = run_objects(json.loads(get_plan([Download(store.stat(url), str(tmp_path / "a.txt"), [grant])], 2, 0.1)))
+
+    assert proc.returncode == 1
+    assert f"refused the grant lando-ssh made for s3://{ins}/a.txt (HTTP 403" in proc.stderr
+    assert "Signature" not in proc.stderr
+
+
+def test_the_stores_refuse_a_wrong_credential_with_a_sentence_naming_the_object(containers: Containers):
+    from lando_ssh.objectstore.stores import store_for
+    from lando_ssh.objectstore.urls import parse
+
+    ins = containers.new()
+    for scheme in ("swift", "s3"):
+        url = parse(f"{scheme}://{ins}/a.txt")
+        store = store_for(stores(swift={"password": "nope"}, s3={"secret_key": "nope"}), url)
+        with pytest.raises(ObjectStoreRefused, match=f"refused lando-ssh's credential reading {scheme}://{ins}/a.txt"):
+            store.stat(url)
+
+
+# -- pure logic -------------------------------------------------------------------------------------
+
+def test_object_urls_name_a_container_and_a_key():
+    from lando_ssh.objectstore.urls import parse
+
+    url = parse("swift://data/runs/2024%20a/reads.bam")
+    assert (url.scheme, url.container, url.key) == ("swift", "data", "runs/2024 a/reads.bam")
+    assert str(url) == "swift://data/runs/2024%20a/reads.bam"
+    assert str(parse("s3://bucket/out").child("docs/README.md")) == "s3://bucket/out/docs/README.md"
+    assert str(parse("s3://bucket").as_prefix()) == "s3://bucket/"
+    for bad, said in (("swift:///x", "names no container"), ("s3:///x", "names no bucket"),
+                      ("s3://b/a/../c", "'..'"), ("swift://c/x?temp_url_sig=1", "query"),
+                      ("http://c/x", "not a swift:// or s3:// URL")):
+        with pytest.raises(BadInput, match=said):
+            parse(bad)
+
+
+def test_staging_plans_object_inputs_for_the_vm_with_their_secondary_files():
+    from lando_ssh.prepared import PreparedWorkflow
+    from lando_ssh.staging import plan_inputs
+
+    packed = {"class": "CommandLineTool", "id": "#main", "cwlVersion": "v1.2", "inputs": [
+        {"id": "#main/reads", "type": "File", "secondaryFiles": [".bai", {"pattern": "^.idx", "required": False}]},
+        {"id": "#main/dir", "type": "Directory"}], "outputs": []}
+    order = {"reads": {"class": "File", "location": "swift://c/s/reads.bam", "size": 6},
+             "dir": {"class": "Directory", "location": "s3://b/refs/"}}
+    prepared = PreparedWorkflow(source="t", packed=packed, job_order=order)
+
+    transfers, vm_order, _ = plan_inputs(prepared, "/vm/in")
+
+    assert [(t.kind, t.source, t.dest, t.size, t.required) for t in transfers] == [
+        ("object", "swift://c/s/reads.bam", "/vm/in/1/reads.bam", 6, True),
+        ("object", "swift://c/s/reads.bam.bai", "/vm/in/1/reads.bam.bai", None, True),
+        ("object", "swift://c/s/reads.idx", "/vm/in/1/reads.idx", None, False),
+        ("object-directory", "s3://b/refs/", "/vm/in/2/refs", None, True)]
+    assert vm_order["reads"]["location"] == "file:///vm/in/1/reads.bam"
+    assert vm_order["dir"]["location"] == "file:///vm/in/2/refs"
+
+
+def test_the_output_object_points_at_the_uploaded_objects():
+    from lando_ssh.objectstore.urls import parse
+    from lando_ssh.objectstore.vmplan import objects_output
+
+    output = {"out": {"class": "File", "location": "file:///vm/results/a%20b.txt", "path": "/vm/results/a b.txt",
+                      "size": 3, "secondaryFiles": [{"class": "File", "location": "file:///vm/results/a b.txt.md5"}]},
+              "n": 3}
+
+    moved = objects_output(output, "/vm/results", parse("s3://bucket/run/"))
+
+    assert moved == {"out": {"class": "File", "location": "s3://bucket/run/a%20b.txt", "size": 3,
+                             "secondaryFiles": [{"class": "File", "location": "s3://bucket/run/a%20b.txt.md5"}]},
+                     "n": 3}
+
+
+def test_the_answer_of_lando_objects_is_read_as_it_grows():
+    from lando_ssh.objectstore.vmplan import Answer
+
+    answer = Answer()
+    answer.read(b"P 10\nP 2")  # a line still arriving is not read
+    assert answer.bytes == 10
+    answer.read(b"P 10\nP 20\nR {\"items\": [], \"missing\": [\"swift://c/x\"]}\n")
+    assert answer.bytes == 20 and answer.result["missing"] == ["swift://c/x"]
+
+
+@pytest.mark.parametrize("section, said", [
+    ({"swift": {"auth_url": AUTH_URL}}, "object_store.swift.auth_url needs username and password too"),
+    ({"swift": {"username": "u"}}, "object_store.swift has no auth_url, and cloud_settings names no Keystone"),
+    ({"s3": {"access_key": "a"}}, "object_store.s3 needs access_key and secret_key together"),
+    ({"segment_mb": 1}, "object_store.segment_mb must be between 5 and 5120"),
+    ({"grant_seconds": 5}, "object_store.grant_seconds must be at least 60"),
+    ({"s3": {"bucket": "x"}}, "unknown key object_store.s3.bucket"),
+])
+def test_the_object_store_config_is_checked(tmp_path: Path, section: dict[str, Any], said: str):
+    from lando_ssh.config import load_config
+
+    path = tmp_path / "lando.yml"
+    path.write_text(yaml.safe_dump({"object_store": section}))
+    with pytest.raises(ConfigError, match=said):
+        load_config(str(path), env={})
