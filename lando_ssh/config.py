@@ -94,6 +94,13 @@ class LocalCloudConfig:
     fail_create: bool = False  # every create fails (as a cloud error)
     max_instances: int = 0  # the "cloud quota" of VMs; 0 = unlimited
     stuck_boots: int = 0  # the first N VMs of this cloud never finish booting (boot retries)
+    # random faults, each a share (0..1) drawn per VM or per call (chaos runs: bench/chaos.py)
+    fail_create_fraction: float = 0.0  # creates that fail (a cloud error)
+    fail_delete_fraction: float = 0.0  # deletes that fail (a cloud error; the VM stays)
+    hang_boot_fraction: float = 0.0  # VMs that never finish booting
+    die_fraction: float = 0.0  # VMs that die die_after seconds after they booted (status ERROR)
+    die_after: float = 30.0
+    drop_ssh_every: float = 0.0  # seconds between the cuts of every VM's SSH connections (0: never)
     disk_mb: int = 0  # as root: the VM's work dir is a tmpfs of this size (a disk that can fill up); 0 = host disk
     #: the first N console reads of this server raise an unexpected exception (a bug's stand-in: the step is retried)
     internal_errors: int = 0
@@ -260,7 +267,7 @@ class Config:
     cwl_pre_process_command: list[str] | None = None
     keep_vm_on_error: bool = False
     save_outputs_on_error: bool = True  # a failed run's partial outputs and logs are pulled, as cwltool leaves them
-    poll_interval: float = 5.0  # longest wait between checks of a running workflow
+    poll_interval: float = 60.0  # longest wait between checks of a running workflow (its end is seen at once)
     progress_interval: float = 2.0  # seconds between progress updates of a long transfer (stderr, status)
     source: str = "built-in defaults"  # where this config came from (not a key)
     unused: list[str] = field(default_factory=list)  # lando keys accepted but meaning nothing here (not a key)

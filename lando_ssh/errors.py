@@ -53,6 +53,11 @@ class InfrastructureError(LandoError):
     exit_code = 3
 
 
+class JobHeldElsewhere(InfrastructureError):
+    """Another server holds the job's lease (it is finishing with it, or died and its lease has not run out):
+    a command for it is put back on the queue and served again, never dropped."""
+
+
 class BrokerUnavailable(InfrastructureError):
     pass
 

@@ -145,7 +145,11 @@ def preload() -> None:
 
 log = logging.getLogger(__name__)
 
-IDLE_WAKEUP = 2.0  # seconds an idle SSH reader sleeps between checks (data and EOF wake it at once)
+# Seconds an idle reader sleeps between checks; data, EOF and close wake it at once. Each wake-up of an idle
+# job costs the daemon a thread switch under the GIL: at 2 s, a thousand waiting jobs woke 1,000 times a
+# second (paramiko's reader and ours), and the threads' convoy on the GIL took both cores in futex calls.
+IDLE_WAKEUP = 30.0  # our reader (`_drain`): a closed channel sets its event pipe, which wakes it
+TRANSPORT_WAKEUP = 30.0  # paramiko's reader: it sends its keepalive then (every 30 s); close() wakes it
 BULK_BYTES = 8 * 1024 * 1024  # above this, transfers go through OpenSSH's ssh
 SENDFILE_PIECE = 16 * 1024 * 1024  # one sendfile moves at most this much: the progress display sees it move
 COPY_BUF = 1024 * 1024
@@ -362,13 +366,14 @@ class Remote:
         if t is not None:
             t.set_keepalive(30)
             # paramiko's reader thread wakes on every socket timeout (0.1 s) only to look for a close;
-            # with a hundred idle connections that is most of the daemon's CPU
-            t.sock.settimeout(IDLE_WAKEUP)
+            # with a hundred idle connections that is most of the daemon's CPU (`close` wakes it instead)
+            t.sock.settimeout(TRANSPORT_WAKEUP)
         return client
 
     def close(self) -> None:
         with self._lock:
             if self._client is not None:
+                _wake_reader(self._client)
                 self._client.close()
                 self._client = None
 
@@ -734,6 +739,17 @@ def _drain(chan: paramiko.Channel, timeout: float | None = None,
                 idle = min(idle * 2, 0.05)
             elif poller.poll(wait * 1000):  # signalled on data, on EOF, on stderr
                 idle = 0.001
+
+
+def _wake_reader(client: paramiko.SSHClient) -> None:
+    """End paramiko's reader thread now rather than at its next socket timeout: a socket closed under a
+    blocked recv() does not wake it; one shut down does."""
+    t = client.get_transport()
+    if t is not None and isinstance(t.sock, socket.socket):
+        try:
+            t.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # not connected any more
 
 
 def _tree_size(path: str) -> int:

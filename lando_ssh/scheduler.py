@@ -20,6 +20,9 @@ ending jobs accumulates until the big job fits. A stream of small jobs therefore
 big job by at most `reserve_after` plus the time the running jobs take to end. A job of
 higher priority still goes first: priority is the admin's word.
 
+The server's own room (descriptors, threads, memory: `headroom.room`) is one more limit on job
+slots when given: a job that would take the server past it waits, with the headroom's reason.
+
 Flavor: see `flavors`.
 """
 from __future__ import annotations
@@ -30,6 +33,7 @@ from dataclasses import dataclass, field
 from lando_ssh.cloud import Flavor, Quota
 from lando_ssh.config import Config, LimitsConfig
 from lando_ssh.flavors import FlavorChooser, Needs, as_gb, workflow_needs
+from lando_ssh.headroom import Room
 from lando_ssh.model import Job, JobState
 
 
@@ -100,6 +104,8 @@ class _Dim:
         self.reserved_by: int | None = None
 
     def reason(self, need: int, held: bool) -> str:
+        if self.unit == "server":  # the server's own room: its label is the sentence (headroom.room)
+            return self.label
         where = f" ({self.source})" if self.source != "quota" else ""
         prefix = "waiting for cloud quota" if self.source == "quota" else "waiting"
         if self.unit == "slots":
@@ -118,13 +124,17 @@ class _Dim:
 
 def schedule(waiting: Sequence[WaitingJob], active: Sequence[ActiveVm], *, running_jobs: int, limits: Limits,
              quota: Quota | None, flavors: Sequence[Flavor], allow: str | None = None, now: float,
-             reserve_after: float = 600.0) -> Decision:
+             reserve_after: float = 600.0, server: Room | None = None) -> Decision:
     """Decide which of `waiting` start now (see the module's doc for the rules).
 
     `active`: every VM our jobs hold or are being given (including those of `waiting` jobs
-    with `has_vm`); `running_jobs`: job slots in use; `quota`: the cloud's, None when unknown.
+    with `has_vm`); `running_jobs`: job slots in use; `quota`: the cloud's, None when unknown;
+    `server`: how many more jobs the server process has room for, None when not measured.
     """
     dims = _dimensions(active, running_jobs, limits, quota)
+    if server is not None and server.jobs is not None:
+        dims.insert(0, _Dim("jobs", server.jobs, 0, "server", server.reason or "waiting: the server is near a limit",
+                            server.source or "server"))
     slot_dims = [d for d in dims if d.key == "jobs"]
     vm_dims = dims
     chooser = FlavorChooser(flavors, allow)
@@ -172,10 +182,11 @@ def schedule(waiting: Sequence[WaitingJob], active: Sequence[ActiveVm], *, runni
 
 
 def decide(config: Config, waiting: Sequence[WaitingJob], active: Sequence[ActiveVm], *, running_jobs: int,
-           quota: Quota | None, flavors: Sequence[Flavor], now: float) -> Decision:
+           quota: Quota | None, flavors: Sequence[Flavor], now: float, server: Room | None = None) -> Decision:
     """`schedule()` with the limits, allow-list and reserve_after of `config`."""
     return schedule(waiting, active, running_jobs=running_jobs, limits=Limits.from_config(config.limits), quota=quota,
-                    flavors=flavors, allow=config.flavors.allow, now=now, reserve_after=config.limits.reserve_after)
+                    flavors=flavors, allow=config.flavors.allow, now=now, reserve_after=config.limits.reserve_after,
+                    server=server)
 
 
 def _dimensions(active: Sequence[ActiveVm], running_jobs: int, limits: Limits, quota: Quota | None) -> list[_Dim]:
@@ -208,6 +219,8 @@ def _dimensions(active: Sequence[ActiveVm], running_jobs: int, limits: Limits, q
 def _never_fits(dims: list[_Dim], needs: dict[str, int], flavor: Flavor | None) -> str | None:
     """Why the job cannot start even on an empty cloud, or None."""
     for d in dims:
+        if d.unit == "server":  # the server's room comes back as its jobs end
+            continue
         need = needs[d.key]
         if need > d.limit:
             on = f" on flavor {flavor.name}" if flavor else ""

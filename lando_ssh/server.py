@@ -26,7 +26,8 @@ from lando_ssh.cloud import Cloud, Flavor, Quota, open_cloud
 from lando_ssh.config import Config
 from lando_ssh.engine import Engine
 from lando_ssh.engine.lease import Lease
-from lando_ssh.errors import CloudError, JobConflict, LandoError
+from lando_ssh.errors import CloudError, JobConflict, JobHeldElsewhere, LandoError
+from lando_ssh.headroom import idle_figures, measure, raise_descriptor_limit, room
 from lando_ssh.installation import tagged_vms
 from lando_ssh.journal import Journal, recording
 from lando_ssh.messages import Command, Message
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 STOP_GRACE = 8.0  # seconds the engines get to reach a safe point at shutdown
 QUOTA_TTL = 15.0  # seconds the cloud's quota figures are reused
 FLAVORS_TTL = 300.0
+RESCHEDULE = 5.0  # seconds between decisions while jobs wait, besides those a job's start or end makes
 
 
 class Server:
@@ -81,6 +83,8 @@ class Server:
         self._flavors_at = 0.0
         self._quota_cache: Quota | None = None
         self._quota_at = 0.0
+        raise_descriptor_limit()
+        self._idle = idle_figures()  # the server before any job: what a job costs is measured against it
 
     # -- lifecycle -------------------------------------------------------------------------
     def serve(self) -> None:
@@ -98,6 +102,7 @@ class Server:
         METRICS.observe_jobs(self.journal.list())
         self.recover()
         threading.Thread(target=self._sweep_forever, name="sweep", daemon=True).start()
+        threading.Thread(target=self._schedule_forever, name="schedule", daemon=True).start()
         if self.shared:
             threading.Thread(target=self._leases_forever, name="leases", daemon=True).start()
         log.info("serving %s (store %s, cloud %s, up to %d jobs at once)", self.config.work_queue.listen_queue,
@@ -216,9 +221,9 @@ class Server:
     def _start(self, job: Job) -> bool:
         """Act on start_job; False when there was nothing to do."""
         if _applies(Command.START_JOB, job):
-            if not self._claim(job.id):
-                log.info("job %s: start_job, but another server holds it; nothing to do", job.id)
-                return False
+            if not self._claim(job.id):  # (a duplicate start_job another server serves: it is S there soon)
+                raise JobHeldElsewhere(f"job {job.id}: start_job, but another server holds its lease; "
+                                       "the command is served again shortly")
             wait = self._wait_reason(extra=1)  # recorded with the state: one write per start_job
 
             def change(j: Job) -> None:
@@ -261,9 +266,9 @@ class Server:
     def _restart(self, job: Job) -> bool:
         """Act on restart_job; False when there was nothing to do."""
         if _applies(Command.RESTART_JOB, job):
-            if not self._claim(job.id):
-                log.info("job %s: restart_job, but another server holds it; nothing to do", job.id)
-                return False
+            if not self._claim(job.id):  # the server that ended it in E has not let go yet (or died holding it)
+                raise JobHeldElsewhere(f"job {job.id}: restart_job, but another server holds its lease; "
+                                       "the command is served again shortly")
             job = self.journal.update(job.id, _restart_requested)
             self._enqueue(job)
             self._schedule()
@@ -314,10 +319,13 @@ class Server:
                 running = len(self._running)
             if not waiting:
                 return
+            if not running:
+                self._idle = idle_figures()
             quota = self._quota()
             decision = schedule(waiting, active, running_jobs=running, limits=Limits.from_config(self.config.limits),
                                 quota=quota, flavors=self._flavors(), allow=self.config.flavors.allow,
-                                now=time.time(), reserve_after=self.config.limits.reserve_after)
+                                now=time.time(), reserve_after=self.config.limits.reserve_after,
+                                server=room(measure(self._idle), running))
             METRICS.observe_waiting(decision)
             METRICS.observe_active(active)
             if quota is not None:
@@ -337,6 +345,20 @@ class Server:
                 if self._told.get(job_id) != why:  # write a reason only when it changed
                     self._told[job_id] = why
                     self.journal.update(job_id, _waiting_reason(why))
+
+    def _schedule_forever(self) -> None:
+        """Decide again every RESCHEDULE seconds while jobs wait: what they wait for (the server's own room,
+        the cloud's quota) can come back without a job of ours ending."""
+        while not self.stopping.wait(RESCHEDULE):
+            with self._lock:
+                waiting = bool(self._waiting)
+            if waiting:
+                try:
+                    self._schedule()
+                except LandoError as e:
+                    log.error("schedule: %s", e)
+                except Exception:
+                    log.exception("schedule: internal error")
 
     def _sweep_forever(self) -> None:
         """Delete what no live job owns (after a crash, a failed delete, a job deleted in the job API)."""

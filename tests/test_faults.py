@@ -235,3 +235,32 @@ def test_a_job_s_own_failure_after_an_internal_error_ends_in_e_with_its_sentence
                                     "with status 3: explode: something went wrong on purpose)")
     assert "internal error" not in job["error"]
     assert any("after an internal error" in h["note"] for h in job["history"])
+
+
+def test_the_local_clouds_random_faults_name_their_knob_and_a_vm_that_dies_mid_run_fails_its_job(lando: Lando,
+                                                                                                 tmp_path: Path):
+    lando.write_config(cloud={"local": {"fail_create_fraction": 1.0}})
+    job = run_failing(lando, lando.submit(WORKFLOWS / "no_inputs.cwl"))
+    assert "injected: cloud.local.fail_create_fraction" in job["reason"]
+
+    # a VM that dies 1 s after it booted, while the workflow sleeps: the job ends in E, its VM deleted
+    lando.write_config(cloud={"local": {"die_fraction": 1.0, "die_after": 1.0}}, health={"interval": 0.5, "grace": 2},
+                       cwl_base_command=["sh", "-c", 'sleep "$0"; echo "{}"', "30"])
+    order = tmp_path / "order.yml"
+    order.write_text("seconds: 30\n")
+    job = run_failing(lando, lando.submit(WORKFLOWS / "sleep.cwl", order))
+    # (the pipeline does not yet read the VM's ERROR status and its fault "the VM died": it says what it saw)
+    assert job["step"] in ("S", "R"), job["reason"]
+    assert "unreachable" in job["reason"] or "stopped without recording an exit code" in job["reason"], job["reason"]
+
+
+def test_a_vm_whose_ssh_connections_are_cut_still_runs_its_job(lando: Lando, tmp_path: Path):
+    lando.write_config(cloud={"local": {"drop_ssh_every": 1.5}}, health={"interval": 0.5, "grace": 30},
+                       cwl_base_command=["sh", "-c", 'sleep "$0"; echo "{}"', "5"])
+    order = tmp_path / "order.yml"
+    order.write_text("seconds: 5\n")
+    job_id = lando.submit(WORKFLOWS / "sleep.cwl", order)
+    proc = lando.cli("job", str(job_id))
+    assert proc.returncode == 0, proc.stderr
+    assert lando.status(job_id)["state"] == "F"
+    assert lando.vm_dirs() == []

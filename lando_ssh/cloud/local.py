@@ -12,7 +12,8 @@ removes the directory. A VM made before tokens (LANDO_LOCAL_VM=<name>, no token 
 meta.json) is this data dir's by its directory: its processes are those with that marker
 whose working directory is inside the VM's directory (boot.sh, the job's runner). The data volume is not
 simulated: the work dir is a plain directory inside the VM's. Fault knobs live in
-`cloud.local` (boot_delay, fail_create, max_instances, stuck_boots, disk_mb, internal_errors).
+`cloud.local` (boot_delay, fail_create, max_instances, stuck_boots, disk_mb, internal_errors, and the random ones
+of docs/local-cloud.md).
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import collections
 import json
 import os
 import pwd
+import random
+import select
 import shlex
 import shutil
 import signal
@@ -28,7 +31,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from lando_ssh.cloud import Flavor, Quota, VmInfo, VmRequest
@@ -39,7 +43,11 @@ from lando_ssh.installation import installation_token
 from lando_ssh.keys import write_private
 
 MARKER = "LANDO_LOCAL_VM"
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _port_lock = threading.Lock()
+# Deletes at once. Each passes over /proc a few times; with a thousand at once in a daemon that has a thousand
+# other threads, the passing thread waited for the GIL after each of its ~3,000 reads: 0.5 deletes a second.
+_deleting = threading.BoundedSemaphore(16)
 # ports handed out lately, whose sshd may not listen yet: the kernel could offer them again meanwhile
 _recent_ports: collections.deque[int] = collections.deque(maxlen=512)
 
@@ -91,6 +99,8 @@ class LocalCloud:
     def create_vm(self, request: VmRequest) -> VmInfo:
         if self.settings.fail_create:
             raise CloudError("the local cloud refused to create the VM (cloud.local.fail_create is set)")
+        if random.random() < self.settings.fail_create_fraction:
+            raise CloudError("the local cloud failed to create the VM (injected: cloud.local.fail_create_fraction)")
         flavor = self._flavor(request.flavor)
         self.check_image(request.image)
         if self.settings.max_instances and len(self._all()) >= self.settings.max_instances:
@@ -130,9 +140,18 @@ class LocalCloud:
         delay = self.settings.boot_delay
         if self.settings.stuck_boots and _created_count(self.root) <= self.settings.stuck_boots:
             delay = 10**6  # fault knob: this VM never finishes booting
+        if random.random() < self.settings.hang_boot_fraction:
+            delay = 10**6
         subprocess.Popen(["/bin/sh", os.path.join(vm_dir, "boot.sh"), vm_dir, sshd, str(float(delay))],
                          cwd=vm_dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
+        die_after = self.settings.die_after if random.random() < self.settings.die_fraction else 0.0
+        if die_after or self.settings.drop_ssh_every:  # run-time faults (localfaults.py)
+            subprocess.Popen([sys.executable, "-m", "lando_ssh.cloud.localfaults", vm_dir, self.marker(request.name),
+                              str(die_after), str(self.settings.drop_ssh_every)], cwd=vm_dir,
+                             env={**env, "PYTHONPATH": _PACKAGE_ROOT},  # this lando-ssh, wherever it was imported from
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
         return self._info(vm_dir)  # type: ignore[return-value]
 
     def get_vm(self, vm_id: str) -> VmInfo | None:
@@ -168,6 +187,13 @@ class LocalCloud:
 
     def delete_vm(self, vm_id: str) -> None:
         vm_dir = self._dir(vm_id)
+        if random.random() < self.settings.fail_delete_fraction and os.path.isdir(vm_dir):
+            raise CloudError(f"the local cloud failed to delete VM {vm_id} (injected: "
+                             "cloud.local.fail_delete_fraction)")
+        with _deleting:  # a few at a time (see _deleting)
+            self._delete(vm_id, vm_dir)
+
+    def _delete(self, vm_id: str, vm_dir: str) -> None:
         kill_processes(lambda: self.processes(vm_id))  # boot.sh first, so it starts no sshd after this
         _kill_sshd(vm_dir)  # sshd scrubs its environment (no marker); its command line names its config
         _unmount_below(vm_dir)
@@ -334,36 +360,125 @@ def _free_port() -> int:
 def _kill_sshd(vm_dir: str) -> None:
     """Every sshd of this VM (listener and sessions), found by the config path on its command line."""
     needle = os.path.join(vm_dir, "sshd_config").encode()
-    for _ in range(50):
-        pids = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/cmdline", "rb") as f:
-                        if needle in f.read():
-                            pids.append(int(entry))
-                except OSError:
-                    continue
+    for attempt in range(50):
+        pids = [pid for pid, proc in _PROCS.fresh().items() if needle in proc.cmdline]
         if not pids:
             return
         for pid in pids:
             try:
-                os.kill(pid, signal.SIGKILL if _ else signal.SIGTERM)
+                os.kill(pid, signal.SIGKILL if attempt else signal.SIGTERM)
             except OSError:
                 pass
-        # up to 50 ms for them to go, looked at every few ms: sshd exits within ~1 ms of TERM
-        deadline, pause = time.monotonic() + 0.05, 0.001
-        while time.monotonic() < deadline and any(_cmdline_has(pid, needle) for pid in pids):
-            time.sleep(pause)
-            pause = min(pause * 2, 0.01)
+        _wait_gone(pids, 0.05)  # sshd exits within ~1 ms of TERM
 
 
-def _cmdline_has(pid: int, needle: bytes) -> bool:
+@dataclass(frozen=True)
+class _Proc:
+    sid: int
+    marker: bytes | None  # the value of LANDO_LOCAL_VM in its environment
+    cmdline: bytes
+
+
+class _ProcTable:
+    """One pass over /proc, shared by the deletes that ask at the same time.
+
+    A delete looks for its VM's processes by their environment, which means reading every process's
+    environ: with a thousand VMs (~6,000 processes) and a thousand deletes at once, a pass each was most
+    of the machine's CPU. A caller gets a pass that began after it asked (so it sees every process that
+    existed then); the callers that ask while one runs share the next.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._began = float("-inf")
+        self._table: dict[int, _Proc] = {}
+
+    def fresh(self) -> dict[int, _Proc]:
+        asked = time.monotonic()
+        with self._lock:
+            if self._began < asked:
+                began = time.monotonic()
+                self._table = _scan_procs()
+                self._began = began
+            return self._table
+
+
+_PROCS = _ProcTable()
+
+
+# The pass over /proc, run in a child process: in a daemon with a thousand job threads, a thread making its
+# ~3,000 reads waited for the GIL after each one (a pass took minutes there against 0.5 s alone).
+_SCAN_SCRIPT = r"""
+import os, sys
+out = []
+prefix = b"LANDO_LOCAL_VM="
+for entry in os.listdir("/proc"):
+    if not entry.isdigit():
+        continue
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return needle in f.read()
+        with open("/proc/%s/stat" % entry, "rb") as f:
+            stat = f.read()
+        sid = stat[stat.rindex(b")") + 2:].split()[3]
+        with open("/proc/%s/environ" % entry, "rb") as f:
+            environ = f.read()
+        with open("/proc/%s/cmdline" % entry, "rb") as f:
+            cmdline = f.read()
+    except (OSError, ValueError):
+        continue
+    marker = next((v[len(prefix):] for v in environ.split(b"\0") if v.startswith(prefix)), b"")
+    out.append(b"\t".join([entry.encode(), sid, marker.hex().encode(), cmdline.hex().encode()]))
+sys.stdout.buffer.write(b"\n".join(out))
+"""
+
+
+def _scan_procs() -> dict[int, _Proc]:
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", _SCAN_SCRIPT], capture_output=True)
+    if proc.returncode != 0:
+        raise CloudError(f"the local cloud could not list processes: {proc.stderr.decode(errors='replace')[-500:]}")
+    table = {}
+    for line in proc.stdout.split(b"\n"):
+        if line:
+            pid, sid, marker, cmdline = line.split(b"\t")
+            table[int(pid)] = _Proc(int(sid), bytes.fromhex(marker.decode()) or None, bytes.fromhex(cmdline.decode()))
+    return table
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
     except OSError:
         return False
+    return stat[stat.rindex(b")") + 2:][:1] not in (b"Z", b"X")  # a zombie has ended
+
+
+def _wait_gone(pids: Collection[int], grace: float) -> None:
+    """Up to `grace` seconds for these processes to end: blocked on their pidfds (a thousand deletes at once
+    polling /proc every few ms were thousands of wake-ups a second, and a GIL convoy that stalled them all)."""
+    fds: list[int] = []
+    deadline = time.monotonic() + grace
+    try:
+        for pid in pids:
+            try:
+                fds.append(os.pidfd_open(pid))
+            except ProcessLookupError:
+                continue  # gone already
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)  # readable once the process has ended (zombie or not)
+        left = len(fds)
+        while left and (remaining := deadline - time.monotonic()) > 0:
+            for fd, _ in poller.poll(remaining * 1000):
+                poller.unregister(fd)
+                left -= 1
+    except (AttributeError, OSError):  # no pidfds here (Linux before 5.3): look every few ms
+        pause = 0.002
+        while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _meta(vm_dir: str) -> dict:
@@ -378,26 +493,12 @@ def _meta(vm_dir: str) -> dict:
 def marked_pids(marker: str, inside: str | None = None) -> set[int]:
     """Processes carrying LANDO_LOCAL_VM=marker (with `inside`: only those working in that directory or
     below), and every process in their sessions."""
-    needle = f"{MARKER}={marker}\0".encode()
-    marked, sessions = set(), set()
-    stats: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-            sid = int(stat[stat.rindex(b")") + 2:].split()[3])
-            stats[pid] = sid
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                if b"\0" + needle in b"\0" + f.read() + b"\0" and (inside is None or _works_in(pid, inside)):
-                    marked.add(pid)
-                    sessions.add(sid)
-        except (OSError, ValueError):
-            continue
-    sessions -= {0, 1, os.getsid(0)}
-    return marked | {pid for pid, sid in stats.items() if sid in sessions}
+    table = _PROCS.fresh()
+    value = marker.encode()
+    marked = {pid for pid, proc in table.items()
+              if proc.marker == value and (inside is None or _works_in(pid, inside))}
+    sessions = {table[pid].sid for pid in marked} - {0, 1, os.getsid(0)}
+    return marked | {pid for pid, proc in table.items() if proc.sid in sessions}
 
 
 def _works_in(pid: int, directory: str) -> bool:
@@ -420,8 +521,4 @@ def kill_processes(find: Callable[[], set[int]], grace: float = 2.0) -> None:
                 os.kill(pid, sig)
             except (ProcessLookupError, PermissionError):
                 pass
-        deadline = time.monotonic() + grace
-        pause = 0.002  # processes usually go within milliseconds of the signal
-        while time.monotonic() < deadline and find() - {me}:
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
+        _wait_gone(pids, grace)  # processes usually go within milliseconds of the signal

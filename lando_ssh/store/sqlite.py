@@ -67,6 +67,10 @@ class SqliteStore:
         except OSError as e:
             raise ConfigError(f"cannot create the job store {path}: {e.strerror}") from None
         self._local = threading.local()
+        # one writer at a time within this process, waiting in line: SQLite's own busy handler polls with
+        # sleeps, which under a thousand job threads let some writers wait past the 30 s timeout
+        # ("database is locked") while others got in again and again
+        self._write_lock = threading.RLock()
         self._create_schema()
 
     @_translated
@@ -85,6 +89,10 @@ class SqliteStore:
 
     @_translated
     def create(self, job: Job) -> Job:
+        with self._write_lock:
+            return self._create(job)
+
+    def _create(self, job: Job) -> Job:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -116,6 +124,10 @@ class SqliteStore:
 
     @_translated
     def update(self, job_id: int, change: Callable[[Job], object]) -> Job:
+        with self._write_lock:
+            return self._update(job_id, change)
+
+    def _update(self, job_id: int, change: Callable[[Job], object]) -> Job:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
         try:
