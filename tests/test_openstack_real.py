@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,9 +16,12 @@ import openstack.exceptions as os_exc
 import pytest
 from conftest import WORKFLOWS
 from openstack_api.helpers import running_service
-from openstack_api.real import FLAVOR, IMAGE, POOL, RealOpenStack, Tenant, connect, wait_for
+from openstack_api.real import FLAVOR, IMAGE, OSX, POOL, RealOpenStack, Tenant, admin_auth, connect, wait_for
+from openstack_guest.compute import Namespace, guests_left
+from openstack_guest.compute import install as install_guest_driver
 
 from lando_ssh.cloud import META_INSTALLATION, META_JOB_ID, META_MANAGED_BY, VmRequest
+from lando_ssh.cloud.cloudinit import host_keys_from_console
 from lando_ssh.cloud.openstack import META_FLOATING_IP_ID, META_PORT_ID, META_VM_ID, META_VOLUME_ID, OpenStackCloud
 from lando_ssh.config import CloudSettings, Config
 from lando_ssh.errors import CloudError, CloudNotFound, QuotaExceeded, UnknownJob, VmFailed
@@ -39,6 +43,11 @@ def stack() -> Iterator[RealOpenStack]:
     real = RealOpenStack()
     try:
         real.start()
+        admin = connect(**admin_auth())
+        try:
+            install_guest_driver(OSX, admin)  # Nova's servers get real guests (tests/openstack_guest)
+        finally:
+            admin.close()
     except RuntimeError as e:
         pytest.fail(str(e), pytrace=False)  # never a skip: CI must say the real cloud is missing
     yield real
@@ -52,8 +61,19 @@ def tenant(stack: RealOpenStack) -> Iterator[Tenant]:
     made.remove()
 
 
+@pytest.fixture(scope="module")
+def namespace(tenant: Tenant) -> Iterator[Namespace]:
+    """The test's network namespace for the tenant's network: its servers' guests live there."""
+    ns = Namespace.make(tenant.network_id, tenant.cidr, tenant.gateway)
+    yield ns
+    tenant.purge()
+    left = ns.addresses()
+    ns.remove()
+    assert (left, guests_left(OSX)) == ([], [])  # every guest destroyed with its server
+
+
 @pytest.fixture(autouse=True)
-def purged(tenant: Tenant) -> Iterator[None]:
+def purged(tenant: Tenant, namespace: Namespace) -> Iterator[None]:
     yield
     tenant.purge()  # a test that failed midway leaves nothing to the next (each asserts its own cleanup)
     tenant.reset_quotas()
@@ -114,6 +134,15 @@ def resources_of(admin: Any, server: Any) -> dict[str, str]:
             "floating_ip": meta[META_FLOATING_IP_ID]}
 
 
+def ssh_banner(address: str) -> bytes:
+    """The first line sshd on address:22 sends, or b"" while nothing answers."""
+    try:
+        with socket.create_connection((address, 22), timeout=5) as s:
+            return s.recv(64)
+    except OSError:
+        return b""
+
+
 class NoJobs:
     def get(self, job_id: int) -> Any:
         raise UnknownJob(f"no job {job_id}")
@@ -165,7 +194,7 @@ def test_unknown_network_security_group_pool_and_keypair_fail_naming_what_exists
 # ---- the whole cycle ----------------------------------------------------------------------------------------
 
 def test_a_vm_with_user_data_keypair_volume_port_and_floating_ip_is_made_marked_and_deleted(
-        config: Config, tenant: Tenant, admin: Any):
+        config: Config, tenant: Tenant, admin: Any, namespace: Namespace):
     user = connect(**tenant.user_auth())
     keypair = user.compute.create_keypair(name=f"{tenant.prefix}-facility")
     config.cloud_settings.ssh_key_name = keypair.name
@@ -195,7 +224,11 @@ def test_a_vm_with_user_data_keypair_volume_port_and_floating_ip_is_made_marked_
         assert vm.address == fip.floating_ip_address and vm.port == 22
         assert vm.volume_ids == [volume.id]
         assert vm.flavor is not None and (vm.flavor.name, vm.flavor.vcpus, vm.flavor.ram_mb) == (FLAVOR, 1, 512)
-        assert "FAKE CONSOLE OUTPUT" in cloud.console_log(vm.id)  # the fake hypervisor's console
+        # the guest (tests/openstack_guest): cloud-init's host keys on the console, sshd on the floating IP
+        assert wait_for(lambda: host_keys_from_console(cloud.console_log(vm.id)), "the host keys on the console")
+        assert wait_for(lambda: ssh_banner(vm.address), f"sshd answering on {vm.address}").startswith(b"SSH-2.0-")
+        assert sorted(namespace.addresses()) == sorted([f"{port.fixed_ips[0]['ip_address']}/24",
+                                                        f"{fip.floating_ip_address}/32"])
         assert [v.id for v in cloud.find_vms(request.metadata)] == [vm.id]
         assert cloud.get_vm(vm.id).status == "ACTIVE"
         assert cloud.quota().instances_used == 1
@@ -204,6 +237,7 @@ def test_a_vm_with_user_data_keypair_volume_port_and_floating_ip_is_made_marked_
         cloud.delete_vm(vm.id)
 
         assert_all_gone(admin, ids)
+        assert namespace.addresses() == [] and guests_left(OSX) == []  # the guest went with its server
         assert cloud.get_vm(vm.id) is None
         cloud.delete_vm(vm.id)  # again: nothing to do, no error
         with pytest.raises(CloudNotFound):
