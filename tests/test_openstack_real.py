@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import signal
 import socket
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,7 +16,7 @@ from typing import Any
 
 import openstack.exceptions as os_exc
 import pytest
-from conftest import WORKFLOWS
+from conftest import WORKFLOWS, Daemon, finished, send, wait_job
 from openstack_api.helpers import running_service
 from openstack_api.real import FLAVOR, IMAGE, OSX, POOL, RealOpenStack, Tenant, admin_auth, connect, wait_for
 from openstack_guest.compute import Namespace, guests_left
@@ -444,24 +446,70 @@ def test_cloud_check_names_a_missing_image_network_and_quota_in_one_sentence_eac
     assert tenant.leftovers() == []
 
 
-def test_cloud_check_finds_everything_then_boots_and_deletes_a_server_that_never_answers_ssh(
-        lando: Any, tenant: Tenant):
-    lando.write_config(cloud={"driver": "openstack", "installation_id": tenant.prefix},
-                       cloud_settings=openstack_settings(tenant, tenant.project, network_name=tenant.network,
-                                                         allocate_floating_ips=True, floating_ip_pool_name=POOL),
-                       vm={"image": IMAGE, "volume_size": 1, "boot_timeout": 15, "boot_retries": 0})
+def guest_settings(tenant: Tenant, tmp_path: Path, **vm: Any) -> dict[str, Any]:
+    """A lando config on the tenant's network with floating IPs, whose VMs are the real guests (root logs in; the
+    work dirs are apart under tmp_path, since the guests share this machine's filesystem)."""
+    return {"cloud": {"driver": "openstack", "installation_id": tenant.prefix},
+            "cloud_settings": openstack_settings(tenant, tenant.project, network_name=tenant.network,
+                                                 allocate_floating_ips=True, floating_ip_pool_name=POOL),
+            "vm": {"image": IMAGE, "flavor": FLAVOR, "volume_size": 1, "boot_timeout": 120, "ssh_timeout": 60,
+                   "user": "root", "work_dir": str(tmp_path / "vm-disks" / "{vm_name}"), **vm},
+            "cwl_base_command": ["cwltool", "--no-container"]}
+
+
+def test_cloud_check_boots_a_server_with_volume_and_floating_ip_reaches_it_over_ssh_and_deletes_it(
+        lando: Any, tenant: Tenant, tmp_path: Path):
+    lando.write_config(**guest_settings(tenant, tmp_path))
 
     proc = lando.cli("cloud-check", "--json", timeout=300)
 
     report = json.loads(proc.stdout)
     phases = {p["name"]: p for p in report["phases"]}
-    assert proc.returncode == 3 and report["ok"] is False and report["missing"] == []
+    assert proc.returncode == 0 and report["ok"] is True and report["missing"] == [], proc.stdout + proc.stderr
     assert phases["choose the smallest allowed flavor"]["detail"].startswith(f"{FLAVOR} (1 vCPUs, 512 MB RAM)")
-    assert phases["find the image, network and quota a job needs"] == {
-        "name": "find the image, network and quota a job needs", "ok": True, "detail": f"image {IMAGE}",
-        "missing": False, "seconds": phases["find the image, network and quota a job needs"]["seconds"]}
-    assert phases["boot the VM and wait for SSH"]["ok"] is False  # the fake hypervisor's guest has no sshd
-    assert phases["delete the VM"]["ok"] is True
+    assert phases["find the image, network and quota a job needs"]["detail"] == f"image {IMAGE}"
+    assert re.fullmatch(r".* at 203\.0\.113\.\d+:22, host key ssh-ed25519 pinned",
+                        phases["boot the VM and wait for SSH"]["detail"])  # the floating IP, the console's key
+    assert phases["uname -a"]["detail"].startswith("Linux ")
+    assert phases["cwltool --version"]["ok"] and phases["delete the VM"]["ok"]
+    assert tenant.leftovers() == []
+
+
+# ---- whole jobs on real guests ------------------------------------------------------------------------------
+
+def servers_made_for(admin: Any, tenant: Tenant, job_id: int) -> list[str]:
+    """Every server (deleted ones too) Nova has made in the tenant's project for the job."""
+    return sorted(s.id for s in admin.compute.servers(all_projects=True, deleted=True,
+                                                        project_id=tenant.projects[tenant.project])
+                  if s.name.startswith(f"{tenant.prefix}-job-{job_id}-")) + sorted(
+        s.id for s in admin.compute.servers(all_projects=True, project_id=tenant.projects[tenant.project])
+        if s.name.startswith(f"{tenant.prefix}-job-{job_id}-"))
+
+
+def test_a_job_runs_to_F_on_a_real_guest_and_a_daemon_killed_mid_job_adopts_its_server(
+        lando: Any, daemon: Daemon, tenant: Tenant, admin: Any, tmp_path: Path):
+    lando.settings.update(guest_settings(tenant, tmp_path))
+    lando.write_config()
+    order = tmp_path / "sleep.yml"
+    order.write_text("seconds: 6\n")
+    job_id = lando.submit(WORKFLOWS / "sleep.cwl", order)
+    daemon.start()
+    send(lando, "start_job", job_id)
+    running = wait_job(lando, job_id, lambda j: "run_pid" in j.facts or finished(j), timeout=300, daemon=daemon)
+    assert running.state.value == "R", running.reason
+    server = admin.compute.get_server(running.vm.id)
+    fip = admin.network.get_ip(server.metadata[META_FLOATING_IP_ID])
+    volume = admin.block_storage.get_volume(server.metadata[META_VOLUME_ID])
+
+    daemon.stop(signal.SIGKILL)
+    daemon.start()
+    job = wait_job(lando, job_id, finished, timeout=300, daemon=daemon)
+
+    assert job.state.value == "F", job.reason
+    assert (Path(job.output_dir) / "done.txt").read_text() == "done\n"
+    assert running.vm.address == fip.floating_ip_address and volume.status == "in-use"
+    assert job.vm.id == server.id and servers_made_for(admin, tenant, job_id) == [server.id]  # adopted, not remade
+    assert job.vm.deleted and gone(admin, "server", server.id) and gone(admin, "volume", volume.id)
     assert tenant.leftovers() == []
 
 
