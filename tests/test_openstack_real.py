@@ -16,7 +16,7 @@ from typing import Any
 
 import openstack.exceptions as os_exc
 import pytest
-from conftest import WORKFLOWS, Daemon, finished, send, wait_job
+from conftest import WORKFLOWS, Daemon, finished, send, store_job, wait_job
 from openstack_api.helpers import running_service
 from openstack_api.real import FLAVOR, IMAGE, OSX, POOL, RealOpenStack, Tenant, admin_auth, connect, wait_for
 from openstack_guest.compute import Namespace, guests_left
@@ -689,12 +689,10 @@ def test_both_show_and_filter_servers_ports_floating_ips_and_volumes_alike(side:
 @pytest.mark.parametrize(("volume_size", "quota", "reason"), [
     (0, {"compute": {"instances": 0}}, "waiting for quota: instances 0 of 0 in use"),
     (1, {"volume": {"volumes": 0}}, "waiting for quota: volumes 0 of 0 in use")])
-def test_a_job_waits_in_S_with_the_reason_while_the_real_quota_is_full(
-        lando: Any, tenant: Tenant, volume_size: int, quota: dict[str, dict[str, int]], reason: str):
+def test_a_job_waits_in_S_with_the_reason_while_the_real_quota_is_full_then_runs_when_it_has_room(
+        lando: Any, tenant: Tenant, tmp_path: Path, volume_size: int, quota: dict[str, dict[str, int]], reason: str):
     tenant.set_quotas(**quota)
-    lando.write_config(cloud={"driver": "openstack", "installation_id": tenant.prefix},
-                       cloud_settings=openstack_settings(tenant, tenant.project, network_name=tenant.network),
-                       vm={"image": IMAGE, "flavor": FLAVOR, "volume_size": volume_size})
+    lando.write_config(**guest_settings(tenant, tmp_path, volume_size=volume_size))
     job_id = lando.submit(WORKFLOWS / "no_inputs.cwl")
     proc = lando.popen("job", str(job_id))
     try:
@@ -702,10 +700,16 @@ def test_a_job_waits_in_S_with_the_reason_while_the_real_quota_is_full(
         assert (job["state"], job["reason"]) == ("S", reason)
         assert tenant.leftovers() == []  # nothing made while it waits
         assert proc.poll() is None  # still waiting, not failed
+
+        tenant.reset_quotas()
+        assert proc.wait(timeout=300) == 0, proc.communicate()[1][-3000:]
     finally:
-        proc.terminate()
+        if proc.poll() is None:
+            proc.terminate()
         proc.communicate(timeout=60)
-    assert lando.status(job_id)["state"] == "C"  # `lando-ssh job` cancels its job on SIGTERM
+    job = lando.status(job_id)
+    assert (job["state"], job["reason"]) == ("F", "") and job["vm"]["deleted"]
+    assert tenant.leftovers() == []
 
 
 def test_a_job_whose_server_nova_puts_in_error_ends_E_with_novas_fault_and_leaves_nothing(
@@ -723,3 +727,62 @@ def test_a_job_whose_server_nova_puts_in_error_ends_E_with_novas_fault_and_leave
     assert proc.returncode == 1 and job["state"] == "E", proc.stderr
     assert "No valid host was found" in job["error"]  # Nova's fault
     assert tenant.leftovers() == []  # the server, its volume, port and floating IP are deleted
+
+
+def test_a_job_lives_through_keystone_going_down_and_the_daemon_runs_the_next_when_it_is_back(
+        lando: Any, daemon: Daemon, tenant: Tenant, admin: Any, tmp_path: Path):
+    lando.settings.update(guest_settings(tenant, tmp_path))
+    lando.write_config()
+    order = tmp_path / "sleep.yml"
+    order.write_text("seconds: 4\n")
+    first = lando.submit(WORKFLOWS / "sleep.cwl", order)
+    daemon.start()
+    send(lando, "start_job", first)
+    running = wait_job(lando, first, lambda j: "run_pid" in j.facts or finished(j), timeout=300, daemon=daemon)
+    assert running.state.value == "R", running.reason
+
+    with RealOpenStack.down("keystone"):
+        with pytest.raises(os_exc.SDKException):  # Keystone is down: no new login
+            connect(**tenant.user_auth()).authorize()
+        # Nova, Neutron and Cinder accept the token they have seen: the job ends and its VM is deleted meanwhile
+        job = wait_job(lando, first, finished, timeout=300, daemon=daemon)
+    second = lando.submit(WORKFLOWS / "no_inputs.cwl")
+    send(lando, "start_job", second)
+    then = wait_job(lando, second, finished, timeout=300, daemon=daemon)
+
+    assert job.state.value == "F" and job.vm.deleted, job.reason
+    assert (Path(job.output_dir) / "done.txt").read_text() == "done\n"
+    assert then.state.value == "F" and then.vm.deleted, then.reason
+    assert daemon.alive() and tenant.leftovers() == []
+
+
+def test_a_delete_nova_refuses_is_recorded_on_the_job_and_the_sweep_retries_it(
+        lando: Any, tenant: Tenant, admin: Any, tmp_path: Path):
+    lando.write_config(**guest_settings(tenant, tmp_path))
+    order = tmp_path / "sleep.yml"
+    order.write_text("seconds: 3\n")
+    job_id = lando.submit(WORKFLOWS / "sleep.cwl", order)
+    proc = lando.popen("job", str(job_id))
+    try:
+        running = wait_job(lando, job_id, lambda j: "run_pid" in j.facts or finished(j), timeout=300)
+        assert running.state.value == "R", running.reason
+        admin.compute.lock_server(running.vm.id)  # the admin locks it: Nova refuses the member's delete (409)
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.communicate(timeout=60)
+    job = store_job(lando, job_id)
+    server = admin.compute.get_server(running.vm.id)
+    ids = resources_of(admin, server)
+
+    assert job.state.value == "F", job.reason
+    assert re.search(f"could not delete VM {server.id}: .*Instance {server.id} is locked",
+                     job.facts["vm_delete_error"]), job.facts
+    assert server.status == "ACTIVE"  # kept, with its volume, port and floating IP
+    admin.compute.unlock_server(server)
+    swept = lando.cli("sweep", "--grace", "0", "--json", timeout=300)
+    assert swept.returncode == 0, swept.stderr
+    assert {item["kind"] for item in json.loads(swept.stdout) if item["deleted"]} >= {"vm"}
+    assert_all_gone(admin, ids)
+    assert tenant.leftovers() == []
