@@ -213,7 +213,7 @@ class Tenant:
         self.network = f"{self.prefix}-net"
         network = net.create_network(name=self.network, project_id=pid)
         subnet = net.create_subnet(name=f"{self.prefix}-subnet", network_id=network.id, project_id=pid,
-                                   ip_version=4, cidr="10.251.0.0/24")
+                                   ip_version=4, cidr=f"10.251.{secrets.randbelow(250) + 1}.0/24")
         public = net.find_network(POOL)
         self._router = net.create_router(name=f"{self.prefix}-router", project_id=pid,
                                          external_gateway_info={"network_id": public.id})
