@@ -4,7 +4,11 @@ of this run's own, and every server, volume, floating IP and port it makes is de
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
+import re
+import signal
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,11 +17,14 @@ from typing import Any
 
 import openstack.exceptions as os_exc
 import pytest
-from conftest import WORKFLOWS
+from conftest import WORKFLOWS, Daemon, finished, send, store_job, wait_job
 from openstack_api.helpers import running_service
-from openstack_api.real import FLAVOR, IMAGE, POOL, RealOpenStack, Tenant, connect, wait_for
+from openstack_api.real import FLAVOR, IMAGE, OSX, POOL, RealOpenStack, Tenant, admin_auth, connect, wait_for
+from openstack_guest.compute import Namespace, guests_left
+from openstack_guest.compute import install as install_guest_driver
 
 from lando_ssh.cloud import META_INSTALLATION, META_JOB_ID, META_MANAGED_BY, VmRequest
+from lando_ssh.cloud.cloudinit import host_keys_from_console
 from lando_ssh.cloud.openstack import META_FLOATING_IP_ID, META_PORT_ID, META_VM_ID, META_VOLUME_ID, OpenStackCloud
 from lando_ssh.config import CloudSettings, Config
 from lando_ssh.errors import CloudError, CloudNotFound, QuotaExceeded, UnknownJob, VmFailed
@@ -39,6 +46,11 @@ def stack() -> Iterator[RealOpenStack]:
     real = RealOpenStack()
     try:
         real.start()
+        admin = connect(**admin_auth())
+        try:
+            install_guest_driver(OSX, admin)  # Nova's servers get real guests (tests/openstack_guest)
+        finally:
+            admin.close()
     except RuntimeError as e:
         pytest.fail(str(e), pytrace=False)  # never a skip: CI must say the real cloud is missing
     yield real
@@ -52,8 +64,19 @@ def tenant(stack: RealOpenStack) -> Iterator[Tenant]:
     made.remove()
 
 
+@pytest.fixture(scope="module")
+def namespace(tenant: Tenant) -> Iterator[Namespace]:
+    """The test's network namespace for the tenant's network: its servers' guests live there."""
+    ns = Namespace.make(tenant.network_id, tenant.cidr, tenant.gateway)
+    yield ns
+    tenant.purge()
+    left = ns.addresses()
+    ns.remove()
+    assert (left, guests_left(OSX)) == ([], [])  # every guest destroyed with its server
+
+
 @pytest.fixture(autouse=True)
-def purged(tenant: Tenant) -> Iterator[None]:
+def purged(tenant: Tenant, namespace: Namespace) -> Iterator[None]:
     yield
     tenant.purge()  # a test that failed midway leaves nothing to the next (each asserts its own cleanup)
     tenant.reset_quotas()
@@ -114,6 +137,15 @@ def resources_of(admin: Any, server: Any) -> dict[str, str]:
             "floating_ip": meta[META_FLOATING_IP_ID]}
 
 
+def ssh_banner(address: str) -> bytes:
+    """The first line sshd on address:22 sends, or b"" while nothing answers."""
+    try:
+        with socket.create_connection((address, 22), timeout=5) as s:
+            return s.recv(64)
+    except OSError:
+        return b""
+
+
 class NoJobs:
     def get(self, job_id: int) -> Any:
         raise UnknownJob(f"no job {job_id}")
@@ -165,7 +197,7 @@ def test_unknown_network_security_group_pool_and_keypair_fail_naming_what_exists
 # ---- the whole cycle ----------------------------------------------------------------------------------------
 
 def test_a_vm_with_user_data_keypair_volume_port_and_floating_ip_is_made_marked_and_deleted(
-        config: Config, tenant: Tenant, admin: Any):
+        config: Config, tenant: Tenant, admin: Any, namespace: Namespace):
     user = connect(**tenant.user_auth())
     keypair = user.compute.create_keypair(name=f"{tenant.prefix}-facility")
     config.cloud_settings.ssh_key_name = keypair.name
@@ -195,7 +227,11 @@ def test_a_vm_with_user_data_keypair_volume_port_and_floating_ip_is_made_marked_
         assert vm.address == fip.floating_ip_address and vm.port == 22
         assert vm.volume_ids == [volume.id]
         assert vm.flavor is not None and (vm.flavor.name, vm.flavor.vcpus, vm.flavor.ram_mb) == (FLAVOR, 1, 512)
-        assert "FAKE CONSOLE OUTPUT" in cloud.console_log(vm.id)  # the fake hypervisor's console
+        # the guest (tests/openstack_guest): cloud-init's host keys on the console, sshd on the floating IP
+        assert wait_for(lambda: host_keys_from_console(cloud.console_log(vm.id)), "the host keys on the console")
+        assert wait_for(lambda: ssh_banner(vm.address), f"sshd answering on {vm.address}").startswith(b"SSH-2.0-")
+        assert sorted(namespace.addresses()) == sorted([f"{port.fixed_ips[0]['ip_address']}/24",
+                                                        f"{fip.floating_ip_address}/32"])
         assert [v.id for v in cloud.find_vms(request.metadata)] == [vm.id]
         assert cloud.get_vm(vm.id).status == "ACTIVE"
         assert cloud.quota().instances_used == 1
@@ -204,6 +240,7 @@ def test_a_vm_with_user_data_keypair_volume_port_and_floating_ip_is_made_marked_
         cloud.delete_vm(vm.id)
 
         assert_all_gone(admin, ids)
+        assert namespace.addresses() == [] and guests_left(OSX) == []  # the guest went with its server
         assert cloud.get_vm(vm.id) is None
         cloud.delete_vm(vm.id)  # again: nothing to do, no error
         with pytest.raises(CloudNotFound):
@@ -223,7 +260,8 @@ def test_a_vm_without_floating_ip_or_volume_is_reached_on_its_fixed_address(
         vm = cloud.wait_until_active(cloud.create_vm(job_request(tenant, 2)).id)
         port = admin.network.get_port(admin.compute.get_server(vm.id).metadata[META_PORT_ID])
 
-        assert vm.address == port.fixed_ips[0]["ip_address"] and vm.address.startswith("10.251.0.")
+        assert vm.address == port.fixed_ips[0]["ip_address"]
+        assert ipaddress.ip_address(vm.address) in ipaddress.ip_network(tenant.cidr)
         assert vm.volume_ids == []
         cloud.delete_vm(vm.id)
         assert gone(admin, "server", vm.id) and gone(admin, "port", port.id)
@@ -410,24 +448,70 @@ def test_cloud_check_names_a_missing_image_network_and_quota_in_one_sentence_eac
     assert tenant.leftovers() == []
 
 
-def test_cloud_check_finds_everything_then_boots_and_deletes_a_server_that_never_answers_ssh(
-        lando: Any, tenant: Tenant):
-    lando.write_config(cloud={"driver": "openstack", "installation_id": tenant.prefix},
-                       cloud_settings=openstack_settings(tenant, tenant.project, network_name=tenant.network,
-                                                         allocate_floating_ips=True, floating_ip_pool_name=POOL),
-                       vm={"image": IMAGE, "volume_size": 1, "boot_timeout": 15, "boot_retries": 0})
+def guest_settings(tenant: Tenant, tmp_path: Path, **vm: Any) -> dict[str, Any]:
+    """A lando config on the tenant's network with floating IPs, whose VMs are the real guests (root logs in; the
+    work dirs are apart under tmp_path, since the guests share this machine's filesystem)."""
+    return {"cloud": {"driver": "openstack", "installation_id": tenant.prefix},
+            "cloud_settings": openstack_settings(tenant, tenant.project, network_name=tenant.network,
+                                                 allocate_floating_ips=True, floating_ip_pool_name=POOL),
+            "vm": {"image": IMAGE, "flavor": FLAVOR, "volume_size": 1, "boot_timeout": 120, "ssh_timeout": 60,
+                   "user": "root", "work_dir": str(tmp_path / "vm-disks" / "{vm_name}"), **vm},
+            "cwl_base_command": ["cwltool", "--no-container"]}
+
+
+def test_cloud_check_boots_a_server_with_volume_and_floating_ip_reaches_it_over_ssh_and_deletes_it(
+        lando: Any, tenant: Tenant, tmp_path: Path):
+    lando.write_config(**guest_settings(tenant, tmp_path))
 
     proc = lando.cli("cloud-check", "--json", timeout=300)
 
     report = json.loads(proc.stdout)
     phases = {p["name"]: p for p in report["phases"]}
-    assert proc.returncode == 3 and report["ok"] is False and report["missing"] == []
+    assert proc.returncode == 0 and report["ok"] is True and report["missing"] == [], proc.stdout + proc.stderr
     assert phases["choose the smallest allowed flavor"]["detail"].startswith(f"{FLAVOR} (1 vCPUs, 512 MB RAM)")
-    assert phases["find the image, network and quota a job needs"] == {
-        "name": "find the image, network and quota a job needs", "ok": True, "detail": f"image {IMAGE}",
-        "missing": False, "seconds": phases["find the image, network and quota a job needs"]["seconds"]}
-    assert phases["boot the VM and wait for SSH"]["ok"] is False  # the fake hypervisor's guest has no sshd
-    assert phases["delete the VM"]["ok"] is True
+    assert phases["find the image, network and quota a job needs"]["detail"] == f"image {IMAGE}"
+    assert re.fullmatch(r".* at 203\.0\.113\.\d+:22, host key ssh-ed25519 pinned",
+                        phases["boot the VM and wait for SSH"]["detail"])  # the floating IP, the console's key
+    assert phases["uname -a"]["detail"].startswith("Linux ")
+    assert phases["cwltool --version"]["ok"] and phases["delete the VM"]["ok"]
+    assert tenant.leftovers() == []
+
+
+# ---- whole jobs on real guests ------------------------------------------------------------------------------
+
+def servers_made_for(admin: Any, tenant: Tenant, job_id: int) -> list[str]:
+    """Every server (deleted ones too) Nova has made in the tenant's project for the job."""
+    return sorted(s.id for s in admin.compute.servers(all_projects=True, deleted=True,
+                                                        project_id=tenant.projects[tenant.project])
+                  if s.name.startswith(f"{tenant.prefix}-job-{job_id}-")) + sorted(
+        s.id for s in admin.compute.servers(all_projects=True, project_id=tenant.projects[tenant.project])
+        if s.name.startswith(f"{tenant.prefix}-job-{job_id}-"))
+
+
+def test_a_job_runs_to_F_on_a_real_guest_and_a_daemon_killed_mid_job_adopts_its_server(
+        lando: Any, daemon: Daemon, tenant: Tenant, admin: Any, tmp_path: Path):
+    lando.settings.update(guest_settings(tenant, tmp_path))
+    lando.write_config()
+    order = tmp_path / "sleep.yml"
+    order.write_text("seconds: 6\n")
+    job_id = lando.submit(WORKFLOWS / "sleep.cwl", order)
+    daemon.start()
+    send(lando, "start_job", job_id)
+    running = wait_job(lando, job_id, lambda j: "run_pid" in j.facts or finished(j), timeout=300, daemon=daemon)
+    assert running.state.value == "R", running.reason
+    server = admin.compute.get_server(running.vm.id)
+    fip = admin.network.get_ip(server.metadata[META_FLOATING_IP_ID])
+    volume = admin.block_storage.get_volume(server.metadata[META_VOLUME_ID])
+
+    daemon.stop(signal.SIGKILL)
+    daemon.start()
+    job = wait_job(lando, job_id, finished, timeout=300, daemon=daemon)
+
+    assert job.state.value == "F", job.reason
+    assert (Path(job.output_dir) / "done.txt").read_text() == "done\n"
+    assert running.vm.address == fip.floating_ip_address and volume.status == "in-use"
+    assert job.vm.id == server.id and servers_made_for(admin, tenant, job_id) == [server.id]  # adopted, not remade
+    assert job.vm.deleted and gone(admin, "server", server.id) and gone(admin, "volume", volume.id)
     assert tenant.leftovers() == []
 
 
@@ -604,15 +688,14 @@ def test_both_show_and_filter_servers_ports_floating_ips_and_volumes_alike(side:
 
 # ---- faults the real services make ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("volume_size", "quota", "reason"), [
-    (0, {"compute": {"instances": 0}}, "waiting for quota: instances 0 of 0 in use"),
-    (1, {"volume": {"volumes": 0}}, "waiting for quota: volumes 0 of 0 in use")])
-def test_a_job_waits_in_S_with_the_reason_while_the_real_quota_is_full(
-        lando: Any, tenant: Tenant, volume_size: int, quota: dict[str, dict[str, int]], reason: str):
+@pytest.mark.parametrize(("volume_size", "quota", "reason", "then_runs"), [
+    (0, {"compute": {"instances": 0}}, "waiting for quota: instances 0 of 0 in use", True),
+    (1, {"volume": {"volumes": 0}}, "waiting for quota: volumes 0 of 0 in use", False)])
+def test_a_job_waits_in_S_with_the_reason_while_the_real_quota_is_full_and_runs_when_it_has_room(
+        lando: Any, tenant: Tenant, tmp_path: Path, volume_size: int, quota: dict[str, dict[str, int]], reason: str,
+        then_runs: bool):
     tenant.set_quotas(**quota)
-    lando.write_config(cloud={"driver": "openstack", "installation_id": tenant.prefix},
-                       cloud_settings=openstack_settings(tenant, tenant.project, network_name=tenant.network),
-                       vm={"image": IMAGE, "flavor": FLAVOR, "volume_size": volume_size})
+    lando.write_config(**guest_settings(tenant, tmp_path, volume_size=volume_size))
     job_id = lando.submit(WORKFLOWS / "no_inputs.cwl")
     proc = lando.popen("job", str(job_id))
     try:
@@ -620,10 +703,19 @@ def test_a_job_waits_in_S_with_the_reason_while_the_real_quota_is_full(
         assert (job["state"], job["reason"]) == ("S", reason)
         assert tenant.leftovers() == []  # nothing made while it waits
         assert proc.poll() is None  # still waiting, not failed
+        if then_runs:  # (the volume case stops here: a second whole job would add a minute to CI)
+            tenant.reset_quotas()
+            assert proc.wait(timeout=300) == 0, proc.communicate()[1][-3000:]
     finally:
-        proc.terminate()
+        if proc.poll() is None:
+            proc.terminate()
         proc.communicate(timeout=60)
-    assert lando.status(job_id)["state"] == "C"  # `lando-ssh job` cancels its job on SIGTERM
+    job = lando.status(job_id)
+    if then_runs:
+        assert (job["state"], job["reason"]) == ("F", "") and job["vm"]["deleted"]
+    else:
+        assert job["state"] == "C"  # `lando-ssh job` cancels its job on SIGTERM
+    assert tenant.leftovers() == []
 
 
 def test_a_job_whose_server_nova_puts_in_error_ends_E_with_novas_fault_and_leaves_nothing(
@@ -641,3 +733,57 @@ def test_a_job_whose_server_nova_puts_in_error_ends_E_with_novas_fault_and_leave
     assert proc.returncode == 1 and job["state"] == "E", proc.stderr
     assert "No valid host was found" in job["error"]  # Nova's fault
     assert tenant.leftovers() == []  # the server, its volume, port and floating IP are deleted
+
+
+def test_a_job_lives_through_keystone_going_down(lando: Any, daemon: Daemon, tenant: Tenant, tmp_path: Path):
+    lando.settings.update(guest_settings(tenant, tmp_path))
+    lando.write_config()
+    order = tmp_path / "sleep.yml"
+    order.write_text("seconds: 4\n")
+    job_id = lando.submit(WORKFLOWS / "sleep.cwl", order)
+    daemon.start()
+    send(lando, "start_job", job_id)
+    running = wait_job(lando, job_id, lambda j: "run_pid" in j.facts or finished(j), timeout=300, daemon=daemon)
+    assert running.state.value == "R", running.reason
+
+    with RealOpenStack.down("keystone"):  # only this stack's keystone; started again after the block
+        with pytest.raises(os_exc.SDKException):  # Keystone is down: no new login
+            connect(**tenant.user_auth()).authorize()
+        # Nova, Neutron and Cinder accept the token they have seen: the job ends and its VM is deleted meanwhile
+        job = wait_job(lando, job_id, finished, timeout=300, daemon=daemon)
+
+    assert job.state.value == "F" and job.vm.deleted, job.reason
+    assert (Path(job.output_dir) / "done.txt").read_text() == "done\n"
+    assert daemon.alive() and tenant.leftovers() == []
+
+
+def test_a_delete_nova_refuses_is_recorded_on_the_job_and_the_sweep_retries_it(
+        lando: Any, tenant: Tenant, admin: Any, tmp_path: Path):
+    lando.write_config(**guest_settings(tenant, tmp_path))
+    order = tmp_path / "sleep.yml"
+    order.write_text("seconds: 3\n")
+    job_id = lando.submit(WORKFLOWS / "sleep.cwl", order)
+    proc = lando.popen("job", str(job_id))
+    try:
+        running = wait_job(lando, job_id, lambda j: "run_pid" in j.facts or finished(j), timeout=300)
+        assert running.state.value == "R", running.reason
+        admin.compute.lock_server(running.vm.id)  # the admin locks it: Nova refuses the member's delete (409)
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.communicate(timeout=60)
+    job = store_job(lando, job_id)
+    server = admin.compute.get_server(running.vm.id)
+    ids = resources_of(admin, server)
+
+    assert job.state.value == "F", job.reason
+    assert re.search(f"could not delete VM {server.id}: .*Instance {server.id} is locked",
+                     job.facts["vm_delete_error"]), job.facts
+    assert server.status == "ACTIVE"  # kept, with its volume, port and floating IP
+    admin.compute.unlock_server(server)
+    swept = lando.cli("sweep", "--grace", "0", "--json", timeout=300)
+    assert swept.returncode == 0, swept.stderr
+    assert {item["kind"] for item in json.loads(swept.stdout) if item["deleted"]} >= {"vm"}
+    assert_all_gone(admin, ids)
+    assert tenant.leftovers() == []

@@ -78,6 +78,8 @@ import keystoneauth1.exceptions as ks_exc
 import openstack
 import openstack.exceptions as os_exc
 import requests
+from openstack.network.v2.floating_ip import FloatingIP
+from openstack.network.v2.port import Port
 
 from lando_ssh.cloud import META_TOKEN, Flavor, Orphan, Quota, VmInfo, VmRequest
 from lando_ssh.config import Config
@@ -427,11 +429,12 @@ class _Project:
     def create_vm(self, request: VmRequest) -> VmInfo:
         flavor = self._resolve_flavor(request.flavor)
         image_id = self._resolve_image(request.image)
-        network_id = self._resolve_network(request.network)
+        networks = self._networks()  # one listing for the network and the floating IP pool
+        network_id = self._resolve_network(request.network, networks)
         group_ids = self._resolve_security_groups()
         allocate = self.settings.allocate_floating_ips if request.allocate_floating_ip is None \
             else request.allocate_floating_ip
-        pool_id = self._resolve_floating_pool(request.floating_ip_pool) if allocate else None
+        pool_id = self._resolve_floating_pool(request.floating_ip_pool, networks) if allocate else None
         key_name = self._resolve_keypair(request.key_name or self.settings.ssh_key_name)
         existing = self._server_named(request)
         if existing is not None:
@@ -634,8 +637,8 @@ class _Project:
     def _networks(self) -> list[Any]:
         return self._retrying("list networks", lambda: list(self.conn.network.networks()))
 
-    def _resolve_network(self, wanted: str | None = None) -> str:
-        networks = self._networks()
+    def _resolve_network(self, wanted: str | None = None, networks: list[Any] | None = None) -> str:
+        networks = self._networks() if networks is None else networks
         internal = [n for n in networks if not n.is_router_external]
         return _named_or_only(wanted or self.settings.network_name, networks, internal, "network", "networks",
                               "cloud_settings.network_name")
@@ -653,8 +656,8 @@ class _Project:
             ids.append(str(match[0].id))
         return ids
 
-    def _resolve_floating_pool(self, wanted: str | None = None) -> str:
-        external = [n for n in self._networks() if n.is_router_external]
+    def _resolve_floating_pool(self, wanted: str | None = None, networks: list[Any] | None = None) -> str:
+        external = [n for n in (self._networks() if networks is None else networks) if n.is_router_external]
         return _named_or_only(wanted or self.settings.floating_ip_pool_name, external, external, "floating IP pool",
                               "external networks", "cloud_settings.floating_ip_pool_name")
 
@@ -771,9 +774,8 @@ class _Project:
             if kind == "volume":
                 self._retrying("mark the volume", functools.partial(
                     self.conn.block_storage.set_volume_metadata, rid, **{META_VM_ID: server_id}))
-            elif kind in ("port", "floating_ip"):
-                get = net.get_port if kind == "port" else net.get_ip
-                resource = self._retrying(f"read {kind} {rid}", functools.partial(get, rid))
+            elif kind in ("port", "floating_ip"):  # tags are replaced whole: no need to read the resource first
+                resource = (Port if kind == "port" else FloatingIP).existing(id=rid)
                 self._retrying(f"mark {kind} {rid}", functools.partial(net.set_tags, resource, [*tags, mark]))
 
     def _server_named(self, request: VmRequest) -> Any:

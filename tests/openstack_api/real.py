@@ -12,12 +12,15 @@ what `make` made.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import secrets
+import signal
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,6 +118,29 @@ class RealOpenStack:
     def _tail(self) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
 
+    @staticmethod
+    @contextlib.contextmanager
+    def down(service: str) -> Iterator[None]:
+        """One service of the stack (a name of setup.sh's $OSX/run/NAME.pid: keystone, cinder-api...) stopped for
+        the block, then started again with the same command line and waited for; the others are untouched."""
+        pid_file = OSX / "run" / f"{service}.pid"
+        pid = int(pid_file.read_text())
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        environ = dict(line.split(b"=", 1) for line in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                       if b"=" in line)
+        os.killpg(pid, signal.SIGTERM)
+        wait_for(lambda: subprocess.run(["pgrep", "-s", str(pid)], capture_output=True).returncode != 0,
+                 f"{service} stopped", 60)
+        try:
+            yield
+        finally:
+            with open(OSX / "log" / f"{service}.out", "a") as out:
+                proc = subprocess.Popen(argv, env=environ, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                                        start_new_session=True)
+            pid_file.write_text(f"{proc.pid}\n")
+            wait_for(lambda: proc.poll() is not None or all(_answers(u) for u in APIS), f"{service} answering", 120)
+            assert proc.poll() is None, f"{service} did not start again; see {OSX / 'log'}"
+
     def stop(self) -> None:
         """stop.sh, when this run started the stack and no other run is using it."""
         if self._lock is None:
@@ -144,6 +170,9 @@ class Tenant:
     projects: dict[str, str] = field(default_factory=dict)  # name -> id
     user_id: str = ""
     network: str = ""
+    network_id: str = ""
+    cidr: str = ""
+    gateway: str = ""
     huge_flavor: str = ""
     _router: Any = None
     _made: list[tuple[str, str]] = field(default_factory=list)
@@ -184,12 +213,13 @@ class Tenant:
         self.network = f"{self.prefix}-net"
         network = net.create_network(name=self.network, project_id=pid)
         subnet = net.create_subnet(name=f"{self.prefix}-subnet", network_id=network.id, project_id=pid,
-                                   ip_version=4, cidr="10.251.0.0/24")
+                                   ip_version=4, cidr=f"10.251.{secrets.randbelow(250) + 1}.0/24")
         public = net.find_network(POOL)
         self._router = net.create_router(name=f"{self.prefix}-router", project_id=pid,
                                          external_gateway_info={"network_id": public.id})
         net.add_interface_to_router(self._router, subnet_id=subnet.id)
         self._made += [("network", network.id), ("subnet", subnet.id)]  # deleted in reverse
+        self.network_id, self.cidr, self.gateway = network.id, subnet.cidr, subnet.gateway_ip
         # bigger than the fake hypervisor (800,000 MB of RAM): the scheduler finds no host, the server goes to ERROR
         huge = self.admin.compute.create_flavor(name=f"{self.prefix}-huge", vcpus=1, ram=4_000_000, disk=1,
                                                 is_public=False)
