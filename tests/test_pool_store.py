@@ -2,6 +2,7 @@
 that never put more on a VM than it has, with threads (and two stores, as two servers) racing for it."""
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Iterator
@@ -18,8 +19,9 @@ from lando_ssh.store import open_store
 SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
+@contextlib.contextmanager
+def _database() -> Iterator[str]:
+    """A PostgreSQL database of its own, dropped after."""
     name = f"lando_test_{uuid.uuid4().hex[:10]}"
     try:
         admin = psycopg.connect(f"{SERVER}/postgres", autocommit=True, connect_timeout=5)
@@ -27,9 +29,24 @@ def pg_url() -> Iterator[str]:
         pytest.fail(f"PostgreSQL at {SERVER} is needed by these tests and is not reachable: {e}", pytrace=False)
     with admin:
         admin.execute(f"CREATE DATABASE {name}")
-    yield f"{SERVER}/{name}"
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    try:
+        yield f"{SERVER}/{name}"
+    finally:
+        with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    with _database() as url:
+        yield url
+
+
+@pytest.fixture
+def own_pg_url() -> Iterator[str]:
+    """A database no other test's VMs are in (a pool's limits count every VM of its store)."""
+    with _database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -284,7 +301,7 @@ def test_a_store_made_before_the_pool_gains_its_vms_table_and_keeps_its_jobs(pg_
             db.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-def test_two_pool_servers_running_at_once_on_postgresql_keep_every_promise(pg_url: str) -> None:
+def test_two_pool_servers_running_at_once_on_postgresql_keep_every_promise(own_pg_url: str) -> None:
     """Two managers in two threads, each with its own connection pool, one fake cloud with faults: each server
     drives the jobs it holds the lease of, and also offers the other's (as a server whose lease check is late
     would): never oversubscribed, no job on two VMs, every job done once, no VM left."""
@@ -302,7 +319,7 @@ def test_two_pool_servers_running_at_once_on_postgresql_keep_every_promise(pg_ur
     tags = {"lando_installation": installation}
     cloud = FakeCloud(FLAVORS, create_error_rate=0.1, delete_error_rate=0.1, boot_polls=2, seed=3)
     settings = PoolSettings(installation=installation, tags=tags, health_interval=0, boot_timeout=30)
-    stores = [open_vm_store(pg_url), open_vm_store(pg_url)]
+    stores = [open_vm_store(own_pg_url), open_vm_store(own_pg_url)]
     servers = [PoolManager(s, cloud, FakeLauncher(tags), FakeRemotes(cloud), policy=PoolPolicy(Share.ANY, True, 0),
                            limits=Limits(max_vms=5), settings=settings) for s in stores]
     mine = {0: set(range(1, 26)), 1: set(range(26, 51))}
