@@ -73,8 +73,12 @@ class EarlyVm:
 
         key = ""
         try:
-            if not room_now(self.config, journal_of(self.config)):  # the job would wait for room first
-                return
+            journal = journal_of(self.config)
+            try:
+                if not room_now(self.config, journal):  # the job would wait for room first
+                    return
+            finally:
+                journal.store.close()
             self.cloud = cloud = open_cloud(self.config)
             if not callable(getattr(cloud, "tag_vm", None)):
                 return
