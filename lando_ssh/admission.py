@@ -34,9 +34,7 @@ def wait_for_room(config: Config, journal: Journal, cloud: Cloud, job_id: int, c
             return
         others = [j for j in journal.list(ACTIVE_STATES) if j.id != job_id]
         running = [j for j in others if not _waiting(j)]
-        limits = config.limits
-        if not (limits.max_vms or limits.max_cores or limits.max_ram_gb) and \
-                not (limits.max_concurrent_jobs and len(running) >= limits.max_concurrent_jobs):
+        if _free_slot(config, running):
             return  # a free slot, and no limit that needs the flavors' sizes (the cloud's quota: see above)
         try:
             flavors = cloud.flavors()
@@ -62,6 +60,18 @@ def wait_for_room(config: Config, journal: Journal, cloud: Cloud, job_id: int, c
         cancel.wait(min(config.poll_interval, LOOK_AGAIN))
         if journal.get(job_id).state == JobState.CANCELING:
             return
+
+
+def room_now(config: Config, journal: Journal) -> bool:
+    """Whether a new job would start at once, with no look at the cloud (`wait_for_room` returns at once)."""
+    return _free_slot(config, [j for j in journal.list(ACTIVE_STATES) if not _waiting(j)])
+
+
+def _free_slot(config: Config, running: list[Job]) -> bool:
+    """A free job slot, and no limit that needs the flavors' sizes."""
+    limits = config.limits
+    return not (limits.max_vms or limits.max_cores or limits.max_ram_gb) and \
+        not (limits.max_concurrent_jobs and len(running) >= limits.max_concurrent_jobs)
 
 
 def _waiting(job: Job) -> bool:

@@ -627,9 +627,18 @@ def cmd_cwl_runner(config: Config, args: argparse.Namespace) -> int:
         raise BadInput(f"the output directory {outdir} cannot be created: {e.strerror}") from None
     if not os.access(outdir, os.W_OK | os.X_OK):
         raise BadInput(f"the output directory {outdir} is not writable")
-    job = submit_job(config, workflow, job_order, name=args.name, flavor=args.flavor, image=args.image,
-                     volume_size=args.volume_size, output_dir=outdir, input_args=input_args,
-                     cwltool_args=args.cwltool_args, outputs_only=True, output_url=args.output_url)
+    from lando_ssh.earlyvm import EarlyVm
+
+    # the VM boots while cwltool validates; a refused workflow deletes it and is refused as ever (see earlyvm)
+    early = EarlyVm.begin(config, VmSpec(flavor=args.flavor, image=args.image, volume_size=args.volume_size))
+    try:
+        job = submit_job(config, workflow, job_order, name=args.name, flavor=args.flavor, image=args.image,
+                         volume_size=args.volume_size, output_dir=outdir, input_args=input_args,
+                         cwltool_args=args.cwltool_args, outputs_only=True, output_url=args.output_url)
+    except BaseException:
+        early.discard()
+        raise
+    early.hand_to(_journal(config), job)
     _hold_gc()  # cwltool's validation is behind us
     job = run_job_foreground(config, job.id, quiet=args.quiet)
     if job.state == JobState.FINISHED:

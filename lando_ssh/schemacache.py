@@ -1,10 +1,12 @@
 """cwltool's CWL schemas, loaded once and kept in files: the server's and the VM's cwltool each load them from
-scratch (~0.5 s of YAML parsing for v1.2 and v1.0, which every run loads), the same objects every time.
+scratch (~0.5 s of YAML parsing for v1.2 and v1.0, which every run loads, and ~0.13 s for schema-salad's
+metaschema, which every process cwltool loads asks for), the same objects every time.
 
 `install(directory)` makes cwltool's `get_schema` take a schema from `directory` (a pickle of exactly what
-`get_schema` built) and save one it had to build, and nothing else changes: a schema made with cwltool's
-extensions (`--enable-ext`) is never saved or taken. The files are kept per cwltool and schema-salad version
-(`schemas_dir`); a directory of other versions is never read.
+`get_schema` built) and save one it had to build, and fills schema-salad's own cache of its metaschema (what
+`schema_salad.schema.get_metaschema` builds, kept there as `metaschema.pickle`); nothing else changes: a schema
+made with cwltool's extensions (`--enable-ext`) is never saved or taken. The files are kept per cwltool and
+schema-salad version (`schemas_dir`); a directory of other versions is never read.
 
 This file is also sent with each job (standard library only, cwltool imported when used), with the schemas:
 `vmcwltool` installs them in the VM's cwltool when it is of the same versions.
@@ -17,6 +19,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 _installed: list[str] = []  # the directory in use (one per process)
+METASCHEMA = "metaschema.pickle"  # beside the CWL schemas (v1.2.pickle...): schema-salad's metaschema
 
 
 def versions_tag() -> str:
@@ -103,6 +106,29 @@ def install(directory: str) -> None:
 
     cwltool.process.get_schema = get_schema
     cwltool.load_tool.get_schema = get_schema
+    _install_metaschema(os.path.join(directory, METASCHEMA))
+
+
+def _install_metaschema(path: str) -> None:
+    """Fill schema-salad's cache of its metaschema (`get_metaschema` returns what it holds) from `path`, else build
+    it once and save it there. Each cwltool Process asks for it (its types are made with its vocabulary)."""
+    import pickle
+
+    import schema_salad.schema as salad
+
+    if salad.cached_metaschema is not None:
+        return
+    try:
+        with open(path, "rb") as f:
+            taken = pickle.load(f)  # noqa: S301  (written by lando-ssh itself, see _save)
+        if isinstance(taken, tuple) and len(taken) == 3:
+            salad.cached_metaschema = taken
+            return
+    except FileNotFoundError:
+        pass
+    except Exception as e:  # a damaged file: build it again
+        log.debug("the cached metaschema %s cannot be read: %s", path, e)
+    _save(salad.get_metaschema(), path)
 
 
 def _save(schema: Any, path: str) -> None:

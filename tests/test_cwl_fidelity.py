@@ -90,6 +90,20 @@ def test_cwl_runner_gives_what_bare_cwltool_gives(lando: Lando, tmp_path: Path, 
         assert [e["basename"] for e in got["listing"]] == [e["basename"] for e in want["listing"]] == ["inner"]
 
 
+def test_a_run_that_writes_no_file_prints_its_output_object_as_cwltool_does(lando: Lando, tmp_path: Path):
+    """cwltool makes no outdir for a run without output files (the conformance tests expression_any...)."""
+    tool = tmp_path / "number.cwl"
+    tool.write_text("cwlVersion: v1.2\nclass: ExpressionTool\nrequirements: {InlineJavascriptRequirement: {}}\n"
+                    "inputs: {n: {type: int, default: 41}}\noutputs: {m: int}\nexpression: '$({m: inputs.n + 1})'\n")
+    expected = bare_cwltool(tmp_path / "cwltool", str(tool))
+
+    ran = lando.cli("cwl-runner", "--quiet", "--outdir", str(tmp_path / "lando"), str(tool))
+
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout) == expected == {"m": 42}
+    assert list((tmp_path / "lando").iterdir()) == []
+
+
 def test_a_file_name_cwl_allows_and_cwltool_refuses_is_run_with_relaxed_path_checks(lando: Lando, tmp_path: Path):
     """`item #1.txt` (a `%23` in the job order's location): cwltool's default path checks refuse it, CWL does not
     (the conformance test filename_with_hash_mark)."""

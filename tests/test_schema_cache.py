@@ -23,7 +23,7 @@ def test_submit_saves_the_schemas_it_loads_and_the_next_submit_takes_them(lando:
 
     second = lando.submit(WORKFLOWS / "scatter.cwl", WORKFLOWS / "scatter.yml")
 
-    assert set(first) == {"v1.0.pickle", "v1.2.pickle"}
+    assert set(first) == {"v1.0.pickle", "v1.2.pickle", schemacache.METASCHEMA}
     assert {p.name: p.stat().st_mtime_ns for p in saved.iterdir()} == first  # taken, not built again
     assert lando.status(second)["state"] == "N"
 
@@ -35,13 +35,13 @@ def test_a_schema_made_with_cwltools_extensions_is_not_saved(lando: Lando):
     assert not saved.exists() or "v1.2.pickle" not in os.listdir(saved)
 
 
-def _vm_side(tmp_path: Path, tag: str, schema: object) -> subprocess.CompletedProcess:
-    """`lando-cwltool` as the VM runs it, with `schema` as the saved v1.2 schema of the versions `tag`."""
+def _vm_side(tmp_path: Path, tag: str, schema: object, saved_as: str = "v1.2.pickle") -> subprocess.CompletedProcess:
+    """`lando-cwltool` as the VM runs it, with `schema` saved as the v1.2 schema (or `saved_as`) of versions `tag`."""
     (tmp_path / "bin").mkdir()
     for name, data in schemacache.files_for_vm(str(tmp_path / "none")).items():
         (tmp_path / name).write_bytes(data)
     (tmp_path / "schemas" / tag).mkdir(parents=True)
-    (tmp_path / "schemas" / tag / "v1.2.pickle").write_bytes(pickle.dumps(schema))
+    (tmp_path / "schemas" / tag / saved_as).write_bytes(pickle.dumps(schema))
     (tmp_path / "bin" / "lando-cwltool").write_bytes((REPO / "remote_scripts" / "lando-cwltool").read_bytes())
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     return subprocess.run(["sh", str(tmp_path / "bin" / "lando-cwltool"), str(tmp_path), str(tmp_path / "schemas"),
@@ -56,6 +56,23 @@ def test_the_vms_cwltool_takes_the_schemas_of_its_own_version_from_the_server(tm
     assert ran.returncode != 0
     assert "is valid CWL" not in ran.stdout + ran.stderr
     assert "'str' object has no attribute 'ctx'" in ran.stdout + ran.stderr  # the 3 words taken as its schema
+
+
+def test_the_vms_cwltool_takes_schema_salads_metaschema_from_the_server(tmp_path: Path):
+    # three items, as get_metaschema returns, but not the metaschema: taken, cwltool cannot make its types with it
+    ran = _vm_side(tmp_path, schemacache.versions_tag(), ("not", "the", "metaschema"), schemacache.METASCHEMA)
+
+    assert ran.returncode != 0
+    assert "is valid CWL" not in ran.stdout + ran.stderr
+
+
+def test_a_damaged_metaschema_file_is_built_again_and_saved_whole(tmp_path: Path):
+    ran = _vm_side(tmp_path, schemacache.versions_tag(), "damaged", schemacache.METASCHEMA)
+
+    assert ran.returncode == 0, ran.stderr
+    assert "is valid CWL" in ran.stdout + ran.stderr
+    saved = pickle.loads((tmp_path / "schemas" / schemacache.versions_tag() / schemacache.METASCHEMA).read_bytes())
+    assert isinstance(saved, tuple) and len(saved) == 3
 
 
 def test_the_vms_cwltool_loads_its_own_schemas_when_the_servers_are_of_another_version(tmp_path: Path):

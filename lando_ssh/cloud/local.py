@@ -160,6 +160,17 @@ class LocalCloud:
     def find_vms(self, metadata: dict[str, str]) -> list[VmInfo]:
         return [v for v in self._all() if all(v.metadata.get(k) == val for k, val in metadata.items())]
 
+    def tag_vm(self, vm_id: str, metadata: dict[str, str]) -> None:
+        """Add `metadata` to the VM's (as Nova's server metadata update does)."""
+        vm_dir = self._dir(vm_id)
+        meta = _meta(vm_dir)
+        if not meta:
+            raise CloudNotFound(f"VM {vm_id} does not exist")
+        meta["metadata"] = {**(meta.get("metadata") or {}), **metadata}
+        tmp = os.path.join(vm_dir, "meta.json.tmp")
+        self._write(vm_dir, "meta.json.tmp", json.dumps(meta))
+        os.replace(tmp, os.path.join(vm_dir, "meta.json"))  # whole: a sweep may be reading it
+
     def console_log(self, vm_id: str) -> str:
         if self._internal_errors < self.settings.internal_errors:
             self._internal_errors += 1
