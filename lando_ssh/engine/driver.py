@@ -116,7 +116,7 @@ class Engine(Runtime):
             self.close(job_id)
 
     def _fail(self, job_id: int, step: JobStep, error: LandoError) -> Job:
-        return policy.fail(self, job_id, step, explain_vm_loss(self, job_id, error))
+        return policy.fail(self, job_id, step, explain_vm_loss(self, job_id, step, error))
 
     def _begin(self, job_id: int) -> Job:
         job = self.journal.get(job_id)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 
-from lando_ssh.errors import HostKeyMismatch, LandoError, SshAuthRefused, VmFailed, VmUnreachable
-from lando_ssh.model import Job
+from lando_ssh.errors import LandoError, VmFailed
+from lando_ssh.model import Job, JobStep
 
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+#: the steps that work on the VM over SSH (V has its own word for a VM in ERROR; T deletes it)
+ON_THE_VM = (JobStep.STAGING, JobStep.RUNNING, JobStep.ORGANIZE_OUTPUT, JobStep.STORE_OUTPUT)
 
 
 def vm_fate(rt: Runtime, job: Job) -> str | None:
@@ -29,10 +32,15 @@ def vm_fate(rt: Runtime, job: Job) -> str | None:
     return None
 
 
-def explain_vm_loss(rt: Runtime, job_id: int, error: LandoError) -> LandoError:
-    """A step's failure to reach the job's VM, said as the cloud's fault when the VM died or is gone (VmFailed);
-    any other error, or a VM the cloud says is fine, as it was."""
-    if not isinstance(error, VmUnreachable) or isinstance(error, (HostKeyMismatch, SshAuthRefused)):
+def explain_vm_loss(rt: Runtime, job_id: int, step: JobStep, error: LandoError) -> LandoError:
+    """A failure of a step that works on the job's VM (S, R, o, O), said as the cloud's fault when the VM died or is
+    gone (VmFailed, the step's own error after it): a dying VM fails its commands in many ways (a dropped
+    connection, a refused key, a file gone from under a command); any other failure, or one on a VM the cloud says
+    is fine, as it was."""
+    if step not in ON_THE_VM or isinstance(error, VmFailed):
         return error
     fate = vm_fate(rt, rt.journal.get(job_id))
-    return VmFailed(f"{fate} ({error})") if fate else error
+    if not fate:
+        return error
+    first, _, rest = str(error).partition("\n")  # (the error's first line is the job's reason's)
+    return VmFailed(f"{fate} ({first})" + (f"\n{rest}" if rest else ""))
