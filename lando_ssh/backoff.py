@@ -1,5 +1,5 @@
-"""The one back-off of lando-ssh: delays that double up to a ceiling. The broker's reconnects and the engine's
-retries of a step after an internal error wait by it."""
+"""The one back-off of lando-ssh: delays that double up to a ceiling. The broker's reconnects, the engine's
+retries of a step after an internal error or a job-store failure, and its bookkeeping the store refused, wait by it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
+import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import paramiko
 import pytest
 import yaml
-from conftest import WORKFLOWS, Lando, SlowFile
+from conftest import WORKFLOWS, Lando, SlowFile, store_job
 
 from lando_ssh.cloud import VmInfo, VmRequest
 from lando_ssh.cloud.cloudinit import UserDataParams, host_keys_from_console, render_user_data
 from lando_ssh.cloud.local import LocalCloud
-from lando_ssh.errors import HostKeyMismatch
+from lando_ssh.engine import Engine
+from lando_ssh.errors import HostKeyMismatch, StoreUnavailable
+from lando_ssh.journal import Journal
 from lando_ssh.keys import JobKeys, generate_keypair
+from lando_ssh.model import Job, JobState, JobStep
 from lando_ssh.remote import Endpoint, Remote
+from lando_ssh.store import JobStore, open_store
 
 
 def needs_root() -> None:
@@ -249,9 +256,32 @@ def test_the_local_clouds_random_faults_name_their_knob_and_a_vm_that_dies_mid_r
     order = tmp_path / "order.yml"
     order.write_text("seconds: 30\n")
     job = run_failing(lando, lando.submit(WORKFLOWS / "sleep.cwl", order))
-    # (the pipeline does not yet read the VM's ERROR status and its fault "the VM died": it says what it saw)
-    assert job["step"] in ("S", "R"), job["reason"]
-    assert "unreachable" in job["reason"] or "stopped without recording an exit code" in job["reason"], job["reason"]
+    assert job["step"] in ("S", "R"), job["reason"]  # (it dies as the inputs go or as the workflow runs)
+    vm = job["vm"]["name"]
+    assert f"VM {vm} went to ERROR: the VM died (the local cloud's fault knob cloud.local.die_fraction)" \
+        in job["reason"], job["reason"]
+
+
+def test_a_vm_deleted_behind_lando_s_back_mid_run_fails_its_job_saying_it_no_longer_exists(lando: Lando,
+                                                                                         tmp_path: Path):
+    lando.write_config(health={"interval": 0.5, "grace": 60},  # (not waited out: the cloud says the VM is gone)
+                       cwl_base_command=["sh", "-c", 'sleep "$0"; echo "{}"', "30"])
+    order = tmp_path / "order.yml"
+    order.write_text("seconds: 30\n")
+    job_id = lando.submit(WORKFLOWS / "sleep.cwl", order)
+    runner = lando.popen("job", str(job_id))
+    try:
+        running = lando.wait_for(job_id, lambda j: j["step"] == "R" and j["run"]["run_pid"] is not None)
+        LocalCloud(lando.config()).delete_vm(running["vm"]["id"])  # an admin's `openstack server delete`
+        assert runner.wait(timeout=60) == 1
+    finally:
+        runner.kill()
+        runner.wait()
+    job = lando.status(job_id)
+    assert (job["state"], job["step"]) == ("E", "R")
+    assert job["reason"].startswith(f"step R (run workflow) failed: VM {running['vm']['name']} no longer exists in "
+                                    "the cloud"), job["reason"]
+    assert lando.vm_dirs() == []
 
 
 def test_a_vm_whose_ssh_connections_are_cut_still_runs_its_job(lando: Lando, tmp_path: Path):
@@ -263,4 +293,91 @@ def test_a_vm_whose_ssh_connections_are_cut_still_runs_its_job(lando: Lando, tmp
     proc = lando.cli("job", str(job_id))
     assert proc.returncode == 0, proc.stderr
     assert lando.status(job_id)["state"] == "F"
+    assert lando.vm_dirs() == []
+
+
+Write = Callable[[Job, Job], bool]  # (the job before a change, after it): is this the write that fails?
+
+
+class StoreThatFailsOnce:
+    """The job store, refusing once each of the writes `fails` picks as a locked SQLite file refuses it (a
+    PostgreSQL store that lost its connection raises the same StoreUnavailable); every other call is the store's."""
+
+    def __init__(self, store: JobStore, *fails: Write):
+        self.store = store
+        self.fails = list(fails)
+        self.refused: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def update(self, job_id: int, change: Callable[[Job], object]) -> Job:
+        before = self.store.get(job_id)
+        after = copy.deepcopy(before)
+        change(after)
+        for fail in self.fails:
+            if fail(before, after):
+                self.fails.remove(fail)
+                self.refused.append(f"{after.state.value}/{after.step.value}")
+                raise StoreUnavailable(f"the job store {self.store.path} cannot be used: database is locked")
+        return self.store.update(job_id, change)
+
+
+def records_exit_code(before: Job, after: Job) -> bool:  # in step R, as cwltool's exit is noted
+    return before.run.exit_code is None and after.run.exit_code is not None
+
+
+def drive_with(lando: Lando, job_id: int, store: StoreThatFailsOnce) -> Job:
+    """Drive the job in this process as `lando-ssh job` does, with the failing store under the journal."""
+    config = lando.config()
+    cloud = LocalCloud(config)
+    try:
+        return Engine(config, Journal(store), cloud).drive(job_id)
+    finally:
+        cloud.close()
+        store.store.close()
+
+
+def test_a_job_store_that_fails_in_a_step_and_between_steps_is_not_the_job_s_failure(lando: Lando,
+                                                                                     caplog: pytest.LogCaptureFixture):
+    job_id = lando.submit(WORKFLOWS / "no_inputs.cwl")
+    store = StoreThatFailsOnce(
+        open_store(lando.config().store_url),
+        records_exit_code,
+        lambda before, after: before.step == JobStep.RUNNING and after.step == JobStep.ORGANIZE_OUTPUT,
+        lambda before, after: after.state == JobState.FINISHED)  # the job's end, written after the last step
+
+    with caplog.at_level(logging.WARNING):
+        job = drive_with(lando, job_id, store)
+
+    assert store.refused == ["R/R", "R/o", "F/"]  # each write was refused once
+    job = store_job(lando, job_id)
+    assert (job.state, job.error, job.reason) == (JobState.FINISHED, None, "")
+    notes = [h.note for h in job.history if "runs again" in h.note]
+    said = f"step R (run workflow) runs again in 1s after the job store failed (the job store {store.store.path} " \
+        "cannot be used: database is locked)"
+    assert notes == [said[:200]]  # (a history note is at most 200 characters)
+    assert job.run.exit_code == 0 and (Path(job.output_dir) / "docs").is_dir()
+    logged = [r.getMessage() for r in caplog.records if "database is locked" in r.getMessage()]
+    assert any("step R (run workflow)" in m and "the step runs again in 1s" in m for m in logged), logged
+    assert any("the start of step o (organize output) could not be stored" in m for m in logged), logged
+    assert any("the job's end could not be stored" in m for m in logged), logged
+    assert lando.vm_dirs() == []
+
+
+def test_a_job_s_own_failure_met_by_a_job_store_failure_still_ends_in_e_with_its_sentence(lando: Lando):
+    job_id = lando.submit(WORKFLOWS / "fail.cwl")
+    store = StoreThatFailsOnce(open_store(lando.config().store_url), records_exit_code,
+                               lambda before, after: after.state == JobState.ERROR)  # the failure's record
+
+    drive_with(lando, job_id, store)
+
+    assert store.refused == ["R/R", "E/R"]
+    job = store_job(lando, job_id)
+    assert (job.state, job.step) == (JobState.ERROR, JobStep.RUNNING)
+    assert job.reason.startswith("step R (run workflow) failed: cwltool exited with code 1 (tool explode exited "
+                                 "with status 3: explode: something went wrong on purpose)")
+    assert "Its partial outputs and logs are in" in job.reason  # saved once, not lost as the record was written again
+    assert "job store" not in job.error
+    assert any("after the job store failed" in h.note for h in job.history)
     assert lando.vm_dirs() == []

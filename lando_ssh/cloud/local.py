@@ -201,6 +201,8 @@ class LocalCloud:
         if random.random() < self.settings.fail_delete_fraction and os.path.isdir(vm_dir):
             raise CloudError(f"the local cloud failed to delete VM {vm_id} (injected: "
                              "cloud.local.fail_delete_fraction)")
+        if os.path.isfile(os.path.join(vm_dir, "status")):  # deleting: gone for whoever asks (what a job sees of it)
+            self._write(vm_dir, "status", "DELETED\n")
         with _deleting:  # a few at a time (see _deleting)
             self._delete(vm_id, vm_dir)
 

@@ -9,12 +9,13 @@ import logging
 from collections.abc import Callable
 
 from lando_ssh.backoff import Backoff
-from lando_ssh.errors import JobCanceled, LandoError
+from lando_ssh.errors import JobCanceled, LandoError, StoreUnavailable
 from lando_ssh.model import STEP_NAMES, STEPS, HistoryEntry, Job, JobState, JobStep, StepTiming, now
 
 from . import create_vm, organize, policy, run, stage, store_output, terminate
 from .restart import prepare_restart, restart_due
 from .runtime import Runtime, ServerStopping
+from .vmfate import explain_vm_loss
 
 log = logging.getLogger(__name__)
 
@@ -82,55 +83,83 @@ class Engine(Runtime):
 
     # -- the walk --------------------------------------------------------------------------
     def _walk(self, job_id: int) -> Job:
-        job = self.journal.get(job_id)
-        if job.state in (JobState.FINISHED, JobState.DELETED):
-            return job
-        if job.state == JobState.CANCELING:
-            return policy.finish_cancel(self, job_id)
-        if job.state in (JobState.NEW, JobState.AUTHORIZED):
-            job = self.journal.update(job_id, lambda j: j.set_state(JobState.STARTING, JobStep.NONE))
-        start = STEPS.index(job.step) if job.step in STEPS else 0
-        step = STEPS[start]
-        ended: JobStep | None = None
+        step = JobStep.NONE
         try:
-            for step in STEPS[start:]:
-                self.enter(job_id, step, ended)
-                self._run_step(job_id, step)
-                ended = step
-            return self.journal.update(job_id, functools.partial(_finish, ended=ended))
-        except JobCanceled:
-            return policy.finish_cancel(self, job_id)
+            job = self.until_stored(job_id, "the job's start", lambda: self._begin(job_id))
+            if job.state in (JobState.FINISHED, JobState.DELETED):
+                return job
+            if job.state == JobState.CANCELING:
+                return self.until_stored(job_id, "the cancel", lambda: policy.finish_cancel(self, job_id))
+            start = STEPS.index(job.step) if job.step in STEPS else 0
+            step = STEPS[start]
+            ended: JobStep | None = None
+            try:
+                for step in STEPS[start:]:
+                    self.until_stored(job_id, f"the start of step {step.value} ({STEP_NAMES[step]})",
+                                      functools.partial(self.enter, job_id, step, ended))
+                    self._run_step(job_id, step)
+                    ended = step
+                return self.until_stored(job_id, "the job's end",
+                                         lambda: self.journal.update(job_id, functools.partial(_finish, ended=ended)))
+            except JobCanceled:
+                return self.until_stored(job_id, "the cancel", lambda: policy.finish_cancel(self, job_id))
+            except LandoError as e:
+                if self.until_stored(job_id, "the cancel check", lambda: self.canceled(job_id)):
+                    return self.until_stored(job_id, "the cancel", lambda: policy.finish_cancel(self, job_id))
+                fail = functools.partial(self._fail, job_id, step, e)
+                return self.until_stored(job_id, "the job's failure", fail)
         except ServerStopping:
             log.info("job %s: left at step %s while the server stops; it resumes when the server starts", job_id,
                      step.value)
             return self.journal.get(job_id)
-        except LandoError as e:
-            if self.canceled(job_id):
-                return policy.finish_cancel(self, job_id)
-            return policy.fail(self, job_id, step, e)
         finally:
             self.close(job_id)
 
+    def _fail(self, job_id: int, step: JobStep, error: LandoError) -> Job:
+        return policy.fail(self, job_id, step, explain_vm_loss(self, job_id, step, error))
+
+    def _begin(self, job_id: int) -> Job:
+        job = self.journal.get(job_id)
+        if job.state in (JobState.NEW, JobState.AUTHORIZED):
+            job = self.journal.update(job_id, lambda j: j.set_state(JobState.STARTING, JobStep.NONE))
+        return job
+
     def _run_step(self, job_id: int, step: JobStep) -> None:
-        """Run one step. An unexpected exception of this server's (a bug, a resource it ran short of) is not the
-        job's failure: the step runs again after a back-off (steps are idempotent), the wait said on the job,
-        the traceback in the log. A job fails only for a reason that is its own, its VM's or its cloud's
-        (a LandoError), and a cancel or a stop ends the waits."""
+        """Run one step. An unexpected exception of this server's (a bug, a resource it ran short of) or of its
+        job store (locked, its connection lost) is not the job's failure: the step runs again after a back-off
+        (steps are idempotent), the wait said on the job when the store takes it, and in the log. A job fails only
+        for a reason that is its own, its VM's or its cloud's (a LandoError), and a cancel or a stop ends the
+        waits."""
         backoff = Backoff(STEP_RETRY_FIRST, STEP_RETRY_LONGEST)
         while True:
             try:
                 STEP_FUNCTIONS[step](self, job_id)
                 return
+            except StoreUnavailable as e:
+                delay = backoff.next()
+                log.warning("job %s: the job store failed in step %s (%s): %s; the step runs again in %.0fs", job_id,
+                            step.value, STEP_NAMES[step], e, delay)
+                self._again(job_id, step, f"the job store failed ({str(e)[:200]})", delay)
             except (LandoError, ServerStopping):
                 raise
             except Exception as e:
                 delay = backoff.next()
-                what = f"{type(e).__name__}: {e}"
                 log.exception("job %s: internal error in step %s (%s); the step runs again in %.0fs", job_id,
                               step.value, STEP_NAMES[step], delay)
-                self.close(job_id)  # a connection the error left half-used is not reused
-                self.journal.update(job_id, _retrying(step, what, delay))
-                self.sleep(job_id, delay)
+                what = f"{type(e).__name__}: {e}"
+                self._again(job_id, step, f"an internal error of this server ({what[:200]})", delay)
+
+    def _again(self, job_id: int, step: JobStep, why: str, delay: float) -> None:
+        """Say on the job that `step` runs again in `delay` seconds and why (when the store takes it), then wait."""
+        self.close(job_id)  # a connection the error left half-used is not reused
+        try:
+            self.journal.update(job_id, _retrying(step, why, delay))
+        except StoreUnavailable as e:  # the store is still down: the log says it (above)
+            log.debug("job %s: the wait could not be written on the job: %s", job_id, e)
+        try:
+            self.sleep(job_id, delay)
+        except StoreUnavailable:  # its cancel check read the store: the step meets the store again
+            pass
 
     def enter(self, job_id: int, step: JobStep, ended: JobStep | None) -> None:
         """`ended` (the step before, if any) is over and `step` begins: one write. A job canceled meanwhile
@@ -160,10 +189,9 @@ class Engine(Runtime):
             raise JobCanceled("canceled")
 
 
-def _retrying(step: JobStep, what: str, delay: float) -> Callable[[Job], None]:
+def _retrying(step: JobStep, why: str, delay: float) -> Callable[[Job], None]:
     def change(job: Job) -> None:
-        job.reason = (f"step {step.value} ({STEP_NAMES[step]}) runs again in {delay:.0f}s after an internal error of "
-                      f"this server ({what[:200]})")
+        job.reason = f"step {step.value} ({STEP_NAMES[step]}) runs again in {delay:.0f}s after {why}"
         job.history.append(HistoryEntry(now(), job.state, job.step, job.reason[:200]))
 
     return change

@@ -52,7 +52,7 @@ def fail(rt: Runtime, job_id: int, step: JobStep, error: LandoError) -> Job:
         j.set_state(JobState.ERROR, step, note=first[:200])
 
     log.error("job %s: %s", job_id, reason, extra={"job_outcome": True})  # a foreground run says it itself
-    return rt.journal.update(job_id, record)
+    return rt.until_stored(job_id, "the job's failure", lambda: rt.journal.update(job_id, record))
 
 
 def _save_failed_run(rt: Runtime, job_id: int) -> str:
@@ -84,7 +84,7 @@ def finish_cancel(rt: Runtime, job_id: int) -> Job:
         close_timings(j)
         j.set_state(JobState.CANCELED)
 
-    return rt.journal.update(job_id, record)
+    return rt.until_stored(job_id, "the cancel", lambda: rt.journal.update(job_id, record))
 
 
 def delete_kept_vm(rt: Runtime, job_id: int) -> str:

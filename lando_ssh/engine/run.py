@@ -1,6 +1,7 @@
 """Step R: run the workflow. cwltool is started detached on the VM (its pid recorded the moment it is
 printed), then waited on in bounded waits; a resumed job re-attaches to the run it started. A VM that stops
-answering is given health.grace; limits.max_run_time stops a run that lasts too long."""
+answering is given health.grace (a VM the cloud shows dead or gone, none: its fault is the reason);
+limits.max_run_time stops a run that lasts too long."""
 from __future__ import annotations
 
 import logging
@@ -15,6 +16,7 @@ from lando_ssh.errors import (
     LandoError,
     RemoteCommandFailed,
     StepTimeout,
+    VmFailed,
     VmUnreachable,
     WorkflowFailed,
 )
@@ -24,6 +26,7 @@ from lando_ssh.remote import Remote
 
 from .paths import JobPaths
 from .runtime import Runtime, ServerStopping
+from .vmfate import vm_fate
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,8 @@ def run_workflow(rt: Runtime, job_id: int) -> None:
         if status == "killed":
             raise JobCanceled("the workflow was killed")
         if status in ("lost", "not-started"):
+            if fate := vm_fate(rt, job):
+                raise VmFailed(f"{fate}; the workflow's run was lost with it")
             tail = stderr_tail(remote, paths)
             raise WorkflowFailed("cwltool stopped without recording an exit code (was the VM restarted or the "
                                  f"process killed?). Last lines of its stderr:\n{tail}")
@@ -144,8 +149,11 @@ def _start_run(rt: Runtime, job: Job, paths: JobPaths, remote: Remote, wait: flo
 
 
 def _unreachable(rt: Runtime, job_id: int, error: Exception) -> None:
-    """The VM did not answer a check: wait health.interval and try again, until health.grace is spent."""
+    """The VM did not answer a check: wait health.interval and try again, until health.grace is spent; a VM the
+    cloud shows in ERROR or gone fails the job at once, with the cloud's words."""
     job = rt.journal.get(job_id)
+    if fate := vm_fate(rt, job):  # dead, not slow: no grace to wait out
+        raise VmFailed(f"{fate} (it stopped answering: {error})")
     since = job.run.unreachable_since
     if since is None:
         since = now().replace(microsecond=0)

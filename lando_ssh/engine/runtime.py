@@ -8,10 +8,12 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
+from lando_ssh.backoff import Backoff
 from lando_ssh.cloud import META_JOB_ID, Cloud
 from lando_ssh.config import Config
-from lando_ssh.errors import JobCanceled, LandoError, StepTimeout, VmUnreachable
+from lando_ssh.errors import JobCanceled, LandoError, StepTimeout, StoreUnavailable, VmUnreachable
 from lando_ssh.installation import ours
 from lando_ssh.joblock import JobLock
 from lando_ssh.journal import Journal, recording
@@ -23,9 +25,13 @@ from lando_ssh.remote import Endpoint, Remote
 from .paths import JobPaths
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: inputs up to this size are sent with the remote scripts, in one stream (larger ones after the free disk is known)
 ONE_STREAM_BYTES = 1024 * 1024
+#: seconds before bookkeeping the job store refused is written again; doubling up to the longest
+STORE_RETRY_FIRST = 1.0
+STORE_RETRY_LONGEST = 60.0
 
 
 class ServerStopping(Exception):
@@ -126,6 +132,20 @@ class Runtime:
             raise JobCanceled("canceled")
         if self.stopping.is_set():
             raise ServerStopping()
+
+    def until_stored(self, job_id: int, what: str, call: Callable[[], T]) -> T:
+        """Bookkeeping between and after the steps, done again after a back-off while the job store fails
+        (locked, its connection lost): a job never stays in R because the store failed as it ended. A stop of
+        the server ends the waits; the job resumes where it stands when the server starts."""
+        backoff = Backoff(STORE_RETRY_FIRST, STORE_RETRY_LONGEST)
+        while True:
+            try:
+                return call()
+            except StoreUnavailable as e:
+                delay = backoff.next()
+                log.warning("job %s: %s could not be stored: %s; tried again in %.0fs", job_id, what, e, delay)
+                if self.stopping.wait(delay):
+                    raise ServerStopping() from None
 
     def sleep(self, job_id: int, seconds: float) -> None:
         deadline = time.monotonic() + seconds
