@@ -497,7 +497,7 @@ def test_a_job_runs_to_F_on_a_real_guest_and_a_daemon_killed_mid_job_adopts_its_
     job_id = lando.submit(WORKFLOWS / "sleep.cwl", order)
     daemon.start()
     send(lando, "start_job", job_id)
-    running = wait_job(lando, job_id, lambda j: "run_pid" in j.facts or finished(j), timeout=300, daemon=daemon)
+    running = wait_job(lando, job_id, lambda j: j.run.run_pid is not None or finished(j), timeout=300, daemon=daemon)
     assert running.state.value == "R", running.reason
     server = admin.compute.get_server(running.vm.id)
     fip = admin.network.get_ip(server.metadata[META_FLOATING_IP_ID])
@@ -743,7 +743,7 @@ def test_a_job_lives_through_keystone_going_down(lando: Any, daemon: Daemon, ten
     job_id = lando.submit(WORKFLOWS / "sleep.cwl", order)
     daemon.start()
     send(lando, "start_job", job_id)
-    running = wait_job(lando, job_id, lambda j: "run_pid" in j.facts or finished(j), timeout=300, daemon=daemon)
+    running = wait_job(lando, job_id, lambda j: j.run.run_pid is not None or finished(j), timeout=300, daemon=daemon)
     assert running.state.value == "R", running.reason
 
     with RealOpenStack.down("keystone"):  # only this stack's keystone; started again after the block
@@ -765,7 +765,7 @@ def test_a_delete_nova_refuses_is_recorded_on_the_job_and_the_sweep_retries_it(
     job_id = lando.submit(WORKFLOWS / "sleep.cwl", order)
     proc = lando.popen("job", str(job_id))
     try:
-        running = wait_job(lando, job_id, lambda j: "run_pid" in j.facts or finished(j), timeout=300)
+        running = wait_job(lando, job_id, lambda j: j.run.run_pid is not None or finished(j), timeout=300)
         assert running.state.value == "R", running.reason
         admin.compute.lock_server(running.vm.id)  # the admin locks it: Nova refuses the member's delete (409)
         proc.wait(timeout=300)
@@ -779,7 +779,7 @@ def test_a_delete_nova_refuses_is_recorded_on_the_job_and_the_sweep_retries_it(
 
     assert job.state.value == "F", job.reason
     assert re.search(f"could not delete VM {server.id}: .*Instance {server.id} is locked",
-                     job.facts["vm_delete_error"]), job.facts
+                     job.run.vm_delete_error), job.run
     assert server.status == "ACTIVE"  # kept, with its volume, port and floating IP
     admin.compute.unlock_server(server)
     swept = lando.cli("sweep", "--grace", "0", "--json", timeout=300)
