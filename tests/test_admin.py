@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pika
@@ -223,9 +224,10 @@ def test_step_timings_after_a_restart_are_the_attempts_own(lando: Lando):
     job = lando.status(job_id)
     restarted = next(h["at"] for h in reversed(job["history"]) if h["state"] == "r")
     assert set(job["timings"]) == {"V", "S", "R"}
+    attempt = (datetime.fromisoformat(job["updated"]) - datetime.fromisoformat(restarted)).total_seconds()
     for code, timing in job["timings"].items():
         assert timing["started"] > restarted > first[code]["finished"], (code, timing, restarted)
-        assert timing["seconds"] < 30
+        assert timing["seconds"] <= attempt  # this attempt's own time, not the sum of both
 
 
 # -- the work queue: refuse before publishing what the daemon would dead-letter ----------------------
