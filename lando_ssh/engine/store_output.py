@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 from lando_ssh import exactjson, outputs, report
 from lando_ssh.errors import StagingFailed
@@ -47,15 +48,8 @@ def store_output(rt: Runtime, job_id: int) -> None:
             raise StagingFailed(f"output file {rel} did not arrive whole in {local_dir} "
                                 f"(expected {size} bytes)")
     output = staging.rewrite_outputs(job.run.vm_output or {}, paths.results, local_dir)
-
-    def stored(j: Job) -> None:
-        j.output = output
-        j.run.bytes_stored, j.run.docs_path, j.run.progress = received, docs_dir, None
-
-    job = rt.journal.update(job_id, stored)
     # lando's docs of the job are written here, not on the VM: what the VM made was pulled as it was
-    docs = report.docs_files(job, job.run.usage or {}, job.run.cwltool_version)
-    docs["logs/cwl-output.json"] = (json.dumps(output, indent=2) + "\n").encode()
+    job, docs = record_stored(rt, job_id, output, received, docs_dir)
     if job.secret_inputs:  # the VM's job order held the secrets cwltool needed; the docs' copy does not
         ran = os.path.join(docs_dir, "scripts", "job-order.json")
         with open(ran) as vm_order:
@@ -70,6 +64,20 @@ def store_output(rt: Runtime, job_id: int) -> None:
     except OSError as e:
         raise StagingFailed(f"cannot write the job's docs to {docs_dir}: {e.strerror}") from None
     rt.progress(job_id, f"stored {_size(received)} in {local_dir}")
+
+
+def record_stored(rt: Runtime, job_id: int, output: dict[str, Any], stored_bytes: int,
+                  docs_path: str) -> tuple[Job, dict[str, bytes]]:
+    """Record the stored output object, its bytes and where lando's docs go; the job and lando's docs of it
+    (each file's path under the docs dir: its bytes), the output object among them."""
+    def stored(j: Job) -> None:
+        j.output = output
+        j.run.bytes_stored, j.run.docs_path, j.run.progress = stored_bytes, docs_path, None
+
+    job = rt.journal.update(job_id, stored)
+    docs = report.docs_files(job, job.run.usage or {}, job.run.cwltool_version)
+    docs["logs/cwl-output.json"] = (json.dumps(output, indent=2) + "\n").encode()
+    return job, docs
 
 
 def _claim_output_dir(rt: Runtime, job: Job, sizes: dict[str, int], docs_dir: str) -> None:

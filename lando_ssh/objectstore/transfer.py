@@ -3,7 +3,6 @@ in an object store from the VM. This server signs one grant per object and reads
 the bytes go between the VM and the store (see the package doc)."""
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 from collections.abc import Callable
@@ -11,10 +10,10 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from lando_ssh import exactjson, outputs, report
+from lando_ssh import exactjson, outputs
 from lando_ssh.config import Config
 from lando_ssh.errors import InputMissing, RemoteCommandFailed, StagingFailed
-from lando_ssh.model import Job, masked
+from lando_ssh.model import masked
 from lando_ssh.objectstore.stores import Store, store_for
 from lando_ssh.objectstore.urls import ObjectUrl, parse
 from lando_ssh.objectstore.vmplan import (
@@ -126,6 +125,7 @@ def store_output(rt: Runtime, job_id: int) -> None:
     """The O step for a job with an output URL: the results (and, unless cwl-runner's, lando's docs beside them)
     uploaded from the VM; the output object pointing at the uploaded objects."""
     from lando_ssh.engine.stage import check_sizes
+    from lando_ssh.engine.store_output import record_stored
 
     job = rt.journal.get(job_id)
     paths, remote, config = rt.paths(job), rt.remote(job), rt.config
@@ -145,14 +145,7 @@ def store_output(rt: Runtime, job_id: int) -> None:
     sent = _upload(rt, job_id, remote, paths.bin, store, base, paths.results, sizes, "storing")
     output = objects_output(job.run.vm_output or {}, paths.results, base)
     docs_at = outputs.docs_path(config, job) if apart else str(base.child(docs_name))
-
-    def stored(j: Job) -> None:
-        j.output = output
-        j.run.bytes_stored, j.run.docs_path, j.run.progress = sent, docs_at, None
-
-    job = rt.journal.update(job_id, stored)
-    docs = report.docs_files(job, job.run.usage or {}, job.run.cwltool_version)
-    docs["logs/cwl-output.json"] = (json.dumps(output, indent=2) + "\n").encode()
+    job, docs = record_stored(rt, job_id, output, sent, docs_at)
     if apart:  # cwl-runner's: lando's docs go with the job's record, on this server
         _write_docs_here(remote, vm_docs, docs_at, docs)
     else:
