@@ -2,6 +2,7 @@
 file server on 127.0.0.1, and the end-of-run check that the tests left nothing behind."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import json
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pika
+import psycopg
 import pytest
 import yaml
 
@@ -223,6 +225,26 @@ def daemon(lando: Lando, broker_names: dict[str, str]) -> Iterator[Daemon]:
     yield d
     if d.alive():
         d.stop(signal.SIGKILL)
+
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """The URL of a new PostgreSQL database of its own on the local server, dropped after."""
+    name = f"lando_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(f"{POSTGRES}/postgres", autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as e:
+        pytest.fail(f"PostgreSQL at {POSTGRES} is needed by these tests and is not reachable: {e}", pytrace=False)
+    with admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{POSTGRES}/{name}"
+    finally:
+        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def rabbit() -> pika.BlockingConnection:

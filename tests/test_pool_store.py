@@ -2,7 +2,6 @@
 that never put more on a VM than it has, with threads (and two stores, as two servers) racing for it."""
 from __future__ import annotations
 
-import contextlib
 import threading
 import uuid
 from collections.abc import Iterator
@@ -10,42 +9,24 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from conftest import postgres_database
 
 from lando_ssh.errors import UnknownVm
 from lando_ssh.pool.model import NoRoom, PoolState, PoolVm, Resources
 from lando_ssh.pool.store import VmStore, find_vm, holding, open_vm_store
 from lando_ssh.store import open_store
 
-SERVER = "postgresql://postgres@127.0.0.1:5432"
-
-
-@contextlib.contextmanager
-def _database() -> Iterator[str]:
-    """A PostgreSQL database of its own, dropped after."""
-    name = f"lando_test_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg.connect(f"{SERVER}/postgres", autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as e:
-        pytest.fail(f"PostgreSQL at {SERVER} is needed by these tests and is not reachable: {e}", pytrace=False)
-    with admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"{SERVER}/{name}"
-    finally:
-        with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
 
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
-    with _database() as url:
+    with postgres_database() as url:
         yield url
 
 
 @pytest.fixture
 def own_pg_url() -> Iterator[str]:
     """A database no other test's VMs are in (a pool's limits count every VM of its store)."""
-    with _database() as url:
+    with postgres_database() as url:
         yield url
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from bespin_api import BespinApiService
-from conftest import BESPIN_TOKEN, WORKFLOWS, Lando
+from conftest import BESPIN_TOKEN, WORKFLOWS, Lando, postgres_database
 from test_bespin import flaky_job
 
 from lando_ssh.errors import StoreUnavailable, UnknownJob
@@ -24,21 +24,11 @@ from lando_ssh.store import open_store
 from lando_ssh.store.postgres import SCHEMA_VERSION, PostgresStore
 from lando_ssh.store.sqlite import SqliteStore
 
-SERVER = "postgresql://postgres@127.0.0.1:5432"
-
 
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
-    name = f"lando_test_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg.connect(f"{SERVER}/postgres", autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as e:
-        pytest.fail(f"PostgreSQL at {SERVER} is needed by these tests and is not reachable: {e}", pytrace=False)
-    with admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    yield f"{SERVER}/{name}"
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with postgres_database() as url:
+        yield url
 
 
 @pytest.fixture
