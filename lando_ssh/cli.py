@@ -556,10 +556,13 @@ def run_job_foreground(config: Config, job_id: int, *, quiet: bool = False) -> J
         progress.note(job_id, f"was {job.state.name.lower()}; restarting it")
     result: dict[str, Any] = {}
 
+    def admit(j: int) -> None:  # limits.*, as the daemon keeps them (with the pool: its round, in step V)
+        if engine.pool is None:
+            wait_for_room(config, journal, cloud, j, engine.cancel_event)
+
     def drive() -> None:
-        try:  # limits.*, as the daemon keeps them
-            result.update(job=engine.drive(job_id, lambda j: wait_for_room(config, journal, cloud, j,
-                                                                          engine.cancel_event)))
+        try:
+            result.update(job=engine.drive(job_id, admit))
         except BaseException as e:  # said by the command, as a restart refused before the walk
             result.update(error=e)
 

@@ -150,7 +150,7 @@ class LimitsConfig:
 class PoolConfig:
     """The VM pool (docs/vm-pool.md): which jobs may share a VM, and whether several boot onto one flavor."""
 
-    share: str = "owner"  # job | owner | project | any
+    share: str = "job"  # job | owner | project | any (docs/vm-pool.md says why job is the default)
     pack: bool = True  # several waiting jobs on one larger flavor when it costs no more than their small ones
 
 

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from lando_ssh.cloud import Quota, VmInfo
     from lando_ssh.model import Job
     from lando_ssh.pool.model import PoolVm
+    from lando_ssh.pool.placement import PoolDecision
     from lando_ssh.scheduler import ActiveVm, Decision
     from lando_ssh.sweep import Swept
 
@@ -208,8 +209,8 @@ class Metrics:
         self.ours_in_use.labels("being_created").set(sum(1 for v in active if not v.counted_by_cloud))
 
     # -- scheduling, sweep, SSH ------------------------------------------------------------------
-    def observe_waiting(self, decision: Decision) -> None:
-        """The scheduler's latest decision: how many wait for which limit, and each one's reason."""
+    def observe_waiting(self, decision: Decision | PoolDecision) -> None:
+        """The scheduler's (or the pool's) latest decision: how many wait for which limit, and each one's reason."""
         if not self.enabled:
             return
         counts: dict[str, int] = {}

@@ -134,6 +134,11 @@ class VmRecord:
     volume_id: str | None = None
     active: datetime | None = None  # when the cloud said ACTIVE (a VM this process saw boot)
     ready: datetime | None = None  # when it answered SSH (cloud-init done): the job could use it
+    #: a VM of the pool (pool.share other than job): its record's id, and its own key (the job has none). On a
+    #: pool VM, `created`/`deleted` are when the job was placed on it and left it, `vcpus`/`ram_mb` what the job
+    #: reserved there (its share), `flavor` the VM's
+    pool_vm: int | None = None
+    key_path: str | None = None
 
 
 @dataclass

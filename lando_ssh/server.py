@@ -42,6 +42,8 @@ from lando_ssh.model import (
     Verdict,
     command_verdict,
 )
+from lando_ssh.pool.manager import pool_for
+from lando_ssh.pool.placement import PoolJob, pool_job
 from lando_ssh.scheduler import ActiveVm, Limits, WaitingJob, active_vm, schedule, waiting_job
 from lando_ssh.store import open_job_source, safe_url
 from lando_ssh.sweep import sweep
@@ -52,6 +54,8 @@ STOP_GRACE = 8.0  # seconds the engines get to reach a safe point at shutdown
 QUOTA_TTL = 15.0  # seconds the cloud's quota figures are reused
 FLAVORS_TTL = 300.0
 RESCHEDULE = 5.0  # seconds between decisions while jobs wait, besides those a job's start or end makes
+#: with the pool, seconds a new job waits for others arriving with it, so a burst is placed (and packed) together
+GATHER = 0.5
 
 
 class Server:
@@ -71,6 +75,10 @@ class Server:
         self.lease = Lease(self.store, self.owner, config.store.lease_ttl)
         self._stops: dict[int, threading.Event] = {}  # per running job: set to stop it at a safe point
         self.cloud = cloud or open_cloud(config)
+        #: the VM pool (pool.share other than job), else None: every job boots its own VM
+        self.pool = pool_for(config, self.store, self.cloud)
+        #: waiting jobs as the pool sees them (None: the job has its VM already, it only resumes)
+        self._pool_jobs: dict[int, PoolJob | None] = {}
         self._lock = threading.Lock()
         self._running: dict[int, Engine] = {}
         self._threads: dict[int, threading.Thread] = {}
@@ -79,6 +87,7 @@ class Server:
         self._held: dict[int, ActiveVm] = {}  # VMs our started or resumed jobs hold or are being given
         self._told: dict[int, str] = {}  # the waiting reason each queued job was last given
         self._schedule_lock = threading.Lock()  # one decision at a time
+        self._arrived = threading.Event()  # with the pool: jobs came; the next round is in GATHER seconds
         self._flavor_list: list[Flavor] = []
         self._flavors_at = 0.0
         self._quota_cache: Quota | None = None
@@ -100,6 +109,8 @@ class Server:
 
             web_server = start_web_server(self.config)
         METRICS.observe_jobs(self.journal.list())
+        if self.pool is not None:
+            self._adopt_pool()
         self.recover()
         threading.Thread(target=self._sweep_forever, name="sweep", daemon=True).start()
         threading.Thread(target=self._schedule_forever, name="schedule", daemon=True).start()
@@ -234,7 +245,7 @@ class Server:
             if wait:
                 self._told[job.id] = wait
             self._enqueue(job)
-            self._schedule()
+            self._schedule_soon()
             return True
         return False
 
@@ -271,7 +282,7 @@ class Server:
                                        "the command is served again shortly")
             job = self.journal.update(job.id, _restart_requested)
             self._enqueue(job)
-            self._schedule()
+            self._schedule_soon()
             return True
         return False
 
@@ -283,8 +294,7 @@ class Server:
         with self._lock:
             if job.id in self._waiting or job.id in self._running:
                 return
-        engine = Engine(self.config, self.journal, self.cloud, stopping=threading.Event(),
-                            on_vm_ready=METRICS.observe_vm_boot)
+        engine = self._engine(threading.Event())
         try:
             engine.hold(job.id)
         except JobConflict as e:
@@ -293,6 +303,9 @@ class Server:
         waiting = waiting_job(job, self.config.vm.volume_size)
         waiting.flavor = waiting.flavor or self.config.vm.flavor
         held = active_vm(job, self._flavors()) if waiting.has_vm else None
+        if self.pool is not None:
+            placed = job.vm is not None and job.vm.deleted is None
+            self._pool_jobs[job.id] = None if placed else pool_job(job, self.config)
         with self._lock:
             self._waiting[job.id] = waiting
             self._queued[job.id] = engine
@@ -317,6 +330,9 @@ class Server:
                 waiting = list(self._waiting.values())
                 active = list(self._held.values())
                 running = len(self._running)
+            if self.pool is not None:
+                self._pool_round(waiting, running)
+                return
             if not waiting:
                 return
             if not running:
@@ -346,12 +362,71 @@ class Server:
                     self._told[job_id] = why
                     self.journal.update(job_id, _waiting_reason(why))
 
+    def _pool_round(self, waiting: list[WaitingJob], running: int) -> None:
+        """One round of the pool: jobs that have their VM resume; the others are placed on VMs with room or on
+        VMs to boot, within the limits and the server's own room; empty VMs past their keep-alive go."""
+        assert self.pool is not None
+        if not running:
+            self._idle = idle_figures()
+        resume = [w.id for w in waiting if self._pool_jobs.get(w.id, None) is None]
+        for job_id in resume:
+            self._launch(job_id, self._unqueue(job_id))
+        candidates = [pj for w in waiting if (pj := self._pool_jobs.get(w.id)) is not None]
+        candidates.sort(key=lambda j: (-j.waiting.priority, j.waiting.created, j.id))
+        server = room(measure(self._idle), running)
+        held_back: dict[int, str] = {}
+        if server.jobs is not None and len(candidates) > server.jobs:  # the server's own room first
+            held_back = {j.id: server.reason or "waiting: the server is near a limit" for j in candidates[server.jobs:]}
+            candidates = candidates[:server.jobs]
+        result = self.pool.round(candidates, running_jobs=running + len(resume))
+        METRICS.observe_waiting(result.decision)
+        for job_id in result.placed:
+            self._launch(job_id, self._unqueue(job_id))
+        for job_id, why in result.failed.items():
+            self._drop(job_id)
+            self._refuse(job_id, why)
+        for job_id, why in {**result.waiting, **held_back}.items():
+            if job_id in result.placed:
+                continue
+            if self._told.get(job_id) != why:
+                self._told[job_id] = why
+                self.journal.update(job_id, _waiting_reason(why))
+
+    def _schedule_soon(self) -> None:
+        """A job arrived: decide now, or with the pool in GATHER seconds, with the jobs that arrive meanwhile (a
+        burst of small jobs packs onto one larger VM; its boot takes far longer than the wait)."""
+        if self.pool is None:
+            self._schedule()
+        else:
+            self._arrived.set()
+
+    def _adopt_pool(self) -> None:
+        """At start (after a crash too): every pool VM adopted or deleted (docs/vm-pool.md)."""
+        assert self.pool is not None
+        try:
+            adopted = self.pool.adopt()
+            if adopted.swept or adopted.deleted:
+                log.info("pool: %d VM record(s) closed, %d VM(s) no record owned deleted", len(adopted.deleted),
+                         len(adopted.swept))
+        except LandoError as e:
+            log.error("pool: could not reconcile its VMs at start: %s (the next round tries again)", e)
+
+    def _engine(self, stop: threading.Event) -> Engine:
+        return Engine(self.config, self.journal, self.cloud, stopping=stop, on_vm_ready=METRICS.observe_vm_boot,
+                      pool=self.pool, keep_warm=True)
+
     def _schedule_forever(self) -> None:
-        """Decide again every RESCHEDULE seconds while jobs wait: what they wait for (the server's own room,
-        the cloud's quota) can come back without a job of ours ending."""
-        while not self.stopping.wait(RESCHEDULE):
+        """Decide again every RESCHEDULE seconds while jobs wait (what they wait for, the server's own room,
+        the cloud's quota, can come back without a job of ours ending) and, with the pool, always: its rounds
+        watch boots and delete VMs whose keep-alive is over."""
+        while not self.stopping.is_set():
+            if self._arrived.wait(RESCHEDULE):
+                self.stopping.wait(GATHER)
+                self._arrived.clear()
+            if self.stopping.is_set():
+                return
             with self._lock:
-                waiting = bool(self._waiting)
+                waiting = bool(self._waiting) or self.pool is not None
             if waiting:
                 try:
                     self._schedule()
@@ -376,6 +451,7 @@ class Server:
 
     def _unqueue(self, job_id: int) -> Engine | None:
         """Take a job out of the waiting set; returns its engine, still holding the job's lock."""
+        self._pool_jobs.pop(job_id, None)
         with self._lock:
             self._waiting.pop(job_id, None)
             self._told.pop(job_id, None)
@@ -424,8 +500,7 @@ class Server:
         if self.stopping.is_set():
             stop.set()
         if engine is None:
-            engine = Engine(self.config, self.journal, self.cloud, stopping=stop,
-                                on_vm_ready=METRICS.observe_vm_boot)
+            engine = self._engine(stop)
         engine.stopping = stop
         thread = threading.Thread(target=self._run_job, args=(job_id, engine), name=f"job-{job_id}", daemon=True)
         with self._lock:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from datetime import datetime
 
@@ -13,17 +14,24 @@ from lando_ssh.errors import BadInput, JobConflict
 from lando_ssh.model import ACTIVE_STATES, now
 
 
-def ssh_argv(base: list[str], words: list[str]) -> list[str]:
+def ssh_argv(base: list[str], words: list[str], where: str | None = None) -> list[str]:
     """`ssh` for a shell (no words) or, like OpenSSH's `ssh host CMD...`, the words joined with spaces
-    for the remote shell. `base` is `openssh_argv`, the host last: `--` before it, so a command that
-    starts with `-` is not read as one of ssh's options."""
+    for the remote shell; `where`: the directory both start in (a job's own on a shared pool VM). `base` is
+    `openssh_argv`, the host last: `--` before it, so a command that starts with `-` is not read as one of
+    ssh's options."""
+    cd = f"cd {shlex.quote(where)} && " if where else ""
     if not words:  # an interactive shell: ssh may ask (a passphrase, a host's change) on the terminal
         at = base.index("BatchMode=yes")
-        return [*base[:at - 1], *base[at + 1:]]
-    return [*base[:-1], "--", base[-1], " ".join(words)]
+        interactive = [*base[:at - 1], *base[at + 1:]]
+        if not cd:
+            return interactive
+        tty = ["-t" if a == "-T" else a for a in interactive]  # a login shell there needs a terminal
+        return [*tty[:-1], "--", tty[-1], cd + 'exec "${SHELL:-/bin/sh}" -l']
+    return [*base[:-1], "--", base[-1], cd + " ".join(words)]
 
 
 def cmd_ssh(config: Config, args: argparse.Namespace) -> int:
+    from lando_ssh.engine.pooled import job_dir
     from lando_ssh.keys import JobKeys
     from lando_ssh.remote import Endpoint, openssh_argv
 
@@ -32,12 +40,12 @@ def cmd_ssh(config: Config, args: argparse.Namespace) -> int:
         gone = f" (it was deleted {job.vm.deleted.isoformat(timespec='seconds')})" if job.vm and job.vm.deleted else ""
         raise JobConflict(f"job {job.id} has no VM to log in to{gone}")
     keys = JobKeys(config.keys_dir, job.id)
-    if not os.path.exists(keys.private_path):
-        raise JobConflict(f"job {job.id}'s SSH key is gone ({keys.private_path})")
+    key = job.vm.key_path or keys.private_path  # a pool VM's own key, else the job's
+    if not os.path.exists(key):
+        raise JobConflict(f"job {job.id}'s SSH key is gone ({key})")
     keys.pin_host(job.vm.address, job.vm.port, job.vm.host_keys)
-    ep = Endpoint(job.vm.address, job.vm.port, job.vm.user or "root", keys.private_path, job.vm.host_keys,
-                  keys.known_hosts_path)
-    argv = ssh_argv(openssh_argv(ep, tty=not args.cmd and sys.stdin.isatty()), list(args.cmd))
+    ep = Endpoint(job.vm.address, job.vm.port, job.vm.user or "root", key, job.vm.host_keys, keys.known_hosts_path)
+    argv = ssh_argv(openssh_argv(ep, tty=not args.cmd and sys.stdin.isatty()), list(args.cmd), job_dir(job))
     os.execvp(argv[0], argv)  # noqa: S606 (argv, no shell here: the remote shell reads the words, as with ssh)
     return EXIT_INFRA  # not reached
 

@@ -15,6 +15,7 @@ from lando_ssh.model import HistoryEntry, Job, JobState, JobStep, VmRecord, now
 from lando_ssh.remote import preload
 from lando_ssh.vmspec import job_flavor, volume_mounts
 
+from .pooled import take_vm
 from .runtime import Runtime
 from .terminate import asked_for, delete_vm_quietly
 
@@ -27,6 +28,9 @@ AUTH_REFUSED_GRACE = 30.0
 
 def create_vm(rt: Runtime, job_id: int) -> None:
     job = rt.journal.get(job_id)
+    if rt.pool is not None and not _own_vm(job):
+        take_vm(rt, job_id)
+        return
     info = _existing_vm(rt, job)
     asked = info is None  # a VM found again (a resumed job) booted before: its boot is not observed
     if info is None:
@@ -73,6 +77,11 @@ def create_vm(rt: Runtime, job_id: int) -> None:
     _wait_ssh_ready(rt, job)
     if asked and rt.on_vm_ready is not None and job.vm is not None and job.vm.created is not None:
         rt.on_vm_ready((active_at - job.vm.created).total_seconds(), (now() - job.vm.created).total_seconds())
+
+
+def _own_vm(job: Job) -> bool:
+    """Whether the job is on a VM of its own already (it started before the pool was turned on)."""
+    return job.vm is not None and job.vm.pool_vm is None and job.vm.deleted is None
 
 
 def _existing_vm(rt: Runtime, job: Job) -> VmInfo | None:

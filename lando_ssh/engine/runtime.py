@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from lando_ssh.backoff import Backoff
 from lando_ssh.cloud import META_JOB_ID, Cloud
@@ -23,6 +23,9 @@ from lando_ssh.progress import ByteMeter, Progress, sentence, watching
 from lando_ssh.remote import Endpoint, Remote
 
 from .paths import JobPaths
+
+if TYPE_CHECKING:
+    from lando_ssh.pool.manager import PoolManager
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,7 +44,9 @@ class ServerStopping(Exception):
 class Runtime:
     def __init__(self, config: Config, journal: Journal, cloud: Cloud, *, cancel: threading.Event | None = None,
                  stopping: threading.Event | None = None, progress: Callable[[int, str], None] | None = None,
-                 on_vm_ready: Callable[[float, float], object] | None = None):
+                 on_vm_ready: Callable[[float, float], object] | None = None, pool: PoolManager | None = None,
+                 keep_warm: bool = False):
+        """`pool`: the daemon's one pool for all its engines; by default the config's (`pool_for`)."""
         self.config = config
         self.journal = journal
         self.cloud = cloud
@@ -50,6 +55,15 @@ class Runtime:
         self.progress = progress or (lambda job_id, text: None)
         #: told (seconds to ACTIVE, seconds to SSH ready) of each VM this engine asked for, once it answers
         self.on_vm_ready = on_vm_ready
+        #: the VM pool (pool.share other than job: docs/vm-pool.md), else None: each job boots its own VM
+        if pool is None:
+            from lando_ssh.pool.manager import pool_for
+
+            pool = pool_for(config, journal.store, cloud)
+        self.pool = pool
+        #: whether a VM a job leaves empty stays for the next job (a daemon's rounds delete it after
+        #: vm.keepalive) or goes at once (a foreground `lando-ssh job N` leaves nothing behind)
+        self.keep_warm = keep_warm
         self._remotes: dict[int, Remote] = {}
         self._locks: dict[int, JobLock] = {}
         #: seen by organize_output, for store_output (a resumed one asks)
@@ -97,7 +111,7 @@ class Runtime:
             if not os.path.exists(keys.known_hosts_path):
                 keys.pin_host(job.vm.address, job.vm.port, job.vm.host_keys)
             endpoint = Endpoint(job.vm.address, job.vm.port, job.vm.user or self.cloud.default_user(),
-                                keys.private_path, list(job.vm.host_keys), keys.known_hosts_path)
+                                job.vm.key_path or keys.private_path, list(job.vm.host_keys), keys.known_hosts_path)
             remote = self._remotes[job.id] = Remote(endpoint, connect_timeout=min(30.0, self.config.vm.ssh_timeout),
                                                     abort=self.cancel_event)
         return remote

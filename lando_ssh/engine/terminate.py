@@ -9,6 +9,7 @@ from lando_ssh.errors import CloudError
 from lando_ssh.journal import recording
 from lando_ssh.model import Job, now
 
+from .pooled import leave_vm
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,10 @@ def has_vm(job: Job) -> bool:
 
 
 def terminate_quietly(rt: Runtime, job: Job) -> bool:
-    """Delete the job's VM (found by name when its id was never recorded) and its key; True when it is gone."""
+    """Delete the job's VM (found by name when its id was never recorded) and its key; True when it is gone. A
+    job on a pool VM leaves it instead (its processes and files go; the VM is the pool's)."""
+    if job.vm is not None and job.vm.pool_vm is not None and not job.vm.deleted:
+        return leave_vm(rt, job)
     rt.close(job.id)
     vm_ids: list[str] = []
     if job.vm and job.vm.id:

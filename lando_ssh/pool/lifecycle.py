@@ -110,7 +110,7 @@ class Lifecycle:
             if info is None and vm.cloud_id is not None:
                 info = self.cloud.get_vm(vm.cloud_id)  # (a cloud that lists late: ask for it by id)
             try:
-                self._walk(vm, info, out, probe_all)
+                self.walk(vm, info, out, probe_all)
             except UnknownVm:
                 continue
         walked = {info.id for info in by_record.values()}
@@ -120,7 +120,8 @@ class Lifecycle:
                 self._sweep(info, out)
         return out
 
-    def _walk(self, vm: PoolVm, info: VmInfo | None, out: Reconciled, probe_all: bool) -> None:
+    def walk(self, vm: PoolVm, info: VmInfo | None, out: Reconciled, probe_all: bool = False) -> None:
+        """One live record against what the cloud says of its VM (`info`; None: not there)."""
         age = self.clock() - vm.created.timestamp()
         if vm.state == PoolState.DELETING:
             if info is None:

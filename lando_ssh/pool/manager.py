@@ -14,6 +14,7 @@ re-checks the room, so two servers never oversubscribe a VM.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ class PoolManager:
         self.life = Lifecycle(store, cloud, remotes, settings.tags, clock, boot_timeout=settings.boot_timeout,
                               health_interval=settings.health_interval, adopt_grace=settings.adopt_grace)
         self._flavors: list[Flavor] | None = None
+        self._round = threading.Lock()  # one round at a time in this process (the store guards between servers)
 
     @classmethod
     def from_config(cls, config: Config, store: VmStore, cloud: Cloud) -> PoolManager:
@@ -97,6 +99,11 @@ class PoolManager:
 
     def round(self, jobs: Sequence[PoolJob], *, running_jobs: int | None = None,
               other_vms: Sequence[ActiveVm] = ()) -> RoundResult:
+        with self._round:
+            return self._round_now(jobs, running_jobs, other_vms)
+
+    def _round_now(self, jobs: Sequence[PoolJob], running_jobs: int | None,
+                   other_vms: Sequence[ActiveVm]) -> RoundResult:
         reconciled = self.life.reconcile()
         live = self.store.list(LIVE)
         on_vms = {j for vm in live for j in vm.job_ids}
@@ -162,6 +169,23 @@ class PoolManager:
     def vm_for(self, job_id: int) -> PoolVm | None:
         return holding(self.store, job_id)
 
+    def watch(self, vm_id: int) -> PoolVm:
+        """A booting VM looked at now (not at the next round): ready once it answers SSH; deleted, its jobs
+        lost, when it failed or passed vm.boot_timeout. Returns its record as it stands."""
+        vm = self.store.get(vm_id)
+        if vm.state == PoolState.BOOTING and vm.cloud_id is not None:
+            self.life.walk(vm, self.cloud.get_vm(vm.cloud_id), Reconciled())
+            vm = self.store.get(vm_id)
+        return vm
+
+    def let_go(self, job_id: int, *, keep_warm: bool) -> PoolVm | None:
+        """Job `job_id` left its VM (`job_done`); without `keep_warm` (no daemon runs the pool's rounds: a
+        foreground `lando-ssh job N`) a VM left empty is deleted now, never left behind."""
+        vm = self.job_done(job_id)
+        if vm is not None and not keep_warm and not vm.jobs and vm.state in (PoolState.IDLE, PoolState.DRAINING):
+            self.life.retire(vm.id, "its job is done and no lando-ssh server keeps it warm")
+        return vm
+
     def gone(self, job_ids: Iterable[int]) -> dict[int, str]:
         """Of `job_ids` (jobs this server placed and has not seen done), those no live VM holds any more, with
         why: their VM was lost while another server reconciled (`RoundResult.lost` tells only the one that did)."""
@@ -200,6 +224,16 @@ class PoolManager:
         except CloudError as e:
             log.warning("pool: the cloud's quota is unknown this round: %s", e)
             return None
+
+
+def pool_for(config: Config, jobs: object, cloud: Cloud) -> PoolManager | None:
+    """The pool jobs are placed through (`jobs`: the open job store, whose database keeps the VM records), or
+    None under `pool.share: job` (each job boots its own VM and deletes it: lando's behaviour)."""
+    if config.pool.share == "job":
+        return None
+    from lando_ssh.pool.store import open_vm_store
+
+    return PoolManager.from_config(config, open_vm_store(jobs), cloud)  # type: ignore[arg-type]
 
 
 def _launched(vm: PoolVm, key_path: str | None, user: str, work_dir: str) -> None:

@@ -1,0 +1,142 @@
+"""Jobs through the VM pool (issue 19), end to end: the daemon and `lando-ssh job N` with `pool.share: owner` on the
+local cloud (each VM a real sshd), real RabbitMQ and cwltool. A warm VM serves the next job, waiting jobs are packed
+onto one larger VM, a job's files and processes on a shared VM are its own, `lando-ssh ssh N` lands in the job's
+directory, and a daemon killed with -9 leaves nothing its successor does not adopt."""
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from conftest import WORKFLOWS, Daemon, Lando, finished, send, store_job, wait_job
+from test_fleet import daemon_config
+
+from lando_ssh.pool.model import LIVE, PoolState
+from lando_ssh.pool.store import open_vm_store
+
+
+def pool_vms(lando: Lando, live: bool = True) -> list[Any]:
+    store = open_vm_store(lando.config().store_url)
+    try:
+        return store.list(LIVE if live else None)
+    finally:
+        store.close()
+
+
+def created(lando: Lando) -> list[str]:
+    log = lando.data_dir / "local-cloud" / "created.log"
+    return [line.split(" ", 2)[1] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def job_dirs(lando: Lando, vm_name: str) -> list[str]:
+    work = lando.data_dir / "local-cloud" / vm_name / "work"
+    return sorted(p.name for p in work.glob("lando-job-*")) if work.exists() else []
+
+
+def sleep_order(tmp_path: Path, seconds: float) -> Path:
+    order = tmp_path / f"sleep-{seconds}.yml"
+    order.write_text(yaml.safe_dump({"seconds": seconds}))
+    return order
+
+
+def wait_until(condition: Any, daemon: Daemon, timeout: float = 120, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline and daemon.alive(), f"{what}\n{daemon.text()[-3000:]}"
+        time.sleep(0.05)
+
+
+def test_jobs_of_one_owner_run_one_after_another_on_one_warm_vm_that_a_drain_then_deletes(
+        lando: Lando, broker_names):
+    daemon = daemon_config(lando, broker_names, pool={"share": "owner"}, vm={"keepalive": 600})
+    ids = [lando.submit(WORKFLOWS / "upper_count.cwl", WORKFLOWS / "upper_count.yml") for _ in range(3)]
+    daemon.start()
+    try:
+        for job_id in ids:  # one after another: each finds the VM the one before left warm
+            send(lando, "start_job", job_id)
+            job = wait_job(lando, job_id, finished, daemon=daemon)
+            assert job.state.value == "F", job.reason
+        jobs = [store_job(lando, i) for i in ids]
+        assert len(created(lando)) == 1, created(lando)
+        name = jobs[0].vm.name
+        assert {j.vm.name for j in jobs} == {name} and all(j.vm.pool_vm for j in jobs)
+        assert job_dirs(lando, name) == []  # each job's files left the VM with it
+        listed = {r["name"]: r for r in json.loads(lando.cli("vms", "--json", check=True).stdout)}
+        assert listed[name]["pool_state"] == "idle" and listed[name]["jobs_served"] == 3, listed
+        assert lando.cli("drain", name, check=True).returncode == 0
+        wait_until(lambda: lando.vm_dirs() == [], daemon, 30, "the drained VM was not deleted")
+    finally:
+        daemon.stop()
+    assert [vm.state for vm in pool_vms(lando, live=False)] == [PoolState.DELETED]
+
+
+def test_waiting_jobs_are_packed_onto_one_vm_and_canceling_one_leaves_the_others_running(
+        lando: Lando, broker_names, tmp_path: Path):
+    daemon = daemon_config(lando, broker_names, pool={"share": "owner", "pack": True}, vm={"keepalive": 0})
+    ids = [lando.submit(WORKFLOWS / "sleep.cwl", sleep_order(tmp_path, 12)) for _ in range(4)]
+    daemon.start()
+    try:
+        for job_id in ids:
+            send(lando, "start_job", job_id)
+        for job_id in ids:
+            wait_job(lando, job_id, lambda j: j.run.run_pid is not None, daemon=daemon)
+        vms = pool_vms(lando)
+        assert len(vms) == 1 and vms[0].flavor == "m1.large", vms  # 4 x 1 vCPU: one 4-vCPU VM, not four
+        assert sorted(vms[0].job_ids) == sorted(ids) and vms[0].used.vcpus <= vms[0].size.vcpus
+        name, canceled, others = vms[0].name, ids[0], ids[1:]
+        assert len(job_dirs(lando, name)) == 4
+
+        there = lando.cli("ssh", str(others[0]), "pwd", check=True).stdout.strip()
+        assert there.endswith(f"/work/lando-job-{others[0]}")  # `ssh N` lands in the job's own directory
+
+        send(lando, "cancel_job", canceled)
+        job = wait_job(lando, canceled, finished, daemon=daemon)
+        assert job.state.value == "C"
+        assert f"lando-job-{canceled}" not in job_dirs(lando, name)  # its files went; the others' stay
+        for job_id in others:
+            assert store_job(lando, job_id).state.value == "R"
+        for job_id in others:
+            job = wait_job(lando, job_id, finished, daemon=daemon)
+            assert job.state.value == "F", job.reason
+        wait_until(lambda: lando.vm_dirs() == [], daemon, 30, "the empty VM outlived vm.keepalive 0")
+    finally:
+        daemon.stop()
+    assert len(created(lando)) == 1
+
+
+def test_a_daemon_killed_while_its_pool_vms_are_busy_is_succeeded_by_one_that_adopts_them(
+        lando: Lando, broker_names, tmp_path: Path):
+    daemon = daemon_config(lando, broker_names, pool={"share": "owner"}, vm={"keepalive": 0})
+    ids = [lando.submit(WORKFLOWS / "sleep.cwl", sleep_order(tmp_path, 6)) for _ in range(3)]
+    daemon.start()
+    try:
+        for job_id in ids:
+            send(lando, "start_job", job_id)
+        for job_id in ids:
+            wait_job(lando, job_id, lambda j: j.run.run_pid is not None, daemon=daemon)
+        before = pool_vms(lando)
+        daemon.stop(signal.SIGKILL)
+        daemon = Daemon(lando)
+        daemon.start()
+        for job_id in ids:
+            job = wait_job(lando, job_id, finished, timeout=180, daemon=daemon)
+            assert job.state.value == "F", job.reason
+            assert [h.state.value for h in job.history].count("F") == 1
+        wait_until(lambda: lando.vm_dirs() == [], daemon, 30, "a VM outlived its jobs and vm.keepalive 0")
+    finally:
+        daemon.stop()
+    assert sorted(created(lando)) == sorted(vm.name for vm in before)  # none created twice, none after the kill
+    assert pool_vms(lando) == []
+
+
+def test_a_foreground_job_boots_a_pool_vm_and_leaves_nothing_behind(lando: Lando):
+    lando.write_config(pool={"share": "owner"}, vm={"keepalive": 600})
+    job_id = lando.submit(WORKFLOWS / "upper_count.cwl", WORKFLOWS / "upper_count.yml")
+    run = lando.cli("job", str(job_id))
+    assert run.returncode == 0, run.stderr
+    job = store_job(lando, job_id)
+    assert job.state.value == "F" and job.vm.pool_vm is not None and job.vm.key_path
+    assert lando.vm_dirs() == [] and pool_vms(lando) == []  # no server keeps it warm: deleted once empty
