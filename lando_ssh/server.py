@@ -54,8 +54,10 @@ STOP_GRACE = 8.0  # seconds the engines get to reach a safe point at shutdown
 QUOTA_TTL = 15.0  # seconds the cloud's quota figures are reused
 FLAVORS_TTL = 300.0
 RESCHEDULE = 5.0  # seconds between decisions while jobs wait, besides those a job's start or end makes
-#: with the pool, seconds a new job waits for others arriving with it, so a burst is placed (and packed) together
+#: with the pool, a new job waits until no other has arrived for GATHER seconds (at most GATHER_MOST), so a burst
+#: is placed (and packed) together
 GATHER = 0.5
+GATHER_MOST = 3.0
 
 
 class Server:
@@ -110,6 +112,7 @@ class Server:
             web_server = start_web_server(self.config)
         METRICS.observe_jobs(self.journal.list())
         if self.pool is not None:
+            METRICS.watch_pool(self.pool.store.list)
             self._adopt_pool()
         self.recover()
         threading.Thread(target=self._sweep_forever, name="sweep", daemon=True).start()
@@ -392,9 +395,18 @@ class Server:
                 self._told[job_id] = why
                 self.journal.update(job_id, _waiting_reason(why))
 
+    def _gather(self) -> None:
+        """Wait while jobs keep arriving: until none came for GATHER seconds, at most GATHER_MOST."""
+        until = time.monotonic() + GATHER_MOST
+        while True:
+            self._arrived.clear()
+            left = until - time.monotonic()
+            if left <= 0 or not self._arrived.wait(min(GATHER, left)) or self.stopping.is_set():
+                return
+
     def _schedule_soon(self) -> None:
-        """A job arrived: decide now, or with the pool in GATHER seconds, with the jobs that arrive meanwhile (a
-        burst of small jobs packs onto one larger VM; its boot takes far longer than the wait)."""
+        """A job arrived: decide now, or with the pool once the jobs arriving with it are in (`_gather`): a burst
+        of small jobs packs onto one larger VM, and its boot takes far longer than the wait."""
         if self.pool is None:
             self._schedule()
         else:
@@ -421,8 +433,7 @@ class Server:
         watch boots and delete VMs whose keep-alive is over."""
         while not self.stopping.is_set():
             if self._arrived.wait(RESCHEDULE):
-                self.stopping.wait(GATHER)
-                self._arrived.clear()
+                self._gather()
             if self.stopping.is_set():
                 return
             with self._lock:

@@ -16,10 +16,10 @@ def config_file(tmp_path: Path, text: str) -> str:
     return str(path)
 
 
-def test_the_defaults_are_owner_sharing_packing_and_two_minutes_of_keepalive() -> None:
+def test_the_defaults_are_one_vm_per_job_and_once_turned_on_packing_and_two_minutes_of_keepalive() -> None:
     config = load_config(None, env={})
-    assert (config.pool.share, config.pool.pack, config.vm.keepalive) == ("owner", True, 120.0)
-    assert PoolPolicy.from_config(config) == PoolPolicy() == PoolPolicy(Share.OWNER, True, 120.0)
+    assert (config.pool.share, config.pool.pack, config.vm.keepalive) == ("job", True, 120.0)
+    assert PoolPolicy.from_config(config) == PoolPolicy() == PoolPolicy(Share.JOB, True, 120.0)
 
 
 def test_the_pool_keys_come_from_the_file_and_the_environment(tmp_path: Path) -> None:

@@ -11,11 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import WORKFLOWS, Daemon, Lando, finished, send, store_job, wait_job
+from conftest import WORKFLOWS, Daemon, Lando, finished, publish_raw, send, store_job, wait_job
 from test_fleet import daemon_config
 
+from lando_ssh.messages import encode_message
 from lando_ssh.pool.model import LIVE, PoolState
 from lando_ssh.pool.store import open_vm_store
+
+
+def start_all(queue: str, ids: list[int]) -> None:
+    """start_job for every job in one burst, as a job source sends a batch."""
+    for job_id in ids:
+        publish_raw(queue, encode_message("start_job", job_id), "application/json")
 
 
 def pool_vms(lando: Lando, live: bool = True) -> list[Any]:
@@ -79,8 +86,7 @@ def test_waiting_jobs_are_packed_onto_one_vm_and_canceling_one_leaves_the_others
     ids = [lando.submit(WORKFLOWS / "sleep.cwl", sleep_order(tmp_path, 12)) for _ in range(4)]
     daemon.start()
     try:
-        for job_id in ids:
-            send(lando, "start_job", job_id)
+        start_all(broker_names["listen_queue"], ids)
         for job_id in ids:
             wait_job(lando, job_id, lambda j: j.run.run_pid is not None, daemon=daemon)
         vms = pool_vms(lando)

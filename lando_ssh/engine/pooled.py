@@ -61,8 +61,9 @@ def take_vm(rt: Runtime, job_id: int) -> None:
         if vm.state == PoolState.BOOTING:
             vm = rt.pool.watch(vm.id)
         if vm.state in READY and vm.address and vm.holds(job_id):
-            _arrive(rt, job_id, vm)
-            return
+            if _arrive(rt, job_id, vm):
+                return
+            continue
         if vm.state == PoolState.BOOTING:
             rt.sleep(job_id, look.next())
 
@@ -91,8 +92,10 @@ def _placed(job: Job, vm: PoolVm) -> None:
     job.set_state(JobState.RUNNING, JobStep.CREATE_VM)
 
 
-def _arrive(rt: Runtime, job_id: int, vm: PoolVm) -> None:
-    """The VM answers: its address, host keys and key on the job, and the job's SSH connection checked."""
+def _arrive(rt: Runtime, job_id: int, vm: PoolVm) -> bool:
+    """The VM answers: its address, host keys and key on the job, and its free disk checked over the job's
+    SSH connection. False when the disk has less free than the job reserved (files another job or the system
+    left): the job leaves the VM, which takes no new job, and is placed again."""
     def record(j: Job) -> None:
         assert j.vm is not None
         j.vm.id, j.vm.address, j.vm.port, j.vm.host_keys = vm.cloud_id, vm.address, vm.port, list(vm.host_keys)
@@ -101,9 +104,29 @@ def _arrive(rt: Runtime, job_id: int, vm: PoolVm) -> None:
         j.reason = ""
 
     job = rt.journal.update(job_id, record)
-    assert job.vm is not None and vm.address
+    assert job.vm is not None and vm.address and vm.work_dir
     rt.keys(job).pin_host(vm.address, vm.port, list(vm.host_keys))
-    rt.remote(job).run(["true"], retry=False, what=f"the first command on pool VM {vm.name}")
+    out = rt.remote(job).run(["df", "-Pk", "--", vm.work_dir], retry=False,
+                             what=f"the free disk of pool VM {vm.name}").stdout
+    free_mb = _free_mb(out)
+    needs = next((t.needs for t in vm.jobs if t.job_id == job_id), None)
+    if free_mb is None or needs is None or free_mb >= needs.disk_mb:
+        return True
+    why = f"VM {vm.name} has {free_mb} MB of disk free, less than job {job_id} reserved ({needs.disk_mb} MB)"
+    log.warning("job %s: %s; placed again, the VM takes no new job", job_id, why)
+    leave_vm(rt, job)
+    _drain(_pool(rt), vm.id, why)
+    rt.journal.update(job_id, lambda j: j.retire_vm())
+    return False
+
+
+def _free_mb(df_output: str) -> int | None:
+    """The free MB `df -Pk` printed (its second line's fourth column), or None when it printed none."""
+    lines = df_output.strip().splitlines()
+    try:
+        return int(lines[-1].split()[3]) // 1024 if len(lines) >= 2 else None
+    except (IndexError, ValueError):
+        return None
 
 
 def _lost_before_start(rt: Runtime, job: Job) -> None:
