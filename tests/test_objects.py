@@ -3,12 +3,16 @@ protocol and its S3 protocol): downloaded and uploaded by the VM with grants the
 never leaving a half object looking whole; secrets nowhere in the job's record, log or docs."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -374,6 +378,163 @@ def test_a_segmented_upload_cut_short_leaves_no_object_and_a_whole_one_reports_i
     assert info.size == 11 * MiB
     got = object_bytes(outs, "big.bin")
     assert got == src.read_bytes()
+
+
+def parts_left(scheme: str, container: str, key: str) -> list[str]:
+    """The segments (Swift: lando's, in `<container>_segments`) or parts (S3, kept by Swift's s3api in
+    `<container>+segments`) of `key` the store holds, and (S3) its multipart uploads still open."""
+    held = f"{container}_segments" if scheme == "swift" else f"{container}+segments"
+    try:
+        names = [o["name"] for o in swift().get_container(held, prefix=f"{key}/", full_listing=True)[1]]
+    except Exception:  # noqa: BLE001 (no such container: nothing held)
+        names = []
+    if scheme == "s3":
+        names += [f"open upload {u['UploadId']}" for u in
+                  s3().list_multipart_uploads(Bucket=container, Prefix=key).get("Uploads", []) if u["Key"] == key]
+    return names
+
+
+def wait_for(condition: Any, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def black_hole() -> Iterator[str]:
+    """A URL whose server takes the connection and never answers: a PUT to it hangs until its sender dies."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/never"
+
+
+@pytest.mark.parametrize("scheme", ["swift", "s3"])
+def test_an_upload_killed_mid_transfer_leaves_no_object_and_its_restart_removes_the_parts_it_sent(
+        containers: Containers, tmp_path: Path, scheme: str):
+    from lando_ssh.objectstore.stores import store_for
+    from lando_ssh.objectstore.urls import parse
+    from lando_ssh.objectstore.vmplan import Answer, put_plan
+
+    outs = containers.new()
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(11 * MiB))
+    url = parse(f"{scheme}://{outs}/run/big.bin")
+    store = store_for(stores(), url)
+    first = store.start_put(url, 11 * MiB, 5 * MiB)
+    with black_hole() as never:  # the third part never ends: lando-objects is killed with two parts sent
+        plan = put_plan([(dataclasses.replace(first, urls=[*first.urls[:2], never]), str(src))], 4, 0.05)
+        proc = subprocess.Popen([sys.executable, str(LANDO_OBJECTS)], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert proc.stdin is not None
+        proc.stdin.write(plan)
+        proc.stdin.close()
+        wait_for(lambda: len([n for n in parts_left(scheme, outs, "run/big.bin") if not n.startswith("open")]) >= 2,
+                 "two parts stored")
+        proc.kill()
+        assert proc.wait() == -9
+
+    with pytest.raises(InputMissing):  # two parts are in the store, and nothing looks like the object
+        store.stat(url)
+    assert len(parts_left(scheme, outs, "run/big.bin")) >= 2
+
+    second = store.start_put(url, 11 * MiB, 5 * MiB)  # the upload restarted (the O step again, after a crash)
+
+    left = parts_left(scheme, outs, "run/big.bin")
+    assert not [n for n in left if str(first.upload_id) in n], left  # the first upload's parts: gone
+    proc2 = run_objects(json.loads(put_plan([(second, str(src))], 4, 0.1)))
+    assert proc2.returncode == 0, proc2.stderr
+    answer = Answer()
+    answer.read(proc2.stdout.encode())
+    store.finish_put(second, answer.result["items"][0]["etags"])
+    assert store.stat(url).size == 11 * MiB
+    assert object_bytes(outs, "run/big.bin") == src.read_bytes()
+    # what is left is the whole object's own three parts, of the second upload alone
+    left = parts_left(scheme, outs, "run/big.bin")
+    assert not [n for n in left if n.startswith("open")]
+    ours = [n for n in left if n.rstrip("/").rsplit("/", 1)[-1].isdigit()]
+    assert len(ours) == 3 and all(str(second.upload_id) in n for n in ours), left
+
+
+def test_a_restarted_upload_of_a_whole_swift_object_keeps_it_whole_until_the_new_one_replaces_it(
+        containers: Containers, tmp_path: Path):
+    from lando_ssh.objectstore.stores import store_for
+    from lando_ssh.objectstore.urls import parse
+    from lando_ssh.objectstore.vmplan import Answer, put_plan
+
+    outs = containers.new()
+    url = parse(f"swift://{outs}/big.bin")
+    store = store_for(stores(), url)
+
+    def upload(data: bytes) -> Any:
+        src = tmp_path / "big.bin"
+        src.write_bytes(data)
+        made = store.start_put(url, len(data), 5 * MiB)
+        proc = run_objects(json.loads(put_plan([(made, str(src))], 4, 0.1)))
+        assert proc.returncode == 0, proc.stderr
+        answer = Answer()
+        answer.read(proc.stdout.encode())
+        return made, answer.result["items"][0]["etags"]
+
+    old = os.urandom(11 * MiB)
+    store.finish_put(*upload(old))
+    new = os.urandom(11 * MiB)
+    made, etags = upload(new)  # a second upload of the object: the old one's segments were kept by start_put
+
+    assert object_bytes(outs, "big.bin") == old
+    store.finish_put(made, etags)
+    assert object_bytes(outs, "big.bin") == new
+    assert len(parts_left("swift", outs, "big.bin")) == 3
+
+
+@pytest.mark.parametrize("scheme", ["swift", "s3"])
+def test_an_upload_whose_vm_side_failed_is_aborted_leaving_no_part(containers: Containers, tmp_path: Path,
+                                                                     scheme: str):
+    from lando_ssh.objectstore.stores import store_for
+    from lando_ssh.objectstore.urls import parse
+    from lando_ssh.objectstore.vmplan import put_plan
+
+    outs = containers.new()
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(11 * MiB))
+    url = parse(f"{scheme}://{outs}/big.bin")
+    store = store_for(stores(), url)
+    upload = store.start_put(url, 11 * MiB, 5 * MiB)
+    refused = dataclasses.replace(upload, urls=[*upload.urls[:2], upload.urls[2].replace("sig=", "sig=0")
+                                                .replace("Signature=", "Signature=0")])
+    proc = run_objects(json.loads(put_plan([(refused, str(src))], 4, 0.1)))
+    assert proc.returncode == 1 and len(parts_left(scheme, outs, "big.bin")) >= 2
+
+    store.abort_put(upload)
+
+    assert parts_left(scheme, outs, "big.bin") == []
+    with pytest.raises(InputMissing):
+        store.stat(url)
+
+
+def test_an_output_upload_refused_mid_way_fails_the_job_and_leaves_no_segment(lando: Lando, containers: Containers,
+                                                                              tmp_path: Path):
+    ins, outs = containers.new(), containers.new()
+    swift().put_object(ins, "reads.bam", b"READS\n")
+    swift().put_object(ins, "reads.bam.bai", b"INDEX\n")
+    swift().put_object(ins, "refs/a.txt", b"alpha\n")
+    # 12 MiB go up as segments of 5, 5 and 2 MiB at once: the last fits in the quota, the others are refused
+    swift().put_container(f"{outs}_segments", {"X-Container-Meta-Quota-Bytes": str(3 * MiB)})
+    lando.write_config(object_store=store_settings())
+    order = tmp_path / "job.yml"
+    order.write_text(yaml.safe_dump({"reads": {"class": "File", "location": f"swift://{ins}/reads.bam"},
+                                     "dir": {"class": "Directory", "location": f"swift://{ins}/refs"},
+                                     "megabytes": 12}))
+    job_id = lando.submit(WORKFLOWS / "objects.cwl", order, "--output-url", f"swift://{outs}/run/")
+
+    proc = lando.cli("job", str(job_id))
+
+    job = lando.status(job_id)
+    assert proc.returncode != 0 and (job["state"], job["step"]) == ("E", "O")
+    assert f"refused swift://{outs}/run/big.bin: the container's quota is full" in job["error"]
+    assert parts_left("swift", outs, "run/big.bin") == []  # the segment that went in was deleted
+    assert not [o for o in swift().get_container(outs)[1] if o["name"] == "run/big.bin"]
 
 
 def test_a_download_that_does_not_match_the_stores_checksum_leaves_nothing_behind(containers: Containers,

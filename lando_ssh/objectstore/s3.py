@@ -133,3 +133,10 @@ class S3Store:
         with self._translated(upload.url, "making whole"):
             self._s3().complete_multipart_upload(Bucket=upload.url.container, Key=upload.url.key,
                                                  UploadId=upload.upload_id, MultipartUpload={"Parts": parts})
+
+    def abort_put(self, upload: Upload) -> None:
+        """The multipart upload this one started, aborted (it was cut short): S3 drops its parts. Never raises."""
+        if upload.segmented:
+            with contextlib.suppress(Exception), self._translated(upload.url, "aborting the upload of"):
+                self._s3().abort_multipart_upload(Bucket=upload.url.container, Key=upload.url.key,
+                                                  UploadId=upload.upload_id)

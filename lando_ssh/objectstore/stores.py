@@ -67,11 +67,17 @@ class Store(Protocol):
         ...
 
     def start_put(self, url: ObjectUrl, size: int, part_size: int) -> Upload:
-        """Grants to put `size` bytes at `url`: one PUT, or one per part of `part_size` (in segments)."""
+        """Grants to put `size` bytes at `url`: one PUT, or one per part of `part_size` (in segments). A segmented
+        one first removes what an interrupted earlier upload of `url` left (S3: its multipart uploads aborted;
+        Swift: lando's segments of `url` its current object is not made of)."""
         ...
 
     def finish_put(self, upload: Upload, etags: list[str]) -> None:
         """A segmented upload made whole from its parts' MD5s (the store checks them); nothing for one PUT."""
+        ...
+
+    def abort_put(self, upload: Upload) -> None:
+        """What a segmented upload cut short sent, removed (best effort: never raises); nothing for one PUT."""
         ...
 
 

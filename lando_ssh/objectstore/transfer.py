@@ -165,14 +165,24 @@ def _upload(rt: Runtime, job_id: int, remote: Remote, bin_dir: str, store: Store
         return 0
     total = sum(u.size for u, _src in uploads)
     plan = put_plan(uploads, config.object_store.parallel, config.progress_interval / 2)
-    with rt.deadline(remote, what):
-        answer = _run(remote, bin_dir, plan, total,
-                      lambda n, meter: rt.reporting(job_id, remote, "storing", n, meter), f"uploading to {base}")
-    etags = etags_by_name(answer.result)
-    for upload, _src in uploads:
-        if str(upload.url) not in etags:
-            raise StagingFailed(f"the VM did not report the upload of {upload.url}")
-        store.finish_put(upload, etags[str(upload.url)])
+    finished: set[str] = set()
+    try:
+        with rt.deadline(remote, what):
+            answer = _run(remote, bin_dir, plan, total,
+                          lambda n, meter: rt.reporting(job_id, remote, "storing", n, meter), f"uploading to {base}")
+        etags = etags_by_name(answer.result)
+        for upload, _src in uploads:
+            if str(upload.url) not in etags:
+                raise StagingFailed(f"the VM did not report the upload of {upload.url}")
+            store.finish_put(upload, etags[str(upload.url)])
+            finished.add(str(upload.url))
+    except Exception:
+        # cut short (the VM's lando-objects failed or was killed, a grant was refused): the parts sent are removed
+        # now; those of a crash or stop of this server, by the next upload of the same object (start_put)
+        for upload, _src in uploads:
+            if str(upload.url) not in finished:
+                store.abort_put(upload)
+        raise
     return total
 
 
