@@ -561,6 +561,92 @@ def test_a_download_that_does_not_match_the_stores_checksum_leaves_nothing_behin
     assert proc.returncode == 0 and dest.read_bytes() == b"alpha\n"
 
 
+def put_multipart(bucket: str, key: str, parts: list[bytes], metadata: dict[str, str] | None = None) -> str:
+    """`parts` as one S3 multipart object (as a client like the AWS CLI makes it); its ETag."""
+    client = s3()
+    made = client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata or {})
+    sent = [{"PartNumber": n, "ETag": client.upload_part(Bucket=bucket, Key=key, UploadId=made["UploadId"],
+                                                         PartNumber=n, Body=data)["ETag"]}
+            for n, data in enumerate(parts, 1)]
+    done = client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=made["UploadId"],
+                                            MultipartUpload={"Parts": sent})
+    return str(done["ETag"]).strip('"')
+
+
+def test_an_s3_multipart_input_is_checked_against_its_etag_at_the_part_size_it_was_cut_at(containers: Containers,
+                                                                                          tmp_path: Path):
+    from lando_ssh.objectstore.stores import store_for
+    from lando_ssh.objectstore.urls import parse
+    from lando_ssh.objectstore.vmplan import Answer, Download, get_plan
+
+    ins = containers.new()
+    usual = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(MiB + 7)]  # the AWS minimum part size
+    etag = put_multipart(ins, "in/usual.bin", usual)
+    odd = [os.urandom(7 * MiB), os.urandom(7 * MiB), os.urandom(MiB)]  # 7 MiB: no client's default
+    put_multipart(ins, "in/odd.bin", odd)
+    store = store_for(stores(), parse(f"s3://{ins}/in/"))
+
+    infos = {str(i.url): i for i in store.listing(parse(f"s3://{ins}/in/"))}
+    info = infos[f"s3://{ins}/in/usual.bin"]
+    assert (info.etag, info.etag_rule, info.part_sizes, info.part_size_known) == (etag, "s3multipart", (5 * MiB,),
+                                                                                  False)
+    assert etag.endswith("-3")
+    odd_info = infos[f"s3://{ins}/in/odd.bin"]  # 5 MiB cuts 15 MiB in 3 parts too: it is tried, and fails
+    assert odd_info.etag_rule == "s3multipart" and not odd_info.part_size_known
+
+    def get(*items: Any) -> subprocess.CompletedProcess:
+        return run_objects(json.loads(get_plan([Download(i, str(tmp_path / "in" / i.url.basename),
+                                                         store.get_grants(i.url)) for i in items], 2, 0.1)))
+
+    proc = get(info, odd_info)
+
+    assert proc.returncode == 0, proc.stderr
+    answer = Answer()
+    answer.read(proc.stdout.encode())
+    assert answer.result["unchecked"] == [f"s3://{ins}/in/odd.bin"]  # its size alone: no part size gives its ETag
+    assert (tmp_path / "in" / "usual.bin").read_bytes() == b"".join(usual)
+    assert (tmp_path / "in" / "odd.bin").read_bytes() == b"".join(odd)
+    # the bytes are checked: an ETag the bytes do not give fails when the part size is sure; when it was a guess,
+    # the ETag is said unchecked
+    (tmp_path / "in" / "usual.bin").unlink()
+    wrong = f"{'0' * 32}-3"
+    proc = get(dataclasses.replace(info, etag=wrong, part_size_known=True))
+    assert proc.returncode == 1
+    assert f"s3://{ins}/in/usual.bin arrived different from what the store holds (its ETag is {wrong}" in proc.stderr
+    assert list((tmp_path / "in").iterdir()) == [tmp_path / "in" / "odd.bin"]
+    proc = get(dataclasses.replace(info, etag=wrong))
+    assert proc.returncode == 0 and f"s3://{ins}/in/usual.bin" in proc.stdout
+
+
+def test_an_s3_multipart_object_lando_uploaded_says_its_part_size_and_is_checked_when_read(containers: Containers,
+                                                                                           tmp_path: Path):
+    from lando_ssh.objectstore.stores import store_for
+    from lando_ssh.objectstore.urls import parse
+    from lando_ssh.objectstore.vmplan import Answer, Download, get_plan, put_plan
+
+    outs = containers.new()
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(13 * MiB))
+    url = parse(f"s3://{outs}/run/big.bin")
+    store = store_for(stores(), url)
+    upload = store.start_put(url, 13 * MiB, 6 * MiB)  # 6 MiB: no client's default, so only the metadata says it
+    proc = run_objects(json.loads(put_plan([(upload, str(src))], 4, 0.1)))
+    assert proc.returncode == 0, proc.stderr
+    answer = Answer()
+    answer.read(proc.stdout.encode())
+    store.finish_put(upload, answer.result["items"][0]["etags"])
+
+    info = store.stat(url)
+
+    assert (info.etag_rule, info.part_sizes, info.part_size_known) == ("s3multipart", (6 * MiB,), True)
+    dest = tmp_path / "back" / "big.bin"
+    proc = run_objects(json.loads(get_plan([Download(info, str(dest), store.get_grants(url))], 2, 0.1)))
+    assert proc.returncode == 0, proc.stderr
+    answer = Answer()
+    answer.read(proc.stdout.encode())
+    assert answer.result["unchecked"] == [] and dest.read_bytes() == src.read_bytes()
+
+
 def test_a_refused_grant_on_download_names_the_object_not_the_grant(containers: Containers, tmp_path: Path):
     from lando_ssh.objectstore.stores import store_for
     from lando_ssh.objectstore.urls import parse

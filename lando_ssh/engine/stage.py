@@ -87,6 +87,9 @@ def stage_inputs(rt: Runtime, job_id: int) -> None:
             sent += got.bytes
             optional_missing |= {posixpath.relpath(d, paths.inputs) for d in got.missing}
             rt.progress(job_id, f"downloaded {len(got.sizes)} objects ({_size(got.bytes)}) on the VM")
+            if got.unchecked:
+                rt.progress(job_id, "size alone checked (S3 multipart ETag, part size unknown): "
+                            + ", ".join(got.unchecked))
     expected = {posixpath.relpath(t.dest, paths.inputs): t.size for t in transfers
                 if t.kind not in ("directory", "object-directory")}
     if objects:

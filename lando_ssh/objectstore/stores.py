@@ -23,6 +23,10 @@ class ObjectInfo:
     #: "s3multipart" (MD5 of its parts' MD5s, -N); None: not checkable (then the size alone is checked)
     etag_rule: str | None = None
     parts: tuple[int, ...] | None = None  # the sizes of a segmented object's parts, when known
+    #: "s3multipart": the part sizes its ETag may follow from (each with N parts), the likeliest first
+    part_sizes: tuple[int, ...] = ()
+    #: "s3multipart": the store said the part size (`part_sizes` is that one): a mismatch is an error
+    part_size_known: bool = False
 
 
 @dataclass
@@ -95,7 +99,7 @@ def store_for(config: Config, url: ObjectUrl) -> Store:
         raise BadInput(f"{url}: this server has no S3 store configured (object_store.s3 in {config.source})")
     from lando_ssh.objectstore.s3 import S3Store
 
-    return S3Store(stores.s3, stores.grant_seconds)
+    return S3Store(stores.s3, stores.grant_seconds, stores.segment_mb * 1024 * 1024)
 
 
 def check_configured(config: Config, url: ObjectUrl) -> None:

@@ -59,6 +59,8 @@ class Staged:
     missing: set[str] = field(default_factory=set)  # VM paths of optional objects the store does not hold
     sizes: dict[str, int] = field(default_factory=dict)  # VM path -> bytes of every file downloaded
     seconds: float | None = None  # the VM's transfer alone
+    #: S3 multipart objects whose ETag could not be checked (their part size unknown): their size was
+    unchecked: list[str] = field(default_factory=list)
 
 
 class _Stores:
@@ -101,7 +103,8 @@ def stage_objects(config: Config, remote: Remote, bin_dir: str, transfers: list[
     if downloads:
         total = sum(d.info.size for d in downloads)
         plan = get_plan(downloads, config.object_store.parallel, config.progress_interval / 2)
-        staged.seconds = _run(remote, bin_dir, plan, total, reporting, "downloading objects").result.get("seconds")
+        result = _run(remote, bin_dir, plan, total, reporting, "downloading objects").result
+        staged.seconds, staged.unchecked = result.get("seconds"), list(result.get("unchecked", []))
         staged.bytes = total
         staged.sizes = {d.dest: d.info.size for d in downloads}
     return staged
