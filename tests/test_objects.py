@@ -647,6 +647,28 @@ def test_an_s3_multipart_object_lando_uploaded_says_its_part_size_and_is_checked
     assert answer.result["unchecked"] == [] and dest.read_bytes() == src.read_bytes()
 
 
+def test_a_job_says_which_s3_multipart_inputs_had_their_size_alone_checked(lando: Lando, containers: Containers,
+                                                                           tmp_path: Path):
+    ins = containers.new()
+    reads = [os.urandom(5 * MiB), os.urandom(5 * MiB), b"READS\n"]
+    put_multipart(ins, "reads.bam", reads)  # 5 MiB parts: tried, and its ETag checked
+    s3().put_object(Bucket=ins, Key="reads.bam.bai", Body=b"INDEX\n")
+    s3().put_object(Bucket=ins, Key="refs/a.txt", Body=b"alpha\n")
+    put_multipart(ins, "refs/odd.bin", [b"o" * 7 * MiB, b"d" * 7 * MiB, b"d\n"])  # 7 MiB: nobody says so
+    lando.write_config(object_store=store_settings())
+    order = tmp_path / "job.yml"
+    order.write_text(yaml.safe_dump({"reads": {"class": "File", "location": f"s3://{ins}/reads.bam"},
+                                     "dir": {"class": "Directory", "location": f"s3://{ins}/refs"}}))
+    job_id = lando.submit(WORKFLOWS / "objects.cwl", order)
+
+    proc = lando.cli("job", str(job_id))
+
+    assert proc.returncode == 0, proc.stderr
+    assert lando.status(job_id)["state"] == "F"
+    said = [line for line in proc.stderr.splitlines() if "size alone checked" in line]
+    assert len(said) == 1 and said[0].endswith(f"(S3 multipart ETag, part size unknown): s3://{ins}/refs/odd.bin")
+
+
 def test_a_refused_grant_on_download_names_the_object_not_the_grant(containers: Containers, tmp_path: Path):
     from lando_ssh.objectstore.stores import store_for
     from lando_ssh.objectstore.urls import parse
