@@ -111,7 +111,7 @@ def store_settings(**changes: Any) -> dict[str, Any]:
         "s3": {"endpoint": PROXY, "access_key": USER, "secret_key": KEY, "region": "us-east-1"},
     }
     for k, v in changes.items():
-        settings[k] = {**settings[k], **v} if isinstance(v, dict) else v
+        settings[k] = {**settings.get(k, {}), **v} if isinstance(v, dict) else v
     return settings
 
 
@@ -302,6 +302,65 @@ def test_objects_too_large_for_the_vms_disk_fail_staging_before_a_byte_moves(lan
     job = lando.status(job_id)
     assert proc.returncode != 0 and (job["state"], job["step"]) == ("E", "S")
     assert "the VM's disk is too small for the objects: they need 12.0 MiB" in job["error"]
+
+
+OTHER_USER, OTHER_KEY = "test2:tester2", "testing2"  # ../shared/swift/README: another account, AUTH_test2
+
+
+def test_a_jobs_project_uses_its_own_credentials_from_the_config_and_no_other_job_does(
+        lando: Lando, containers: Containers, tmp_path: Path):
+    ins, outs = containers.new(), containers.new()  # in AUTH_test, which the server's own credentials cannot see
+    swift().put_object(ins, "reads.bam", b"READS\n")
+    swift().put_object(ins, "reads.bam.bai", b"INDEX\n")
+    s3().put_object(Bucket=ins, Key="refs/a.txt", Body=b"alpha\n")
+    lando.write_config(object_store=store_settings(
+        swift={"username": OTHER_USER, "password": OTHER_KEY}, s3={"access_key": OTHER_USER, "secret_key": OTHER_KEY},
+        projects={"lab": {"swift": {"username": USER, "password": KEY}, "s3": {"access_key": USER,
+                                                                               "secret_key": KEY}}}))
+    order = tmp_path / "job.yml"
+    order.write_text(yaml.safe_dump({"reads": {"class": "File", "location": f"swift://{ins}/reads.bam"},
+                                     "dir": {"class": "Directory", "location": f"s3://{ins}/refs"}}))
+    lab = lando.submit(WORKFLOWS / "objects.cwl", order, "--project", "lab", "--output-url", f"swift://{outs}/run/")
+    other = lando.submit(WORKFLOWS / "objects.cwl", order)
+
+    lab_run, other_run = lando.cli("job", str(lab)), lando.cli("job", str(other))
+
+    assert lab_run.returncode == 0, lab_run.stderr
+    job = lando.status(lab)
+    assert job["state"] == "F" and job["output"]["report"]["location"] == f"swift://{outs}/run/report.txt"
+    assert object_bytes(outs, "run/report.txt").startswith(b"READS\nINDEX\n")  # written with the lab's account
+    failed = lando.status(other)
+    assert other_run.returncode != 0 and (failed["state"], failed["step"]) == ("E", "S")
+    assert re.search(f"(swift://{ins}/reads.bam|s3://{ins}/refs/) does not exist \\(.* {OTHER_USER}\\)\\)$",
+                     failed["error"]), failed["error"]  # the server's own account holds no such object
+    # the project's credentials are in the config alone: not in the job's record, its log, its docs, its files
+    for text, what in ((json.dumps(job), "the job's record"), (lab_run.stderr, "the job's log"),
+                       (object_bytes(outs, "run/docs/logs/job-data.json").decode(), "the job's docs")):
+        assert KEY not in text and OTHER_KEY not in text, what
+    for path in lando.data_dir.rglob("*"):
+        if path.is_file() and path.suffix not in (".sqlite", ".pickle"):
+            no_secret_in(path.read_text(errors="replace"), str(path))
+
+
+def test_a_project_with_no_store_of_its_own_uses_the_servers(tmp_path: Path):
+    from lando_ssh.config import load_config
+    from lando_ssh.objectstore.stores import store_for
+    from lando_ssh.objectstore.urls import parse
+
+    path = tmp_path / "lando.yml"
+    path.write_text(yaml.safe_dump({"object_store": store_settings(
+        swift={"temp_url_key": "the-accounts-key"},
+        projects={"lab": {"swift": {"username": OTHER_USER, "password": OTHER_KEY}}})}))
+    config = load_config(str(path), env={})
+
+    lab = config.object_store.for_project("lab")
+    assert (lab.swift.auth_url, lab.swift.username, lab.swift.temp_url_key) == (AUTH_URL, OTHER_USER, None)
+    assert lab.s3 == config.object_store.s3  # the project names no S3 credentials: the server's
+    assert config.object_store.for_project("elsewhere") is config.object_store
+    assert config.object_store.for_project(None) is config.object_store
+    swift_store = store_for(config, parse("swift://c/o"), "lab")
+    assert swift_store.describe() == f"Swift at {AUTH_URL} (user {OTHER_USER}, project lab's credentials)"
+    assert store_for(config, parse("s3://b/k"), "lab").describe() == f"S3 at {PROXY} (access key {USER})"
 
 
 def test_an_output_url_that_holds_objects_is_refused_at_submit(lando: Lando, containers: Containers):
@@ -770,6 +829,13 @@ def test_the_answer_of_lando_objects_is_read_as_it_grows():
     ({"segment_mb": 1}, "object_store.segment_mb must be between 5 and 5120"),
     ({"grant_seconds": 5}, "object_store.grant_seconds must be at least 60"),
     ({"s3": {"bucket": "x"}}, "unknown key object_store.s3.bucket"),
+    ({"projects": {"lab": {"s3": {"access_key": "a"}}}},
+     "object_store.projects.lab.s3 needs access_key and secret_key \\(the project's credentials\\)"),
+    ({"projects": {"lab": {"swift": {"password": "p"}}}}, "object_store.projects.lab.swift needs username and"),
+    ({"projects": {"lab": {"swift": {"username": "u", "password": "p"}}}},
+     "object_store.projects.lab.swift has no auth_url, and cloud_settings names no Keystone"),
+    ({"projects": {"lab": {"s3": {"bucket": "x"}}}}, "unknown key object_store.projects.lab.s3.bucket"),
+    ({"projects": {"lab": {"gcs": {}}}}, "unknown key object_store.projects.lab.gcs"),
 ])
 def test_the_object_store_config_is_checked(tmp_path: Path, section: dict[str, Any], said: str):
     from lando_ssh.config import load_config

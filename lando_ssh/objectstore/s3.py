@@ -30,14 +30,16 @@ logging.getLogger("botocore").setLevel(logging.WARNING)
 class S3Store:
     scheme = "s3"
 
-    def __init__(self, config: S3StoreConfig, grant_seconds: float, part_size: int = 64 * MiB):
-        self.config = config
+    def __init__(self, config: S3StoreConfig, grant_seconds: float, part_size: int = 64 * MiB,
+                 project: str | None = None):
+        self.config, self.project = config, project  # project: whose credentials (object_store.projects)
         self.grant_seconds = int(min(grant_seconds, MAX_PRESIGN_SECONDS))
         self.part_size = part_size  # this server's uploads' (object_store.segment_mb)
         self._client: Any = None
 
     def describe(self) -> str:
-        return f"S3 at {self.config.endpoint or 'AWS'} (access key {self.config.access_key})"
+        whose = f", project {self.project}'s credentials" if self.project else ""
+        return f"S3 at {self.config.endpoint or 'AWS'} (access key {self.config.access_key}{whose})"
 
     def _s3(self) -> Any:
         if self._client is None:

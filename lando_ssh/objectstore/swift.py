@@ -34,15 +34,18 @@ logging.getLogger("swiftclient").setLevel(logging.CRITICAL + 1)
 class SwiftStore:
     scheme = "swift"
 
-    def __init__(self, config: SwiftStoreConfig, cloud: CloudSettings, grant_seconds: float):
+    def __init__(self, config: SwiftStoreConfig, cloud: CloudSettings, grant_seconds: float,
+                 project: str | None = None):
         self.config, self.cloud, self.grant_seconds = config, cloud, int(grant_seconds)
+        self.project = project  # whose credentials these are (object_store.projects), None: the server's
         self._conn: Any = None
         self._keys: dict[str, str] = {}
         self._storage_url: str | None = None
         self._segments: dict[ObjectUrl, list[ObjectUrl]] = {}  # a static large object's segments, from `stat`
 
     def describe(self) -> str:
-        return f"Swift at {self.config.auth_url or self.cloud.auth_url} (user {self._user()})"
+        whose = f", project {self.project}'s credentials" if self.project else ""
+        return f"Swift at {self.config.auth_url or self.cloud.auth_url} (user {self._user()}{whose})"
 
     def _user(self) -> str | None:
         return self.config.username or self.cloud.username
@@ -60,7 +63,7 @@ class SwiftStore:
                 "project_domain_name": c.project_domain_name or cloud.project_domain_name,
                 "region_name": c.region_name or cloud.region_name}
             self._conn = swiftclient.Connection(
-                authurl=auth_url, user=self._user(), key=c.password if c.auth_url else cloud.password,
+                authurl=auth_url, user=self._user(), key=c.password or cloud.password,
                 auth_version="1" if v1 else "3", os_options={k: v for k, v in options.items() if v},
                 retries=2, timeout=60)
         return self._conn

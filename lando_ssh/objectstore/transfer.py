@@ -29,6 +29,7 @@ from lando_ssh.objectstore.vmplan import (
 from lando_ssh.progress import ByteMeter
 from lando_ssh.progress import size_text as _size
 from lando_ssh.remote import Remote
+from lando_ssh.usage import named_project
 
 if TYPE_CHECKING:
     from lando_ssh.engine.runtime import Runtime
@@ -64,22 +65,24 @@ class Staged:
 
 
 class _Stores:
-    """One store per scheme for one transfer (its connection and temp URL keys reused)."""
+    """One store per scheme for one transfer (its connection and temp URL keys reused), with the credentials of
+    the job's project when object_store.projects names it."""
 
-    def __init__(self, config: Config):
-        self.config = config
+    def __init__(self, config: Config, project: str | None):
+        self.config, self.project = config, project
         self.made: dict[str, Store] = {}
 
     def __call__(self, url: ObjectUrl) -> Store:
         if url.scheme not in self.made:
-            self.made[url.scheme] = store_for(self.config, url)
+            self.made[url.scheme] = store_for(self.config, url, self.project)
         return self.made[url.scheme]
 
 
 def stage_objects(config: Config, remote: Remote, bin_dir: str, transfers: list[Any],
-                  reporting: Reporting) -> Staged:
-    """Download the object inputs on the VM, each checked (size, the store's checksum, the job order's)."""
-    stores, staged, downloads = _Stores(config), Staged(), []
+                  reporting: Reporting, project: str | None = None) -> Staged:
+    """Download the object inputs on the VM, each checked (size, the store's checksum, the job order's).
+    `project`: the job's (`usage.named_project`)."""
+    stores, staged, downloads = _Stores(config, project), Staged(), []
     for t in transfers:
         url = parse(t.source, "the input")
         store = stores(url)
@@ -133,7 +136,7 @@ def store_output(rt: Runtime, job_id: int) -> None:
     job = rt.journal.get(job_id)
     paths, remote, config = rt.paths(job), rt.remote(job), rt.config
     base = parse(job.facts[OUTPUT_URL], "the output URL").as_prefix()
-    store = store_for(config, base)
+    store = store_for(config, base, named_project(job))
     sizes = check_sizes(remote, paths, paths.results, {}, "output", rt.result_sizes.pop(job_id, None))
     apart = outputs.docs_apart(job)
     docs_name = job.run.docs_dir or "docs"
