@@ -1,6 +1,11 @@
 """S3 (AWS, Swift's s3api, Ceph, MinIO) through botocore: SigV4 presigned URLs are the grants; a large
 upload is a multipart upload this server starts and completes, the VM sending the parts in between (an
-incomplete multipart upload is never an object; one left by an earlier attempt is aborted first)."""
+incomplete multipart upload is never an object; one left by an earlier attempt is aborted first, one cut short
+is aborted at once), its part size kept in the object's metadata.
+
+A multipart object's ETag (`<MD5 of the parts' MD5s>-N`) follows from its bytes at its part size only: `stat`
+gives the part size when something says it (one part, lando-ssh's metadata, the store's HEAD of part 1), else
+the likely ones, each of which the VM tries (see docs/object-storage.md)."""
 from __future__ import annotations
 
 import contextlib

@@ -1,6 +1,8 @@
 """OpenStack Swift through python-swiftclient (v1 auth or Keystone v3). Grants are temp URLs; a large
 upload goes up as segments in `<container>_segments` and becomes a static large object (SLO) when this
-server puts its manifest, after the VM sent every segment: the object never looks whole before it is.
+server puts its manifest, after the VM sent every segment: the object never looks whole before it is. An
+upload cut short has its segments deleted (`abort_put`); one the server's crash left, by the object's next
+upload (`start_put` deletes lando's segments of the object its current manifest does not use).
 
 The temp URL key is the config's `temp_url_key`, else the account's (X-Account-Meta-Temp-URL-Key or -2),
 else the container's, else a random key lando-ssh sets as the container's X-Container-Meta-Temp-URL-Key-2
