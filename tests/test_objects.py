@@ -363,6 +363,19 @@ def test_a_project_with_no_store_of_its_own_uses_the_servers(tmp_path: Path):
     assert store_for(config, parse("s3://b/k"), "lab").describe() == f"S3 at {PROXY} (access key {USER})"
 
 
+def test_a_jobs_project_is_the_one_its_source_names():
+    from lando_ssh.model import Job
+    from lando_ssh.runner_args import split
+    from lando_ssh.usage import named_project
+
+    assert named_project(Job(id=1, name="a", workflow="w", job_order={}, facts={"project": "lab"})) == "lab"
+    bespin = {"bespin": {"cloud_settings": {"vm_project": "genomics"}}}  # bespin-api's job
+    assert named_project(Job(id=1, name="a", workflow="w", job_order={}, facts=bespin)) == "genomics"
+    assert named_project(Job(id=1, name="a", workflow="w", job_order={}, facts={})) is None
+    words = split(["--project", "lab", "--outdir", "o", "wf.cwl", "job.yml", "--reads", "r.bam"])
+    assert words.lando[:2] == ["--project", "lab"] and "--project" not in words.for_cwltool + words.inputs
+
+
 def test_an_output_url_that_holds_objects_is_refused_at_submit(lando: Lando, containers: Containers):
     outs = containers.new()
     swift().put_object(outs, "run/old.txt", b"someone's\n")
