@@ -99,6 +99,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--outdir", help="where the outputs go (default: the current directory)")
     s.add_argument("--output-url", metavar="URL", help="send the outputs from the VM to an object store instead: "
                                                         "swift://CONTAINER/PREFIX/ or s3://BUCKET/PREFIX/")
+    s.add_argument("--project", help="the project the job is for: its object-store credentials when "
+                                      "object_store.projects names it (docs/object-storage.md), and its usage")
     s.add_argument("--write-summary", "-w", metavar="FILE", help="write the output object to FILE instead of stdout")
     s.add_argument("--quiet", action="store_true", help="no progress on stderr, only warnings and errors")
     s.add_argument("--debug", action="store_true", help="also given to the VM's cwltool")
@@ -275,6 +277,8 @@ def _job_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--output-dir", help="where the results go (default: <output_dir>/job-N)")
     s.add_argument("--output-url", metavar="URL", help="send the results and docs from the VM to an object store "
                                                         "instead: swift://CONTAINER/PREFIX/ or s3://BUCKET/PREFIX/")
+    s.add_argument("--project", help="the project the job is for: its object-store credentials when "
+                                      "object_store.projects names it (docs/object-storage.md), and its usage")
     s.add_argument("--priority", type=int, default=0, help="higher starts first (default 0)")
 
 
@@ -393,7 +397,8 @@ _journal = journal_of
 def submit_job(config: Config, workflow: Any, job_order: str | None, *, name: str | None = None,
                flavor: str | None = None, image: str | None = None, volume_size: int | None = None,
                output_dir: str | None = None, priority: int = 0, input_args: list[str] | None = None,
-               cwltool_args: Sequence[str] = (), outputs_only: bool = False, output_url: str | None = None) -> Job:
+               cwltool_args: Sequence[str] = (), outputs_only: bool = False, output_url: str | None = None,
+               project: str | None = None) -> Job:
     """Validate with cwltool, then store the job (state N). Nothing is stored when validation fails.
 
     `workflow` is a path, a URL, or a `workflow.WorkflowSource` (zip archive, git repository). The job
@@ -401,14 +406,15 @@ def submit_job(config: Config, workflow: Any, job_order: str | None, *, name: st
     (`input_args`). `cwltool_args`: cwltool's run options, for the VM's cwltool (and the validation).
     `outputs_only`: the job writes its outputs alone into `output_dir`, which may hold anything (cwl-runner's);
     otherwise `output_dir` must be new or empty (lando-ssh never overwrites what it did not write).
-    `output_url`: the outputs go from the VM to this swift:// or s3:// prefix instead (see objectstore)."""
+    `output_url`: the outputs go from the VM to this swift:// or s3:// prefix instead (see objectstore).
+    `project`: the job's project (a fact): its object-store credentials when object_store.projects names it."""
     from lando_ssh import outputs, schemacache
     from lando_ssh.workflow import LoadOptions, import_cwltool, prepare
 
     if output_url:
         from lando_ssh.objectstore.checks import check_output_url
 
-        output_url = check_output_url(config, output_url, may_hold_objects=outputs_only)
+        output_url = check_output_url(config, output_url, may_hold_objects=outputs_only, project=project)
     if output_dir and not outputs_only and not output_url:
         outputs.check_output_dir(os.path.abspath(output_dir))
     import_cwltool()
@@ -417,7 +423,7 @@ def submit_job(config: Config, workflow: Any, job_order: str | None, *, name: st
                        options=LoadOptions.from_cwltool_args(cwltool_args))
     from lando_ssh.objectstore.checks import check_inputs
 
-    check_inputs(config, prepared.job_order)  # a swift:// or s3:// input needs its store configured here
+    check_inputs(config, prepared.job_order, project)  # a swift:// or s3:// input needs its store configured here
     if prepared.odd_names and "--relax-path-checks" not in cwltool_args:  # names CWL allows, cwltool refuses
         cwltool_args = [*cwltool_args, "--relax-path-checks"]
     journal = _journal(config)
@@ -431,7 +437,8 @@ def submit_job(config: Config, workflow: Any, job_order: str | None, *, name: st
               facts={"workflow_source": prepared.source_record,
                      **({"cwltool_args": list(cwltool_args)} if cwltool_args else {}),
                      **({outputs.OUTPUTS_ONLY: True} if outputs_only else {}),
-                     **({"output_url": output_url} if output_url else {})},
+                     **({"output_url": output_url} if output_url else {}),
+                     **({"project": project} if project else {})},
               job_order=prepared.job_order, workflow_doc=prepared.packed,
               vm_spec=VmSpec(flavor=flavor, image=image, volume_size=volume_size), priority=priority,
               user=_user(), output_dir=os.path.abspath(output_dir) if output_dir else "")
@@ -470,7 +477,7 @@ def cmd_submit(config: Config, args: argparse.Namespace) -> int:
         raise BadInput(str(e)) from None
     job = submit_job(config, workflow, job_order, name=args.name, flavor=args.flavor, image=args.image,
                      volume_size=args.volume_size, output_dir=args.output_dir, priority=args.priority,
-                     cwltool_args=options, output_url=args.output_url)
+                     cwltool_args=options, output_url=args.output_url, project=args.project)
     if args.start:
         from lando_ssh.broker import Broker
         from lando_ssh.messages import Command
@@ -637,7 +644,8 @@ def cmd_cwl_runner(config: Config, args: argparse.Namespace) -> int:
     try:
         job = submit_job(config, workflow, job_order, name=args.name, flavor=args.flavor, image=args.image,
                          volume_size=args.volume_size, output_dir=outdir, input_args=input_args,
-                         cwltool_args=args.cwltool_args, outputs_only=True, output_url=args.output_url)
+                         cwltool_args=args.cwltool_args, outputs_only=True, output_url=args.output_url,
+                         project=args.project)
     except BaseException:
         early.discard()
         raise

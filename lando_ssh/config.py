@@ -233,6 +233,15 @@ class S3StoreConfig:
 
 
 @dataclass
+class ProjectStoresConfig:
+    """object_store.projects.<project>: the credentials a project's jobs use instead of the server's, each store's
+    other keys (auth_url, endpoint, region...) taken from the server's when not given."""
+
+    swift: SwiftStoreConfig | None = None
+    s3: S3StoreConfig | None = None
+
+
+@dataclass
 class ObjectStoreConfig:
     """Where `swift://` and `s3://` inputs and outputs live; see docs/object-storage.md."""
 
@@ -241,6 +250,28 @@ class ObjectStoreConfig:
     grant_seconds: float = 21600.0  # how long a grant handed to a VM (temp URL, presigned URL) stays valid
     segment_mb: int = 64  # files larger go up in segments (Swift SLO, S3 multipart) of this size
     parallel: int = 4  # objects, and parts of one object, moved at once by the VM
+    projects: dict[str, ProjectStoresConfig] = field(default_factory=dict)  # per project credentials
+
+    def for_project(self, project: str | None) -> ObjectStoreConfig:
+        """The stores a job of `project` uses: the project's credentials over the server's stores, when
+        `projects` names it; the server's otherwise. A project's Swift store never takes the server's
+        temp_url_key (its account is another's)."""
+        mine = self.projects.get(project) if project else None
+        if mine is None:
+            return self
+        swift, s3 = self.swift, self.s3
+        if mine.swift is not None:
+            swift = _over(self.swift or SwiftStoreConfig(), mine.swift, "temp_url_key")
+        if mine.s3 is not None:
+            s3 = _over(self.s3 or S3StoreConfig(), mine.s3)
+        return dataclasses.replace(self, swift=swift, s3=s3, projects={})
+
+
+def _over(base: Any, given: Any, *not_inherited: str) -> Any:
+    """`base` with each key `given` sets (not None) replaced; `not_inherited` keys from `given` alone."""
+    keep = {f.name: getattr(given, f.name) if f.name in not_inherited or getattr(given, f.name) is not None
+            else getattr(base, f.name) for f in dataclasses.fields(base)}
+    return type(base)(**keep)
 
 
 @dataclass
@@ -341,14 +372,25 @@ def _check_object_store(config: Config, where: str) -> None:
                           f"Swift's default object limit is 5 GiB), not {stores.segment_mb}")
     if not 1 <= stores.parallel <= 64:
         raise ConfigError(f"{where}: object_store.parallel must be between 1 and 64, not {stores.parallel}")
+    _check_stores(config, stores, where, "object_store")
+    for name, mine in stores.projects.items():
+        at = f"object_store.projects.{name}"
+        if mine.swift is not None and not (mine.swift.username and mine.swift.password):
+            raise ConfigError(f"{where}: {at}.swift needs username and password (the project's credentials)")
+        if mine.s3 is not None and not (mine.s3.access_key and mine.s3.secret_key):
+            raise ConfigError(f"{where}: {at}.s3 needs access_key and secret_key (the project's credentials)")
+        _check_stores(config, stores.for_project(name), where, at)
+
+
+def _check_stores(config: Config, stores: ObjectStoreConfig, where: str, at: str) -> None:
     if (swift := stores.swift) is not None:
         if swift.auth_url and not (swift.username and swift.password):
-            raise ConfigError(f"{where}: object_store.swift.auth_url needs username and password too")
+            raise ConfigError(f"{where}: {at}.swift.auth_url needs username and password too")
         if not swift.auth_url and not (config.cloud_settings.auth_url or config.cloud_settings.cloud):
-            raise ConfigError(f"{where}: object_store.swift has no auth_url, and cloud_settings names no Keystone "
+            raise ConfigError(f"{where}: {at}.swift has no auth_url, and cloud_settings names no Keystone "
                               "(auth_url or cloud) to take it from")
     if (s3 := stores.s3) is not None and bool(s3.access_key) != bool(s3.secret_key):
-        raise ConfigError(f"{where}: object_store.s3 needs access_key and secret_key together")
+        raise ConfigError(f"{where}: {at}.s3 needs access_key and secret_key together")
 
 
 def _read_yaml(path: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 #: lando-ssh's own options, with a value (cwltool's and those that only lando-ssh has)
 LANDO_WITH_VALUE = frozenset({"--outdir", "--write-summary", "-w", "--name", "--flavor", "--image", "--volume-size",
-                              "--git", "--ref", "--path", "--output-url"})
+                              "--git", "--ref", "--path", "--output-url", "--project"})
 #: lando-ssh's own flags; --debug also goes to the VM's cwltool
 LANDO_FLAGS = frozenset({"--quiet", "--debug"})
 #: where the workflow comes from: after the workflow they are still lando-ssh's for an archive or repository
@@ -65,7 +65,8 @@ _WITH_VALUE = LANDO_WITH_VALUE | RUN_WITH_VALUE | LOCAL_WITH_VALUE | IGNORED_WIT
 _KNOWN = (LANDO_WITH_VALUE | LANDO_FLAGS | RUN_FLAGS | RUN_WITH_VALUE | LOCAL_QUESTIONS | LOCAL_WITH_VALUE
           | IGNORED_WITH_VALUE | IGNORED_FLAGS)
 #: lando-ssh's options that cwltool does not have
-LANDO_ONLY = frozenset({"--name", "--flavor", "--image", "--volume-size", "--git", "--ref", "--path", "--output-url"})
+LANDO_ONLY = frozenset({"--name", "--flavor", "--image", "--volume-size", "--git", "--ref", "--path", "--output-url",
+                        "--project"})
 
 
 class UsageError(ValueError):

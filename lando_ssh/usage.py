@@ -89,13 +89,19 @@ class JobLine:
         return d
 
 
+def named_project(job: Job) -> str | None:
+    """The project the job's source named: `facts["project"]` (submit --project), bespin-api's `vm_project`."""
+    named = job.facts.get("project") or ((job.facts.get("bespin") or {}).get("cloud_settings") or {}).get("vm_project")
+    return str(named) if named else None
+
+
 def project_of(job: Job, default: str | None = None) -> str:
     """The project a job is accounted to: the one its job source named (`facts["project"]`, bespin-api's
     `vm_project`), else the OpenStack project its VM was made in (an id "<project>/<server id>"), else
     `default` (the configured OpenStack project), else "-"."""
-    named = job.facts.get("project") or ((job.facts.get("bespin") or {}).get("cloud_settings") or {}).get("vm_project")
+    named = named_project(job)
     if named:
-        return str(named)
+        return named
     for vm in reversed(_vms(job)):
         project, sep, _ = (vm.id or "").rpartition("/")
         if sep and project:

@@ -3,12 +3,16 @@ protocol and its S3 protocol): downloaded and uploaded by the VM with grants the
 never leaving a half object looking whole; secrets nowhere in the job's record, log or docs."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -107,7 +111,7 @@ def store_settings(**changes: Any) -> dict[str, Any]:
         "s3": {"endpoint": PROXY, "access_key": USER, "secret_key": KEY, "region": "us-east-1"},
     }
     for k, v in changes.items():
-        settings[k] = {**settings[k], **v} if isinstance(v, dict) else v
+        settings[k] = {**settings.get(k, {}), **v} if isinstance(v, dict) else v
     return settings
 
 
@@ -300,6 +304,78 @@ def test_objects_too_large_for_the_vms_disk_fail_staging_before_a_byte_moves(lan
     assert "the VM's disk is too small for the objects: they need 12.0 MiB" in job["error"]
 
 
+OTHER_USER, OTHER_KEY = "test2:tester2", "testing2"  # ../shared/swift/README: another account, AUTH_test2
+
+
+def test_a_jobs_project_uses_its_own_credentials_from_the_config_and_no_other_job_does(
+        lando: Lando, containers: Containers, tmp_path: Path):
+    ins, outs = containers.new(), containers.new()  # in AUTH_test, which the server's own credentials cannot see
+    swift().put_object(ins, "reads.bam", b"READS\n")
+    swift().put_object(ins, "reads.bam.bai", b"INDEX\n")
+    s3().put_object(Bucket=ins, Key="refs/a.txt", Body=b"alpha\n")
+    lando.write_config(object_store=store_settings(
+        swift={"username": OTHER_USER, "password": OTHER_KEY}, s3={"access_key": OTHER_USER, "secret_key": OTHER_KEY},
+        projects={"lab": {"swift": {"username": USER, "password": KEY}, "s3": {"access_key": USER,
+                                                                               "secret_key": KEY}}}))
+    order = tmp_path / "job.yml"
+    order.write_text(yaml.safe_dump({"reads": {"class": "File", "location": f"swift://{ins}/reads.bam"},
+                                     "dir": {"class": "Directory", "location": f"s3://{ins}/refs"}}))
+    lab = lando.submit(WORKFLOWS / "objects.cwl", order, "--project", "lab", "--output-url", f"swift://{outs}/run/")
+    other = lando.submit(WORKFLOWS / "objects.cwl", order)
+
+    lab_run, other_run = lando.cli("job", str(lab)), lando.cli("job", str(other))
+
+    assert lab_run.returncode == 0, lab_run.stderr
+    job = lando.status(lab)
+    assert job["state"] == "F" and job["output"]["report"]["location"] == f"swift://{outs}/run/report.txt"
+    assert object_bytes(outs, "run/report.txt").startswith(b"READS\nINDEX\n")  # written with the lab's account
+    failed = lando.status(other)
+    assert other_run.returncode != 0 and (failed["state"], failed["step"]) == ("E", "S")
+    assert re.search(f"(swift://{ins}/reads.bam|s3://{ins}/refs/) does not exist \\(.* {OTHER_USER}\\)\\)$",
+                     failed["error"]), failed["error"]  # the server's own account holds no such object
+    # the project's credentials are in the config alone: not in the job's record, its log, its docs, its files
+    for text, what in ((json.dumps(job), "the job's record"), (lab_run.stderr, "the job's log"),
+                       (object_bytes(outs, "run/docs/logs/job-data.json").decode(), "the job's docs")):
+        assert KEY not in text and OTHER_KEY not in text, what
+    for path in lando.data_dir.rglob("*"):
+        if path.is_file() and path.suffix not in (".sqlite", ".pickle"):
+            no_secret_in(path.read_text(errors="replace"), str(path))
+
+
+def test_a_project_with_no_store_of_its_own_uses_the_servers(tmp_path: Path):
+    from lando_ssh.config import load_config
+    from lando_ssh.objectstore.stores import store_for
+    from lando_ssh.objectstore.urls import parse
+
+    path = tmp_path / "lando.yml"
+    path.write_text(yaml.safe_dump({"object_store": store_settings(
+        swift={"temp_url_key": "the-accounts-key"},
+        projects={"lab": {"swift": {"username": OTHER_USER, "password": OTHER_KEY}}})}))
+    config = load_config(str(path), env={})
+
+    lab = config.object_store.for_project("lab")
+    assert (lab.swift.auth_url, lab.swift.username, lab.swift.temp_url_key) == (AUTH_URL, OTHER_USER, None)
+    assert lab.s3 == config.object_store.s3  # the project names no S3 credentials: the server's
+    assert config.object_store.for_project("elsewhere") is config.object_store
+    assert config.object_store.for_project(None) is config.object_store
+    swift_store = store_for(config, parse("swift://c/o"), "lab")
+    assert swift_store.describe() == f"Swift at {AUTH_URL} (user {OTHER_USER}, project lab's credentials)"
+    assert store_for(config, parse("s3://b/k"), "lab").describe() == f"S3 at {PROXY} (access key {USER})"
+
+
+def test_a_jobs_project_is_the_one_its_source_names():
+    from lando_ssh.model import Job
+    from lando_ssh.runner_args import split
+    from lando_ssh.usage import named_project
+
+    assert named_project(Job(id=1, name="a", workflow="w", job_order={}, facts={"project": "lab"})) == "lab"
+    bespin = {"bespin": {"cloud_settings": {"vm_project": "genomics"}}}  # bespin-api's job
+    assert named_project(Job(id=1, name="a", workflow="w", job_order={}, facts=bespin)) == "genomics"
+    assert named_project(Job(id=1, name="a", workflow="w", job_order={}, facts={})) is None
+    words = split(["--project", "lab", "--outdir", "o", "wf.cwl", "job.yml", "--reads", "r.bam"])
+    assert words.lando[:2] == ["--project", "lab"] and "--project" not in words.for_cwltool + words.inputs
+
+
 def test_an_output_url_that_holds_objects_is_refused_at_submit(lando: Lando, containers: Containers):
     outs = containers.new()
     swift().put_object(outs, "run/old.txt", b"someone's\n")
@@ -376,6 +452,163 @@ def test_a_segmented_upload_cut_short_leaves_no_object_and_a_whole_one_reports_i
     assert got == src.read_bytes()
 
 
+def parts_left(scheme: str, container: str, key: str) -> list[str]:
+    """The segments (Swift: lando's, in `<container>_segments`) or parts (S3, kept by Swift's s3api in
+    `<container>+segments`) of `key` the store holds, and (S3) its multipart uploads still open."""
+    held = f"{container}_segments" if scheme == "swift" else f"{container}+segments"
+    try:
+        names = [o["name"] for o in swift().get_container(held, prefix=f"{key}/", full_listing=True)[1]]
+    except Exception:  # noqa: BLE001 (no such container: nothing held)
+        names = []
+    if scheme == "s3":
+        names += [f"open upload {u['UploadId']}" for u in
+                  s3().list_multipart_uploads(Bucket=container, Prefix=key).get("Uploads", []) if u["Key"] == key]
+    return names
+
+
+def wait_for(condition: Any, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def black_hole() -> Iterator[str]:
+    """A URL whose server takes the connection and never answers: a PUT to it hangs until its sender dies."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/never"
+
+
+@pytest.mark.parametrize("scheme", ["swift", "s3"])
+def test_an_upload_killed_mid_transfer_leaves_no_object_and_its_restart_removes_the_parts_it_sent(
+        containers: Containers, tmp_path: Path, scheme: str):
+    from lando_ssh.objectstore.stores import store_for
+    from lando_ssh.objectstore.urls import parse
+    from lando_ssh.objectstore.vmplan import Answer, put_plan
+
+    outs = containers.new()
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(11 * MiB))
+    url = parse(f"{scheme}://{outs}/run/big.bin")
+    store = store_for(stores(), url)
+    first = store.start_put(url, 11 * MiB, 5 * MiB)
+    with black_hole() as never:  # the third part never ends: lando-objects is killed with two parts sent
+        plan = put_plan([(dataclasses.replace(first, urls=[*first.urls[:2], never]), str(src))], 4, 0.05)
+        proc = subprocess.Popen([sys.executable, str(LANDO_OBJECTS)], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert proc.stdin is not None
+        proc.stdin.write(plan)
+        proc.stdin.close()
+        wait_for(lambda: len([n for n in parts_left(scheme, outs, "run/big.bin") if not n.startswith("open")]) >= 2,
+                 "two parts stored")
+        proc.kill()
+        assert proc.wait() == -9
+
+    with pytest.raises(InputMissing):  # two parts are in the store, and nothing looks like the object
+        store.stat(url)
+    assert len(parts_left(scheme, outs, "run/big.bin")) >= 2
+
+    second = store.start_put(url, 11 * MiB, 5 * MiB)  # the upload restarted (the O step again, after a crash)
+
+    left = parts_left(scheme, outs, "run/big.bin")
+    assert not [n for n in left if str(first.upload_id) in n], left  # the first upload's parts: gone
+    proc2 = run_objects(json.loads(put_plan([(second, str(src))], 4, 0.1)))
+    assert proc2.returncode == 0, proc2.stderr
+    answer = Answer()
+    answer.read(proc2.stdout.encode())
+    store.finish_put(second, answer.result["items"][0]["etags"])
+    assert store.stat(url).size == 11 * MiB
+    assert object_bytes(outs, "run/big.bin") == src.read_bytes()
+    # what is left is the whole object's own three parts, of the second upload alone
+    left = parts_left(scheme, outs, "run/big.bin")
+    assert not [n for n in left if n.startswith("open")]
+    ours = [n for n in left if n.rstrip("/").rsplit("/", 1)[-1].isdigit()]
+    assert len(ours) == 3 and all(str(second.upload_id) in n for n in ours), left
+
+
+def test_a_restarted_upload_of_a_whole_swift_object_keeps_it_whole_until_the_new_one_replaces_it(
+        containers: Containers, tmp_path: Path):
+    from lando_ssh.objectstore.stores import store_for
+    from lando_ssh.objectstore.urls import parse
+    from lando_ssh.objectstore.vmplan import Answer, put_plan
+
+    outs = containers.new()
+    url = parse(f"swift://{outs}/big.bin")
+    store = store_for(stores(), url)
+
+    def upload(data: bytes) -> Any:
+        src = tmp_path / "big.bin"
+        src.write_bytes(data)
+        made = store.start_put(url, len(data), 5 * MiB)
+        proc = run_objects(json.loads(put_plan([(made, str(src))], 4, 0.1)))
+        assert proc.returncode == 0, proc.stderr
+        answer = Answer()
+        answer.read(proc.stdout.encode())
+        return made, answer.result["items"][0]["etags"]
+
+    old = os.urandom(11 * MiB)
+    store.finish_put(*upload(old))
+    new = os.urandom(11 * MiB)
+    made, etags = upload(new)  # a second upload of the object: the old one's segments were kept by start_put
+
+    assert object_bytes(outs, "big.bin") == old
+    store.finish_put(made, etags)
+    assert object_bytes(outs, "big.bin") == new
+    assert len(parts_left("swift", outs, "big.bin")) == 3
+
+
+@pytest.mark.parametrize("scheme", ["swift", "s3"])
+def test_an_upload_whose_vm_side_failed_is_aborted_leaving_no_part(containers: Containers, tmp_path: Path,
+                                                                     scheme: str):
+    from lando_ssh.objectstore.stores import store_for
+    from lando_ssh.objectstore.urls import parse
+    from lando_ssh.objectstore.vmplan import put_plan
+
+    outs = containers.new()
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(11 * MiB))
+    url = parse(f"{scheme}://{outs}/big.bin")
+    store = store_for(stores(), url)
+    upload = store.start_put(url, 11 * MiB, 5 * MiB)
+    refused = dataclasses.replace(upload, urls=[*upload.urls[:2], upload.urls[2].replace("sig=", "sig=0")
+                                                .replace("Signature=", "Signature=0")])
+    proc = run_objects(json.loads(put_plan([(refused, str(src))], 4, 0.1)))
+    assert proc.returncode == 1 and len(parts_left(scheme, outs, "big.bin")) >= 2
+
+    store.abort_put(upload)
+
+    assert parts_left(scheme, outs, "big.bin") == []
+    with pytest.raises(InputMissing):
+        store.stat(url)
+
+
+def test_an_output_upload_refused_mid_way_fails_the_job_and_leaves_no_segment(lando: Lando, containers: Containers,
+                                                                              tmp_path: Path):
+    ins, outs = containers.new(), containers.new()
+    swift().put_object(ins, "reads.bam", b"READS\n")
+    swift().put_object(ins, "reads.bam.bai", b"INDEX\n")
+    swift().put_object(ins, "refs/a.txt", b"alpha\n")
+    # 12 MiB go up as segments of 5, 5 and 2 MiB at once: the last fits in the quota, the others are refused
+    swift().put_container(f"{outs}_segments", {"X-Container-Meta-Quota-Bytes": str(3 * MiB)})
+    lando.write_config(object_store=store_settings())
+    order = tmp_path / "job.yml"
+    order.write_text(yaml.safe_dump({"reads": {"class": "File", "location": f"swift://{ins}/reads.bam"},
+                                     "dir": {"class": "Directory", "location": f"swift://{ins}/refs"},
+                                     "megabytes": 12}))
+    job_id = lando.submit(WORKFLOWS / "objects.cwl", order, "--output-url", f"swift://{outs}/run/")
+
+    proc = lando.cli("job", str(job_id))
+
+    job = lando.status(job_id)
+    assert proc.returncode != 0 and (job["state"], job["step"]) == ("E", "O")
+    assert f"refused swift://{outs}/run/big.bin: the container's quota is full" in job["error"]
+    assert parts_left("swift", outs, "run/big.bin") == []  # the segment that went in was deleted
+    assert not [o for o in swift().get_container(outs)[1] if o["name"] == "run/big.bin"]
+
+
 def test_a_download_that_does_not_match_the_stores_checksum_leaves_nothing_behind(containers: Containers,
                                                                                    tmp_path: Path):
     from lando_ssh.objectstore.stores import store_for
@@ -398,6 +631,114 @@ def test_a_download_that_does_not_match_the_stores_checksum_leaves_nothing_behin
     assert list((tmp_path / "in").iterdir()) == []
     proc = run_objects(json.loads(get_plan([Download(info, str(dest), store.get_grants(url))], 2, 0.1)))
     assert proc.returncode == 0 and dest.read_bytes() == b"alpha\n"
+
+
+def put_multipart(bucket: str, key: str, parts: list[bytes], metadata: dict[str, str] | None = None) -> str:
+    """`parts` as one S3 multipart object (as a client like the AWS CLI makes it); its ETag."""
+    client = s3()
+    made = client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata or {})
+    sent = [{"PartNumber": n, "ETag": client.upload_part(Bucket=bucket, Key=key, UploadId=made["UploadId"],
+                                                         PartNumber=n, Body=data)["ETag"]}
+            for n, data in enumerate(parts, 1)]
+    done = client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=made["UploadId"],
+                                            MultipartUpload={"Parts": sent})
+    return str(done["ETag"]).strip('"')
+
+
+def test_an_s3_multipart_input_is_checked_against_its_etag_at_the_part_size_it_was_cut_at(containers: Containers,
+                                                                                          tmp_path: Path):
+    from lando_ssh.objectstore.stores import store_for
+    from lando_ssh.objectstore.urls import parse
+    from lando_ssh.objectstore.vmplan import Answer, Download, get_plan
+
+    ins = containers.new()
+    usual = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(MiB + 7)]  # the AWS minimum part size
+    etag = put_multipart(ins, "in/usual.bin", usual)
+    odd = [os.urandom(7 * MiB), os.urandom(7 * MiB), os.urandom(MiB)]  # 7 MiB: no client's default
+    put_multipart(ins, "in/odd.bin", odd)
+    store = store_for(stores(), parse(f"s3://{ins}/in/"))
+
+    infos = {str(i.url): i for i in store.listing(parse(f"s3://{ins}/in/"))}
+    info = infos[f"s3://{ins}/in/usual.bin"]
+    assert (info.etag, info.etag_rule, info.part_sizes, info.part_size_known) == (etag, "s3multipart", (5 * MiB,),
+                                                                                  False)
+    assert etag.endswith("-3")
+    odd_info = infos[f"s3://{ins}/in/odd.bin"]  # 5 MiB cuts 15 MiB in 3 parts too: it is tried, and fails
+    assert odd_info.etag_rule == "s3multipart" and not odd_info.part_size_known
+
+    def get(*items: Any) -> subprocess.CompletedProcess:
+        return run_objects(json.loads(get_plan([Download(i, str(tmp_path / "in" / i.url.basename),
+                                                         store.get_grants(i.url)) for i in items], 2, 0.1)))
+
+    proc = get(info, odd_info)
+
+    assert proc.returncode == 0, proc.stderr
+    answer = Answer()
+    answer.read(proc.stdout.encode())
+    assert answer.result["unchecked"] == [f"s3://{ins}/in/odd.bin"]  # its size alone: no part size gives its ETag
+    assert (tmp_path / "in" / "usual.bin").read_bytes() == b"".join(usual)
+    assert (tmp_path / "in" / "odd.bin").read_bytes() == b"".join(odd)
+    # the bytes are checked: an ETag the bytes do not give fails when the part size is sure; when it was a guess,
+    # the ETag is said unchecked
+    (tmp_path / "in" / "usual.bin").unlink()
+    wrong = f"{'0' * 32}-3"
+    proc = get(dataclasses.replace(info, etag=wrong, part_size_known=True))
+    assert proc.returncode == 1
+    assert f"s3://{ins}/in/usual.bin arrived different from what the store holds (its ETag is {wrong}" in proc.stderr
+    assert list((tmp_path / "in").iterdir()) == [tmp_path / "in" / "odd.bin"]
+    proc = get(dataclasses.replace(info, etag=wrong))
+    assert proc.returncode == 0 and f"s3://{ins}/in/usual.bin" in proc.stdout
+
+
+def test_an_s3_multipart_object_lando_uploaded_says_its_part_size_and_is_checked_when_read(containers: Containers,
+                                                                                           tmp_path: Path):
+    from lando_ssh.objectstore.stores import store_for
+    from lando_ssh.objectstore.urls import parse
+    from lando_ssh.objectstore.vmplan import Answer, Download, get_plan, put_plan
+
+    outs = containers.new()
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(13 * MiB))
+    url = parse(f"s3://{outs}/run/big.bin")
+    store = store_for(stores(), url)
+    upload = store.start_put(url, 13 * MiB, 6 * MiB)  # 6 MiB: no client's default, so only the metadata says it
+    proc = run_objects(json.loads(put_plan([(upload, str(src))], 4, 0.1)))
+    assert proc.returncode == 0, proc.stderr
+    answer = Answer()
+    answer.read(proc.stdout.encode())
+    store.finish_put(upload, answer.result["items"][0]["etags"])
+
+    info = store.stat(url)
+
+    assert (info.etag_rule, info.part_sizes, info.part_size_known) == ("s3multipart", (6 * MiB,), True)
+    dest = tmp_path / "back" / "big.bin"
+    proc = run_objects(json.loads(get_plan([Download(info, str(dest), store.get_grants(url))], 2, 0.1)))
+    assert proc.returncode == 0, proc.stderr
+    answer = Answer()
+    answer.read(proc.stdout.encode())
+    assert answer.result["unchecked"] == [] and dest.read_bytes() == src.read_bytes()
+
+
+def test_a_job_says_which_s3_multipart_inputs_had_their_size_alone_checked(lando: Lando, containers: Containers,
+                                                                           tmp_path: Path):
+    ins = containers.new()
+    reads = [os.urandom(5 * MiB), os.urandom(5 * MiB), b"READS\n"]
+    put_multipart(ins, "reads.bam", reads)  # 5 MiB parts: tried, and its ETag checked
+    s3().put_object(Bucket=ins, Key="reads.bam.bai", Body=b"INDEX\n")
+    s3().put_object(Bucket=ins, Key="refs/a.txt", Body=b"alpha\n")
+    put_multipart(ins, "refs/odd.bin", [b"o" * 7 * MiB, b"d" * 7 * MiB, b"d\n"])  # 7 MiB: nobody says so
+    lando.write_config(object_store=store_settings())
+    order = tmp_path / "job.yml"
+    order.write_text(yaml.safe_dump({"reads": {"class": "File", "location": f"s3://{ins}/reads.bam"},
+                                     "dir": {"class": "Directory", "location": f"s3://{ins}/refs"}}))
+    job_id = lando.submit(WORKFLOWS / "objects.cwl", order)
+
+    proc = lando.cli("job", str(job_id))
+
+    assert proc.returncode == 0, proc.stderr
+    assert lando.status(job_id)["state"] == "F"
+    said = [line for line in proc.stderr.splitlines() if "size alone checked" in line]
+    assert len(said) == 1 and said[0].endswith(f"(S3 multipart ETag, part size unknown): s3://{ins}/refs/odd.bin")
 
 
 def test_a_refused_grant_on_download_names_the_object_not_the_grant(containers: Containers, tmp_path: Path):
@@ -501,6 +842,13 @@ def test_the_answer_of_lando_objects_is_read_as_it_grows():
     ({"segment_mb": 1}, "object_store.segment_mb must be between 5 and 5120"),
     ({"grant_seconds": 5}, "object_store.grant_seconds must be at least 60"),
     ({"s3": {"bucket": "x"}}, "unknown key object_store.s3.bucket"),
+    ({"projects": {"lab": {"s3": {"access_key": "a"}}}},
+     "object_store.projects.lab.s3 needs access_key and secret_key \\(the project's credentials\\)"),
+    ({"projects": {"lab": {"swift": {"password": "p"}}}}, "object_store.projects.lab.swift needs username and"),
+    ({"projects": {"lab": {"swift": {"username": "u", "password": "p"}}}},
+     "object_store.projects.lab.swift has no auth_url, and cloud_settings names no Keystone"),
+    ({"projects": {"lab": {"s3": {"bucket": "x"}}}}, "unknown key object_store.projects.lab.s3.bucket"),
+    ({"projects": {"lab": {"gcs": {}}}}, "unknown key object_store.projects.lab.gcs"),
 ])
 def test_the_object_store_config_is_checked(tmp_path: Path, section: dict[str, Any], said: str):
     from lando_ssh.config import load_config

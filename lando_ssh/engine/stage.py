@@ -81,12 +81,17 @@ def stage_inputs(rt: Runtime, job_id: int) -> None:
             rt.progress(job_id, f"downloaded {t.source} on the VM")
         if objects:  # downloaded by the VM straight from the store
             from lando_ssh.objectstore.transfer import stage_objects
+            from lando_ssh.usage import named_project
 
             got = stage_objects(rt.config, remote, paths.bin, objects,
-                                lambda total, meter: rt.reporting(job_id, remote, "staging", total, meter))
+                                lambda total, meter: rt.reporting(job_id, remote, "staging", total, meter),
+                                named_project(job))
             sent += got.bytes
             optional_missing |= {posixpath.relpath(d, paths.inputs) for d in got.missing}
             rt.progress(job_id, f"downloaded {len(got.sizes)} objects ({_size(got.bytes)}) on the VM")
+            if got.unchecked:
+                rt.progress(job_id, "size alone checked (S3 multipart ETag, part size unknown): "
+                            + ", ".join(got.unchecked))
     expected = {posixpath.relpath(t.dest, paths.inputs): t.size for t in transfers
                 if t.kind not in ("directory", "object-directory")}
     if objects:

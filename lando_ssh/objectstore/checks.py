@@ -10,12 +10,12 @@ from lando_ssh.objectstore.urls import is_object_url, parse
 from lando_ssh.prepared import iter_files_dirs
 
 
-def check_output_url(config: Config, url: str, may_hold_objects: bool = False) -> str:
+def check_output_url(config: Config, url: str, may_hold_objects: bool = False, project: str | None = None) -> str:
     """The output URL as a prefix (ending in `/`). BadInput when no store is configured for it, or (unless
     `may_hold_objects`, cwl-runner's) when objects are already there: lando-ssh never overwrites what it did not
-    write."""
+    write. `project`: the job's (its credentials, when object_store.projects names it)."""
     prefix = parse(url, "the output URL").as_prefix()
-    store = store_for(config, prefix)
+    store = store_for(config, prefix, project)
     if not may_hold_objects:
         try:
             held = store.listing(prefix)
@@ -28,9 +28,9 @@ def check_output_url(config: Config, url: str, may_hold_objects: bool = False) -
     return str(prefix)
 
 
-def check_inputs(config: Config, job_order: Any) -> None:
+def check_inputs(config: Config, job_order: Any, project: str | None = None) -> None:
     """BadInput for an object input whose scheme has no store configured here."""
     for obj in iter_files_dirs(job_order):
         location = obj.get("location", "")
         if is_object_url(location):
-            check_configured(config, parse(location, f"the input {obj.get('class', 'File')}"))
+            check_configured(config, parse(location, f"the input {obj.get('class', 'File')}"), project)

@@ -23,6 +23,10 @@ class ObjectInfo:
     #: "s3multipart" (MD5 of its parts' MD5s, -N); None: not checkable (then the size alone is checked)
     etag_rule: str | None = None
     parts: tuple[int, ...] | None = None  # the sizes of a segmented object's parts, when known
+    #: "s3multipart": the part sizes its ETag may follow from (each with N parts), the likeliest first
+    part_sizes: tuple[int, ...] = ()
+    #: "s3multipart": the store said the part size (`part_sizes` is that one): a mismatch is an error
+    part_size_known: bool = False
 
 
 @dataclass
@@ -67,33 +71,43 @@ class Store(Protocol):
         ...
 
     def start_put(self, url: ObjectUrl, size: int, part_size: int) -> Upload:
-        """Grants to put `size` bytes at `url`: one PUT, or one per part of `part_size` (in segments)."""
+        """Grants to put `size` bytes at `url`: one PUT, or one per part of `part_size` (in segments). A segmented
+        one first removes what an interrupted earlier upload of `url` left (S3: its multipart uploads aborted;
+        Swift: lando's segments of `url` its current object is not made of)."""
         ...
 
     def finish_put(self, upload: Upload, etags: list[str]) -> None:
         """A segmented upload made whole from its parts' MD5s (the store checks them); nothing for one PUT."""
         ...
 
+    def abort_put(self, upload: Upload) -> None:
+        """What a segmented upload cut short sent, removed (best effort: never raises); nothing for one PUT."""
+        ...
 
-def store_for(config: Config, url: ObjectUrl) -> Store:
-    """The configured store for the URL's scheme; BadInput when the config has none."""
-    stores = config.object_store
+
+def store_for(config: Config, url: ObjectUrl, project: str | None = None) -> Store:
+    """The store for the URL's scheme, with the credentials of `project` (the job's) when
+    `object_store.projects` names it, else the server's; BadInput when there is none."""
+    stores = config.object_store.for_project(project)
+    mine = config.object_store.projects.get(project) if project else None
     if url.scheme == "swift":
         if stores.swift is None:
             raise BadInput(f"{url}: this server has no Swift store configured (object_store.swift in "
                            f"{config.source})")
         from lando_ssh.objectstore.swift import SwiftStore
 
-        return SwiftStore(stores.swift, config.cloud_settings, stores.grant_seconds)
+        return SwiftStore(stores.swift, config.cloud_settings, stores.grant_seconds,
+                          project if mine and mine.swift else None)
     if stores.s3 is None:
         raise BadInput(f"{url}: this server has no S3 store configured (object_store.s3 in {config.source})")
     from lando_ssh.objectstore.s3 import S3Store
 
-    return S3Store(stores.s3, stores.grant_seconds)
+    return S3Store(stores.s3, stores.grant_seconds, stores.segment_mb * 1024 * 1024, project if mine and mine.s3
+                   else None)
 
 
-def check_configured(config: Config, url: ObjectUrl) -> None:
+def check_configured(config: Config, url: ObjectUrl, project: str | None = None) -> None:
     """BadInput when the config has no store for the URL's scheme (at submit, before anything runs)."""
-    if (url.scheme == "swift" and config.object_store.swift is None) or \
-            (url.scheme == "s3" and config.object_store.s3 is None):
-        store_for(config, url)
+    stores = config.object_store.for_project(project)
+    if (url.scheme == "swift" and stores.swift is None) or (url.scheme == "s3" and stores.s3 is None):
+        store_for(config, url, project)

@@ -1,6 +1,8 @@
 """OpenStack Swift through python-swiftclient (v1 auth or Keystone v3). Grants are temp URLs; a large
 upload goes up as segments in `<container>_segments` and becomes a static large object (SLO) when this
-server puts its manifest, after the VM sent every segment: the object never looks whole before it is.
+server puts its manifest, after the VM sent every segment: the object never looks whole before it is. An
+upload cut short has its segments deleted (`abort_put`); one the server's crash left, by the object's next
+upload (`start_put` deletes lando's segments of the object its current manifest does not use).
 
 The temp URL key is the config's `temp_url_key`, else the account's (X-Account-Meta-Temp-URL-Key or -2),
 else the container's, else a random key lando-ssh sets as the container's X-Container-Meta-Temp-URL-Key-2
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import secrets
 import urllib.parse
 import uuid
@@ -24,6 +27,7 @@ from lando_ssh.objectstore.stores import ObjectInfo, Upload
 from lando_ssh.objectstore.urls import ObjectUrl
 
 SEGMENTS = "lando"  # <container>_segments/<key>/lando/<upload id>/<n>
+_SEGMENT_NAME = re.compile(r"[0-9a-f]{32}/[0-9]{8}")  # <upload id>/<n>, below <key>/lando/
 
 # swiftclient logs each failed request with a part of its token: its errors are said here, translated, instead
 logging.getLogger("swiftclient").setLevel(logging.CRITICAL + 1)
@@ -32,15 +36,18 @@ logging.getLogger("swiftclient").setLevel(logging.CRITICAL + 1)
 class SwiftStore:
     scheme = "swift"
 
-    def __init__(self, config: SwiftStoreConfig, cloud: CloudSettings, grant_seconds: float):
+    def __init__(self, config: SwiftStoreConfig, cloud: CloudSettings, grant_seconds: float,
+                 project: str | None = None):
         self.config, self.cloud, self.grant_seconds = config, cloud, int(grant_seconds)
+        self.project = project  # whose credentials these are (object_store.projects), None: the server's
         self._conn: Any = None
         self._keys: dict[str, str] = {}
         self._storage_url: str | None = None
         self._segments: dict[ObjectUrl, list[ObjectUrl]] = {}  # a static large object's segments, from `stat`
 
     def describe(self) -> str:
-        return f"Swift at {self.config.auth_url or self.cloud.auth_url} (user {self._user()})"
+        whose = f", project {self.project}'s credentials" if self.project else ""
+        return f"Swift at {self.config.auth_url or self.cloud.auth_url} (user {self._user()}{whose})"
 
     def _user(self) -> str | None:
         return self.config.username or self.cloud.username
@@ -58,7 +65,7 @@ class SwiftStore:
                 "project_domain_name": c.project_domain_name or cloud.project_domain_name,
                 "region_name": c.region_name or cloud.region_name}
             self._conn = swiftclient.Connection(
-                authurl=auth_url, user=self._user(), key=c.password if c.auth_url else cloud.password,
+                authurl=auth_url, user=self._user(), key=c.password or cloud.password,
                 auth_version="1" if v1 else "3", os_options={k: v for k, v in options.items() if v},
                 retries=2, timeout=60)
         return self._conn
@@ -141,6 +148,7 @@ class SwiftStore:
         upload_id = f"{url.key}/{SEGMENTS}/{uuid.uuid4().hex}"
         with self._translated(f"swift://{segments}", "making the segments container"):
             self._connection().put_container(segments)
+        self._delete_segments(url, segments, keep=self._manifest_paths(url))  # an interrupted attempt's
         count = (size + part_size - 1) // part_size
         urls = [self._temp_url(ObjectUrl("swift", segments, f"{upload_id}/{n:08d}"), "PUT") for n in range(count)]
         return Upload(url, size, urls, part_size, "Etag", upload_id, {"segments": segments})
@@ -155,13 +163,49 @@ class SwiftStore:
         with self._translated(upload.url, "making whole"):
             conn.put_object(upload.url.container, upload.url.key, json.dumps(manifest),
                             query_string="multipart-manifest=put")
-        # segments of earlier attempts, or of the object this one replaced, are nobody's now
-        with self._translated(f"swift://{segments}", "cleaning up the segments of"):
-            _h, old = conn.get_container(segments, prefix=f"{upload.url.key}/{SEGMENTS}/", full_listing=True)
-            for o in old:
-                if not o.get("name", "").startswith(f"{upload.upload_id}/"):
-                    with contextlib.suppress(Exception):
-                        conn.delete_object(segments, o["name"])
+        # segments of earlier attempts, or of the object this one replaced, are nobody's now (the object is whole
+        # whatever happens to them: the next upload of it deletes those left)
+        with contextlib.suppress(Exception):
+            self._delete_segments(upload.url, segments, keep_upload=upload.upload_id)
+
+    def abort_put(self, upload: Upload) -> None:
+        """The segments this upload sent (it was cut short): deleted. Never raises (its caller is failing)."""
+        if upload.segmented:
+            with contextlib.suppress(Exception):
+                self._delete_segments(upload.url, upload.extra["segments"], only_upload=upload.upload_id)
+
+    def _manifest_paths(self, url: ObjectUrl) -> set[str]:
+        """The segments (`/<container>/<name>`) the object at `url` is made of now: none when it is no static
+        large object or does not exist."""
+        conn = self._connection()
+        try:
+            with self._translated(url, "reading"):
+                if conn.head_object(url.container, url.key).get("x-static-large-object", "").lower() != "true":
+                    return set()
+                _h, body = conn.get_object(url.container, url.key, query_string="multipart-manifest=get")
+        except InputMissing:
+            return set()
+        return {"/" + str(s["name"]).lstrip("/") for s in json.loads(body)}
+
+    def _delete_segments(self, url: ObjectUrl, segments: str, keep: set[str] | frozenset[str] = frozenset(),
+                         keep_upload: str | None = None, only_upload: str | None = None) -> None:
+        """Delete lando's segments of the object at `url` (`<key>/lando/<upload id>/<n>` in `segments`) but
+        those in `keep` (the paths its manifest names) or of the upload `keep_upload`; or, with `only_upload`,
+        that upload's alone."""
+        conn, prefix = self._connection(), f"{url.key}/{SEGMENTS}/"
+        try:
+            with self._translated(f"swift://{segments}/{prefix}", "listing the segments"):
+                _h, held = conn.get_container(segments, prefix=only_upload + "/" if only_upload else prefix,
+                                              full_listing=True)
+        except InputMissing:  # no segments container: nothing to delete
+            return
+        for o in held:
+            name = o.get("name", "")
+            if not _SEGMENT_NAME.fullmatch(name[len(prefix):]) or f"/{segments}/{name}" in keep or \
+                    (keep_upload and name.startswith(keep_upload + "/")):
+                continue  # not lando's segment of this object (another object's name may start so), or in use
+            with contextlib.suppress(Exception), self._translated(f"swift://{segments}/{name}", "deleting"):
+                conn.delete_object(segments, name)
 
     # -- grants -------------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from lando_ssh.objectstore.vmplan import (
 from lando_ssh.progress import ByteMeter
 from lando_ssh.progress import size_text as _size
 from lando_ssh.remote import Remote
+from lando_ssh.usage import named_project
 
 if TYPE_CHECKING:
     from lando_ssh.engine.runtime import Runtime
@@ -59,25 +60,29 @@ class Staged:
     missing: set[str] = field(default_factory=set)  # VM paths of optional objects the store does not hold
     sizes: dict[str, int] = field(default_factory=dict)  # VM path -> bytes of every file downloaded
     seconds: float | None = None  # the VM's transfer alone
+    #: S3 multipart objects whose ETag could not be checked (their part size unknown): their size was
+    unchecked: list[str] = field(default_factory=list)
 
 
 class _Stores:
-    """One store per scheme for one transfer (its connection and temp URL keys reused)."""
+    """One store per scheme for one transfer (its connection and temp URL keys reused), with the credentials of
+    the job's project when object_store.projects names it."""
 
-    def __init__(self, config: Config):
-        self.config = config
+    def __init__(self, config: Config, project: str | None):
+        self.config, self.project = config, project
         self.made: dict[str, Store] = {}
 
     def __call__(self, url: ObjectUrl) -> Store:
         if url.scheme not in self.made:
-            self.made[url.scheme] = store_for(self.config, url)
+            self.made[url.scheme] = store_for(self.config, url, self.project)
         return self.made[url.scheme]
 
 
 def stage_objects(config: Config, remote: Remote, bin_dir: str, transfers: list[Any],
-                  reporting: Reporting) -> Staged:
-    """Download the object inputs on the VM, each checked (size, the store's checksum, the job order's)."""
-    stores, staged, downloads = _Stores(config), Staged(), []
+                  reporting: Reporting, project: str | None = None) -> Staged:
+    """Download the object inputs on the VM, each checked (size, the store's checksum, the job order's).
+    `project`: the job's (`usage.named_project`)."""
+    stores, staged, downloads = _Stores(config, project), Staged(), []
     for t in transfers:
         url = parse(t.source, "the input")
         store = stores(url)
@@ -101,7 +106,8 @@ def stage_objects(config: Config, remote: Remote, bin_dir: str, transfers: list[
     if downloads:
         total = sum(d.info.size for d in downloads)
         plan = get_plan(downloads, config.object_store.parallel, config.progress_interval / 2)
-        staged.seconds = _run(remote, bin_dir, plan, total, reporting, "downloading objects").result.get("seconds")
+        result = _run(remote, bin_dir, plan, total, reporting, "downloading objects").result
+        staged.seconds, staged.unchecked = result.get("seconds"), list(result.get("unchecked", []))
         staged.bytes = total
         staged.sizes = {d.dest: d.info.size for d in downloads}
     return staged
@@ -130,7 +136,7 @@ def store_output(rt: Runtime, job_id: int) -> None:
     job = rt.journal.get(job_id)
     paths, remote, config = rt.paths(job), rt.remote(job), rt.config
     base = parse(job.facts[OUTPUT_URL], "the output URL").as_prefix()
-    store = store_for(config, base)
+    store = store_for(config, base, named_project(job))
     sizes = check_sizes(remote, paths, paths.results, {}, "output", rt.result_sizes.pop(job_id, None))
     apart = outputs.docs_apart(job)
     docs_name = job.run.docs_dir or "docs"
@@ -165,14 +171,24 @@ def _upload(rt: Runtime, job_id: int, remote: Remote, bin_dir: str, store: Store
         return 0
     total = sum(u.size for u, _src in uploads)
     plan = put_plan(uploads, config.object_store.parallel, config.progress_interval / 2)
-    with rt.deadline(remote, what):
-        answer = _run(remote, bin_dir, plan, total,
-                      lambda n, meter: rt.reporting(job_id, remote, "storing", n, meter), f"uploading to {base}")
-    etags = etags_by_name(answer.result)
-    for upload, _src in uploads:
-        if str(upload.url) not in etags:
-            raise StagingFailed(f"the VM did not report the upload of {upload.url}")
-        store.finish_put(upload, etags[str(upload.url)])
+    finished: set[str] = set()
+    try:
+        with rt.deadline(remote, what):
+            answer = _run(remote, bin_dir, plan, total,
+                          lambda n, meter: rt.reporting(job_id, remote, "storing", n, meter), f"uploading to {base}")
+        etags = etags_by_name(answer.result)
+        for upload, _src in uploads:
+            if str(upload.url) not in etags:
+                raise StagingFailed(f"the VM did not report the upload of {upload.url}")
+            store.finish_put(upload, etags[str(upload.url)])
+            finished.add(str(upload.url))
+    except Exception:
+        # cut short (the VM's lando-objects failed or was killed, a grant was refused): the parts sent are removed
+        # now; those of a crash or stop of this server, by the next upload of the same object (start_put)
+        for upload, _src in uploads:
+            if str(upload.url) not in finished:
+                store.abort_put(upload)
+        raise
     return total
 
 

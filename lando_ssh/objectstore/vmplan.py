@@ -26,6 +26,7 @@ class Download:
 def get_plan(downloads: list[Download], parallel: int, interval: float) -> bytes:
     items = [{"name": str(d.info.url), "urls": d.grants, "dest": d.dest, "size": d.info.size, "etag": d.info.etag,
               "etag_rule": d.info.etag_rule, "parts": list(d.info.parts) if d.info.parts else None,
+              "part_sizes": list(d.info.part_sizes), "part_size_known": d.info.part_size_known,
               "checksum": d.checksum, "required": d.required} for d in downloads]
     return json.dumps({"op": "get", "parallel": parallel, "interval": interval, "items": items}).encode()
 
