@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from conftest import WORKFLOWS, Daemon, Lando, finished, publish_raw, send, store_job, wait_job
 from test_fleet import daemon_config
+from test_postgres_store import pg_url  # noqa: F401 (fixture)
 
 from lando_ssh.messages import encode_message
 from lando_ssh.pool.model import LIVE, PoolState
@@ -146,3 +147,120 @@ def test_a_foreground_job_boots_a_pool_vm_and_leaves_nothing_behind(lando: Lando
     job = store_job(lando, job_id)
     assert job.state.value == "F" and job.vm.pool_vm is not None and job.vm.key_path
     assert lando.vm_dirs() == [] and pool_vms(lando) == []  # no server keeps it warm: deleted once empty
+
+
+def test_two_servers_on_one_postgresql_store_share_the_pool_and_never_oversubscribe_a_vm(
+        lando: Lando, broker_names, tmp_path: Path, pg_url):  # noqa: F811 (pg_url is a fixture)
+    lando.settings.update(work_queue={**broker_names, "heartbeat": 10}, store={"url": pg_url, "lease_ttl": 5},
+                          pool={"share": "owner"}, vm={"keepalive": 2}, limits={"max_vms": 2})
+    lando.write_config()
+    ids = [lando.submit(WORKFLOWS / "sleep.cwl", sleep_order(tmp_path, 3)) for _ in range(8)]
+    first, second = Daemon(lando), Daemon(lando)
+    first.log, second.log = lando.root / "first.log", lando.root / "second.log"
+    seen: set[str] = set()
+    try:
+        first.start()
+        second.start()
+        start_all(broker_names["listen_queue"], ids)
+        deadline = time.monotonic() + 240
+        while not all(finished(store_job(lando, i)) for i in ids):
+            assert time.monotonic() < deadline and first.alive() and second.alive(), second.text()[-3000:]
+            live = pool_vms(lando)
+            assert len(live) <= 2
+            for vm in live:
+                assert vm.size.covers(vm.used), vm  # never more reserved on a VM than it has
+            placed = [j for vm in live for j in vm.job_ids]
+            assert len(placed) == len(set(placed)), live  # no job on two VMs
+            seen |= {vm.name for vm in live if len(vm.jobs) > 1}
+            time.sleep(0.1)
+        wait_until(lambda: pool_vms(lando) == [] and lando.vm_dirs() == [], second, 60, "VMs outlived keepalive")
+    finally:
+        for d in (first, second):
+            if d.alive():
+                d.stop()
+    jobs = [store_job(lando, i) for i in ids]
+    assert [j.state.value for j in jobs] == ["F"] * 8, [j.reason for j in jobs]
+    assert all([h.state.value for h in j.history].count("F") == 1 for j in jobs)
+    assert "resuming" not in first.text() + second.text()
+    assert seen, "no VM ever held two jobs at once"
+    assert len(created(lando)) < len(ids)
+
+
+def _kill_and_succeed(lando: Lando, daemon: Daemon) -> Daemon:
+    daemon.stop(signal.SIGKILL)
+    successor = Daemon(lando)
+    successor.start()
+    return successor
+
+
+def test_a_daemon_killed_while_a_pool_vm_boots_is_succeeded_by_one_that_adopts_it(
+        lando: Lando, broker_names, tmp_path: Path):
+    daemon = daemon_config(lando, broker_names, pool={"share": "owner"}, vm={"keepalive": 0},
+                           cloud={"local": {"boot_delay": 6}})
+    ids = [lando.submit(WORKFLOWS / "sleep.cwl", sleep_order(tmp_path, 1)) for _ in range(2)]
+    daemon.start()
+    try:
+        start_all(broker_names["listen_queue"], ids)
+        wait_until(lambda: any(vm.state == PoolState.BOOTING and vm.cloud_id for vm in pool_vms(lando)), daemon,
+                   60, "no VM was seen booting")
+        before = created(lando)
+        daemon = _kill_and_succeed(lando, daemon)
+        for job_id in ids:
+            job = wait_job(lando, job_id, finished, timeout=120, daemon=daemon)
+            assert job.state.value == "F", job.reason
+        wait_until(lambda: lando.vm_dirs() == [], daemon, 30, "a VM outlived its jobs")
+    finally:
+        daemon.stop()
+    assert created(lando) == before  # the booting VM was adopted, not asked for again
+    assert pool_vms(lando) == []
+
+
+def test_a_daemon_killed_while_a_pool_vm_is_idle_or_deleting_is_succeeded_by_one_that_reuses_or_deletes_it(
+        lando: Lando, broker_names):
+    daemon = daemon_config(lando, broker_names, pool={"share": "owner"}, vm={"keepalive": 600})
+    ids = [lando.submit(WORKFLOWS / "upper_count.cwl", WORKFLOWS / "upper_count.yml") for _ in range(2)]
+    daemon.start()
+    try:
+        send(lando, "start_job", ids[0])
+        assert wait_job(lando, ids[0], finished, daemon=daemon).state.value == "F"
+        [vm] = pool_vms(lando)
+        assert vm.state == PoolState.IDLE
+        daemon = _kill_and_succeed(lando, daemon)  # idle: adopted, and the next job runs on it
+        send(lando, "start_job", ids[1])
+        job = wait_job(lando, ids[1], finished, daemon=daemon)
+        assert job.state.value == "F" and job.vm.name == vm.name, job.reason
+        assert created(lando) == [vm.name]
+
+        daemon.stop(signal.SIGKILL)  # as a crash leaves a deletion asked for but not done
+        store = open_vm_store(lando.config().store_url)
+        try:
+            store.update(vm.id, lambda v: setattr(v, "state", PoolState.DELETING))
+        finally:
+            store.close()
+        daemon = Daemon(lando)
+        daemon.start()
+        wait_until(lambda: lando.vm_dirs() == [], daemon, 30, "the deletion was not finished")
+    finally:
+        daemon.stop()
+    assert [v.state for v in pool_vms(lando, live=False)] == [PoolState.DELETED]
+
+
+def test_a_daemon_killed_while_a_pool_vm_drains_is_succeeded_by_one_that_finishes_its_job_then_deletes_it(
+        lando: Lando, broker_names, tmp_path: Path):
+    daemon = daemon_config(lando, broker_names, pool={"share": "owner"}, vm={"keepalive": 600})
+    job_id = lando.submit(WORKFLOWS / "sleep.cwl", sleep_order(tmp_path, 8))
+    daemon.start()
+    try:
+        send(lando, "start_job", job_id)
+        wait_job(lando, job_id, lambda j: j.run.run_pid is not None, daemon=daemon)
+        [vm] = pool_vms(lando)
+        lando.cli("drain", vm.name, check=True)
+        daemon = _kill_and_succeed(lando, daemon)
+        job = wait_job(lando, job_id, finished, timeout=120, daemon=daemon)
+        assert job.state.value == "F", job.reason
+        assert [h.state.value for h in job.history].count("F") == 1
+        wait_until(lambda: lando.vm_dirs() == [], daemon, 30, "the drained VM outlived its job")
+    finally:
+        daemon.stop()
+    assert created(lando) == [vm.name]
+    assert [v.state for v in pool_vms(lando, live=False)] == [PoolState.DELETED]
