@@ -264,3 +264,43 @@ def test_a_daemon_killed_while_a_pool_vm_drains_is_succeeded_by_one_that_finishe
         daemon.stop()
     assert created(lando) == [vm.name]
     assert [v.state for v in pool_vms(lando, live=False)] == [PoolState.DELETED]
+
+
+def test_a_pool_vm_stuck_in_boot_is_given_up_and_its_job_placed_on_a_new_one(lando: Lando):
+    lando.write_config(pool={"share": "owner"}, vm={"boot_timeout": 3, "boot_retries": 1},
+                       cloud={"local": {"stuck_boots": 1}})
+    job_id = lando.submit(WORKFLOWS / "upper_count.cwl", WORKFLOWS / "upper_count.yml")
+    run = lando.cli("job", str(job_id))
+    assert run.returncode == 0, run.stderr
+    job = store_job(lando, job_id)
+    assert job.state.value == "F" and len(created(lando)) == 2
+    assert any("did not answer within vm.boot_timeout" in h.note and "placed again (retry 1 of 1)" in h.note
+               for h in job.history), [h.note for h in job.history]
+    assert lando.vm_dirs() == [] and pool_vms(lando) == []
+
+
+def test_a_busy_pool_vm_that_goes_silent_errors_its_job_which_restarts_on_another_vm(
+        lando: Lando, broker_names, tmp_path: Path):
+    from test_fleet import _kill_vm_network
+
+    daemon = daemon_config(lando, broker_names, pool={"share": "owner"}, vm={"keepalive": 0},
+                           health={"interval": 1, "grace": 3})
+    job_id = lando.submit(WORKFLOWS / "sleep.cwl", sleep_order(tmp_path, 20))
+    daemon.start()
+    try:
+        send(lando, "start_job", job_id)
+        job = wait_job(lando, job_id, lambda j: j.run.run_pid is not None, daemon=daemon)
+        first = job.vm.name
+        assert _kill_vm_network(lando.data_dir / "local-cloud" / first) > 0
+        job = wait_job(lando, job_id, finished, timeout=60, daemon=daemon)
+        assert (job.state.value, job.step.value) == ("E", "R"), job.reason
+        assert "unreachable since" in job.reason
+        wait_until(lambda: all(vm.name != first for vm in pool_vms(lando)), daemon, 60,
+                   "the silent VM was not deleted")
+        send(lando, "restart_job", job_id)
+        job = wait_job(lando, job_id, lambda j: j.state.value == "F" or (
+            j.state.value == "E" and j.history[-1].note != job.history[-1].note), timeout=150, daemon=daemon)
+        assert job.state.value == "F" and job.vm.name != first, job.reason
+        wait_until(lambda: lando.vm_dirs() == [], daemon, 30, "a VM outlived its job")
+    finally:
+        daemon.stop()
