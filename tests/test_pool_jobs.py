@@ -146,6 +146,8 @@ def test_a_foreground_job_boots_a_pool_vm_and_leaves_nothing_behind(lando: Lando
     assert run.returncode == 0, run.stderr
     job = store_job(lando, job_id)
     assert job.state.value == "F" and job.vm.pool_vm is not None and job.vm.key_path
+    shown = lando.cli("status", str(job_id), check=True).stdout
+    assert f"{job.vm.name} (" in shown and "pool VM, 1 vCPUs reserved" in shown and ", left it " in shown
     assert lando.vm_dirs() == [] and pool_vms(lando) == []  # no server keeps it warm: deleted once empty
 
 

@@ -127,8 +127,11 @@ def describe_job(job: Job, drivers: Drivers) -> str:
         lines.append(f"  doing:   {_progress(job)}")
     if job.vm:
         where = f"{job.vm.address}:{job.vm.port}" if job.vm.address else "no address yet"
-        gone = f", deleted {job.vm.deleted.isoformat(timespec='seconds')}" if job.vm.deleted else ""
-        lines.append(f"  vm:      {job.vm.name} ({job.vm.id or 'not created'}, {where}, flavor {job.vm.flavor}{gone})")
+        went = "left it" if job.vm.pool_vm is not None else "deleted"  # a pool VM outlives the job
+        gone = f", {went} {job.vm.deleted.isoformat(timespec='seconds')}" if job.vm.deleted else ""
+        pool = f", pool VM, {job.vm.vcpus} vCPUs reserved" if job.vm.pool_vm is not None else ""
+        cloud_id = job.vm.id or "not created"
+        lines.append(f"  vm:      {job.vm.name} ({cloud_id}, {where}, flavor {job.vm.flavor}{pool}{gone})")
         if not job.vm.deleted and job.vm.address:
             lines.append(f"           log in with: lando-ssh ssh {job.id}")
     if job.timings:
