@@ -43,6 +43,7 @@ from lando_ssh.model import (
     command_verdict,
 )
 from lando_ssh.pool.manager import pool_for
+from lando_ssh.pool.model import LIVE
 from lando_ssh.pool.placement import PoolJob, pool_job
 from lando_ssh.scheduler import ActiveVm, Limits, WaitingJob, active_vm, schedule, waiting_job
 from lando_ssh.store import open_job_source, safe_url
@@ -371,10 +372,11 @@ class Server:
         assert self.pool is not None
         if not running:
             self._idle = idle_figures()
-        resume = [w.id for w in waiting if self._pool_jobs.get(w.id, None) is None]
+        on_vms = {j for vm in self.pool.store.list(LIVE) for j in vm.job_ids}  # (placed before a crash, too)
+        resume = [w.id for w in waiting if self._pool_jobs.get(w.id, None) is None or w.id in on_vms]
         for job_id in resume:
             self._launch(job_id, self._unqueue(job_id))
-        candidates = [pj for w in waiting if (pj := self._pool_jobs.get(w.id)) is not None]
+        candidates = [pj for w in waiting if (pj := self._pool_jobs.get(w.id)) is not None and w.id not in on_vms]
         candidates.sort(key=lambda j: (-j.waiting.priority, j.waiting.created, j.id))
         server = room(measure(self._idle), running)
         held_back: dict[int, str] = {}

@@ -6,7 +6,10 @@
 is cwltool's own main (CWLTOOL is its console script) with two things added:
 
 - the CWL schemas the server's cwltool loaded (SCHEMAS/<versions>/, see `schemacache`), when they are of this
-  cwltool's versions: one load of the schemas serves the server and every VM (~0.45 s a run);
+  cwltool's versions: one load of the schemas serves the server and every VM (~0.45 s a run). Then the
+  document is not validated again either (cwltool's `--disable-validate`: no schema check, static check or
+  jshint run): the server validated it at submit with a cwltool of these very versions (~0.25 s a run for a
+  tool with JavaScript);
 - the CWL spec's rule on output links, which cwltool applies only inside a container: "It is an error if a
   symlink in the output directory (or any symlink in a chain of links) refers to any file or directory that is
   not under an input or output directory." A workflow output that is, or holds, a link leading out of JOBDIR
@@ -27,6 +30,7 @@ def main(argv: list[str]) -> int:
     directory = os.path.join(schemas, lando_schemacache.versions_tag())
     if os.path.isdir(directory):
         lando_schemacache.install(directory)
+        args = ["--disable-validate", *args]  # validated on the server by this cwltool's twin
     refuse_links_out_of(job_dir)
     sys.argv = [cwltool_path, *args]
     return cwltool.main.run()

@@ -163,7 +163,7 @@ def leave_vm(rt: Runtime, job: Job) -> bool:
                         job.id, job.vm.name, e)
             _drain(pool, job.vm.pool_vm, f"job {job.id}'s files could not be removed ({str(e)[:120]})")
     rt.close(job.id)
-    pool.let_go(job.id, keep_warm=rt.keep_warm)
+    pool.let_go(job.id, job.vm.pool_vm, keep_warm=rt.keep_warm)
     rt.keys(job).remove()  # (its known_hosts: the VM's key is the pool's)
     return True
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lando_ssh.cloud import Cloud, Flavor, Quota
-from lando_ssh.errors import CloudError, CloudNotFound, QuotaExceeded
+from lando_ssh.errors import CloudError, CloudNotFound, QuotaExceeded, UnknownVm
 from lando_ssh.pool.launch import Launcher, Remotes
 from lando_ssh.pool.lifecycle import Lifecycle, Reconciled
 from lando_ssh.pool.model import LIVE, NoRoom, PoolState, PoolVm
@@ -178,10 +178,13 @@ class PoolManager:
             vm = self.store.get(vm_id)
         return vm
 
-    def let_go(self, job_id: int, *, keep_warm: bool) -> PoolVm | None:
-        """Job `job_id` left its VM (`job_done`); without `keep_warm` (no daemon runs the pool's rounds: a
+    def let_go(self, job_id: int, vm_id: int, *, keep_warm: bool) -> PoolVm | None:
+        """Job `job_id` left VM `vm_id` (`job_done`); without `keep_warm` (no daemon runs the pool's rounds: a
         foreground `lando-ssh job N`) a VM left empty is deleted now, never left behind."""
-        vm = self.job_done(job_id)
+        try:
+            vm = self.job_done(job_id, vm_id)
+        except UnknownVm:
+            return None
         if vm is not None and not keep_warm and not vm.jobs and vm.state in (PoolState.IDLE, PoolState.DRAINING):
             self.life.retire(vm.id, "its job is done and no lando-ssh server keeps it warm")
         return vm
@@ -201,12 +204,15 @@ class PoolManager:
                     why[stay.job_id] = f"its VM {vm.name} {vm.reason or 'is gone'}"
         return {j: why.get(j, "its VM is gone") for j in sorted(missing)}
 
-    def job_done(self, job_id: int) -> PoolVm | None:
-        """Job `job_id` left its VM (ended, canceled, its files removed): its room is free again."""
-        vm = holding(self.store, job_id)
-        if vm is None:
-            return None
-        return self.store.release(vm.id, job_id, self.life.at())
+    def job_done(self, job_id: int, vm_id: int | None = None) -> PoolVm | None:
+        """Job `job_id` left its VM (`vm_id`, else the one holding it; ended, canceled, its files removed): its
+        room is free again."""
+        if vm_id is None:
+            held = holding(self.store, job_id)
+            if held is None:
+                return None
+            vm_id = held.id
+        return self.store.release(vm_id, job_id, self.life.at())
 
     def drain(self, name_or_id: str, reason: str = "lando-ssh drain") -> PoolVm:
         """Place no new job on the VM; the next round deletes it once its jobs are done."""
