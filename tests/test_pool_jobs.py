@@ -306,3 +306,18 @@ def test_a_busy_pool_vm_that_goes_silent_errors_its_job_which_restarts_on_anothe
         wait_until(lambda: lando.vm_dirs() == [], daemon, 30, "a VM outlived its job")
     finally:
         daemon.stop()
+
+
+def test_a_failed_job_keeps_its_place_on_a_pool_vm_for_ssh_in_its_own_directory_until_delete_vm(lando: Lando):
+    lando.write_config(pool={"share": "owner"}, keep_vm_on_error=True)
+    job_id = lando.submit(WORKFLOWS / "fail.cwl")
+    assert lando.cli("job", str(job_id)).returncode == 1
+    [vm] = pool_vms(lando)
+    assert vm.job_ids == [job_id]  # its room and its files stay while the admin looks
+    shell = lando.cli("ssh", str(job_id), input="pwd; ls -d run\n")  # a shell, in the job's own directory
+    assert shell.returncode == 0, shell.stderr
+    assert shell.stdout.splitlines() == [f"{vm.work_dir}/lando-job-{job_id}", "run"]
+    line = lando.cli("ssh", str(job_id), "--", "basename", "$PWD")
+    assert line.stdout == f"lando-job-{job_id}\n"
+    assert lando.cli("delete-vm", str(job_id)).returncode == 0
+    assert pool_vms(lando) == [] and lando.vm_dirs() == []

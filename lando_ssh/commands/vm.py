@@ -25,8 +25,7 @@ def ssh_argv(base: list[str], words: list[str], where: str | None = None) -> lis
         interactive = [*base[:at - 1], *base[at + 1:]]
         if not cd:
             return interactive
-        tty = ["-t" if a == "-T" else a for a in interactive]  # a login shell there needs a terminal
-        return [*tty[:-1], "--", tty[-1], cd + 'exec "${SHELL:-/bin/sh}" -l']
+        return [*interactive[:-1], "--", interactive[-1], cd + 'exec "${SHELL:-/bin/sh}" -l']
     return [*base[:-1], "--", base[-1], cd + " ".join(words)]
 
 
