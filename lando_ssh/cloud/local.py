@@ -31,7 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -260,38 +260,45 @@ class LocalCloud:
         raise CloudNotFound(f"flavor {name_or_id!r} does not exist; flavors: {names}")
 
     def _sshd_config(self, vm_dir: str, marker: str, port: int) -> str:
-        path = [*self.settings.path, os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin",
-                "/usr/local/sbin", "/usr/sbin", "/sbin"]
-        q = _sshd_quote
-        return "\n".join([
-            f"Port {port}",
-            "ListenAddress 127.0.0.1",
-            f"HostKey {q(os.path.join(vm_dir, 'host_key'))}",
-            f"PidFile {q(os.path.join(vm_dir, 'sshd.pid'))}",
-            f"AuthorizedKeysFile {q(os.path.join(vm_dir, 'authorized_keys'))}",
-            f"AllowUsers {self.user}",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "PermitRootLogin prohibit-password",
-            "UsePAM no",
-            "StrictModes no",
-            "UseDNS no",
-            "PrintMotd no",
-            "X11Forwarding no",
-            "AllowTcpForwarding no",
-            "Subsystem sftp internal-sftp",
-            # SHLVL=1 keeps bash from sourcing ~/.bashrc for ssh commands (costly for root here)
-            f"SetEnv {q('PATH=' + ':'.join(path))} SHLVL=1 {MARKER}={q(marker)}",
-            "MaxStartups 200:30:400",
-            "MaxSessions 100",
-            "ClientAliveInterval 30",
-            "",
-        ])
+        return sshd_config(vm_dir, marker, port, ["127.0.0.1"], path=self.settings.path, user=self.user)
 
     @staticmethod
     def _write(vm_dir: str, name: str, text: str) -> None:
         with open(os.path.join(vm_dir, name), "w") as f:
             f.write(text)
+
+
+def sshd_config(vm_dir: str, marker: str, port: int, addresses: Sequence[str], *, path: Sequence[str] = (),
+                user: str | None = None) -> str:
+    """The sshd_config of a VM that is a directory here (the local cloud's, and the guests of the tests' OpenStack):
+    its host key, pid file and authorized keys in `vm_dir`, key logins only, its processes marked with `marker`."""
+    search = [*path, os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin", "/usr/local/sbin",
+              "/usr/sbin", "/sbin"]
+    q = _sshd_quote
+    return "\n".join([
+        f"Port {port}",
+        *(f"ListenAddress {a}" for a in addresses),
+        f"HostKey {q(os.path.join(vm_dir, 'host_key'))}",
+        f"PidFile {q(os.path.join(vm_dir, 'sshd.pid'))}",
+        f"AuthorizedKeysFile {q(os.path.join(vm_dir, 'authorized_keys'))}",
+        *([f"AllowUsers {user}"] if user else []),
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "PermitRootLogin prohibit-password",
+        "UsePAM no",
+        "StrictModes no",
+        "UseDNS no",
+        "PrintMotd no",
+        "X11Forwarding no",
+        "AllowTcpForwarding no",
+        "Subsystem sftp internal-sftp",
+        # SHLVL=1 keeps bash from sourcing ~/.bashrc for ssh commands (costly for root here)
+        f"SetEnv {q('PATH=' + ':'.join(search))} SHLVL=1 {MARKER}={q(marker)}",
+        "MaxStartups 200:30:400",
+        "MaxSessions 100",
+        "ClientAliveInterval 30",
+        "",
+    ])
 
 
 def _sshd_quote(s: str) -> str:

@@ -26,35 +26,9 @@ from lando_ssh.cloud.local import (
     find_sshd,
     kill_processes,
     marked_pids,
+    sshd_config,
 )
 from lando_ssh.keys import write_private
-
-
-def sshd_config(guest: str, addresses: list[str], marker: str) -> str:
-    path = [os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin", "/usr/local/sbin",
-            "/usr/sbin", "/sbin"]
-    return "\n".join([
-        "Port 22",
-        *(f"ListenAddress {a}" for a in addresses),
-        f"HostKey {guest}/host_key",
-        f"PidFile {guest}/sshd.pid",
-        f"AuthorizedKeysFile {guest}/authorized_keys",
-        "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no",
-        "PermitRootLogin prohibit-password",
-        "UsePAM no",
-        "StrictModes no",
-        "UseDNS no",
-        "PrintMotd no",
-        "X11Forwarding no",
-        "AllowTcpForwarding no",
-        "Subsystem sftp internal-sftp",
-        f"SetEnv PATH={':'.join(path)} SHLVL=1 {MARKER}={marker}",
-        "MaxStartups 200:30:400",
-        "MaxSessions 100",
-        "ClientAliveInterval 30",
-        "",
-    ])
 
 
 def boot(guest: str, addresses: list[str]) -> None:
@@ -71,7 +45,7 @@ def boot(guest: str, addresses: list[str]) -> None:
         with open(os.path.join(guest, "keypair.pub")) as f:
             keys.append(f.read().strip())
     write_private(os.path.join(guest, "authorized_keys"), "".join(k.strip() + "\n" for k in keys))
-    for name, text in (("sshd_config", sshd_config(guest, addresses, guest)),
+    for name, text in (("sshd_config", sshd_config(guest, guest, 22, addresses)),
                        ("runcmd.sh", _runcmd_script(doc.get("runcmd") or [])), ("boot.sh", _BOOT_SCRIPT)):
         with open(os.path.join(guest, name), "w") as f:
             f.write(text)
