@@ -152,7 +152,9 @@ def run_phase(share: str, args: argparse.Namespace) -> Phase:
             time.sleep(2)  # (the daemon declares its queue; a message sent before waits there anyway)
             with Broker(config.work_queue) as broker:
                 started = datetime.now().astimezone()
-                for job_id in ids:
+                for i, job_id in enumerate(ids):
+                    if i and args.send_every:
+                        time.sleep(args.send_every)
                     broker.send(Command.START_JOB, job_id)
             deadline = time.monotonic() + args.timeout
             while True:
@@ -259,6 +261,9 @@ def main() -> None:
     parser.add_argument("--base-command", choices=("cwltool", "light"), default="light")
     parser.add_argument("--share", choices=("owner", "project", "any"), default="owner",
                         help="pool.share of the pool's run")
+    parser.add_argument("--send-every", type=float, default=0.0,
+                        help="seconds between two start_job messages (0: all at once, a burst)")
+    parser.add_argument("--only", choices=("job", "pool"), help="run one of the two (their ratio is not printed)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds each run may take")
     args = parser.parse_args()
     slots = args.max_vms * LARGEST_VCPUS
@@ -267,17 +272,18 @@ def main() -> None:
     print(f"{args.jobs} jobs of tests/workflows/sleep.cwl ({args.work_seconds} s), base command: {command}")
     print(f"local cloud: boot_delay {args.boot_delay:g} s, limits.max_vms {args.max_vms}, flavors.allow {ALLOW} "
           f"(1 and {LARGEST_VCPUS} vCPUs): {slots} slots", flush=True)
-    one_each = run_phase("job", args)
-    report(one_each, slots)
-    sys.stdout.flush()
-    pooled = run_phase(args.share, args)
-    report(pooled, slots)
-    ideal = pooled.ideal(slots)
-    print(f"pool vs its ideal: {pooled.makespan / ideal:.2f}x (goal <= 1.3x)")
-    print(f"one VM per job vs the pool: {one_each.makespan / pooled.makespan:.1f}x slower (goal >= 4x); "
-          f"boots {one_each.boots} vs {pooled.boots}, VM-hours {one_each.vm_hours:.3f} vs {pooled.vm_hours:.3f}, "
-          f"vCPU-hours {one_each.vcpu_hours:.3f} vs {pooled.vcpu_hours:.3f}")
-
+    one_each = run_phase("job", args) if args.only != "pool" else None
+    if one_each is not None:
+        report(one_each, slots)
+        sys.stdout.flush()
+    pooled = run_phase(args.share, args) if args.only != "job" else None
+    if pooled is not None:
+        report(pooled, slots)
+        print(f"pool vs its ideal: {pooled.makespan / pooled.ideal(slots):.2f}x (goal <= 1.3x)")
+    if one_each is not None and pooled is not None:
+        print(f"one VM per job vs the pool: {one_each.makespan / pooled.makespan:.1f}x slower (goal >= 4x); "
+              f"boots {one_each.boots} vs {pooled.boots}, VM-hours {one_each.vm_hours:.3f} vs "
+              f"{pooled.vm_hours:.3f}, vCPU-hours {one_each.vcpu_hours:.3f} vs {pooled.vcpu_hours:.3f}")
 
 if __name__ == "__main__":
     main()
