@@ -195,10 +195,11 @@ def run_phase(share: str, args: argparse.Namespace) -> Phase:
             left = leftover_vms(config)
             if left:
                 phase.notes.append(f"{len(left)} VM(s) left after the sweep, deleted now: {', '.join(left)}")
-            errors = [line for line in log_path.read_text(errors="replace").splitlines()
-                      if " ERROR " in line or "Traceback" in line]
-            if errors:
-                phase.notes.append(f"{len(errors)} error line(s) in the daemon's log, the first: {errors[0][:300]}")
+            lines = log_path.read_text(errors="replace").splitlines()
+            for level in ("ERROR", "WARNING"):
+                said = [line for line in lines if f" {level} " in line or (level == "ERROR" and "Traceback" in line)]
+                if said:
+                    phase.notes.append(f"{len(said)} {level} line(s) in the daemon's log, the first: {said[0][:300]}")
     return phase
 
 
