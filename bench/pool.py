@@ -52,9 +52,12 @@ class Phase:
     boots: int = 0
     vm_hours: float = 0.0
     vcpu_hours: float = 0.0
+    idle_hours: float | None = None  # the pool's accounting (lando_ssh/pool/accounting.py): VM-hours no job used
+    accounted_hours: float | None = None  # its jobs' and idle VM-hours together (should be vm_hours)
     boot_seconds: list[float] = field(default_factory=list)  # each VM: asked for -> its first job on it
     work_seconds: list[float] = field(default_factory=list)  # each job: its VM answering -> its end
     run_seconds: list[float] = field(default_factory=list)  # each job: its run step (the workflow)
+    step_seconds: dict[str, list[float]] = field(default_factory=dict)  # step code -> each job's time in it
     states: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)  # what the jobs that did not finish said
     notes: list[str] = field(default_factory=list)
@@ -92,6 +95,9 @@ def measure_jobs(jobs: list[Any], phase: Phase, until: datetime, flavors: dict[s
         run = job.timings.get("R")
         if run is not None and run.seconds is not None:
             phase.run_seconds.append(run.seconds)
+        for code, timing in job.timings.items():
+            if timing.seconds is not None:
+                phase.step_seconds.setdefault(code, []).append(timing.seconds)
         if phase.share != "job":
             continue
         for vm in [*job.past_vms, *([job.vm] if job.vm else [])]:  # a job's own VMs
@@ -103,6 +109,11 @@ def measure_jobs(jobs: list[Any], phase: Phase, until: datetime, flavors: dict[s
 
 
 def measure_pool(vms: list[Any], jobs: dict[int, Any], phase: Phase, until: datetime) -> None:
+    from lando_ssh.pool.accounting import pool_uses
+
+    uses = pool_uses(vms, at=until, until=until)
+    phase.idle_hours = sum(u.vm_hours for u in uses if u.job_id is None)
+    phase.accounted_hours = sum(u.vm_hours for u in uses)
     for vm in vms:
         seconds = vm_seconds(vm.created, vm.deleted, until)
         phase.vm_hours += seconds / 3600
@@ -131,7 +142,7 @@ def run_phase(share: str, args: argparse.Namespace) -> Phase:
         "limits": {"max_vms": args.max_vms, "max_concurrent_jobs": args.jobs},
         "flavors": {"allow": ALLOW},
         "pool": {"share": share, "pack": True},
-        "vm": {"keepalive": 3600},  # outlasts the run: the VMs of the pool stay warm between its jobs
+        "vm": {"keepalive": args.keepalive},  # (by default it outlasts the run: VMs stay warm between its jobs)
     }
     if args.base_command == "light":
         settings["cwl_base_command"] = [*LIGHT, str(args.work_seconds)]
@@ -246,6 +257,12 @@ def report(phase: Phase, slots: int) -> None:
           f"(mean; its run step {run:.2f} s)")
     print(f"  ideal {ideal:7.1f} s = {boot:.1f} + {len(phase.work_seconds)} x {work:.2f} / {slots} slots; "
           f"makespan / ideal {phase.makespan / ideal:.2f}x")
+    steps = ", ".join(f"{code} {statistics.mean(phase.step_seconds[code]):.2f}" for code in "VSRoOT"
+                      if phase.step_seconds.get(code))
+    print(f"  mean seconds per step: {steps}")
+    if phase.idle_hours is not None and phase.accounted_hours is not None:
+        print(f"  the pool's accounting: {phase.accounted_hours - phase.idle_hours:.3f} VM-hours on jobs + "
+              f"{phase.idle_hours:.3f} idle = {phase.accounted_hours:.3f} (the VMs' own: {phase.vm_hours:.3f})")
     print(f"  final states: {phase.states}")
     for reason, n in phase.reasons.items():
         print(f"    {n} x {reason}")
@@ -264,6 +281,7 @@ def main() -> None:
                         help="pool.share of the pool's run")
     parser.add_argument("--send-every", type=float, default=0.0,
                         help="seconds between two start_job messages (0: all at once, a burst)")
+    parser.add_argument("--keepalive", type=float, default=3600.0, help="vm.keepalive of the pool's run")
     parser.add_argument("--only", choices=("job", "pool"), help="run one of the two (their ratio is not printed)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds each run may take")
     args = parser.parse_args()
