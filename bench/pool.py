@@ -1,7 +1,11 @@
 """The VM pool against one VM per job (issue 19; a benchmark, not a timed test).
 
     .venv/bin/python bench/pool.py [--jobs 100] [--boot-delay 20] [--work-seconds 2] [--max-vms 8]
-                                   [--base-command light|cwltool]
+                                   [--base-command light|cwltool] [--send-every 0] [--keepalive 3600]
+                                   [--share owner|project|any] [--only job|pool]
+
+A quick run (about a minute): --jobs 20 --boot-delay 5. `--send-every S` sends the start_jobs S seconds apart
+(a script submitting one job after another) instead of in one burst.
 
 In one run, twice on the local cloud with `cloud.local.boot_delay` seconds before a VM answers SSH (a realistic
 boot), `limits.max_vms`, and flavors of 1 and 4 vCPUs allowed (`flavors.allow`: m1.small, m1.large): N jobs of
@@ -48,6 +52,7 @@ class Phase:
     """What one run measured."""
 
     share: str
+    label: str
     makespan: float = 0.0
     boots: int = 0
     vm_hours: float = 0.0
@@ -136,7 +141,9 @@ def run_phase(share: str, args: argparse.Namespace) -> Phase:
     from lando_ssh.pool.store import open_vm_store
     from lando_ssh.store import open_store
 
-    phase = Phase(share)
+    label = "one VM per job (pool.share: job)" if share == "job" else \
+        f"the pool (pool.share: {share}, pool.pack: true, vm.keepalive: {args.keepalive:g})"
+    phase = Phase(share, label)
     settings: dict[str, Any] = {
         "cloud": {"local": {"boot_delay": args.boot_delay}},
         "limits": {"max_vms": args.max_vms, "max_concurrent_jobs": args.jobs},
@@ -244,13 +251,11 @@ def leftover_vms(config: Any) -> list[str]:
 
 
 def report(phase: Phase, slots: int) -> None:
-    title = {"job": "one VM per job (pool.share: job)"}.get(phase.share, f"the pool (pool.share: {phase.share}, "
-                                                                       "pack, keep-alive)")
     ideal = phase.ideal(slots)
     boot = statistics.median(phase.boot_seconds) if phase.boot_seconds else float("nan")
     work = statistics.mean(phase.work_seconds) if phase.work_seconds else float("nan")
     run = statistics.mean(phase.run_seconds) if phase.run_seconds else float("nan")
-    print(f"{title}:")
+    print(f"{phase.label}:")
     print(f"  makespan {phase.makespan:7.1f} s   VM boots {phase.boots:4d}   VM-hours {phase.vm_hours:6.3f}   "
           f"vCPU-hours {phase.vcpu_hours:6.3f}")
     print(f"  measured: boot {boot:.1f} s (median of {len(phase.boot_seconds)}), a job's work {work:.2f} s "
