@@ -62,6 +62,7 @@ class Phase:
     boot_seconds: list[float] = field(default_factory=list)  # each VM: asked for -> its first job on it
     work_seconds: list[float] = field(default_factory=list)  # each job: its VM answering -> its end
     run_seconds: list[float] = field(default_factory=list)  # each job: its run step (the workflow)
+    flavors: dict[str, int] = field(default_factory=dict)  # the pool's VMs by flavor
     step_seconds: dict[str, list[float]] = field(default_factory=dict)  # step code -> each job's time in it
     states: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)  # what the jobs that did not finish said
@@ -117,6 +118,8 @@ def measure_pool(vms: list[Any], jobs: dict[int, Any], phase: Phase, until: date
     from lando_ssh.pool.accounting import pool_uses
 
     uses = pool_uses(vms, at=until, until=until)
+    for vm in vms:
+        phase.flavors[vm.flavor] = phase.flavors.get(vm.flavor, 0) + 1
     phase.idle_hours = sum(u.vm_hours for u in uses if u.job_id is None)
     phase.accounted_hours = sum(u.vm_hours for u in uses)
     for vm in vms:
@@ -257,7 +260,7 @@ def report(phase: Phase, slots: int) -> None:
     run = statistics.mean(phase.run_seconds) if phase.run_seconds else float("nan")
     print(f"{phase.label}:")
     print(f"  makespan {phase.makespan:7.1f} s   VM boots {phase.boots:4d}   VM-hours {phase.vm_hours:6.3f}   "
-          f"vCPU-hours {phase.vcpu_hours:6.3f}")
+          f"vCPU-hours {phase.vcpu_hours:6.3f}" + (f"   VMs by flavor {phase.flavors}" if phase.flavors else ""))
     print(f"  measured: boot {boot:.1f} s (median of {len(phase.boot_seconds)}), a job's work {work:.2f} s "
           f"(mean; its run step {run:.2f} s)")
     print(f"  ideal {ideal:7.1f} s = {boot:.1f} + {len(phase.work_seconds)} x {work:.2f} / {slots} slots; "
