@@ -18,7 +18,7 @@ from conftest import BESPIN_TOKEN as TOKEN
 from conftest import WORKFLOWS, Daemon, Lando
 from test_objects import Containers, containers, no_secret_in, object_bytes, store_settings, swift, swift_service
 
-from lando_ssh.errors import BadInput, ConfigError, UnknownJob
+from lando_ssh.errors import BadInput, ConfigError, ObjectStoreUnavailable, UnknownJob
 from lando_ssh.store.bespin import BespinStore, output_url_of
 from lando_ssh.workflow import prepare
 
@@ -240,6 +240,39 @@ def test_an_output_prefix_that_holds_objects_errors_the_job_and_an_output_projec
     assert lando.vm_dirs() == []
 
 
+def test_a_store_that_does_not_answer_leaves_the_job_unloaded_and_one_that_refuses_ends_it_E(
+        lando: Lando, bespin: BespinApiService, http_files: tuple[str, Path], tmp_path: Path, swift_service: str):
+    base, served = http_files
+    lando.settings["bespin_api"] = {"url": bespin.url, "token": TOKEN, "output_url": "swift://r/job-{job_id}/"}
+    lando.settings["object_store"] = store_settings(swift={"auth_url": "http://127.0.0.1:9/auth/v1.0"})
+    lando.write_config()
+    job_id, _ = flaky_job(bespin, base, served, tmp_path)
+    store = BespinStore(lando.config())
+    try:
+        # no answer: ObjectStoreUnavailable, an InfrastructureError (the broker serves the command again later)
+        with pytest.raises(ObjectStoreUnavailable, match="cannot be reached"):
+            store.load(job_id)
+        with pytest.raises(UnknownJob):
+            store.local.get(job_id)
+        assert bespin.puts_of(job_id) == [] and bespin.errors_of(job_id) == []
+    finally:
+        store.close()
+
+    lando.settings["object_store"] = store_settings(swift={"password": "wrong"})
+    lando.write_config()
+    store = BespinStore(lando.config())
+    try:
+        with pytest.raises(BadInput, match="its results cannot go to the object store prefix swift://r/job-1/ "
+                                           "\\(bespin_api.output_url, for its output project\\): Swift at .* refused"):
+            store.load(job_id)
+        assert store.local.get(job_id).state.value == "E"
+        assert store.flush(30)
+        (error,) = bespin.errors_of(job_id)
+        assert "refused lando-ssh's credential" in error["content"] and "wrong" not in error["content"]
+    finally:
+        store.close()
+
+
 def bespin_record(job_id: int = 7, project: Any = "", **more: Any) -> dict[str, Any]:
     """The fields of AdminJobSerializer's job that decide its output URL."""
     record = {"id": job_id, "user": {"id": 3, "username": "ann@example.org"}, **more}
@@ -250,7 +283,8 @@ def bespin_record(job_id: int = 7, project: Any = "", **more: Any) -> dict[str, 
 
 @pytest.mark.parametrize(("template", "record", "url"), [
     ("swift://results/{project_id}/job-{job_id}/", bespin_record(project="4f0c"), "swift://results/4f0c/job-7/"),
-    ("s3://lab/{owner}/job-{job_id}", bespin_record(project=""), "s3://lab/ann@example.org/job-7"),
+    ("s3://lab/{owner}/job-{job_id}", bespin_record(project=""), "s3://lab/ann%40example.org/job-7"),
+    ("swift://r/{project_id}/{job_id}/", bespin_record(project="a b?#%"), "swift://r/a%20b%3F%23%25/7/"),
     # bespin's JobFactory leaves project_id '' (lando filled it in after making the DukeDS project)
     ("swift://results/{project_id}/job-{job_id}/", bespin_record(project=""), None),
     ("swift://results/job-{job_id}/", bespin_record(project=None), None),  # a job without an output project

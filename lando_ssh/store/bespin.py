@@ -17,6 +17,10 @@ with lando's state and step codes:
   `users` with `name` and `dds_id`). lando shared its DukeDS output project with those users; lando-ssh has
   no DukeDS project to share, so it records the group on the job (`facts["share_group"]`) and names it in
   the results' docs/README.md. A group that cannot be read does not fail the job.
+- the job's `output_project` (`{id, job, project_id, dds_user_credentials}`: lando's DukeDS project for the
+  results): with `bespin_api.output_url` set, a template of {job_id}, {project_id} and {owner}, the results go
+  to that object store prefix (`facts["output_url"]`, checked at load as submit checks --output-url). Its
+  DukeDS credentials are never read or kept.
 
 Authentication is bespin's DRF token (`Authorization: Token <token>`), or HTTP basic auth with
 `username`/`password` when a site has no token. The token is never logged.
@@ -304,11 +308,13 @@ def output_url_of(template: str | None, data: dict[str, Any]) -> str | None:
     {project_id} (its output project's) and {owner} (its user's username). None (the output dir, as without an
     object store) when no template is set, the job has no output project, or the template names {project_id}
     and the output project has none yet (bespin leaves it empty for lando to fill in). BadInput for a value that
-    cannot be part of a prefix."""
+    cannot be part of a prefix; the values are URL-quoted ('ann@example.org' is ann%40example.org in the URL,
+    ann@example.org in the object's name)."""
     project = output_project_of(data)
     if not template or project is None:
         return None
     import string
+    import urllib.parse
 
     named = {name for _t, name, _s, _c in string.Formatter().parse(template) if name}
     if "project_id" in named and not project["project_id"]:
@@ -320,7 +326,7 @@ def output_url_of(template: str | None, data: dict[str, Any]) -> str | None:
         if not value or "/" in value or value in (".", "..") or not value.isprintable():
             raise BadInput(f"bespin-api's job {data.get('id')} has {name} {value!r}, which cannot be part of an "
                            f"object prefix (bespin_api.output_url {template})")
-    return template.format(**values)
+    return template.format(**{k: urllib.parse.quote(v, safe="~") for k, v in values.items()})  # each one a name
 
 
 def share_group_of(data: Any, group_id: Any) -> dict[str, Any]:
