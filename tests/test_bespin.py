@@ -211,7 +211,7 @@ def test_a_bespin_jobs_output_project_puts_its_results_and_docs_in_swift_from_th
     assert lando.vm_dirs() == []
 
 
-def test_an_output_prefix_that_holds_objects_errors_the_job_and_an_output_project_without_a_project_id_uses_the_dir(
+def test_an_output_prefix_holding_objects_errors_the_job_until_emptied_and_a_project_without_project_id_uses_the_dir(
         lando: Lando, bespin: BespinApiService, bespin_daemon: Daemon, http_files: tuple[str, Path],
         tmp_path: Path, containers: Containers):
     base, served = http_files
@@ -233,6 +233,12 @@ def test_an_output_prefix_that_holds_objects_errors_the_job_and_an_output_projec
         f"(bespin_api.output_url, for its output project): the output URL swift://{outs}/p1/job-{held}/ already "
         f"holds objects (swift://{outs}/p1/job-{held}/old.txt); lando-ssh never overwrites"), error["content"]
     assert object_bytes(outs, f"p1/job-{held}/old.txt") == b"someone else's\n"
+    swift().delete_object(outs, f"p1/job-{held}/old.txt")  # the admin empties the prefix, and restarts the job
+    bespin.restart_job(held)
+    done = wait_bespin(bespin, held, lambda j: j["state"] in ("F", "C") or len(bespin.errors_of(held)) > 1,
+                       bespin_daemon)
+    assert done["state"] == "F" and len(bespin.errors_of(held)) == 1
+    assert object_bytes(outs, f"p1/job-{held}/ok.txt") == b"ok\n"
     local = local_job(lando, unnamed)
     assert "output_url" not in local.facts
     assert (Path(local.output_dir) / "ok.txt").read_text() == "ok\n"
