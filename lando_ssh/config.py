@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lando_ssh.errors import ConfigError
+from lando_ssh.errors import BadInput, ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/lando_config.yml"
 SYSTEM_DATA_DIR = "/var/lib/lando-ssh"
@@ -206,6 +206,50 @@ class BespinApiConfig:
     token: str | None = None
     username: str | None = None
     password: str | None = None
+    #: where a job's results go when bespin-api gives it an output project (DukeDS there; an object store here):
+    #: a swift:// or s3:// prefix naming {job_id}, and maybe {project_id} and {owner} (docs/bespin-api.md)
+    output_url: str | None = None
+
+
+#: what bespin_api.output_url may name: bespin's job id, its output project's project_id, its owner's username
+BESPIN_OUTPUT_FIELDS = ("job_id", "project_id", "owner")
+
+
+def _check_bespin(config: Config, where: str) -> None:
+    """bespin_api.output_url: a swift:// or s3:// prefix of known fields, always {job_id} (so two jobs' results
+    never mix), with a store for its scheme configured."""
+    template = config.bespin_api.output_url if config.bespin_api is not None else None
+    if template is None:
+        return
+    import string
+
+    key = "bespin_api.output_url"
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise ConfigError(f"{where}: {key} is not a template of {{fields}}: {e}") from None
+    named = set()
+    for _text, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if name not in BESPIN_OUTPUT_FIELDS or spec or conversion:
+            given = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise ConfigError(f"{where}: {key} may name only " + ", ".join(f"{{{f}}}" for f in BESPIN_OUTPUT_FIELDS)
+                              + f" (without a format or conversion), not {given}")
+        named.add(name)
+    if "job_id" not in named:
+        raise ConfigError(f"{where}: {key} must name {{job_id}}, so that each job's results have a prefix of their "
+                          f"own (e.g. swift://results/job-{{job_id}}/), not {template!r}")
+    from lando_ssh.objectstore.urls import parse
+
+    try:
+        url = parse(template.format(job_id=1, project_id="p", owner="o"), "as job 1 of project p of o, it gives")
+    except BadInput as e:
+        raise ConfigError(f"{where}: {key} must be a swift://CONTAINER/PREFIX/ or s3://BUCKET/PREFIX/ template, "
+                          f"not {template!r}: {e}") from None
+    stores = config.object_store
+    if not any(getattr(s, url.scheme) is not None for s in (stores, *stores.projects.values())):
+        raise ConfigError(f"{where}: {key} is an {url.scheme}:// URL, but object_store.{url.scheme} is not configured")
 
 
 @dataclass
@@ -336,6 +380,7 @@ def load_config(path: str | None = None, env: typing.Mapping[str, str] | None = 
     try:
         config = _build(Config, data, where, "")
         _check_pool(config, where)
+        _check_bespin(config, where)
     except ConfigError as e:  # a value from the environment: name the variable, not the file
         text = str(e)[len(where) + 2:]
         for key, name in from_env.items():

@@ -16,6 +16,7 @@ from bespin_api.real import ADMIN_TOKEN, HOME, RealBespin
 from conftest import WORKFLOWS, Daemon, Lando, rabbit, vms_created_for
 from lando_client import send_with
 from openstack_api import OpenStackApiService
+from test_objects import Containers, containers, object_bytes, store_settings, swift_service
 from test_openstack_driver import BESPIN_KEY, EMPTY, FACILITY_KEY, use_openstack
 
 from lando_ssh.cloud.cloudinit import parse_user_data
@@ -30,6 +31,7 @@ LANDO_RUN = [("R", ""), ("R", "V"), ("R", "S"), ("R", "R"), ("R", "o"), ("R", "O
 
 
 pytest_plugins = ["openstack_api.fixtures"]  # openstack_api, local_openstack_api
+_FIXTURES = (containers, swift_service)  # the real Swift's (tests/test_objects.py), used here by name
 
 
 @pytest.fixture(scope="module")
@@ -456,3 +458,33 @@ def test_a_jobs_vm_volume_mounts_name_its_data_volumes_device_and_the_work_dir_o
     assert local_job(lando, job_id).vm.work_dir == str(mount)
     assert (job["vm_instance_name"], job["vm_volume_name"]) == (running.vm.name, f"{running.vm.name}-data")
     assert local_openstack_api.inventory() == EMPTY
+
+
+def test_a_job_whose_output_project_an_admin_named_puts_its_results_in_swift_and_one_bespin_made_uses_the_dir(
+        lando: Lando, bespin: RealBespin, daemon: Daemon, broker_names: dict[str, str],
+        http_files: tuple[str, Path], tmp_path: Path, containers: Containers):
+    outs = containers.new()
+    lando.settings["bespin_api"]["output_url"] = f"swift://{outs}/{{project_id}}/job-{{job_id}}/"
+    lando.settings["object_store"] = store_settings()
+    lando.write_config()
+    restart(daemon)
+    named, _ = flaky_job(bespin, broker_names["listen_queue"], http_files, tmp_path)
+    unnamed, _ = flaky_job(bespin, broker_names["listen_queue"], http_files, tmp_path)
+    project = bespin.job(named)["output_project"]  # bespin's JobFactory made it, its project_id left for lando
+    assert sorted(project) == ["dds_user_credentials", "id", "job", "project_id"] and project["project_id"] == ""
+    bespin.call("admin", "PUT", f"admin/job-dds-output-projects/{project['id']}/",
+                {"job": named, "project_id": "0c7d9e1f-proj", "dds_user_credentials": project["dds_user_credentials"]})
+
+    bespin.start_job(named)
+    bespin.start_job(unnamed)
+    jobs = [wait_state(bespin, i, "FE", daemon) for i in (named, unnamed)]
+
+    assert [j["state"] for j in jobs] == ["F", "F"], [bespin.errors_of(i) for i in (named, unnamed)]
+    prefix = f"0c7d9e1f-proj/job-{named}/"
+    assert object_bytes(outs, f"{prefix}ok.txt") == b"ok\n"
+    assert b"## Share group" in object_bytes(outs, f"{prefix}docs/README.md")
+    local = local_job(lando, named)
+    assert local.output["ok"]["location"] == f"swift://{outs}/{prefix}ok.txt"
+    assert local.facts["bespin"]["output_project"] == {"id": project["id"], "project_id": "0c7d9e1f-proj"}
+    assert (Path(local_job(lando, unnamed).output_dir) / "ok.txt").read_text() == "ok\n"
+    assert lando.vm_dirs() == []

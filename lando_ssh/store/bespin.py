@@ -17,6 +17,10 @@ with lando's state and step codes:
   `users` with `name` and `dds_id`). lando shared its DukeDS output project with those users; lando-ssh has
   no DukeDS project to share, so it records the group on the job (`facts["share_group"]`) and names it in
   the results' docs/README.md. A group that cannot be read does not fail the job.
+- the job's `output_project` (`{id, job, project_id, dds_user_credentials}`: lando's DukeDS project for the
+  results): with `bespin_api.output_url` set, a template of {job_id}, {project_id} and {owner}, the results go
+  to that object store prefix (`facts["output_url"]`, checked at load as submit checks --output-url). Its
+  DukeDS credentials are never read or kept.
 
 Authentication is bespin's DRF token (`Authorization: Token <token>`), or HTTP basic auth with
 `username`/`password` when a site has no token. The token is never logged.
@@ -270,6 +274,7 @@ def facts_of(data: dict[str, Any]) -> dict[str, Any]:
         "volume_size": data.get("volume_size"), "vm_volume_mounts": data.get("vm_volume_mounts"),
         "cleanup_vm": data.get("cleanup_vm", True), "stage_group": data.get("stage_group"),
         "share_group": data.get("share_group"), "fund_code": data.get("fund_code"),
+        "output_project": output_project_of(data),
         "workflow_version": {k: (data.get("workflow_version") or {}).get(k)
                              for k in ("id", "name", "version", "url", "type", "workflow_path", "methods_document")},
         "image_name": runtime.get("image_name"),
@@ -287,6 +292,41 @@ def facts_of(data: dict[str, Any]) -> dict[str, Any]:
         if isinstance(command, list) and command:
             facts[key] = [str(c) for c in command]
     return facts
+
+
+def output_project_of(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The job's output project as recorded on it: bespin's `output_project` (JobDDSOutputProjectSerializer: id,
+    job, project_id, dds_user_credentials) without its credentials; None where the job has none."""
+    project = data.get("output_project")
+    if not isinstance(project, dict):
+        return None
+    return {"id": project.get("id"), "project_id": str(project.get("project_id") or "")}
+
+
+def output_url_of(template: str | None, data: dict[str, Any]) -> str | None:
+    """Where bespin_api.output_url puts the results of a bespin job: the template with the job's {job_id},
+    {project_id} (its output project's) and {owner} (its user's username). None (the output dir, as without an
+    object store) when no template is set, the job has no output project, or the template names {project_id}
+    and the output project has none yet (bespin leaves it empty for lando to fill in). BadInput for a value that
+    cannot be part of a prefix; the values are URL-quoted ('ann@example.org' is ann%40example.org in the URL,
+    ann@example.org in the object's name)."""
+    project = output_project_of(data)
+    if not template or project is None:
+        return None
+    import string
+    import urllib.parse
+
+    named = {name for _t, name, _s, _c in string.Formatter().parse(template) if name}
+    if "project_id" in named and not project["project_id"]:
+        return None
+    values = {"job_id": str(data.get("id")), "project_id": project["project_id"],
+              "owner": str((data.get("user") or {}).get("username") or "")}
+    for name in sorted(named):
+        value = values[name]
+        if not value or "/" in value or value in (".", "..") or not value.isprintable():
+            raise BadInput(f"bespin-api's job {data.get('id')} has {name} {value!r}, which cannot be part of an "
+                           f"object prefix (bespin_api.output_url {template})")
+    return template.format(**{k: urllib.parse.quote(v, safe="~") for k, v in values.items()})  # each one a name
 
 
 def share_group_of(data: Any, group_id: Any) -> dict[str, Any]:
@@ -532,6 +572,7 @@ class BespinStore:
             error: LandoError | None = None
             prepared = None
             try:
+                self._output_url(data, facts)
                 stage_group = self.api.get_file_stage_group(data["stage_group"]) if data.get("stage_group") else None
                 prepared = prepare(workflow_source_of(data), None, job_order_of(data, stage_group))
             except (BadInput, WorkflowInvalid) as e:
@@ -544,6 +585,28 @@ class BespinStore:
                 self._announce(job, self._fields(job) | {"state": ""}, existing.error if existing else None)
                 raise error
             return job
+
+    def _output_url(self, data: dict[str, Any], facts: dict[str, Any]) -> None:
+        """`facts["output_url"]`, where bespin_api.output_url puts the job's results, checked as submit checks
+        --output-url (a store configured for it, its credentials taken, no objects there yet). BadInput when it
+        cannot be used; ObjectStoreUnavailable (the command is served again) while the store does not answer."""
+        from lando_ssh.errors import ObjectStoreRefused
+        from lando_ssh.objectstore.checks import check_output_url
+
+        assert self.config.bespin_api is not None
+        template = self.config.bespin_api.output_url
+        url = output_url_of(template, data)
+        if url is None:
+            if template and facts["bespin"]["output_project"] is not None:
+                log.info("job %s: its output project names no project_id, which bespin_api.output_url needs; its "
+                         "results go to the output directory", data.get("id"))
+            return
+        project = (facts["bespin"].get("cloud_settings") or {}).get("vm_project")  # as usage.named_project
+        where = f"the object store prefix {url} (bespin_api.output_url, for its output project)"
+        try:
+            facts["output_url"] = check_output_url(self.config, url, project=project or None)
+        except (BadInput, ObjectStoreRefused) as e:  # (a refused credential, a full quota: no retry helps)
+            raise BadInput(f"its results cannot go to {where}: {e}") from None
 
     def _get_bespin_job(self, job_id: int) -> dict[str, Any]:
         try:
@@ -591,6 +654,8 @@ class BespinStore:
     @staticmethod
     def _refresh(job: Job, facts: dict[str, Any], prepared: Any, error: LandoError | None) -> None:
         job.facts.update(facts)
+        if "output_url" not in facts:  # (read again: its output project or the config may have changed)
+            job.facts.pop("output_url", None)
         if prepared is not None:
             job.workflow = prepared.source
             job.workflow_doc = prepared.packed

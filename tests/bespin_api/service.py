@@ -126,10 +126,13 @@ class BespinApiService:
                 volume_size: int = 0,
                 methods_document: str | None = None, username: str = "bespin-user",
                 cloud_settings: dict[str, Any] | None = None, share_group: int = 1, cleanup_vm: bool = True,
-                vm_volume_mounts: dict[str, str] | None = None) -> int:
+                vm_volume_mounts: dict[str, str] | None = None, output_project_id: str | None = "") -> int:
         """A job as bespin-api's JobFactory creates it (its stage group and output project with it);
         `cloud_settings` replaces fields of its job_runtime_openstack.cloud_settings; `share_group` is the
-        id of a share group (`add_share_group`; 1 is made with the service)."""
+        id of a share group (`add_share_group`; 1 is made with the service). `output_project_id`: its output
+        project's `project_id` (JobFactory leaves it '' for lando to fill in; an admin may set it); None: a job
+        without an output project, whose record then has no `output_project` key (DRF skips a read-only nested
+        field that is not required when the related object is missing)."""
         with self.lock:
             job_id = next(self._ids)
             group_id = job_id
@@ -170,7 +173,9 @@ class BespinApiService:
                 "vm_instance_name": "", "vm_volume_name": "",
                 "vm_volume_mounts": json.dumps(vm_volume_mounts or {"/dev/vdb1": "/work"}),
                 "job_order": json.dumps(job_order),
-                "output_project": {"id": job_id, "job": job_id, "project_id": "", "dds_user_credentials": 1},
+                # JobDDSOutputProjectSerializer; dds_user_credentials: the id of JobFactory's worker credentials
+                **({} if output_project_id is None else {"output_project": {
+                    "id": job_id, "job": job_id, "project_id": output_project_id, "dds_user_credentials": 1}}),
                 "stage_group": group_id, "volume_size": volume_size, "share_group": share_group,
                 "cleanup_vm": cleanup_vm,
                 "fund_code": "",
