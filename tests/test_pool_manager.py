@@ -308,3 +308,24 @@ def test_chaos_never_oversubscribes_finishes_each_job_once_and_leaks_no_vm(pool:
         m.round([])
     assert pool.live() == [] and pool.cloud.vms == {}  # 0 VMs leaked
     assert len(pool.cloud.created) == len(set(pool.cloud.created))  # no VM asked for twice
+
+
+def test_a_job_canceled_after_its_placement_and_before_step_v_recorded_it_gives_its_place_back(
+        pool: Pool, tmp_path) -> None:
+    from lando_ssh.config import Config
+    from lando_ssh.engine import Engine
+    from lando_ssh.journal import Journal
+    from lando_ssh.model import Job, JobState
+    from lando_ssh.store import open_store
+
+    m = pool.manager(keepalive=600)
+    vm_id = ready(m, [job(1)]).placed[1]  # the daemon's round placed job 1: a place reserved, not on its record
+    store = open_store(f"sqlite:///{tmp_path}/jobs.sqlite")
+    try:
+        store.insert(Job(id=1, name="placed", workflow="w.cwl", job_order={}, state=JobState.STARTING))
+        engine = Engine(Config(data_dir=str(tmp_path)), Journal(store), pool.cloud, pool=m, keep_warm=True)
+        engine.request_cancel()
+        assert engine.drive(1).state == JobState.CANCELED
+    finally:
+        store.close()
+    assert pool.vm(vm_id).jobs == [] and pool.vm(vm_id).state == PoolState.IDLE  # warm for the next job

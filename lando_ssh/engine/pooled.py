@@ -168,6 +168,13 @@ def leave_vm(rt: Runtime, job: Job) -> bool:
     return True
 
 
+def forsake(rt: Runtime, job_id: int) -> None:
+    """Give back a place the pool reserved for the job that its record does not name yet (the daemon placed it,
+    then it was canceled or failed before step V recorded the VM)."""
+    if rt.pool is not None and (vm := rt.pool.vm_for(job_id)) is not None:
+        rt.pool.let_go(job_id, vm.id, keep_warm=rt.keep_warm)
+
+
 def _pool(rt: Runtime) -> PoolManager:
     """The pool, also where the config no longer uses one (pool.share turned to job): a job placed on a pool
     VM before leaves it through the pool, never deleting a VM other jobs may be on."""

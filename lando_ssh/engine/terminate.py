@@ -9,7 +9,7 @@ from lando_ssh.errors import CloudError
 from lando_ssh.journal import recording
 from lando_ssh.model import Job, now
 
-from .pooled import leave_vm
+from .pooled import forsake, leave_vm
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ def terminate_quietly(rt: Runtime, job: Job) -> bool:
     job on a pool VM leaves it instead (its processes and files go; the VM is the pool's)."""
     if job.vm is not None and job.vm.pool_vm is not None and not job.vm.deleted:
         return leave_vm(rt, job)
+    forsake(rt, job.id)
     rt.close(job.id)
     vm_ids: list[str] = []
     if job.vm and job.vm.id:
