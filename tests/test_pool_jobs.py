@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
+import requests
 import yaml
 from conftest import WORKFLOWS, Daemon, Lando, finished, publish_raw, send, store_job, wait_job
 from test_fleet import daemon_config
@@ -18,6 +20,12 @@ from test_postgres_store import pg_url  # noqa: F401 (fixture)
 from lando_ssh.messages import encode_message
 from lando_ssh.pool.model import LIVE, PoolState
 from lando_ssh.pool.store import open_vm_store
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def start_all(queue: str, ids: list[int]) -> None:
@@ -59,7 +67,9 @@ def wait_until(condition: Any, daemon: Daemon, timeout: float = 120, what: str =
 
 def test_jobs_of_one_owner_run_one_after_another_on_one_warm_vm_that_a_drain_then_deletes(
         lando: Lando, broker_names):
-    daemon = daemon_config(lando, broker_names, pool={"share": "owner"}, vm={"keepalive": 600})
+    port = free_port()
+    daemon = daemon_config(lando, broker_names, pool={"share": "owner"}, vm={"keepalive": 600},
+                           metrics={"listen": f"127.0.0.1:{port}"})
     ids = [lando.submit(WORKFLOWS / "upper_count.cwl", WORKFLOWS / "upper_count.yml") for _ in range(3)]
     daemon.start()
     try:
@@ -74,6 +84,9 @@ def test_jobs_of_one_owner_run_one_after_another_on_one_warm_vm_that_a_drain_the
         assert job_dirs(lando, name) == []  # each job's files left the VM with it
         listed = {r["name"]: r for r in json.loads(lando.cli("vms", "--json", check=True).stdout)}
         assert listed[name]["pool_state"] == "idle" and listed[name]["jobs_served"] == 3, listed
+        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text  # (up since the first job)
+        assert 'lando_pool_vms{state="idle"} 1.0' in metrics, metrics
+        assert "lando_pool_jobs_served_total 3.0" in metrics and "lando_pool_reuses_total 2.0" in metrics
         assert lando.cli("drain", name, check=True).returncode == 0
         wait_until(lambda: lando.vm_dirs() == [], daemon, 30, "the drained VM was not deleted")
     finally:
@@ -321,3 +334,20 @@ def test_a_failed_job_keeps_its_place_on_a_pool_vm_for_ssh_in_its_own_directory_
     assert line.stdout == f"lando-job-{job_id}\n"
     assert lando.cli("delete-vm", str(job_id)).returncode == 0
     assert pool_vms(lando) == [] and lando.vm_dirs() == []
+
+
+def test_a_pool_vm_with_less_disk_free_than_the_job_reserved_is_drained_and_the_job_fails_after_its_retries(
+        lando: Lando, tmp_path: Path):
+    workflow = tmp_path / "needs_disk.cwl"
+    workflow.write_text(yaml.safe_dump({
+        "cwlVersion": "v1.2", "class": "CommandLineTool", "baseCommand": ["true"], "inputs": {}, "outputs": {},
+        "requirements": {"ResourceRequirement": {"outdirMin": 64, "tmpdirMin": 0}}}))
+    lando.write_config(pool={"share": "owner"}, vm={"boot_retries": 1}, cloud={"local": {"disk_mb": 16}})
+    job_id = lando.submit(workflow)
+    run = lando.cli("job", str(job_id))  # each local VM's disk is a 16 MB tmpfs: less than the 64 MB reserved
+    assert run.returncode == 1
+    job = store_job(lando, job_id)
+    assert (job.state.value, job.step.value) == ("E", "V")
+    assert "MB of disk free, less than the job reserved (64 MB)" in job.reason, job.reason
+    assert any("placed again (retry 1 of 1)" in h.note for h in job.history)
+    assert len(created(lando)) == 2 and lando.vm_dirs() == [] and pool_vms(lando) == []

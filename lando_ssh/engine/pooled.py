@@ -95,7 +95,7 @@ def _placed(job: Job, vm: PoolVm) -> None:
 def _arrive(rt: Runtime, job_id: int, vm: PoolVm) -> bool:
     """The VM answers: its address, host keys and key on the job, and its free disk checked over the job's
     SSH connection. False when the disk has less free than the job reserved (files another job or the system
-    left): the job leaves the VM, which takes no new job, and is placed again."""
+    left): the job leaves the VM, which takes no new job, and is placed again (up to vm.boot_retries times)."""
     def record(j: Job) -> None:
         assert j.vm is not None
         j.vm.id, j.vm.address, j.vm.port, j.vm.host_keys = vm.cloud_id, vm.address, vm.port, list(vm.host_keys)
@@ -112,11 +112,10 @@ def _arrive(rt: Runtime, job_id: int, vm: PoolVm) -> bool:
     needs = next((t.needs for t in vm.jobs if t.job_id == job_id), None)
     if free_mb is None or needs is None or free_mb >= needs.disk_mb:
         return True
-    why = f"VM {vm.name} has {free_mb} MB of disk free, less than job {job_id} reserved ({needs.disk_mb} MB)"
-    log.warning("job %s: %s; placed again, the VM takes no new job", job_id, why)
+    why = f"VM {vm.name} has {free_mb} MB of disk free, less than the job reserved ({needs.disk_mb} MB)"
     leave_vm(rt, job)
-    _drain(_pool(rt), vm.id, why)
-    rt.journal.update(job_id, lambda j: j.retire_vm())
+    _drain(_pool(rt), vm.id, why)  # it takes no new job
+    _place_again(rt, rt.journal.get(job_id), why)
     return False
 
 
@@ -130,13 +129,17 @@ def _free_mb(df_output: str) -> int | None:
 
 
 def _lost_before_start(rt: Runtime, job: Job) -> None:
-    """The job's VM went before the job started on it (a failed boot, a VM that vanished): it is placed again,
-    up to vm.boot_retries times, else it fails with the VM's fate."""
-    assert rt.pool is not None and job.vm is not None
-    why = rt.pool.gone([job.id]).get(job.id, "its VM is gone")
+    """The job's VM went before the job started on it (a failed boot, a VM that vanished)."""
+    assert rt.pool is not None
+    _place_again(rt, job, rt.pool.gone([job.id]).get(job.id, "its VM is gone"))
+
+
+def _place_again(rt: Runtime, job: Job, why: str) -> None:
+    """The job could not start on its VM (`why`): it is placed again, up to vm.boot_retries times, else it fails
+    with `why`."""
     retries = job.run.boot_retries
     if retries >= rt.config.vm.boot_retries:
-        raise VmFailed(f"job {job.id} lost its VM before it started: {why}")
+        raise VmFailed(f"job {job.id} could not start on a VM: {why}")
     note = f"{why}; placed again (retry {retries + 1} of {rt.config.vm.boot_retries})"
     log.warning("job %s: %s", job.id, note)
 
