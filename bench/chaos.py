@@ -102,6 +102,9 @@ def main() -> None:
     parser.add_argument("--restart-rabbitmq", action="store_true",
                         help="restart RabbitMQ once (the machine's broker: only where no one else uses it)")
     parser.add_argument("--timeout", type=float, default=3600.0)
+    parser.add_argument("--grace", type=float, default=60.0,
+                        help="health.grace: seconds a job's VM may stay unreachable (the default is 300; a short one "
+                             "finds dead VMs sooner, but on an overloaded host counts slow reconnects as dead VMs)")
     args = parser.parse_args()
     import psycopg
 
@@ -121,7 +124,7 @@ def main() -> None:
             root, store={"url": url, "lease_ttl": 10}, limits={"max_concurrent_jobs": args.jobs},
             cwl_base_command=["sh", "-c", 'sleep "$0"; echo "{}"', str(args.sleep)], poll_interval=10,
             cloud={"local": dict(FAULTS)}, vm={"boot_timeout": 15, "boot_retries": 2, "ssh_timeout": 30},
-            health={"interval": 3, "grace": 15}, sweep={"interval": 15, "grace": 20}, log_level="INFO")
+            health={"interval": 3, "grace": args.grace}, sweep={"interval": 15, "grace": 20}, log_level="INFO")
         config = load_config(str(path), env={})
         ids = store_jobs(config, WORKFLOWS / "sleep.cwl", {"seconds": args.sleep}, args.jobs)
         lando = [sys.executable, "-m", "lando_ssh", "--config", str(path)]
