@@ -91,6 +91,7 @@ class Server:
         self._told: dict[int, str] = {}  # the waiting reason each queued job was last given
         self._schedule_lock = threading.Lock()  # one decision at a time
         self._arrived = threading.Event()  # with the pool: jobs came; the next round is in GATHER seconds
+        self._still_arriving = False  # the last gathering stopped at its cap while jobs kept coming
         self._flavor_list: list[Flavor] = []
         self._flavors_at = 0.0
         self._quota_cache: Quota | None = None
@@ -383,7 +384,8 @@ class Server:
         if server.jobs is not None and len(candidates) > server.jobs:  # the server's own room first
             held_back = {j.id: server.reason or "waiting: the server is near a limit" for j in candidates[server.jobs:]}
             candidates = candidates[:server.jobs]
-        result = self.pool.round(candidates, running_jobs=running + len(resume))
+        arriving, self._still_arriving = self._still_arriving, False
+        result = self.pool.round(candidates, running_jobs=running + len(resume), arriving=arriving)
         METRICS.observe_waiting(result.decision)
         for job_id in result.placed:
             self._launch(job_id, self._unqueue(job_id))
@@ -398,12 +400,17 @@ class Server:
                 self.journal.update(job_id, _waiting_reason(why))
 
     def _gather(self) -> None:
-        """Wait while jobs keep arriving: until none came for GATHER seconds, at most GATHER_MOST."""
+        """Wait while jobs keep arriving: until none came for GATHER seconds, at most GATHER_MOST (then the next
+        round is told more are on their way: `_still_arriving`)."""
         until = time.monotonic() + GATHER_MOST
         while True:
             self._arrived.clear()
             left = until - time.monotonic()
-            if left <= 0 or not self._arrived.wait(min(GATHER, left)) or self.stopping.is_set():
+            if left <= 0 or self.stopping.is_set():
+                self._still_arriving = True
+                return
+            if not self._arrived.wait(min(GATHER, left)):
+                self._still_arriving = left < GATHER  # cut short by the cap: no pause seen, more may come
                 return
 
     def _schedule_soon(self) -> None:

@@ -194,3 +194,16 @@ def test_a_job_record_becomes_a_pool_job_with_its_image_project_and_owner() -> N
     assert (got.waiting.needs.cores, got.waiting.needs.ram_mb, got.waiting.flavor, got.waiting.volume_gb) == \
         (2, 3000, "m1.large", 10)
     assert pool_job(Job(id=5, name="w", workflow="w.cwl", job_order={}), config).owner == "-"
+
+
+def test_while_jobs_keep_arriving_too_few_to_fill_a_larger_flavor_wait_for_them_and_a_full_one_boots() -> None:
+    five = [job(i) for i in range(1, 6)]  # 1 vCPU each; FLAVORS: 1, 2 and 4 vCPUs
+    now = decide(five, [])
+    assert sorted(len(b.jobs) for b in now.boot) == [1, 4]  # arrivals over: the fifth boots a small VM of its own
+    held = decide(five, [], arriving=True)
+    assert [(b.flavor.name, b.job_ids) for b in held.boot] == [("m1.large", [1, 2, 3, 4])]
+    assert held.waiting == {5: "waiting: more jobs are arriving; it boots with them on one larger VM"}
+    # a job that names its flavor, or needs the largest, is never held back
+    assert decide([job(1, flavor="m1.small")], [], arriving=True).boot != []
+    assert decide([job(1, cores=4)], [], arriving=True).boot != []
+    assert decide([job(1)], [], arriving=True, pack=False).boot != []  # (without packing there is nothing to wait for)

@@ -98,19 +98,20 @@ class PoolManager:
         return self.life.reconcile(probe_all=True)
 
     def round(self, jobs: Sequence[PoolJob], *, running_jobs: int | None = None,
-              other_vms: Sequence[ActiveVm] = ()) -> RoundResult:
+              other_vms: Sequence[ActiveVm] = (), arriving: bool = False) -> RoundResult:
+        """`arriving`: more jobs are on their way (see `placement.plan`)."""
         with self._round:
-            return self._round_now(jobs, running_jobs, other_vms)
+            return self._round_now(jobs, running_jobs, other_vms, arriving)
 
     def _round_now(self, jobs: Sequence[PoolJob], running_jobs: int | None,
-                   other_vms: Sequence[ActiveVm]) -> RoundResult:
+                   other_vms: Sequence[ActiveVm], arriving: bool) -> RoundResult:
         reconciled = self.life.reconcile()
         live = self.store.list(LIVE)
         on_vms = {j for vm in live for j in vm.job_ids}
         decision = plan([j for j in jobs if j.id not in on_vms], live, flavors=self.flavors(), policy=self.policy,
                         limits=self.limits, quota=self._quota(), now=self.clock(), allow=self.settings.allow,
                         reserve_after=self.settings.reserve_after, running_jobs=running_jobs, other_vms=other_vms,
-                        silence_grace=self.settings.health_interval)
+                        silence_grace=self.settings.health_interval, arriving=arriving)
         result = RoundResult(decision, reconciled, waiting=dict(decision.waiting), failed=dict(decision.failed))
         self.apply(decision, result)
         return result

@@ -76,6 +76,19 @@ def bins(candidates: Sequence[Candidate], allowed: Sequence[Flavor], pack: bool)
     return out
 
 
+def partial(b: Bin, allowed: Sequence[Flavor]) -> bool:
+    """Whether a larger allowed flavor would hold all of `b`'s jobs with vCPUs to spare: more jobs like them would
+    pack there (never so for a job with its own flavor or data volume, which boots alone)."""
+    if any(c.named or c.volume_gb for c in b.members):
+        return False
+    for flavor in allowed:
+        if cost(flavor) > cost(b.flavor):
+            trial = _fill(flavor, b.members)
+            if len(trial.members) == len(b.members) and trial.free.vcpus > 0:
+                return True
+    return False
+
+
 def _fill(flavor: Flavor, candidates: Sequence[Candidate]) -> Bin:
     b = Bin(flavor)
     free = capacity(flavor)

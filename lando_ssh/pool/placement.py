@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from lando_ssh.cloud import Flavor, Quota
 from lando_ssh.flavors import FlavorChooser
 from lando_ssh.pool.model import LIVE, PLACEABLE, PoolState, PoolVm, Resources
-from lando_ssh.pool.packing import Bin, Candidate, bins
+from lando_ssh.pool.packing import Bin, Candidate, bins, partial
 from lando_ssh.pool.policy import PoolPolicy, Share, share_key
 from lando_ssh.scheduler import ActiveVm, LimitDim, Limits, WaitingJob, limit_dimensions, never_fits, waiting_job
 
@@ -110,11 +110,13 @@ class _Room:
 def plan(jobs: Sequence[PoolJob], vms: Sequence[PoolVm], *, flavors: Sequence[Flavor], policy: PoolPolicy,
          limits: Limits, quota: Quota | None, now: float, allow: str | None = None, reserve_after: float = 600.0,
          running_jobs: int | None = None, other_vms: Sequence[ActiveVm] = (),
-         silence_grace: float = 0.0) -> PoolDecision:
+         silence_grace: float = 0.0, arriving: bool = False) -> PoolDecision:
     """The round's decisions (see the module's doc). `vms`: the pool's records (any state); `running_jobs`: job
     slots in use (default: the jobs on live pool VMs); `other_vms`: VMs outside the pool our jobs hold;
     `silence_grace`: seconds an idle VM may fail its health checks before it is deleted (none is placed on it
-    meanwhile): one dropped probe does not cost a warm VM."""
+    meanwhile): one dropped probe does not cost a warm VM. `arriving`: more jobs are on their way (the daemon
+    stopped gathering a burst at its cap); with `pool.pack`, jobs too few to fill a larger flavor wait for them
+    (`partial`) instead of booting small VMs that would hold VM slots a packed one could share."""
     live = [vm for vm in vms if vm.state in LIVE]
     active = [ActiveVm(vm.size.vcpus, vm.size.ram_mb, counted_by_cloud=vm.cloud_id is not None) for vm in live]
     if running_jobs is None:
@@ -144,6 +146,8 @@ def plan(jobs: Sequence[PoolJob], vms: Sequence[PoolVm], *, flavors: Sequence[Fl
             room.free, room.used_now = room.free - needs, True
             decision.place.append(PlaceJob(job.id, room.vm.id, needs))
     boots = _boots(to_boot, policy, chooser)
+    if arriving and policy.pack:
+        boots = _hold_partial(decision, boots, chooser.allowed)
     starved = _admit_boots(decision, dims, boots, rooms, by_id, policy, now, reserve_after)
     _deletions(decision, live, rooms, policy, now, starved, silence_grace)
     return decision
@@ -241,6 +245,22 @@ def _admit_boots(decision: PoolDecision, dims: list[LimitDim], boots: list[tuple
             decision.boot.append(BootVm(b.flavor, tuple((c.job_id, c.needs) for c in b.members), image, project,
                                         owner, share, b.volume_gb))
     return starved
+
+
+ARRIVING = "waiting: more jobs are arriving; it boots with them on one larger VM"
+
+
+def _hold_partial(decision: PoolDecision, boots: list[tuple[tuple[str, str | None, str], Bin]],
+                  allowed: Sequence[Flavor]) -> list[tuple[tuple[str, str | None, str], Bin]]:
+    """The boots to make now; a bin a larger allowed flavor would hold with room to spare waits (its jobs are
+    told why) for the jobs still arriving, to be packed with them in the next round."""
+    kept = []
+    for key, b in boots:
+        if partial(b, allowed):
+            decision.waiting.update({c.job_id: ARRIVING for c in b.members})
+        else:
+            kept.append((key, b))
+    return kept
 
 
 def _boot_needs(b: Bin) -> dict[str, int]:
