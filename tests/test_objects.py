@@ -413,18 +413,41 @@ def stores(**changes: Any) -> Any:
     return config
 
 
+def big_object(containers: Containers, tmp_path: Path, url: str, size: int) -> tuple[Path, Any, Any]:
+    """A file of `size` random bytes to upload to `url` ({c}: a new container), the URL parsed and its store."""
+    from lando_ssh.objectstore.stores import store_for
+    from lando_ssh.objectstore.urls import parse
+
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(size))
+    parsed = parse(url.format(c=containers.new()))
+    return src, parsed, store_for(stores(), parsed)
+
+
+def answered(proc: subprocess.CompletedProcess) -> Any:
+    """The answer of a lando-objects run that succeeded."""
+    from lando_ssh.objectstore.vmplan import Answer
+
+    assert proc.returncode == 0, proc.stderr
+    answer = Answer()
+    answer.read(proc.stdout.encode())
+    return answer
+
+
+def put_whole(upload: Any, src: Path) -> Any:
+    """lando-objects sends `src` as `upload` plans it; its answer (the parts' ETags)."""
+    from lando_ssh.objectstore.vmplan import put_plan
+
+    return answered(run_objects(json.loads(put_plan([(upload, str(src))], 4, 0.1))))
+
+
 @pytest.mark.parametrize("scheme", ["swift", "s3"])
 def test_a_segmented_upload_cut_short_leaves_no_object_and_a_whole_one_reports_its_progress(
         containers: Containers, tmp_path: Path, scheme: str):
-    from lando_ssh.objectstore.stores import store_for
-    from lando_ssh.objectstore.urls import parse
-    from lando_ssh.objectstore.vmplan import Answer, put_plan
+    from lando_ssh.objectstore.vmplan import put_plan
 
-    outs = containers.new()
-    src = tmp_path / "big.bin"
-    src.write_bytes(os.urandom(11 * MiB))
-    url = parse(f"{scheme}://{outs}/big.bin")
-    store = store_for(stores(), url)
+    src, url, store = big_object(containers, tmp_path, f"{scheme}://{{c}}/big.bin", 11 * MiB)
+    outs = url.container
     upload = store.start_put(url, 11 * MiB, 5 * MiB)
     assert len(upload.urls) == 3
     broken = upload.urls[:2] + [upload.urls[2].replace("sig=", "sig=0").replace("Signature=", "Signature=0")]
@@ -440,10 +463,7 @@ def test_a_segmented_upload_cut_short_leaves_no_object_and_a_whole_one_reports_i
         store.stat(url)
 
     upload = store.start_put(url, 11 * MiB, 5 * MiB)  # a new attempt (an earlier one's parts: see the docs)
-    proc = run_objects(json.loads(put_plan([(upload, str(src))], 4, 0.1)))
-    assert proc.returncode == 0, proc.stderr
-    answer = Answer()
-    answer.read(proc.stdout.encode())
+    answer = put_whole(upload, src)
     assert answer.bytes == 11 * MiB
     store.finish_put(upload, answer.result["items"][0]["etags"])
     info = store.stat(url)
@@ -485,15 +505,10 @@ def black_hole() -> Iterator[str]:
 @pytest.mark.parametrize("scheme", ["swift", "s3"])
 def test_an_upload_killed_mid_transfer_leaves_no_object_and_its_restart_removes_the_parts_it_sent(
         containers: Containers, tmp_path: Path, scheme: str):
-    from lando_ssh.objectstore.stores import store_for
-    from lando_ssh.objectstore.urls import parse
-    from lando_ssh.objectstore.vmplan import Answer, put_plan
+    from lando_ssh.objectstore.vmplan import put_plan
 
-    outs = containers.new()
-    src = tmp_path / "big.bin"
-    src.write_bytes(os.urandom(11 * MiB))
-    url = parse(f"{scheme}://{outs}/run/big.bin")
-    store = store_for(stores(), url)
+    src, url, store = big_object(containers, tmp_path, f"{scheme}://{{c}}/run/big.bin", 11 * MiB)
+    outs = url.container
     first = store.start_put(url, 11 * MiB, 5 * MiB)
     with black_hole() as never:  # the third part never ends: lando-objects is killed with two parts sent
         plan = put_plan([(dataclasses.replace(first, urls=[*first.urls[:2], never]), str(src))], 4, 0.05)
@@ -515,11 +530,7 @@ def test_an_upload_killed_mid_transfer_leaves_no_object_and_its_restart_removes_
 
     left = parts_left(scheme, outs, "run/big.bin")
     assert not [n for n in left if str(first.upload_id) in n], left  # the first upload's parts: gone
-    proc2 = run_objects(json.loads(put_plan([(second, str(src))], 4, 0.1)))
-    assert proc2.returncode == 0, proc2.stderr
-    answer = Answer()
-    answer.read(proc2.stdout.encode())
-    store.finish_put(second, answer.result["items"][0]["etags"])
+    store.finish_put(second, put_whole(second, src).result["items"][0]["etags"])
     assert store.stat(url).size == 11 * MiB
     assert object_bytes(outs, "run/big.bin") == src.read_bytes()
     # what is left is the whole object's own three parts, of the second upload alone
@@ -531,23 +542,13 @@ def test_an_upload_killed_mid_transfer_leaves_no_object_and_its_restart_removes_
 
 def test_a_restarted_upload_of_a_whole_swift_object_keeps_it_whole_until_the_new_one_replaces_it(
         containers: Containers, tmp_path: Path):
-    from lando_ssh.objectstore.stores import store_for
-    from lando_ssh.objectstore.urls import parse
-    from lando_ssh.objectstore.vmplan import Answer, put_plan
-
-    outs = containers.new()
-    url = parse(f"swift://{outs}/big.bin")
-    store = store_for(stores(), url)
+    src, url, store = big_object(containers, tmp_path, "swift://{c}/big.bin", 0)
+    outs = url.container
 
     def upload(data: bytes) -> Any:
-        src = tmp_path / "big.bin"
         src.write_bytes(data)
         made = store.start_put(url, len(data), 5 * MiB)
-        proc = run_objects(json.loads(put_plan([(made, str(src))], 4, 0.1)))
-        assert proc.returncode == 0, proc.stderr
-        answer = Answer()
-        answer.read(proc.stdout.encode())
-        return made, answer.result["items"][0]["etags"]
+        return made, put_whole(made, src).result["items"][0]["etags"]
 
     old = os.urandom(11 * MiB)
     store.finish_put(*upload(old))
@@ -649,7 +650,7 @@ def test_an_s3_multipart_input_is_checked_against_its_etag_at_the_part_size_it_w
                                                                                           tmp_path: Path):
     from lando_ssh.objectstore.stores import store_for
     from lando_ssh.objectstore.urls import parse
-    from lando_ssh.objectstore.vmplan import Answer, Download, get_plan
+    from lando_ssh.objectstore.vmplan import Download, get_plan
 
     ins = containers.new()
     usual = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(MiB + 7)]  # the AWS minimum part size
@@ -670,11 +671,8 @@ def test_an_s3_multipart_input_is_checked_against_its_etag_at_the_part_size_it_w
         return run_objects(json.loads(get_plan([Download(i, str(tmp_path / "in" / i.url.basename),
                                                          store.get_grants(i.url)) for i in items], 2, 0.1)))
 
-    proc = get(info, odd_info)
+    answer = answered(get(info, odd_info))
 
-    assert proc.returncode == 0, proc.stderr
-    answer = Answer()
-    answer.read(proc.stdout.encode())
     assert answer.result["unchecked"] == [f"s3://{ins}/in/odd.bin"]  # its size alone: no part size gives its ETag
     assert (tmp_path / "in" / "usual.bin").read_bytes() == b"".join(usual)
     assert (tmp_path / "in" / "odd.bin").read_bytes() == b"".join(odd)
@@ -692,30 +690,17 @@ def test_an_s3_multipart_input_is_checked_against_its_etag_at_the_part_size_it_w
 
 def test_an_s3_multipart_object_lando_uploaded_says_its_part_size_and_is_checked_when_read(containers: Containers,
                                                                                            tmp_path: Path):
-    from lando_ssh.objectstore.stores import store_for
-    from lando_ssh.objectstore.urls import parse
-    from lando_ssh.objectstore.vmplan import Answer, Download, get_plan, put_plan
+    from lando_ssh.objectstore.vmplan import Download, get_plan
 
-    outs = containers.new()
-    src = tmp_path / "big.bin"
-    src.write_bytes(os.urandom(13 * MiB))
-    url = parse(f"s3://{outs}/run/big.bin")
-    store = store_for(stores(), url)
+    src, url, store = big_object(containers, tmp_path, "s3://{c}/run/big.bin", 13 * MiB)
     upload = store.start_put(url, 13 * MiB, 6 * MiB)  # 6 MiB: no client's default, so only the metadata says it
-    proc = run_objects(json.loads(put_plan([(upload, str(src))], 4, 0.1)))
-    assert proc.returncode == 0, proc.stderr
-    answer = Answer()
-    answer.read(proc.stdout.encode())
-    store.finish_put(upload, answer.result["items"][0]["etags"])
+    store.finish_put(upload, put_whole(upload, src).result["items"][0]["etags"])
 
     info = store.stat(url)
 
     assert (info.etag_rule, info.part_sizes, info.part_size_known) == ("s3multipart", (6 * MiB,), True)
     dest = tmp_path / "back" / "big.bin"
-    proc = run_objects(json.loads(get_plan([Download(info, str(dest), store.get_grants(url))], 2, 0.1)))
-    assert proc.returncode == 0, proc.stderr
-    answer = Answer()
-    answer.read(proc.stdout.encode())
+    answer = answered(run_objects(json.loads(get_plan([Download(info, str(dest), store.get_grants(url))], 2, 0.1))))
     assert answer.result["unchecked"] == [] and dest.read_bytes() == src.read_bytes()
 
 
