@@ -177,18 +177,20 @@ def test_a_bespin_jobs_share_group_is_recorded_and_named_in_its_readme_and_one_t
 
 # -- a job's output project: its results in the object store (bespin_api.output_url) -------------------------
 
-def with_output_url(lando: Lando, template: str) -> None:
-    lando.settings["bespin_api"]["output_url"] = template
+def with_output_url(lando: Lando, containers: Containers) -> str:
+    """bespin_api.output_url into a new container, by output project and job; returns the container."""
+    outs = containers.new()
+    lando.settings["bespin_api"]["output_url"] = f"swift://{outs}/{{project_id}}/job-{{job_id}}/"
     lando.settings["object_store"] = store_settings()
     lando.write_config()
+    return outs
 
 
 def test_a_bespin_jobs_output_project_puts_its_results_and_docs_in_swift_from_the_vm(
         lando: Lando, bespin: BespinApiService, bespin_daemon: Daemon, http_files: tuple[str, Path],
         tmp_path: Path, containers: Containers):
     base, served = http_files
-    outs = containers.new()
-    with_output_url(lando, f"swift://{outs}/{{project_id}}/job-{{job_id}}/")
+    outs = with_output_url(lando, containers)
     job_id, _ = flaky_job(bespin, base, served, tmp_path, output_project_id="8a3e2c1d-dds", name="to swift")
     bespin_daemon.start()
     bespin.start_job(job_id)
@@ -216,8 +218,7 @@ def test_an_output_prefix_holding_objects_errors_the_job_until_emptied_and_a_pro
         lando: Lando, bespin: BespinApiService, bespin_daemon: Daemon, http_files: tuple[str, Path],
         tmp_path: Path, containers: Containers):
     base, served = http_files
-    outs = containers.new()
-    with_output_url(lando, f"swift://{outs}/{{project_id}}/job-{{job_id}}/")
+    outs = with_output_url(lando, containers)
     held, _ = flaky_job(bespin, base, served, tmp_path, output_project_id="p1", name="prefix taken")
     swift().put_object(outs, f"p1/job-{held}/old.txt", b"someone else's\n")
     unnamed, _ = flaky_job(bespin, base, served, tmp_path, name="no project_id yet")  # as bespin's JobFactory makes it

@@ -488,17 +488,24 @@ def servers_made_for(admin: Any, tenant: Tenant, job_id: int) -> list[str]:
         if s.name.startswith(f"{tenant.prefix}-job-{job_id}-"))
 
 
-def test_a_job_runs_to_F_on_a_real_guest_and_a_daemon_killed_mid_job_adopts_its_server(
-        lando: Any, daemon: Daemon, tenant: Tenant, admin: Any, tmp_path: Path):
+def daemon_runs_a_sleep(lando: Any, daemon: Daemon, tenant: Tenant, tmp_path: Path, seconds: int) -> tuple[int, Any]:
+    """A job that sleeps `seconds` on a real guest, started through the daemon: its id, and its record once its
+    workflow runs."""
     lando.settings.update(guest_settings(tenant, tmp_path))
     lando.write_config()
     order = tmp_path / "sleep.yml"
-    order.write_text("seconds: 6\n")
+    order.write_text(f"seconds: {seconds}\n")
     job_id = lando.submit(WORKFLOWS / "sleep.cwl", order)
     daemon.start()
     send(lando, "start_job", job_id)
     running = wait_job(lando, job_id, lambda j: j.run.run_pid is not None or finished(j), timeout=300, daemon=daemon)
     assert running.state.value == "R", running.reason
+    return job_id, running
+
+
+def test_a_job_runs_to_F_on_a_real_guest_and_a_daemon_killed_mid_job_adopts_its_server(
+        lando: Any, daemon: Daemon, tenant: Tenant, admin: Any, tmp_path: Path):
+    job_id, running = daemon_runs_a_sleep(lando, daemon, tenant, tmp_path, 6)
     server = admin.compute.get_server(running.vm.id)
     fip = admin.network.get_ip(server.metadata[META_FLOATING_IP_ID])
     volume = admin.block_storage.get_volume(server.metadata[META_VOLUME_ID])
@@ -736,15 +743,7 @@ def test_a_job_whose_server_nova_puts_in_error_ends_E_with_novas_fault_and_leave
 
 
 def test_a_job_lives_through_keystone_going_down(lando: Any, daemon: Daemon, tenant: Tenant, tmp_path: Path):
-    lando.settings.update(guest_settings(tenant, tmp_path))
-    lando.write_config()
-    order = tmp_path / "sleep.yml"
-    order.write_text("seconds: 4\n")
-    job_id = lando.submit(WORKFLOWS / "sleep.cwl", order)
-    daemon.start()
-    send(lando, "start_job", job_id)
-    running = wait_job(lando, job_id, lambda j: j.run.run_pid is not None or finished(j), timeout=300, daemon=daemon)
-    assert running.state.value == "R", running.reason
+    job_id, running = daemon_runs_a_sleep(lando, daemon, tenant, tmp_path, 4)
 
     with RealOpenStack.down("keystone"):  # only this stack's keystone; started again after the block
         with pytest.raises(os_exc.SDKException):  # Keystone is down: no new login
