@@ -18,6 +18,7 @@ import logging
 
 from lando_ssh.backoff import Backoff
 from lando_ssh.errors import BadInput, LandoError, VmFailed
+from lando_ssh.journal import setting
 from lando_ssh.model import HistoryEntry, Job, JobState, JobStep, VmRecord, now
 from lando_ssh.pool.manager import PoolManager
 from lando_ssh.pool.model import PoolState, PoolVm
@@ -76,20 +77,27 @@ def _place(rt: Runtime, job: Job, told: str) -> str:
         raise BadInput(result.failed[job.id])
     why = result.waiting.get(job.id, "")
     if why and why != told:
-        rt.journal.update(job.id, lambda j: setattr(j, "reason", why))
+        rt.journal.update(job.id, setting(reason=why))
     return why
 
 
 def _placed(job: Job, vm: PoolVm) -> None:
     """The job's record of its place: the VM's name, the pool record, the share it reserved."""
-    share = next(t for t in vm.jobs if t.job_id == job.id)
+    share = vm.tenancy(job.id)
+    assert share is not None
     if job.vm is not None:
         job.retire_vm()
-    job.vm = VmRecord(name=vm.name, id=vm.cloud_id, user=vm.user, work_dir=vm.work_dir, flavor=vm.flavor,
-                      vcpus=share.needs.vcpus, ram_mb=share.needs.ram_mb, created=now(), pool_vm=vm.id,
-                      key_path=vm.key_path)
+    job.vm = VmRecord(name=vm.name, flavor=vm.flavor, vcpus=share.needs.vcpus, ram_mb=share.needs.ram_mb,
+                      created=now(), pool_vm=vm.id)
+    _endpoint(job.vm, vm)
     job.reason = f"on VM {vm.name} ({vm.state.value})"
     job.set_state(JobState.RUNNING, JobStep.CREATE_VM)
+
+
+def _endpoint(record: VmRecord, vm: PoolVm) -> None:
+    """Where the job's VM is, as the pool knows it now: its cloud id, address, pinned host keys, login, own key."""
+    record.id, record.address, record.port, record.host_keys = vm.cloud_id, vm.address, vm.port, list(vm.host_keys)
+    record.user, record.work_dir, record.key_path = vm.user, vm.work_dir, vm.key_path
 
 
 def _arrive(rt: Runtime, job_id: int, vm: PoolVm) -> bool:
@@ -98,8 +106,7 @@ def _arrive(rt: Runtime, job_id: int, vm: PoolVm) -> bool:
     left): the job leaves the VM, which takes no new job, and is placed again (up to vm.boot_retries times)."""
     def record(j: Job) -> None:
         assert j.vm is not None
-        j.vm.id, j.vm.address, j.vm.port, j.vm.host_keys = vm.cloud_id, vm.address, vm.port, list(vm.host_keys)
-        j.vm.user, j.vm.work_dir, j.vm.key_path = vm.user, vm.work_dir, vm.key_path
+        _endpoint(j.vm, vm)
         j.vm.active = j.vm.active or now()
         j.reason = ""
 
@@ -109,10 +116,10 @@ def _arrive(rt: Runtime, job_id: int, vm: PoolVm) -> bool:
     out = rt.remote(job).run(["df", "-Pk", "--", vm.work_dir], retry=False,
                              what=f"the free disk of pool VM {vm.name}").stdout
     free_mb = _free_mb(out)
-    needs = next((t.needs for t in vm.jobs if t.job_id == job_id), None)
-    if free_mb is None or needs is None or free_mb >= needs.disk_mb:
+    share = vm.tenancy(job_id)
+    if free_mb is None or share is None or free_mb >= share.needs.disk_mb:
         return True
-    why = f"VM {vm.name} has {free_mb} MB of disk free, less than the job reserved ({needs.disk_mb} MB)"
+    why = f"VM {vm.name} has {free_mb} MB of disk free, less than the job reserved ({share.needs.disk_mb} MB)"
     leave_vm(rt, job)
     _drain(_pool(rt), vm.id, why)  # it takes no new job
     _place_again(rt, rt.journal.get(job_id), why)

@@ -124,7 +124,11 @@ class PoolVm:
         return [t.job_id for t in self.jobs]
 
     def holds(self, job_id: int) -> bool:
-        return any(t.job_id == job_id for t in self.jobs)
+        return self.tenancy(job_id) is not None
+
+    def tenancy(self, job_id: int) -> Tenancy | None:
+        """Job `job_id`'s place on this VM (what it reserved, since when), or None."""
+        return next((t for t in self.jobs if t.job_id == job_id), None)
 
     # -- jobs coming and going (run inside the store's transaction) ---------------------------------
     def reserve(self, job_id: int, needs: Resources, at: datetime | None = None) -> None:
